@@ -1,0 +1,142 @@
+use std::path::Path;
+
+use bankchurn::BankChurn;
+use serde_json::json;
+use serving::{testkit, Service};
+
+#[tokio::test]
+async fn every_endpoint_and_every_kind_of_bad_input() {
+    testkit::conformance::<BankChurn>(&[
+        ("CreditScore", json!({"CreditScore": 299})),
+        ("CreditScore", json!({"CreditScore": 851})),
+        ("CreditScore", json!({"CreditScore": "high"})),
+        ("Geography", json!({"Geography": "Italy"})),
+        ("Gender", json!({"Gender": 1})),
+        ("Age", json!({"Age": 17})),
+        ("Age", json!({"Age": 101})),
+        ("Tenure", json!({"Tenure": 10.5})),
+        ("Balance", json!({"Balance": -0.01})),
+        ("NumOfProducts", json!({"NumOfProducts": 5})),
+        ("HasCrCard", json!({"HasCrCard": 2})),
+        ("IsActiveMember", json!({"IsActiveMember": -1})),
+        ("EstimatedSalary", json!({"EstimatedSalary": null})),
+    ])
+    .await;
+}
+
+#[tokio::test]
+async fn a_prediction_is_consistent_and_explained_by_the_model() {
+    let (_dir, app) = testkit::trained_router::<BankChurn>(3000);
+    let (_, p) = testkit::call(
+        &app,
+        "POST",
+        "/predict",
+        Some(serde_json::to_string(&BankChurn::example_request()).unwrap()),
+    )
+    .await;
+    let probability = p["churn_probability"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&probability));
+    assert_eq!(p["churn_prediction"], u8::from(probability >= 0.5));
+    let expected_risk = if probability < 0.3 {
+        "LOW"
+    } else if probability < 0.7 {
+        "MEDIUM"
+    } else {
+        "HIGH"
+    };
+    assert_eq!(p["risk_level"], expected_risk);
+    assert!((p["confidence"].as_f64().unwrap() - (probability - 0.5).abs() * 2.0).abs() < 1e-12);
+    // The contributions come from the trees: with the base they add up to the probability.
+    let contributions = p["feature_contributions"].as_object().unwrap();
+    assert_eq!(contributions.len(), 10);
+    let sum: f64 = contributions.values().map(|v| v.as_f64().unwrap()).sum();
+    let base = p["base_probability"].as_f64().unwrap();
+    assert!(
+        (base + sum - probability).abs() < 1e-6,
+        "{base} + {sum} != {probability}"
+    );
+    assert!(p["prediction_timestamp"].as_str().unwrap().ends_with('Z'));
+
+    let (_, metrics) = testkit::call(&app, "GET", "/metrics", None).await;
+    let line = format!("bankchurn_predictions_total{{risk_level=\"{expected_risk}\"}} 1");
+    assert!(metrics.as_str().unwrap().contains(&line), "{metrics}");
+}
+
+#[tokio::test]
+async fn without_a_model_health_and_predictions_say_503() {
+    testkit::without_model::<BankChurn>().await;
+}
+
+#[test]
+fn training_is_deterministic() {
+    testkit::training_is_deterministic::<BankChurn>();
+}
+
+#[test]
+fn the_model_learns_the_synthetic_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = testkit::train_into::<BankChurn>(dir.path(), 10_000, 1);
+    assert!(metrics["roc_auc"].as_f64().unwrap() > 0.78, "{metrics}");
+    assert!(metrics["f1"].as_f64().unwrap() > 0.5, "{metrics}");
+}
+
+fn write(dir: &Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("Churn_Modelling.csv");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const HEADER: &str = "RowNumber,CustomerId,Surname,CreditScore,Geography,Gender,Age,Tenure,Balance,NumOfProducts,HasCrCard,IsActiveMember,EstimatedSalary,Exited";
+
+#[test]
+fn loads_the_public_file_layout_crlf_blank_tenure_and_identifiers() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{HEADER}\r\n1,15634602,Hargrave,619,France,Female,42,2.0,0.0,1,1,1,101348.88,1\r\n2,15647311,Hill,608,Spain,Female,41,,83807.86,1,0,1,112542.58,0\r\n"
+    );
+    let (x, y) = bankchurn::load(&write(dir.path(), &text)).unwrap();
+    assert_eq!(y, vec![1.0, 0.0]);
+    assert_eq!(
+        x.row(0),
+        &[619.0, 0.0, 1.0, 42.0, 2.0, 0.0, 1.0, 1.0, 1.0, 101348.88]
+    );
+    assert!(x.row(1)[4].is_nan(), "a blank Tenure is missing, not zero");
+}
+
+#[test]
+fn a_malformed_file_is_rejected_with_line_and_column_and_the_old_model_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    testkit::train_into::<BankChurn>(dir.path(), 800, 1);
+    let model = dir.path().join("model/model.json");
+    let before = std::fs::read(&model).unwrap();
+
+    let mut text = std::fs::read_to_string(dir.path().join("data.csv")).unwrap();
+    text.push_str("801,15600000,Doe,700,France,Male,forty,3.0,0.0,1,1,1,50000.0,0\r\n");
+    let bad = write(dir.path(), &text);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_bankchurn"))
+        .args([
+            "train",
+            "--data-path",
+            bad.to_str().unwrap(),
+            "--model-dir",
+            dir.path().join("model").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("line 802, column `Age`: expected a number, found \"forty\""),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&model).unwrap(),
+        before,
+        "the previous model was touched"
+    );
+}
+
+#[test]
+fn serve_answers_on_a_real_socket_and_healthcheck_agrees() {
+    testkit::serve_and_healthcheck(Path::new(env!("CARGO_BIN_EXE_bankchurn")));
+}

@@ -1,0 +1,101 @@
+use std::path::Path;
+
+use carvision::CarVision;
+use serde_json::json;
+use serving::testkit;
+
+#[tokio::test]
+async fn every_endpoint_and_every_kind_of_bad_input() {
+    testkit::conformance::<CarVision>(&[
+        ("model_year", json!({"model_year": 1899})),
+        ("model_year", json!({"model_year": 3000})),
+        ("model", json!({"model": "  "})),
+        ("condition", json!({"condition": "mint"})),
+        ("cylinders", json!({"cylinders": 40})),
+        ("fuel", json!({"fuel": "coal"})),
+        ("odometer", json!({"odometer": -5})),
+        ("transmission", json!({"transmission": 6})),
+        ("type", json!({"type": "spaceship"})),
+        ("paint_color", json!({"paint_color": "plaid"})),
+        ("is_4wd", json!({"is_4wd": "yes"})),
+    ])
+    .await;
+}
+
+#[tokio::test]
+async fn optional_fields_have_defaults_and_age_and_mileage_lower_the_price() {
+    let (_dir, app) = testkit::trained_router::<CarVision>(20_000);
+    let price = |listing: serde_json::Value| {
+        let app = app.clone();
+        async move {
+            let (status, answer) =
+                testkit::call(&app, "POST", "/predict", Some(listing.to_string())).await;
+            assert_eq!(status, 200, "{answer}");
+            answer["prediction"].as_f64().unwrap()
+        }
+    };
+    let minimal = price(json!({"model_year": 2015, "model": "toyota camry"})).await;
+    assert!(minimal > 0.0);
+    let newer = price(json!({"model_year": 2018, "model": "ford f-150", "odometer": 20000})).await;
+    let older = price(json!({"model_year": 2005, "model": "ford f-150", "odometer": 190000})).await;
+    assert!(newer > older * 1.5, "newer {newer} vs older {older}");
+    let luxury =
+        price(json!({"model_year": 2016, "model": "cadillac escalade", "type": "SUV"})).await;
+    let compact =
+        price(json!({"model_year": 2016, "model": "hyundai elantra", "type": "sedan"})).await;
+    assert!(luxury > compact, "escalade {luxury} vs elantra {compact}");
+}
+
+#[tokio::test]
+async fn without_a_model_health_and_predictions_say_503() {
+    testkit::without_model::<CarVision>().await;
+}
+
+#[test]
+fn training_is_deterministic() {
+    testkit::training_is_deterministic::<CarVision>();
+}
+
+#[test]
+fn the_model_beats_the_median_baseline_and_filters_outliers() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = testkit::train_into::<CarVision>(dir.path(), 20_000, 1);
+    let r2 = metrics["r2"].as_f64().unwrap();
+    assert!(r2 > 0.8, "{metrics}");
+    assert!(
+        metrics["rmse"].as_f64().unwrap() < 0.6 * metrics["baseline"]["rmse"].as_f64().unwrap(),
+        "{metrics}"
+    );
+    assert!(
+        metrics["rows_outside_price_band"].as_u64().unwrap() > 100,
+        "{metrics}"
+    );
+}
+
+#[test]
+fn loads_blanks_and_rejects_an_unknown_condition_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vehicles_us.csv");
+    let header = "price,model_year,model,condition,cylinders,fuel,odometer,transmission,type,paint_color,is_4wd,date_posted,days_listed";
+    std::fs::write(&path, format!("{header}\n9400,2011.0,bmw x5,good,6.0,gas,145000.0,automatic,SUV,,1.0,2018-06-23,19\n25500,,ford f-150,good,6.0,gas,88705.0,automatic,pickup,white,,2018-10-19,50\n")).unwrap();
+    let (_, prices) = carvision::load(&path).unwrap();
+    assert_eq!(prices, vec![9400.0, 25500.0]);
+
+    std::fs::write(
+        &path,
+        format!(
+            "{header}\n9400,2011.0,bmw x5,mint,6.0,gas,145000.0,automatic,SUV,,1.0,2018-06-23,19\n"
+        ),
+    )
+    .unwrap();
+    let err = carvision::load(&path).err().unwrap().to_string();
+    assert!(
+        err.contains("line 2, column `condition`: expected one of"),
+        "{err}"
+    );
+}
+
+#[test]
+fn serve_answers_on_a_real_socket_and_healthcheck_agrees() {
+    testkit::serve_and_healthcheck(Path::new(env!("CARGO_BIN_EXE_carvision")));
+}

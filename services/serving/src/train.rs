@@ -1,0 +1,407 @@
+//! Training helpers shared by the services: seeded splits, gradient boosting, and the metrics
+//! the portfolio reported. Everything is deterministic for a given seed.
+
+pub use forust_ml::GradientBooster;
+use forust_ml::Matrix;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+pub use forust_ml::objective::ObjectiveType;
+
+/// A row-major feature matrix with named columns.
+#[derive(Debug, Clone)]
+pub struct Features {
+    pub names: &'static [&'static str],
+    values: Vec<f64>,
+}
+
+impl Features {
+    pub fn new(names: &'static [&'static str]) -> Self {
+        Self {
+            names,
+            values: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, row: &[f64]) {
+        assert_eq!(
+            row.len(),
+            self.names.len(),
+            "feature row of the wrong width"
+        );
+        self.values.extend_from_slice(row);
+    }
+
+    pub fn rows(&self) -> usize {
+        self.values.len() / self.names.len()
+    }
+
+    pub fn row(&self, i: usize) -> &[f64] {
+        let w = self.names.len();
+        &self.values[i * w..(i + 1) * w]
+    }
+
+    /// The rows in `idx`, laid out column-major as the booster wants them.
+    fn column_major(&self, idx: &[usize]) -> Vec<f64> {
+        let mut out = Vec::with_capacity(idx.len() * self.names.len());
+        for col in 0..self.names.len() {
+            out.extend(idx.iter().map(|&i| self.values[i * self.names.len() + col]));
+        }
+        out
+    }
+}
+
+/// Gradient boosting settings; the defaults are those measured best on the BankChurn data.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct BoosterParams {
+    pub iterations: usize,
+    pub learning_rate: f32,
+    pub max_depth: usize,
+    pub l2: f32,
+    pub min_leaf_weight: f32,
+}
+
+impl Default for BoosterParams {
+    fn default() -> Self {
+        Self {
+            iterations: 200,
+            learning_rate: 0.1,
+            max_depth: 3,
+            l2: 1.0,
+            min_leaf_weight: 1.0,
+        }
+    }
+}
+
+/// Fits a booster on the rows `idx` of `x`.
+pub fn fit_booster(
+    objective: ObjectiveType,
+    params: BoosterParams,
+    x: &Features,
+    idx: &[usize],
+    y: &[f64],
+    weights: &[f64],
+    seed: u64,
+) -> anyhow::Result<GradientBooster> {
+    let data = x.column_major(idx);
+    let matrix = Matrix::new(&data, idx.len(), x.names.len());
+    let target: Vec<f64> = idx.iter().map(|&i| y[i]).collect();
+    let weight: Vec<f64> = idx.iter().map(|&i| weights[i]).collect();
+    let base_score = match objective {
+        ObjectiveType::LogLoss => 0.0,
+        ObjectiveType::SquaredLoss => target.iter().sum::<f64>() / target.len() as f64,
+    };
+    let mut booster = GradientBooster::default()
+        .set_objective_type(objective)
+        .set_iterations(params.iterations)
+        .set_learning_rate(params.learning_rate)
+        .set_max_depth(params.max_depth)
+        .set_l2(params.l2)
+        .set_min_leaf_weight(params.min_leaf_weight)
+        .set_base_score(base_score)
+        .set_initialize_base_score(false)
+        .set_seed(seed);
+    booster
+        .fit(&matrix, &target, &weight, None)
+        .map_err(|e| anyhow::anyhow!("gradient boosting failed: {e}"))?;
+    Ok(booster)
+}
+
+/// Raw booster outputs (log-odds for classifiers) for the rows `idx` of `x`.
+pub fn predict_rows(booster: &GradientBooster, x: &Features, idx: &[usize]) -> Vec<f64> {
+    let data = x.column_major(idx);
+    booster.predict(&Matrix::new(&data, idx.len(), x.names.len()), true)
+}
+
+/// Raw booster output for one row, without touching the thread pool (the serving hot path).
+pub fn predict_one(booster: &GradientBooster, row: &[f64]) -> f64 {
+    booster.predict(&Matrix::new(row, 1, row.len()), false)[0]
+}
+
+/// How much each feature moved this row's predicted probability, walking down every tree
+/// (forust's "probability change" method). Returns one value per feature and the base (what
+/// the trees' roots alone predict); base plus contributions is the predicted probability.
+/// Only for classifiers (log-loss boosters).
+pub fn probability_contributions(booster: &GradientBooster, row: &[f64]) -> (Vec<f64>, f64) {
+    let mut c = booster.predict_contributions(
+        &Matrix::new(row, 1, row.len()),
+        forust_ml::gradientbooster::ContributionsMethod::ProbabilityChange,
+        false,
+    );
+    let base = c.pop().unwrap_or(0.0);
+    (c, base)
+}
+
+pub fn sigmoid(log_odds: f64) -> f64 {
+    1.0 / (1.0 + (-log_odds).exp())
+}
+
+/// Splits row indices into (train, test), keeping the class balance of `labels` in both.
+pub fn stratified_split(labels: &[f64], test_fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (mut train, mut test) = (Vec::new(), Vec::new());
+    for class in [0.0, 1.0] {
+        let mut idx: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == class).collect();
+        idx.shuffle(&mut rng);
+        let n_test = (idx.len() as f64 * test_fraction).round() as usize;
+        test.extend_from_slice(&idx[..n_test]);
+        train.extend_from_slice(&idx[n_test..]);
+    }
+    train.sort_unstable();
+    test.sort_unstable();
+    (train, test)
+}
+
+/// Splits `0..n` into (train, test) at random.
+pub fn random_split(n: usize, test_fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    let n_test = (n as f64 * test_fraction).round() as usize;
+    let mut test = idx[..n_test].to_vec();
+    let mut train = idx[n_test..].to_vec();
+    train.sort_unstable();
+    test.sort_unstable();
+    (train, test)
+}
+
+/// Deals `idx` into `k` folds, stratified by `labels` when given.
+pub fn folds(idx: &[usize], labels: Option<&[f64]>, k: usize, seed: u64) -> Vec<Vec<usize>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_f01d);
+    let mut shuffled = idx.to_vec();
+    shuffled.shuffle(&mut rng);
+    if let Some(labels) = labels {
+        // A stable sort by class after the shuffle interleaves classes evenly across folds.
+        shuffled.sort_by(|a, b| labels[*a].total_cmp(&labels[*b]));
+    }
+    let mut out = vec![Vec::new(); k];
+    for (n, i) in shuffled.into_iter().enumerate() {
+        out[n % k].push(i);
+    }
+    out
+}
+
+/// Binary classification metrics at a fixed decision threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ClassificationMetrics {
+    pub accuracy: f64,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub roc_auc: f64,
+}
+
+impl ClassificationMetrics {
+    pub fn compute(y: &[f64], probability: &[f64], threshold: f64) -> Self {
+        let (mut tp, mut fp, mut tn, mut fneg) = (0.0, 0.0, 0.0, 0.0);
+        for (&t, &p) in y.iter().zip(probability) {
+            match (t == 1.0, p >= threshold) {
+                (true, true) => tp += 1.0,
+                (false, true) => fp += 1.0,
+                (false, false) => tn += 1.0,
+                (true, false) => fneg += 1.0,
+            }
+        }
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        let precision = ratio(tp, tp + fp);
+        let recall = ratio(tp, tp + fneg);
+        Self {
+            accuracy: ratio(tp + tn, tp + tn + fp + fneg),
+            precision,
+            recall,
+            f1: ratio(2.0 * precision * recall, precision + recall),
+            roc_auc: roc_auc(y, probability),
+        }
+    }
+}
+
+/// Area under the ROC curve, with ties counted as half (the Mann-Whitney statistic).
+pub fn roc_auc(y: &[f64], score: &[f64]) -> f64 {
+    let mut order: Vec<usize> = (0..y.len()).collect();
+    order.sort_by(|&a, &b| score[a].total_cmp(&score[b]));
+    let mut rank_sum_pos = 0.0;
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && score[order[j + 1]] == score[order[i]] {
+            j += 1;
+        }
+        let mid_rank = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &order[i..=j] {
+            if y[k] == 1.0 {
+                rank_sum_pos += mid_rank;
+            }
+        }
+        i = j + 1;
+    }
+    let pos = y.iter().filter(|&&t| t == 1.0).count() as f64;
+    let neg = y.len() as f64 - pos;
+    if pos == 0.0 || neg == 0.0 {
+        return 0.5;
+    }
+    (rank_sum_pos - pos * (pos + 1.0) / 2.0) / (pos * neg)
+}
+
+/// Regression metrics as the CarVision portfolio reported them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RegressionMetrics {
+    pub rmse: f64,
+    pub mae: f64,
+    pub r2: f64,
+    /// Mean absolute percentage error, in percent.
+    pub mape: f64,
+}
+
+impl RegressionMetrics {
+    pub fn compute(y: &[f64], prediction: &[f64]) -> Self {
+        let n = y.len() as f64;
+        let mean = y.iter().sum::<f64>() / n;
+        let (mut se, mut ae, mut ape, mut tot) = (0.0, 0.0, 0.0, 0.0);
+        for (&t, &p) in y.iter().zip(prediction) {
+            se += (t - p).powi(2);
+            ae += (t - p).abs();
+            ape += ((t - p) / t).abs();
+            tot += (t - mean).powi(2);
+        }
+        Self {
+            rmse: (se / n).sqrt(),
+            mae: ae / n,
+            r2: 1.0 - se / tot,
+            mape: 100.0 * ape / n,
+        }
+    }
+}
+
+/// The class weight and score chosen for a binary classifier on out-of-fold predictions.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct BinaryTraining {
+    pub positive_class_weight: f64,
+    pub validation_score: f64,
+}
+
+/// What a binary classifier's class weight is chosen to maximise, at threshold 0.5.
+#[derive(Debug, Clone, Copy)]
+pub enum Selection {
+    F1,
+    /// The mean of accuracy and F1: for a target judged on both.
+    AccuracyAndF1,
+}
+
+impl Selection {
+    fn score(self, m: &ClassificationMetrics) -> f64 {
+        match self {
+            Selection::F1 => m.f1,
+            Selection::AccuracyAndF1 => (m.accuracy + m.f1) / 2.0,
+        }
+    }
+}
+
+const CLASS_WEIGHT_GRID: [f64; 7] = [1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0];
+const VALIDATION_FOLDS: usize = 4;
+
+/// Trains a binary classifier whose decisions are made at probability 0.5, so the API's
+/// threshold is the tuned one: the positive-class weight is chosen from out-of-fold
+/// predictions on the training rows (never the test rows), then the booster is refit on all
+/// training rows.
+pub fn fit_binary(
+    params: BoosterParams,
+    x: &Features,
+    y: &[f64],
+    train: &[usize],
+    selection: Selection,
+    seed: u64,
+) -> anyhow::Result<(GradientBooster, BinaryTraining)> {
+    let folds = folds(train, Some(y), VALIDATION_FOLDS, seed);
+    let mut best: Option<BinaryTraining> = None;
+    for weight in CLASS_WEIGHT_GRID {
+        let weights: Vec<f64> = y
+            .iter()
+            .map(|&t| if t == 1.0 { weight } else { 1.0 })
+            .collect();
+        let (mut truth, mut probability) = (Vec::new(), Vec::new());
+        for (k, held_out) in folds.iter().enumerate() {
+            let fit_idx: Vec<usize> = folds
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != k)
+                .flat_map(|(_, f)| f.iter().copied())
+                .collect();
+            let booster = fit_booster(
+                ObjectiveType::LogLoss,
+                params,
+                x,
+                &fit_idx,
+                y,
+                &weights,
+                seed,
+            )?;
+            probability.extend(predict_rows(&booster, x, held_out).into_iter().map(sigmoid));
+            truth.extend(held_out.iter().map(|&i| y[i]));
+        }
+        let score = selection.score(&ClassificationMetrics::compute(&truth, &probability, 0.5));
+        if best.is_none_or(|b| score > b.validation_score) {
+            best = Some(BinaryTraining {
+                positive_class_weight: weight,
+                validation_score: score,
+            });
+        }
+    }
+    let chosen = best.expect("the weight grid is not empty");
+    let weights: Vec<f64> = y
+        .iter()
+        .map(|&t| {
+            if t == 1.0 {
+                chosen.positive_class_weight
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let booster = fit_booster(ObjectiveType::LogLoss, params, x, train, y, &weights, seed)?;
+    Ok((booster, chosen))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auc_of_perfect_random_and_inverted_scores() {
+        let y = [0.0, 0.0, 1.0, 1.0];
+        assert_eq!(roc_auc(&y, &[0.1, 0.2, 0.8, 0.9]), 1.0);
+        assert_eq!(roc_auc(&y, &[0.9, 0.8, 0.2, 0.1]), 0.0);
+        assert_eq!(roc_auc(&y, &[0.5, 0.5, 0.5, 0.5]), 0.5);
+    }
+
+    #[test]
+    fn classification_metrics_match_a_hand_count() {
+        // tp=2, fp=1, tn=1, fn=0
+        let m = ClassificationMetrics::compute(&[1.0, 1.0, 0.0, 0.0], &[0.9, 0.6, 0.7, 0.1], 0.5);
+        assert_eq!(m.accuracy, 0.75);
+        assert!((m.precision - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(m.recall, 1.0);
+        assert!((m.f1 - 0.8).abs() < 1e-12);
+    }
+
+    #[test]
+    fn regression_metrics_of_a_known_error() {
+        let m = RegressionMetrics::compute(&[100.0, 200.0, 300.0], &[110.0, 190.0, 300.0]);
+        assert!((m.rmse - (200.0f64 / 3.0).sqrt()).abs() < 1e-9);
+        assert!((m.mae - 20.0 / 3.0).abs() < 1e-9);
+        assert!((m.r2 - (1.0 - 200.0 / 20000.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn stratified_split_keeps_class_balance_and_is_seeded() {
+        let y: Vec<f64> = (0..1000)
+            .map(|i| if i % 5 == 0 { 1.0 } else { 0.0 })
+            .collect();
+        let (train, test) = stratified_split(&y, 0.2, 7);
+        assert_eq!(test.len(), 200);
+        assert_eq!(train.len() + test.len(), 1000);
+        assert_eq!(test.iter().filter(|&&i| y[i] == 1.0).count(), 40);
+        assert_eq!(stratified_split(&y, 0.2, 7), (train.clone(), test.clone()));
+        assert_ne!(stratified_split(&y, 0.2, 8).1, test);
+    }
+}

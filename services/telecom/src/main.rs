@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    serving::main::<telecom::Telecom>()
+}
