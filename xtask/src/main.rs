@@ -1,1 +1,134 @@
-fn main() {}
+//! `cargo xtask`: build, run, check and ship the ML serving stack.
+//!
+//! Parse, build a context, run one command. Each command lives in the module of its name; the
+//! runtimes (local processes, containers) live in `runtime/`; only `runner` spawns processes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod binaries;
+mod compose;
+mod ctx;
+mod demo;
+mod doctor;
+mod down;
+mod health;
+mod http;
+mod images;
+mod logs;
+mod mlflow;
+mod ports;
+mod progress;
+mod restart;
+mod runner;
+mod runtime;
+mod smoke;
+mod stack;
+mod status;
+mod up;
+
+/// The task runner of the ML serving stack: BankChurn, CarVision and TelecomAI APIs plus an
+/// MLflow tracking server.
+///
+/// Start with `cargo xtask demo`. Every command exits non-zero on failure and says what to do.
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", version, max_term_width = 100)]
+pub struct Cli {
+    /// Print every step (program, arguments, directory, environment) and run nothing.
+    #[arg(long, global = true)]
+    dry_run: bool,
+    /// More output: the commands run, their timings.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Less output: only results and errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Where the stack runs: `auto` picks docker when an engine answers, else local.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "auto",
+        env = "XTASK_RUNTIME"
+    )]
+    runtime: runtime::Choice,
+    /// Added to every host port (5000, 8001-8003): runs a second stack beside the first.
+    #[arg(
+        long,
+        global = true,
+        default_value_t = 0,
+        env = "XTASK_PORT_OFFSET",
+        value_name = "N"
+    )]
+    port_offset: u16,
+    /// Holds data/, models/, mlruns/ and the pids and logs in .xtask/ [default: the repository]
+    #[arg(long, global = true, env = "XTASK_STACK_DIR", value_name = "DIR")]
+    stack_dir: Option<PathBuf>,
+    /// Where downloaded tools (the MLflow environment) are cached [default: ~/.cache/ml-mlops-xtask]
+    #[arg(long, global = true, env = "XTASK_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    Demo(demo::Demo),
+    Up(up::Up),
+    Down(down::Down),
+    Restart(restart::Restart),
+    Status(status::Status),
+    Health(health::Health),
+    Smoke(smoke::Smoke),
+    Logs(logs::Logs),
+    Doctor(doctor::Doctor),
+    Images(images::Images),
+    Compose(compose::Compose),
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let ctx = ctx::Ctx::new(ctx::Options {
+        dry_run: cli.dry_run,
+        verbosity: if cli.quiet { -1 } else { cli.verbose as i8 },
+        port_offset: cli.port_offset,
+        stack_dir: cli.stack_dir,
+        cache_dir: cli.cache_dir,
+    })?;
+    let ctx = &ctx;
+    let runtime = || runtime::select(ctx, cli.runtime);
+    match cli.command {
+        Command::Demo(cmd) => cmd.run(ctx, runtime()?.as_mut()),
+        Command::Up(cmd) => cmd.run(ctx, runtime()?.as_mut()),
+        Command::Down(cmd) => cmd.run(ctx, runtime()?.as_mut()),
+        Command::Restart(cmd) => cmd.run(ctx, runtime()?.as_mut()),
+        Command::Status(cmd) => cmd.run(ctx, runtime()?.as_ref()),
+        Command::Health(cmd) => cmd.run(ctx),
+        Command::Smoke(cmd) => cmd.run(ctx),
+        Command::Logs(cmd) => cmd.run(ctx, runtime()?.as_ref()),
+        Command::Doctor(cmd) => cmd.run(ctx, runtime()?.as_ref()),
+        Command::Images(cmd) => cmd.run(ctx),
+        Command::Compose(cmd) => cmd.run(ctx),
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}

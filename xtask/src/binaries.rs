@@ -1,0 +1,64 @@
+//! The service binaries: built once for the whole workspace, in release mode. On Linux they are
+//! statically linked, so the very same files run on the host and in `FROM scratch` images.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::ctx::Ctx;
+use crate::runner::Step;
+use crate::stack::Service;
+
+/// The target triple of the static build, when there is one.
+fn static_target() -> Option<String> {
+    cfg!(all(target_os = "linux", target_env = "gnu"))
+        .then(|| format!("{}-unknown-linux-gnu", std::env::consts::ARCH))
+}
+
+fn target_dir(ctx: &Ctx) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| ctx.root.join("target"), PathBuf::from)
+}
+
+pub fn path(ctx: &Ctx, service: &Service) -> PathBuf {
+    let mut dir = target_dir(ctx);
+    if let Some(target) = static_target() {
+        dir.push(target);
+    }
+    dir.join("release").join(&service.name)
+}
+
+pub fn build_step(ctx: &Ctx, services: &[&Service]) -> Step {
+    let mut step = Step::new("cargo").args(["build", "--release", "--locked"]);
+    for service in services {
+        step = step.args(["--package", &service.name]);
+    }
+    if let Some(target) = static_target() {
+        // With an explicit --target the flag reaches only the binaries, not build scripts or
+        // proc macros (which cannot be static).
+        step = step
+            .args(["--target", &target])
+            .env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-feature=+crt-static");
+    }
+    step.cwd(&ctx.root)
+}
+
+/// Builds the binaries of `services` (cargo skips what is up to date).
+pub fn build(ctx: &Ctx, services: &[&Service]) -> Result<()> {
+    if services.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+    let task = ctx
+        .reporter
+        .task(format!("build {} (release)", names.join(", ")));
+    match ctx.runner.run(&build_step(ctx, services)) {
+        Ok(_) => {
+            task.done("");
+            Ok(())
+        }
+        Err(e) => {
+            task.fail("cargo build failed");
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! What every command gets: where things live, the stack, the runner and the reporter.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Result;
+
+use crate::progress::Reporter;
+use crate::runner::{PathAliases, Runner};
+use crate::stack::{Service, Stack};
+
+pub struct Ctx {
+    /// The workspace root.
+    pub root: PathBuf,
+    /// Where the running stack keeps its data: `data/`, `models/`, `mlruns/` and `.xtask/`
+    /// (pids and logs). The workspace root unless `XTASK_STACK_DIR` says otherwise.
+    pub stack_dir: PathBuf,
+    /// Downloaded tools (the MLflow virtual environment), shared by every checkout.
+    pub cache_dir: PathBuf,
+    /// Added to every host port, to run a second stack beside the first (tests do).
+    pub port_offset: u16,
+    pub stack: Stack,
+    pub runner: Runner,
+    pub reporter: Arc<Reporter>,
+    /// Set by Ctrl-C (or SIGTERM): long waits stop and clean up.
+    pub interrupted: Arc<AtomicBool>,
+}
+
+pub struct Options {
+    pub dry_run: bool,
+    pub verbosity: i8,
+    pub port_offset: u16,
+    pub stack_dir: Option<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
+}
+
+fn default_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("ml-mlops-xtask")
+}
+
+impl Ctx {
+    pub fn new(options: Options) -> Result<Self> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("xtask lives inside the workspace")
+            .to_owned();
+        let stack_dir = options.stack_dir.unwrap_or_else(|| root.clone());
+        let cache_dir = options.cache_dir.unwrap_or_else(default_cache_dir);
+        let reporter = Arc::new(Reporter::new(options.verbosity));
+        let aliases = PathAliases(vec![
+            (root.clone(), "$ROOT"),
+            (stack_dir.clone(), "$STACK"),
+            (cache_dir.clone(), "$CACHE"),
+        ]);
+        let runner = Runner {
+            dry_run: options.dry_run,
+            reporter: reporter.clone(),
+            aliases,
+        };
+        let interrupted = Arc::new(AtomicBool::new(false));
+        let flag = interrupted.clone();
+        // Children run in their own process groups, so only we see Ctrl-C: stop what we
+        // started instead of leaving it orphaned.
+        let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
+        Ok(Self {
+            stack: Stack::load(&root)?,
+            root,
+            stack_dir,
+            cache_dir,
+            port_offset: options.port_offset,
+            runner,
+            reporter,
+            interrupted,
+        })
+    }
+
+    pub fn dry_run(&self) -> bool {
+        self.runner.dry_run
+    }
+
+    pub fn is_interrupted(&self) -> bool {
+        self.interrupted.load(Ordering::SeqCst)
+    }
+
+    pub fn host_port(&self, service: &Service) -> u16 {
+        service.host_port + self.port_offset
+    }
+
+    /// `http://127.0.0.1:PORT/PATH`: the stack is reached only through published host ports.
+    pub fn url(&self, service: &Service, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.host_port(service))
+    }
+
+    pub fn health_url(&self, service: &Service) -> String {
+        self.url(service, &service.health_path)
+    }
+
+    pub fn data_path(&self, service: &Service) -> PathBuf {
+        let file = service.dataset.as_deref().unwrap_or("data.csv");
+        self.stack_dir.join("data").join(&service.name).join(file)
+    }
+
+    pub fn model_dir(&self, service: &Service) -> PathBuf {
+        self.stack_dir.join("models").join(&service.name)
+    }
+
+    pub fn mlruns_dir(&self) -> PathBuf {
+        self.stack_dir.join("mlruns")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.stack_dir.join(".xtask")
+    }
+
+    pub fn log_path(&self, service: &Service) -> PathBuf {
+        self.state_dir()
+            .join("logs")
+            .join(format!("{}.log", service.name))
+    }
+
+    /// Shows a path with the `$ROOT`/`$STACK`/`$CACHE` placeholders.
+    pub fn show(&self, path: &Path) -> String {
+        self.runner.aliases.show(&path.to_string_lossy())
+    }
+}

@@ -1,0 +1,49 @@
+//! `cargo xtask demo`: the old `make docker-demo`. Build, train what is missing, start the
+//! stack, wait for health, run the smoke checks, print where everything is. Run it twice and
+//! the second run reuses what is built and healthy.
+
+use anyhow::{bail, Result};
+
+use crate::ctx::Ctx;
+use crate::runtime::Runtime;
+use crate::up::{self, UpOptions};
+use crate::{smoke, status};
+
+/// Build, train, start and verify the whole stack, then leave it running.
+#[derive(clap::Args, Debug)]
+pub struct Demo {
+    #[command(flatten)]
+    pub options: UpOptions,
+}
+
+impl Demo {
+    pub fn run(self, ctx: &Ctx, runtime: &mut dyn Runtime) -> Result<()> {
+        up::bring_up(ctx, runtime, &self.options)?;
+        let services = up::selected(ctx, &self.options);
+        let checks = smoke::run_checks(ctx, &services);
+        if ctx.dry_run() {
+            return Ok(());
+        }
+        let rows = status::rows(ctx, runtime)?;
+        println!("\n{}", status::render(&rows));
+        ctx.reporter.summary(&format!(
+            "### Demo stack ({} runtime)\n\n{}\n{}",
+            runtime.name(),
+            status::markdown(&rows),
+            smoke::summary(&checks)
+        ));
+        let failed: Vec<&str> = checks
+            .iter()
+            .filter(|c| c.result.is_err())
+            .map(|c| c.name.as_str())
+            .collect();
+        if !failed.is_empty() {
+            bail!(
+                "the stack is up but smoke checks failed: {}. Inspect with `cargo xtask logs`, stop with `cargo xtask down`",
+                failed.join("; ")
+            );
+        }
+        println!("\nThe stack is running. Try `cargo xtask status`, `cargo xtask logs -f`; stop it with `cargo xtask down`.");
+        Ok(())
+    }
+}

@@ -1,0 +1,323 @@
+//! `cargo xtask doctor`: the runbook's incident section as checks. Each names what is wrong
+//! and what to do; any failed check makes the exit code non-zero.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+use crate::ctx::Ctx;
+use crate::runner::Step;
+use crate::runtime::Runtime;
+use crate::stack::Kind;
+use crate::{http, mlflow, ports};
+
+/// Diagnose the machine and the stack: engine, ports, models, MLflow, Python, disk.
+#[derive(clap::Args, Debug)]
+pub struct Doctor {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Ok,
+    Warn,
+    Fail,
+}
+
+struct Finding {
+    level: Level,
+    check: String,
+    detail: String,
+    fix: Option<String>,
+}
+
+#[derive(Default)]
+struct Report(Vec<Finding>);
+
+impl Report {
+    fn add(
+        &mut self,
+        level: Level,
+        check: impl Into<String>,
+        detail: impl Into<String>,
+        fix: Option<String>,
+    ) {
+        self.0.push(Finding {
+            level,
+            check: check.into(),
+            detail: detail.into(),
+            fix,
+        });
+    }
+    fn ok(&mut self, check: impl Into<String>, detail: impl Into<String>) {
+        self.add(Level::Ok, check, detail, None);
+    }
+    fn warn(
+        &mut self,
+        check: impl Into<String>,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
+        self.add(Level::Warn, check, detail, Some(fix.into()));
+    }
+    fn fail(
+        &mut self,
+        check: impl Into<String>,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
+        self.add(Level::Fail, check, detail, Some(fix.into()));
+    }
+}
+
+/// The first line of a command's output, for a one-line report.
+fn first_line(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_owned()
+}
+
+fn check_docker(ctx: &Ctx, report: &mut Report) {
+    let engine =
+        ctx.runner
+            .query(&Step::new("docker").args(["version", "--format", "{{.Server.Version}}"]));
+    match engine {
+        Ok(out) if out.status.success() => report.ok(
+            "docker engine",
+            format!("Docker Engine {}", first_line(&out.stdout)),
+        ),
+        Ok(out) => report.warn(
+            "docker engine",
+            format!("not reachable: {}", first_line(&out.stderr)),
+            "start the Docker daemon for --runtime docker; the local runtime works without it",
+        ),
+        Err(_) => report.warn(
+            "docker engine",
+            "the docker client is not installed",
+            "install Docker for --runtime docker; the local runtime works without it",
+        ),
+    }
+    let v2 = ctx
+        .runner
+        .query(&Step::new("docker").args(["compose", "version", "--short"]));
+    let legacy = ctx
+        .runner
+        .query(&Step::new("docker-compose").args(["version", "--short"]));
+    match (v2, legacy) {
+        (Ok(out), _) if out.status.success() => report.ok(
+            "compose",
+            format!("docker compose plugin {}", first_line(&out.stdout)),
+        ),
+        (_, Ok(out)) if out.status.success() => report.ok(
+            "compose",
+            format!(
+                "docker-compose {} (legacy front-end)",
+                first_line(&out.stdout)
+            ),
+        ),
+        _ => report.warn(
+            "compose",
+            "neither `docker compose` nor `docker-compose` is installed",
+            "install the compose plugin (or Debian's docker-compose) for --runtime docker",
+        ),
+    }
+}
+
+fn check_services(ctx: &Ctx, runtime: &dyn Runtime, report: &mut Report) -> Result<()> {
+    for service in &ctx.stack.services {
+        let port = ctx.host_port(service);
+        let check = format!("{} port {port}", service.name);
+        let state = runtime.state(ctx, service)?;
+        if state.running {
+            match http::get(&ctx.health_url(service), Duration::from_secs(3)) {
+                Ok(a) if http::is_healthy(&a) => report.ok(
+                    check,
+                    format!("{} serves it, healthy ({})", service.name, state.id),
+                ),
+                answer => {
+                    let why = match answer {
+                        Ok(a) => format!("answers {}: {}", a.status, a.body.trim()),
+                        Err(e) => format!("does not answer ({e:#})"),
+                    };
+                    // Docker keeps the last health probe's output: the most direct reason.
+                    let log = state
+                        .health_log
+                        .clone()
+                        .map(|h| format!("last health check: {h}"))
+                        .unwrap_or_else(|| runtime.log_tail(ctx, service, 3))
+                        .replace('\n', "\n      ");
+                    report.fail(
+                        check,
+                        format!(
+                            "{} is running ({}) but {why}\n      {log}",
+                            service.name, state.id
+                        ),
+                        format!(
+                            "read `cargo xtask logs {} --tail 50`, then `cargo xtask restart {}`",
+                            service.name, service.name
+                        ),
+                    );
+                }
+            }
+        } else if ports::in_use(port) {
+            let holders = ports::holders(port);
+            let kill = holders
+                .iter()
+                .map(|h| h.pid.to_string())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let fix = if kill.is_empty() {
+                "free the port, or run the stack on other ports with --port-offset N".to_owned()
+            } else {
+                format!(
+                    "stop it (`kill {kill}`), or run the stack on other ports with --port-offset N"
+                )
+            };
+            report.fail(check, ports::describe_holders(port), fix);
+        } else {
+            report.ok(check, "free");
+        }
+    }
+    Ok(())
+}
+
+fn check_images(ctx: &Ctx, report: &mut Report) {
+    for service in &ctx.stack.services {
+        let image = crate::images::version_tag(service);
+        let present = ctx
+            .runner
+            .query(&Step::new("docker").args(["image", "inspect", "--format", "{{.Id}}", &image]))
+            .is_ok_and(|o| o.status.success());
+        if present {
+            report.ok(format!("{} image", service.name), image);
+        } else {
+            report.fail(
+                format!("{} image", service.name),
+                format!("{image} is missing"),
+                "build it: `cargo xtask images`",
+            );
+        }
+    }
+}
+
+fn check_models(ctx: &Ctx, report: &mut Report) {
+    for api in ctx.stack.apis() {
+        let dir = ctx.model_dir(api);
+        let check = format!("{} model", api.name);
+        if dir.join("model.json").is_file() {
+            let metrics: serde_json::Value = std::fs::read(dir.join("metrics.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            let version = metrics["model_version"]
+                .as_str()
+                .unwrap_or("unknown version");
+            report.ok(check, format!("{} ({version})", ctx.show(&dir)));
+        } else {
+            report.fail(
+                check,
+                format!("no model in {}", ctx.show(&dir)),
+                format!("`cargo xtask demo` trains missing models (or `{} train --data-path CSV --model-dir {}`)", api.name, ctx.show(&dir)),
+            );
+        }
+    }
+}
+
+fn check_python(ctx: &Ctx, report: &mut Report) {
+    match mlflow::check_python(ctx) {
+        Ok(version) => {
+            let env = if mlflow::is_installed(ctx) {
+                format!(
+                    "MLflow {} installed in {}",
+                    mlflow::version(ctx),
+                    ctx.show(&mlflow::venv_dir(ctx))
+                )
+            } else {
+                "MLflow not installed yet (the first `up` installs it)".to_owned()
+            };
+            report.ok("python", format!("Python {version}; {env}"));
+        }
+        Err(e) => report.fail(
+            "python",
+            format!("{e:#}"),
+            "install python3 with venv, or use --no-mlflow",
+        ),
+    }
+}
+
+/// Free bytes on the file system holding `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: statvfs fills the struct we pass; the path is a valid C string.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    Some(stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
+fn check_disk(ctx: &Ctx, report: &mut Report) {
+    const GIB: u64 = 1 << 30;
+    match free_bytes(&ctx.stack_dir) {
+        Some(free) if free < 2 * GIB => report.fail(
+            "disk",
+            format!(
+                "{:.1} GiB free at {}",
+                free as f64 / GIB as f64,
+                ctx.show(&ctx.stack_dir)
+            ),
+            "free space: `cargo clean`, `docker system prune`, old backups",
+        ),
+        Some(free) if free < 5 * GIB => report.warn(
+            "disk",
+            format!("{:.1} GiB free", free as f64 / GIB as f64),
+            "images and MLflow artifacts need a few GiB",
+        ),
+        Some(free) => report.ok("disk", format!("{:.1} GiB free", free as f64 / GIB as f64)),
+        None => report.warn("disk", "cannot read free space", "check `df -h`"),
+    }
+}
+
+impl Doctor {
+    pub fn run(self, ctx: &Ctx, runtime: &dyn Runtime) -> Result<()> {
+        if ctx.dry_run() {
+            ctx.runner
+                .plan("doctor only reads: it would run the checks below");
+        }
+        let mut report = Report::default();
+        check_docker(ctx, &mut report);
+        check_services(ctx, runtime, &mut report)?;
+        if runtime.name() == "docker" {
+            check_images(ctx, &mut report);
+        }
+        check_models(ctx, &mut report);
+        if ctx.stack.services.iter().any(|s| s.kind == Kind::Mlflow) {
+            check_python(ctx, &mut report);
+        }
+        check_disk(ctx, &mut report);
+
+        let width = report.0.iter().map(|f| f.check.len()).max().unwrap_or(0);
+        for f in &report.0 {
+            let mark = match f.level {
+                Level::Ok => "✓",
+                Level::Warn => "!",
+                Level::Fail => "✗",
+            };
+            println!("{mark} {:<width$}  {}", f.check, f.detail);
+            if let Some(fix) = &f.fix {
+                println!("  {:<width$}  → {fix}", "");
+            }
+            if f.level == Level::Fail {
+                ctx.reporter
+                    .error(&format!("doctor: {}", f.check), &f.detail);
+            }
+        }
+        let failed = report.0.iter().filter(|f| f.level == Level::Fail).count();
+        if failed > 0 {
+            bail!("{failed} check(s) failed; each says what to do above");
+        }
+        Ok(())
+    }
+}

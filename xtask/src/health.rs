@@ -1,0 +1,59 @@
+//! `cargo xtask health`: every service's health answer; fails if any is not healthy.
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+use crate::ctx::Ctx;
+use crate::http;
+
+/// Print each service's /health answer; exit non-zero if any is not healthy.
+#[derive(clap::Args, Debug)]
+pub struct Health {
+    /// Only these services (default: all).
+    pub services: Vec<String>,
+}
+
+impl Health {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let mut unhealthy = Vec::new();
+        for service in ctx.stack.select(&self.services)? {
+            let url = ctx.health_url(service);
+            ctx.runner.plan(format!("GET {url}"));
+            if ctx.dry_run() {
+                continue;
+            }
+            match http::get(&url, Duration::from_secs(5)) {
+                Ok(answer) => {
+                    let ok = http::is_healthy(&answer);
+                    println!(
+                        "{:<10} {} {}",
+                        service.name,
+                        answer.status,
+                        answer.body.trim()
+                    );
+                    if !ok {
+                        unhealthy.push(service.name.clone());
+                    }
+                }
+                Err(e) => {
+                    println!("{:<10} unreachable: {e:#}", service.name);
+                    unhealthy.push(service.name.clone());
+                }
+            }
+        }
+        if !unhealthy.is_empty() {
+            for name in &unhealthy {
+                ctx.reporter.error(
+                    &format!("{name} is not healthy"),
+                    "see `cargo xtask doctor`",
+                );
+            }
+            bail!(
+                "not healthy: {}. Start the stack with `cargo xtask up`, or see `cargo xtask doctor`",
+                unhealthy.join(", ")
+            );
+        }
+        Ok(())
+    }
+}

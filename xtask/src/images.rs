@@ -1,0 +1,410 @@
+//! `cargo xtask images [SERVICE...]`: the stack's container images, with no registry needed.
+//!
+//! - APIs: the workspace is built once on the host, statically linked, and each binary is
+//!   packaged alone `FROM scratch`.
+//! - MLflow: Python from `python:3.11-slim` if it can be had, else a Debian base the toolkit
+//!   bootstraps itself (debootstrap + `docker import`); MLflow from a wheelhouse downloaded on
+//!   the host against `requirements.lock`, so the build runs with `--network none`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::ctx::Ctx;
+use crate::runner::Step;
+use crate::stack::{Kind, Service};
+use crate::{binaries, status};
+
+/// Build the images (all by default), tagged with the version and the git revision.
+#[derive(clap::Args, Debug)]
+pub struct Images {
+    /// Only these services.
+    pub services: Vec<String>,
+}
+
+/// The base MLflow's image prefers, when it is present or can be pulled.
+const PYTHON_BASE: &str = "python:3.11-slim";
+/// The base the toolkit bootstraps when it cannot.
+const BOOTSTRAPPED_BASE: &str = "ml-mlops/bookworm-python:local";
+const WHEELHOUSE_MARKER: &str = ".xtask-complete";
+
+/// What the images are labelled and tagged with.
+pub struct Revision {
+    /// Short commit id, `-dirty` when the tree has changes.
+    pub tag: String,
+    pub commit: String,
+    /// The commit's time: images built twice from one commit are identical.
+    pub created: String,
+}
+
+pub fn revision(ctx: &Ctx) -> Revision {
+    let git = |args: &[&str]| -> Option<String> {
+        let out = ctx
+            .runner
+            .query(&Step::new("git").args(args).cwd(&ctx.root))
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let commit = git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let dirty =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    let short: String = commit.chars().take(12).collect();
+    Revision {
+        tag: if dirty {
+            format!("{short}-dirty")
+        } else {
+            short
+        },
+        commit,
+        created: git(&["log", "-1", "--format=%cI"])
+            .unwrap_or_else(|| "1970-01-01T00:00:00Z".into()),
+    }
+}
+
+pub fn version_tag(service: &Service) -> String {
+    format!("{}:{}", service.image(), env!("CARGO_PKG_VERSION"))
+}
+
+fn image_exists(ctx: &Ctx, image: &str) -> bool {
+    ctx.runner
+        .query(&Step::new("docker").args(["image", "inspect", "--format", "{{.Id}}", image]))
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The apt mirror this machine is set up with, for debootstrap.
+fn debian_mirror() -> Option<String> {
+    if let Ok(m) = std::env::var("XTASK_DEBIAN_MIRROR") {
+        return Some(m);
+    }
+    let mut texts = vec![std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default()];
+    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        texts.extend(
+            dir.flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok()),
+        );
+    }
+    texts.iter().flat_map(|t| t.lines()).find_map(|line| {
+        let line = line.trim();
+        let uri = line.strip_prefix("URIs:").map(str::trim).or_else(|| {
+            line.strip_prefix("deb ")
+                .and_then(|r| r.split_whitespace().find(|w| w.starts_with("http")))
+        })?;
+        let uri = uri.split_whitespace().next()?;
+        (uri.ends_with("/debian") || uri.ends_with("/debian/")).then(|| uri.to_owned())
+    })
+}
+
+/// A Python base image for MLflow: present, pulled, or bootstrapped from Debian's archive.
+fn mlflow_base(ctx: &Ctx) -> Result<String> {
+    for image in [PYTHON_BASE, BOOTSTRAPPED_BASE] {
+        if image_exists(ctx, image) {
+            return Ok(image.to_owned());
+        }
+    }
+    if !ctx.dry_run() {
+        let pulled =
+            ctx.runner
+                .query(&Step::new("docker").args(["pull", "--quiet", PYTHON_BASE]))?;
+        if pulled.status.success() {
+            return Ok(PYTHON_BASE.to_owned());
+        }
+        ctx.reporter.info(format!(
+            "{PYTHON_BASE} cannot be pulled ({}); bootstrapping a Debian base instead",
+            String::from_utf8_lossy(&pulled.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+                .trim()
+        ));
+    }
+    bootstrap_base(ctx)?;
+    Ok(BOOTSTRAPPED_BASE.to_owned())
+}
+
+fn bootstrap_base(ctx: &Ctx) -> Result<()> {
+    if !ctx.dry_run() && which::which("debootstrap").is_err() {
+        bail!(
+            "no Python base image can be pulled, and debootstrap is not installed to make one: \
+             `apt-get install debootstrap` (as root), or make {PYTHON_BASE} available (`docker load`)"
+        );
+    }
+    let task = ctx.reporter.task(format!(
+        "bootstrap {BOOTSTRAPPED_BASE} from Debian bookworm (once, about a minute)"
+    ));
+    let rootfs = ctx.cache_dir.join("bookworm-rootfs");
+    let tarball = ctx.cache_dir.join("bookworm-rootfs.tar");
+    let result = (|| -> Result<()> {
+        if rootfs.exists() && !ctx.dry_run() {
+            std::fs::remove_dir_all(&rootfs)?;
+        }
+        let mut debootstrap = Step::new("debootstrap")
+            .args([
+                "--variant=minbase",
+                "--include=python3,python3-venv,ca-certificates",
+                "bookworm",
+            ])
+            .arg(&rootfs);
+        if let Some(mirror) = debian_mirror() {
+            debootstrap = debootstrap.arg(mirror);
+        }
+        ctx.runner.run(&debootstrap)?;
+        // What a container never needs: package lists, caches, docs and locales.
+        for dir in [
+            "var/lib/apt/lists",
+            "var/cache/apt",
+            "usr/share/doc",
+            "usr/share/man",
+            "usr/share/locale",
+            "usr/share/info",
+        ] {
+            let path = rootfs.join(dir);
+            ctx.runner.plan(format!("rm -rf {}/*", path.display()));
+            if !ctx.dry_run() && path.is_dir() {
+                for entry in std::fs::read_dir(&path)?.flatten() {
+                    let p = entry.path();
+                    if p.is_dir() {
+                        std::fs::remove_dir_all(&p)?
+                    } else {
+                        std::fs::remove_file(&p)?
+                    }
+                }
+            }
+        }
+        ctx.runner.run(
+            &Step::new("tar")
+                .arg("-C")
+                .arg(&rootfs)
+                .arg("-cf")
+                .arg(&tarball)
+                .arg("."),
+        )?;
+        ctx.runner.run(
+            &Step::new("docker")
+                .args([
+                    "import",
+                    "--change",
+                    "ENV PATH=/usr/local/bin:/usr/bin:/bin",
+                ])
+                .arg(&tarball)
+                .arg(BOOTSTRAPPED_BASE),
+        )?;
+        if !ctx.dry_run() {
+            std::fs::remove_dir_all(&rootfs).ok();
+            std::fs::remove_file(&tarball).ok();
+        }
+        Ok(())
+    })();
+    match &result {
+        Ok(()) => task.done(""),
+        Err(_) => task.fail("failed"),
+    }
+    result.context("cannot bootstrap a Python base image for MLflow")
+}
+
+/// The wheels of `requirements.lock`, downloaded once into the cache.
+fn wheelhouse(ctx: &Ctx, mlflow: &Service) -> Result<PathBuf> {
+    let lock = mlflow.dir.join("requirements.lock");
+    let text = std::fs::read(&lock).with_context(|| format!("cannot read {}", lock.display()))?;
+    let dir = ctx
+        .cache_dir
+        .join(format!("mlflow-wheelhouse-{:016x}", cache_key(&text)));
+    if dir.join(WHEELHOUSE_MARKER).is_file() {
+        return Ok(dir);
+    }
+    let task = ctx.reporter.task("download the MLflow wheelhouse (once)");
+    let result = ctx.runner.run(
+        &Step::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--require-hashes",
+                "--only-binary=:all:",
+            ])
+            .args(["--disable-pip-version-check", "--progress-bar", "off", "-r"])
+            .arg(&lock)
+            .arg("-d")
+            .arg(&dir),
+    );
+    match result {
+        Ok(_) => {
+            task.done("");
+            if !ctx.dry_run() {
+                std::fs::write(dir.join(WHEELHOUSE_MARKER), "")?;
+            }
+            Ok(dir)
+        }
+        Err(e) => {
+            task.fail("pip download failed");
+            Err(e.context("cannot download MLflow's wheels: is PyPI reachable?"))
+        }
+    }
+}
+
+/// A cache key for file contents (a changed lock means a new wheelhouse).
+fn cache_key(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Links (or copies) `from` to `to`.
+fn place(from: &Path, to: &Path) -> Result<()> {
+    if std::fs::hard_link(from, to).is_err() {
+        std::fs::copy(from, to)
+            .with_context(|| format!("cannot copy {} into the build context", from.display()))?;
+    }
+    Ok(())
+}
+
+/// A fresh build context holding only what the image needs.
+fn stage(ctx: &Ctx, service: &Service, wheels: Option<&Path>) -> Result<PathBuf> {
+    let context = ctx.root.join("target/xtask/images").join(&service.name);
+    ctx.runner
+        .plan(format!("stage the build context in {}", context.display()));
+    if ctx.dry_run() {
+        return Ok(context);
+    }
+    if context.exists() {
+        std::fs::remove_dir_all(&context)?;
+    }
+    std::fs::create_dir_all(&context)?;
+    let own = service.dir.join("Dockerfile");
+    let dockerfile = if own.is_file() {
+        own
+    } else {
+        ctx.root.join("services/serving/Dockerfile.api")
+    };
+    std::fs::copy(&dockerfile, context.join("Dockerfile"))?;
+    match service.kind {
+        Kind::Api => place(&binaries::path(ctx, service), &context.join("app"))?,
+        Kind::Mlflow => {
+            std::fs::copy(
+                service.dir.join("requirements.lock"),
+                context.join("requirements.lock"),
+            )?;
+            let dest = context.join("wheelhouse");
+            std::fs::create_dir_all(&dest)?;
+            for entry in
+                std::fs::read_dir(wheels.context("MLflow needs its wheelhouse")?)?.flatten()
+            {
+                if entry.path().extension().is_some_and(|e| e == "whl") {
+                    place(&entry.path(), &dest.join(entry.file_name()))?;
+                }
+            }
+        }
+    }
+    Ok(context)
+}
+
+fn build_step(service: &Service, context: &Path, revision: &Revision, base: Option<&str>) -> Step {
+    let label = |k: &str, v: &str| format!("org.opencontainers.image.{k}={v}");
+    let mut step = Step::new("docker")
+        .args(["build", "--tag", &version_tag(service), "--tag"])
+        .arg(format!("{}:{}", service.image(), revision.tag))
+        .args(["--label", &label("title", &service.title)])
+        .args(["--label", &label("source", env!("CARGO_PKG_REPOSITORY"))])
+        .args(["--label", &label("revision", &revision.commit)])
+        .args(["--label", &label("version", env!("CARGO_PKG_VERSION"))])
+        .args(["--label", &label("created", &revision.created)]);
+    if let Some(base) = base {
+        step = step
+            .args(["--network", "none", "--build-arg"])
+            .arg(format!("BASE_IMAGE={base}"));
+    }
+    step.arg(context).env("DOCKER_BUILDKIT", "0")
+}
+
+fn size_of(ctx: &Ctx, image: &str) -> String {
+    ctx.runner
+        .query(&Step::new("docker").args(["image", "inspect", "--format", "{{.Size}}", image]))
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or_else(|| "?".into(), |b| format!("{:.1} MB", b / 1e6))
+}
+
+/// Builds the images of `services`, in parallel where it can.
+pub fn build(ctx: &Ctx, services: &[&Service]) -> Result<()> {
+    let apis: Vec<&Service> = services.iter().copied().filter(|s| s.is_api()).collect();
+    binaries::build(ctx, &apis)?;
+    let revision = revision(ctx);
+    let mlflow_inputs = match services.iter().find(|s| s.kind == Kind::Mlflow) {
+        Some(m) => Some((mlflow_base(ctx)?, wheelhouse(ctx, m)?)),
+        None => None,
+    };
+    let results: Vec<(String, Result<()>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = services
+            .iter()
+            .map(|&service| {
+                let (base, wheels) = match (&mlflow_inputs, service.kind) {
+                    (Some((b, w)), Kind::Mlflow) => (Some(b.as_str()), Some(w.as_path())),
+                    _ => (None, None),
+                };
+                let revision = &revision;
+                scope.spawn(move || {
+                    let task = ctx.reporter.task(format!("image {}", version_tag(service)));
+                    let result = stage(ctx, service, wheels)
+                        .and_then(|context| {
+                            ctx.runner
+                                .run(&build_step(service, &context, revision, base))
+                        })
+                        .map(|_| ());
+                    match &result {
+                        Ok(()) => task.done(""),
+                        Err(_) => task.fail("docker build failed"),
+                    }
+                    (service.name.clone(), result)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a build thread panicked"))
+            .collect()
+    });
+    let mut failed = Vec::new();
+    for (name, result) in results {
+        if let Err(e) = result {
+            ctx.reporter
+                .error(&format!("image {name}"), &format!("{e:#}"));
+            failed.push(format!("{name}: {e:#}"));
+        }
+    }
+    if !failed.is_empty() {
+        bail!("image builds failed:\n{}", failed.join("\n"));
+    }
+    Ok(())
+}
+
+impl Images {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let services = ctx.stack.select(&self.services)?;
+        build(ctx, &services)?;
+        if ctx.dry_run() {
+            return Ok(());
+        }
+        let revision = revision(ctx);
+        let rows: Vec<Vec<String>> = services
+            .iter()
+            .map(|s| {
+                vec![
+                    s.image(),
+                    format!("{}, {}", env!("CARGO_PKG_VERSION"), revision.tag),
+                    size_of(ctx, &version_tag(s)),
+                ]
+            })
+            .collect();
+        println!("{}", status::table(&["IMAGE", "TAGS", "SIZE"], &rows));
+        Ok(())
+    }
+}

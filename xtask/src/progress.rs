@@ -1,0 +1,190 @@
+//! How long work reports itself: spinners on a terminal, timestamped lines in logs, and groups,
+//! `::error` annotations and a step summary under GitHub Actions.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant, SystemTime};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    Terminal,
+    Plain,
+    GitHub,
+}
+
+pub struct Reporter {
+    mode: Mode,
+    multi: MultiProgress,
+    verbosity: i8,
+}
+
+/// `hh:mm:ss` UTC, for plain log lines.
+fn clock() -> String {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!(
+        "{:02}:{:02}:{:02}",
+        secs / 3600 % 24,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+impl Reporter {
+    pub fn new(verbosity: i8) -> Self {
+        let mode = if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
+            Mode::GitHub
+        } else if std::io::stderr().is_terminal() && verbosity >= 0 {
+            Mode::Terminal
+        } else {
+            Mode::Plain
+        };
+        Self {
+            mode,
+            multi: MultiProgress::new(),
+            verbosity,
+        }
+    }
+
+    fn line(&self, text: &str) {
+        match self.mode {
+            Mode::Terminal => {
+                let _ = self.multi.println(text);
+            }
+            Mode::Plain | Mode::GitHub => eprintln!("[{}] {text}", clock()),
+        }
+    }
+
+    /// A progress message; hidden by `-q`.
+    pub fn info(&self, text: impl AsRef<str>) {
+        if self.verbosity >= 0 {
+            self.line(text.as_ref());
+        }
+    }
+
+    /// Detail shown only with `-v`.
+    pub fn detail(&self, text: impl AsRef<str>) {
+        if self.verbosity > 0 {
+            self.line(text.as_ref());
+        }
+    }
+
+    pub fn warn(&self, text: impl AsRef<str>) {
+        match self.mode {
+            Mode::GitHub => eprintln!("::warning::{}", escape(text.as_ref())),
+            _ => self.line(&format!("warning: {}", text.as_ref())),
+        }
+    }
+
+    /// A failure: always shown, and annotated under GitHub Actions.
+    pub fn error(&self, title: &str, text: &str) {
+        match self.mode {
+            Mode::GitHub => eprintln!("::error title={}::{}", escape(title), escape(text)),
+            _ => self.line(&format!("error: {title}: {text}")),
+        }
+    }
+
+    /// Starts a unit of work: a spinner, a line, or a log group.
+    pub fn task(&self, title: impl Into<String>) -> Task {
+        let title = title.into();
+        let bar = match self.mode {
+            Mode::Terminal => {
+                let bar = self.multi.add(ProgressBar::new_spinner());
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{spinner:.cyan} {prefix} {msg:.dim} {elapsed:.dim}",
+                    )
+                    .expect("a valid template"),
+                );
+                bar.set_prefix(title.clone());
+                bar.enable_steady_tick(Duration::from_millis(100));
+                Some(bar)
+            }
+            Mode::GitHub => {
+                eprintln!("::group::{title}");
+                None
+            }
+            Mode::Plain => {
+                if self.verbosity >= 0 {
+                    eprintln!("[{}] ▶ {title}", clock());
+                }
+                None
+            }
+        };
+        Task {
+            title,
+            bar,
+            started: Instant::now(),
+            mode: self.mode,
+            quiet: self.verbosity < 0,
+        }
+    }
+
+    /// Appends markdown to the GitHub Actions step summary, when there is one.
+    pub fn summary(&self, markdown: &str) {
+        if let Ok(path) = std::env::var("GITHUB_STEP_SUMMARY") {
+            if let Ok(mut file) = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(path)
+            {
+                let _ = writeln!(file, "{markdown}");
+            }
+        }
+    }
+}
+
+/// Annotation text must keep to one line.
+fn escape(text: &str) -> String {
+    text.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+/// One unit of work in progress; finish it with `done` or `fail`.
+pub struct Task {
+    title: String,
+    bar: Option<ProgressBar>,
+    started: Instant,
+    mode: Mode,
+    quiet: bool,
+}
+
+impl Task {
+    pub fn set_message(&self, text: impl Into<String>) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(text.into());
+        }
+    }
+
+    fn finish(self, mark: &str, text: &str) {
+        let elapsed = format!("{:.1}s", self.started.elapsed().as_secs_f64());
+        let line = if text.is_empty() {
+            format!("{mark} {} ({elapsed})", self.title)
+        } else {
+            format!("{mark} {}: {text} ({elapsed})", self.title)
+        };
+        match (&self.bar, self.mode) {
+            (Some(bar), _) => {
+                bar.set_style(ProgressStyle::with_template("{msg}").expect("a valid template"));
+                bar.finish_with_message(line);
+            }
+            (None, Mode::GitHub) => {
+                eprintln!("{line}");
+                eprintln!("::endgroup::");
+            }
+            (None, _) if !self.quiet || mark != "✓" => eprintln!("[{}] {line}", clock()),
+            (None, _) => {}
+        }
+    }
+
+    pub fn done(self, text: impl AsRef<str>) {
+        self.finish("✓", text.as_ref());
+    }
+
+    pub fn fail(self, text: impl AsRef<str>) {
+        self.finish("✗", text.as_ref());
+    }
+}

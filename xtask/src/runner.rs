@@ -1,0 +1,263 @@
+//! The one place that spawns processes. Commands describe what to run as [`Step`]s; the
+//! [`Runner`] prints them under `--dry-run`, echoes them with `-v`, captures their output and,
+//! on failure, reports the command and the tail of what it printed.
+#![allow(clippy::disallowed_methods)]
+
+use std::fmt::Write as _;
+use std::fs::OpenOptions;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+
+use crate::progress::Reporter;
+
+/// A program to run: what, with which arguments, where, and with which extra environment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    pub program: String,
+    pub args: Vec<String>,
+    pub cwd: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Step {
+    pub fn new(program: impl Into<String>) -> Self {
+        Self {
+            program: program.into(),
+            args: Vec::new(),
+            cwd: None,
+            env: Vec::new(),
+        }
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_string_lossy().into_owned());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.args.extend(
+            args.into_iter()
+                .map(|a| a.as_ref().to_string_lossy().into_owned()),
+        );
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.env.push((
+            key.to_owned(),
+            value.as_ref().to_string_lossy().into_owned(),
+        ));
+        self
+    }
+
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.program);
+        command.args(&self.args);
+        if let Some(dir) = &self.cwd {
+            command.current_dir(dir);
+        }
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        command
+    }
+}
+
+/// Rewrites absolute paths into short, stable placeholders when showing a step.
+#[derive(Clone, Debug, Default)]
+pub struct PathAliases(pub Vec<(PathBuf, &'static str)>);
+
+impl PathAliases {
+    pub fn show(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        // Longest paths first, so a nested directory wins over its parent.
+        let mut aliases = self.0.clone();
+        aliases.sort_by_key(|(p, _)| std::cmp::Reverse(p.as_os_str().len()));
+        for (path, alias) in aliases {
+            out = out.replace(&*path.to_string_lossy(), alias);
+        }
+        out
+    }
+}
+
+fn quote(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%".contains(c))
+    {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+impl Step {
+    /// The step as a shell line: `(cd DIR && KEY=VALUE program args...)`.
+    pub fn display(&self, aliases: &PathAliases) -> String {
+        let mut line = String::new();
+        if let Some(dir) = &self.cwd {
+            let _ = write!(line, "cd {} && ", quote(&dir.to_string_lossy()));
+        }
+        for (k, v) in &self.env {
+            let _ = write!(line, "{k}={} ", quote(v));
+        }
+        line.push_str(&quote(&self.program));
+        for arg in &self.args {
+            line.push(' ');
+            line.push_str(&quote(arg));
+        }
+        aliases.show(&line)
+    }
+}
+
+/// The last `lines` lines of `text`.
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+pub struct Runner {
+    pub dry_run: bool,
+    pub reporter: Arc<Reporter>,
+    pub aliases: PathAliases,
+}
+
+impl Runner {
+    fn announce(&self, step: &Step) {
+        let line = step.display(&self.aliases);
+        if self.dry_run {
+            println!("$ {line}");
+        } else {
+            self.reporter.detail(format!("$ {line}"));
+        }
+    }
+
+    /// Prints what a dry run would do at this point (a non-process action: a wait, a file).
+    pub fn plan(&self, what: impl AsRef<str>) {
+        if self.dry_run {
+            println!("# {}", self.aliases.show(what.as_ref()));
+        }
+    }
+
+    /// Runs `step` to completion with its output captured; fails with the command and the
+    /// tail of its output. Under `--dry-run` it only prints the step.
+    pub fn run(&self, step: &Step) -> Result<String> {
+        self.announce(step);
+        if self.dry_run {
+            return Ok(String::new());
+        }
+        let output = self.output(step)?;
+        let text = combined(&output);
+        if !output.status.success() {
+            bail!(
+                "`{}` failed ({}); its last lines:\n{}",
+                step.display(&self.aliases),
+                output.status,
+                tail(&text, 30)
+            );
+        }
+        Ok(text)
+    }
+
+    /// Runs a read-only query (`docker info`, `python3 --version`) even under `--dry-run`,
+    /// since plans depend on its answer. Never fails on a non-zero exit: the caller decides.
+    pub fn query(&self, step: &Step) -> Result<Output> {
+        self.reporter
+            .detail(format!("$ {}", step.display(&self.aliases)));
+        self.output(step)
+    }
+
+    fn output(&self, step: &Step) -> Result<Output> {
+        step.command()
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run `{}`: is it installed?", step.program))
+    }
+
+    /// Runs `step` with the terminal attached (`logs -f`); fails on a non-zero exit.
+    pub fn run_attached(&self, step: &Step) -> Result<()> {
+        self.announce(step);
+        if self.dry_run {
+            return Ok(());
+        }
+        let status = step
+            .command()
+            .status()
+            .with_context(|| format!("cannot run `{}`: is it installed?", step.program))?;
+        if !status.success() {
+            bail!("`{}` failed ({status})", step.display(&self.aliases));
+        }
+        Ok(())
+    }
+
+    /// Starts a long-running service in its own process group (so stopping it reaches its
+    /// children too, and a Ctrl-C at the terminal does not), output appended to `log`.
+    /// Returns `None` under `--dry-run`.
+    pub fn spawn_service(&self, step: &Step, log: &Path) -> Result<Option<Child>> {
+        self.announce(step);
+        if self.dry_run {
+            return Ok(None);
+        }
+        if let Some(dir) = log.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("cannot open log file {}", log.display()))?;
+        let child = step
+            .command()
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("cannot start `{}`", step.display(&self.aliases)))?;
+        Ok(Some(child))
+    }
+}
+
+fn combined(output: &Output) -> String {
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_display_as_quoted_shell_lines_with_aliases() {
+        let step = Step::new("/repo/target/app")
+            .args(["train", "--data-path", "/repo/data/a b.csv"])
+            .env("LOG_LEVEL", "info")
+            .cwd("/repo");
+        let aliases = PathAliases(vec![(PathBuf::from("/repo"), "$ROOT")]);
+        assert_eq!(
+            step.display(&aliases),
+            "cd $ROOT && LOG_LEVEL=info $ROOT/target/app train --data-path '$ROOT/data/a b.csv'"
+        );
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        assert_eq!(tail("a\nb\nc", 2), "b\nc");
+        assert_eq!(tail("a", 5), "a");
+    }
+}

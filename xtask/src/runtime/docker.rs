@@ -1,0 +1,340 @@
+//! The docker runtime: the images of `cargo xtask images`, run as the compose project of
+//! `compose/docker-compose.demo.yml` with either front-end (the v2 plugin or docker-compose
+//! 1.29). Containers are removed before they are created again (1.29 can crash recreating
+//! them), and health is read from `docker inspect`, not from compose's `--wait`.
+
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Result};
+use serde_json::Value;
+
+use super::{Runtime, ServiceState};
+use crate::compose::{self, PROJECT};
+use crate::ctx::Ctx;
+use crate::images;
+use crate::runner::Step;
+use crate::stack::{Kind, Service};
+
+pub struct Docker {
+    /// `docker compose` or `docker-compose`.
+    compose: Vec<String>,
+    pub engine: String,
+    pub compose_version: String,
+}
+
+fn first_line(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_owned()
+}
+
+/// Parses docker's `2026-11-26T07:49:01.123456789Z`.
+fn parse_time(text: &str) -> Option<SystemTime> {
+    let (date, time) = text.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let time = time.trim_end_matches('Z');
+    let time = time.split(['+']).next()?;
+    let mut t = time.split(':');
+    let (h, min) = (
+        t.next()?.parse::<i64>().ok()?,
+        t.next()?.parse::<i64>().ok()?,
+    );
+    let sec = t.next()?.parse::<f64>().ok()?;
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + min * 60;
+    if secs < 0 {
+        return None;
+    }
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64) + Duration::from_secs_f64(sec))
+}
+
+impl Docker {
+    /// Finds the engine and a compose front-end, or says what is missing.
+    pub fn detect(ctx: &Ctx) -> Result<Self> {
+        let engine = ctx.runner.query(&Step::new("docker").args([
+            "version",
+            "--format",
+            "{{.Server.Version}}",
+        ]));
+        let engine = match engine {
+            Ok(out) if out.status.success() => first_line(&out.stdout),
+            Ok(out) => bail!("no Docker engine answers: {}", first_line(&out.stderr)),
+            Err(_) => bail!("the docker client is not installed"),
+        };
+        let v2 = ctx
+            .runner
+            .query(&Step::new("docker").args(["compose", "version", "--short"]));
+        if let Some(out) = v2.ok().filter(|o| o.status.success()) {
+            return Ok(Self {
+                compose: vec!["docker".into(), "compose".into()],
+                engine,
+                compose_version: first_line(&out.stdout),
+            });
+        }
+        let legacy = ctx
+            .runner
+            .query(&Step::new("docker-compose").args(["version", "--short"]));
+        if let Some(out) = legacy.ok().filter(|o| o.status.success()) {
+            return Ok(Self {
+                compose: vec!["docker-compose".into()],
+                engine,
+                compose_version: first_line(&out.stdout),
+            });
+        }
+        bail!("Docker Engine {engine} answers, but neither `docker compose` nor `docker-compose` is installed")
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "Docker Engine {} with {} {}",
+            self.engine,
+            self.compose.join(" "),
+            self.compose_version
+        )
+    }
+
+    fn compose(&self, ctx: &Ctx, args: &[&str]) -> Step {
+        let mut step = Step::new(&self.compose[0])
+            .args(&self.compose[1..])
+            .args(["-p", PROJECT, "-f"])
+            .arg(ctx.root.join(compose::FILE))
+            .args(args)
+            .env("XTASK_STACK_DIR", &ctx.stack_dir)
+            .cwd(&ctx.root);
+        for service in &ctx.stack.services {
+            step = step.env(
+                &compose::port_variable(service),
+                ctx.host_port(service).to_string(),
+            );
+        }
+        step
+    }
+
+    fn inspect(&self, ctx: &Ctx, container: &str) -> Option<Value> {
+        let out = ctx
+            .runner
+            .query(&Step::new("docker").args(["inspect", container]))
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        let all: Value = serde_json::from_slice(&out.stdout).ok()?;
+        all.get(0).cloned()
+    }
+
+    fn image_id(&self, ctx: &Ctx, image: &str) -> Option<String> {
+        let out = ctx
+            .runner
+            .query(&Step::new("docker").args(["image", "inspect", "--format", "{{.Id}}", image]))
+            .ok()?;
+        out.status.success().then(|| first_line(&out.stdout))
+    }
+
+    /// The containers run as an unprivileged user: MLflow must be able to write its store.
+    fn prepare_mlruns(&self, ctx: &Ctx) -> Result<()> {
+        let mlruns = ctx.mlruns_dir();
+        ctx.runner.plan(format!(
+            "mkdir -p {0}/artifacts && chown -R {1} {0}",
+            mlruns.display(),
+            compose::USER
+        ));
+        if ctx.dry_run() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(mlruns.join("artifacts"))?;
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            ctx.runner
+                .run(&Step::new("chown").args(["-R", compose::USER]).arg(&mlruns))?;
+        } else {
+            // Not root: open the folders to the container's user instead.
+            use std::os::unix::fs::PermissionsExt;
+            for dir in [mlruns.clone(), mlruns.join("artifacts")] {
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn remove(&self, ctx: &Ctx, service: &Service) -> Result<bool> {
+        let exists = ctx.dry_run() || self.inspect(ctx, &service.container).is_some();
+        if exists {
+            ctx.runner.run(&Step::new("docker").args([
+                "rm",
+                "--force",
+                "--volumes",
+                &service.container,
+            ]))?;
+        }
+        Ok(exists)
+    }
+}
+
+impl Runtime for Docker {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    fn build(&mut self, ctx: &Ctx, services: &[&Service]) -> Result<()> {
+        images::build(ctx, services)
+    }
+
+    fn start(&mut self, ctx: &Ctx, service: &Service) -> Result<()> {
+        if service.kind == Kind::Mlflow {
+            self.prepare_mlruns(ctx)?;
+        }
+        // Removing first keeps docker-compose 1.29 from recreating (and crashing on) it.
+        self.remove(ctx, service)?;
+        ctx.runner.run(&self.compose(
+            ctx,
+            &["up", "--detach", "--no-deps", "--no-build", &service.name],
+        ))?;
+        Ok(())
+    }
+
+    fn exited(&mut self, ctx: &Ctx, service: &Service) -> Option<String> {
+        let info = self.inspect(ctx, &service.container)?;
+        let state = &info["State"];
+        match state["Status"].as_str()? {
+            status @ ("exited" | "dead" | "restarting") => Some(format!(
+                "the container is {status} (exit code {})",
+                state["ExitCode"]
+            )),
+            _ => None,
+        }
+    }
+
+    fn stop(&mut self, ctx: &Ctx, service: &Service) -> Result<bool> {
+        if !ctx.dry_run() && self.inspect(ctx, &service.container).is_none() {
+            return Ok(false);
+        }
+        ctx.runner
+            .run(&Step::new("docker").args(["stop", "--time", "10", &service.container]))?;
+        self.remove(ctx, service)
+    }
+
+    fn stop_shared(&mut self, ctx: &Ctx) -> Result<()> {
+        ctx.runner
+            .run(&self.compose(ctx, &["down", "--remove-orphans"]))?;
+        Ok(())
+    }
+
+    fn restart(&mut self, ctx: &Ctx, service: &Service) -> Result<()> {
+        if !ctx.dry_run() && self.inspect(ctx, &service.container).is_none() {
+            return self.start(ctx, service);
+        }
+        ctx.runner.run(&Step::new("docker").args([
+            "restart",
+            "--time",
+            "10",
+            &service.container,
+        ]))?;
+        Ok(())
+    }
+
+    fn state(&self, ctx: &Ctx, service: &Service) -> Result<ServiceState> {
+        let Some(info) = self.inspect(ctx, &service.container) else {
+            return Ok(ServiceState::default());
+        };
+        let state = &info["State"];
+        let mut ports = Vec::new();
+        if let Some(map) = info["NetworkSettings"]["Ports"].as_object() {
+            for (inner, bindings) in map {
+                for b in bindings.as_array().into_iter().flatten() {
+                    ports.push(format!(
+                        "{}:{}->{inner}",
+                        b["HostIp"].as_str().unwrap_or(""),
+                        b["HostPort"].as_str().unwrap_or("")
+                    ));
+                }
+            }
+        }
+        let health = &state["Health"];
+        Ok(ServiceState {
+            running: state["Running"] == true,
+            since: state["StartedAt"].as_str().and_then(parse_time),
+            id: info["Id"].as_str().unwrap_or("").chars().take(12).collect(),
+            ports: ports.join(", "),
+            health: health["Status"].as_str().map(str::to_owned),
+            health_log: health["Log"]
+                .as_array()
+                .and_then(|l| l.last())
+                .and_then(|l| l["Output"].as_str())
+                .map(|s| s.trim().to_owned()),
+        })
+    }
+
+    fn is_stale(&self, ctx: &Ctx, service: &Service) -> bool {
+        let Some(info) = self.inspect(ctx, &service.container) else {
+            return false;
+        };
+        let image_changed = self
+            .image_id(ctx, &images::version_tag(service))
+            .is_some_and(|id| info["Image"].as_str() != Some(id.as_str()));
+        let started = info["State"]["StartedAt"].as_str().and_then(parse_time);
+        let model_changed = service.is_api()
+            && std::fs::metadata(ctx.model_dir(service).join("model.json"))
+                .and_then(|m| m.modified())
+                .is_ok_and(|m| started.is_some_and(|s| m > s));
+        image_changed || model_changed
+    }
+
+    fn log_tail(&self, ctx: &Ctx, service: &Service, lines: usize) -> String {
+        let step =
+            Step::new("docker").args(["logs", "--tail", &lines.to_string(), &service.container]);
+        match ctx.runner.query(&step) {
+            Ok(out) => format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => format!("(no logs: {e:#})"),
+        }
+    }
+
+    fn logs(
+        &self,
+        ctx: &Ctx,
+        services: &[&Service],
+        follow: bool,
+        tail: Option<usize>,
+    ) -> Result<()> {
+        let tail = tail.map(|n| n.to_string());
+        let mut args = vec!["logs", "--no-color"];
+        if follow {
+            args.push("--follow");
+        }
+        if let Some(n) = &tail {
+            args.extend(["--tail", n]);
+        }
+        args.extend(services.iter().map(|s| s.name.as_str()));
+        ctx.runner.run_attached(&self.compose(ctx, &args))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_docker_timestamps() {
+        let t = parse_time("2026-11-26T07:49:01.5Z").unwrap();
+        let secs = t
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert_eq!(secs, 1_795_679_341.5);
+        assert!(parse_time("0001-01-01T00:00:00Z").is_none());
+    }
+}

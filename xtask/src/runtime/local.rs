@@ -1,0 +1,276 @@
+//! The local runtime: each service a host process in its own process group, with a pid file and
+//! a log file under the stack's `.xtask/` directory.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+
+use super::{Runtime, ServiceState};
+use crate::ctx::Ctx;
+use crate::runner::{tail, Step};
+use crate::stack::{Kind, Service};
+use crate::{binaries, mlflow};
+
+/// How long a service gets to exit after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Default)]
+pub struct Local {
+    /// Children started by this invocation, so an early exit is noticed (and reaped).
+    children: HashMap<String, Child>,
+}
+
+/// What a pid file records.
+struct PidFile {
+    pid: i32,
+    program: String,
+    written: SystemTime,
+}
+
+fn pid_path(ctx: &Ctx, service: &Service) -> PathBuf {
+    ctx.state_dir()
+        .join("run")
+        .join(format!("{}.pid", service.name))
+}
+
+fn read_pid_file(path: &Path) -> Option<PidFile> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut lines = text.lines();
+    let pid = lines.next()?.trim().parse().ok()?;
+    let program = lines.next().unwrap_or_default().to_owned();
+    let written = std::fs::metadata(path).and_then(|m| m.modified()).ok()?;
+    Some(PidFile {
+        pid,
+        program,
+        written,
+    })
+}
+
+/// Alive, not a zombie, and still the program we started (pids get reused).
+fn is_alive(pid: i32, program: &str) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    if unsafe { libc::kill(pid, 0) } != 0 {
+        return false;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let zombie = stat
+        .rsplit_once(") ")
+        .is_some_and(|(_, rest)| rest.starts_with('Z'));
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let runs_program = program.is_empty() || String::from_utf8_lossy(&cmdline).contains(program);
+    !zombie && runs_program
+}
+
+/// Whether any live process of the group led by `pgid` remains. Zombies do not count: they
+/// hold no ports, and some init processes (in containers, sandboxes) are slow to reap them.
+fn group_alive(pgid: i32) -> bool {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        // SAFETY: signal 0 to a process group only checks that it has members.
+        return unsafe { libc::killpg(pgid, 0) == 0 };
+    };
+    procs.flatten().any(|entry| {
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // Fields after the command: state, ppid, pgrp, ...
+        let fields: Vec<&str> = stat
+            .rsplit_once(") ")
+            .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+        fields.len() > 2 && fields[0] != "Z" && fields[2].parse() == Ok(pgid)
+    })
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl Local {
+    fn running(&self, ctx: &Ctx, service: &Service) -> Option<PidFile> {
+        read_pid_file(&pid_path(ctx, service)).filter(|p| is_alive(p.pid, &p.program))
+    }
+
+    fn start_step(ctx: &Ctx, service: &Service) -> Step {
+        match service.kind {
+            Kind::Mlflow => mlflow::server_step(ctx, service),
+            Kind::Api => Step::new(binaries::path(ctx, service).to_string_lossy())
+                .args(["serve", "--host", "127.0.0.1", "--port"])
+                .arg(ctx.host_port(service).to_string())
+                .arg("--model-dir")
+                .arg(ctx.model_dir(service))
+                .env("MLFLOW_TRACKING_URI", ctx.url(ctx.stack.mlflow(), ""))
+                .cwd(&ctx.stack_dir),
+        }
+    }
+}
+
+impl Runtime for Local {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn build(&mut self, ctx: &Ctx, services: &[&Service]) -> Result<()> {
+        let apis: Vec<&Service> = services.iter().copied().filter(|s| s.is_api()).collect();
+        binaries::build(ctx, &apis)?;
+        if services.iter().any(|s| s.kind == Kind::Mlflow) {
+            mlflow::ensure_installed(ctx)?;
+        }
+        Ok(())
+    }
+
+    fn start(&mut self, ctx: &Ctx, service: &Service) -> Result<()> {
+        let step = Self::start_step(ctx, service);
+        if service.kind == Kind::Mlflow {
+            ctx.runner
+                .plan(format!("mkdir -p {}", ctx.mlruns_dir().display()));
+            if !ctx.dry_run() {
+                std::fs::create_dir_all(ctx.mlruns_dir())?;
+            }
+        }
+        let log = ctx.log_path(service);
+        let Some(child) = ctx.runner.spawn_service(&step, &log)? else {
+            return Ok(());
+        };
+        let pid_file = pid_path(ctx, service);
+        std::fs::create_dir_all(pid_file.parent().expect("pid files live in a folder"))?;
+        std::fs::write(&pid_file, format!("{}\n{}\n", child.id(), step.program))
+            .with_context(|| format!("cannot write {}", pid_file.display()))?;
+        self.children.insert(service.name.clone(), child);
+        Ok(())
+    }
+
+    fn exited(&mut self, _ctx: &Ctx, service: &Service) -> Option<String> {
+        let child = self.children.get_mut(&service.name)?;
+        match child.try_wait() {
+            Ok(Some(status)) => Some(format!("the process exited ({status})")),
+            _ => None,
+        }
+    }
+
+    fn stop(&mut self, ctx: &Ctx, service: &Service) -> Result<bool> {
+        let path = pid_path(ctx, service);
+        let Some(pid_file) = read_pid_file(&path) else {
+            return Ok(false);
+        };
+        let pgid = pid_file.pid;
+        let alive = is_alive(pgid, &pid_file.program) || self.children.contains_key(&service.name);
+        ctx.runner
+            .plan(format!("kill -TERM -{pgid}  # {}", service.name));
+        if ctx.dry_run() {
+            return Ok(alive);
+        }
+        if alive {
+            // SAFETY: signalling the process group we created for this service.
+            unsafe { libc::killpg(pgid, libc::SIGTERM) };
+            let deadline = Instant::now() + STOP_GRACE;
+            while group_alive(pgid) && Instant::now() < deadline {
+                if let Some(child) = self.children.get_mut(&service.name) {
+                    let _ = child.try_wait();
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if group_alive(pgid) {
+                ctx.reporter.warn(format!(
+                    "{} ignored SIGTERM for {STOP_GRACE:?}: killing it",
+                    service.name
+                ));
+                // SAFETY: as above.
+                unsafe { libc::killpg(pgid, libc::SIGKILL) };
+            }
+            if let Some(mut child) = self.children.remove(&service.name) {
+                let _ = child.wait();
+            }
+        }
+        std::fs::remove_file(&path).ok();
+        Ok(alive)
+    }
+
+    fn state(&self, ctx: &Ctx, service: &Service) -> Result<ServiceState> {
+        Ok(match self.running(ctx, service) {
+            Some(p) => ServiceState {
+                running: true,
+                since: Some(p.written),
+                id: format!("pid {}", p.pid),
+                ports: format!("127.0.0.1:{}", ctx.host_port(service)),
+                ..ServiceState::default()
+            },
+            None => ServiceState::default(),
+        })
+    }
+
+    fn is_stale(&self, ctx: &Ctx, service: &Service) -> bool {
+        let Some(p) = self.running(ctx, service) else {
+            return false;
+        };
+        let inputs = match service.kind {
+            Kind::Mlflow => vec![],
+            Kind::Api => vec![
+                binaries::path(ctx, service),
+                ctx.model_dir(service).join("model.json"),
+            ],
+        };
+        inputs
+            .iter()
+            .any(|f| modified(f).is_some_and(|m| m > p.written))
+    }
+
+    fn log_tail(&self, ctx: &Ctx, service: &Service, lines: usize) -> String {
+        let text = std::fs::read(ctx.log_path(service)).unwrap_or_default();
+        tail(&String::from_utf8_lossy(&text), lines)
+    }
+
+    fn logs(
+        &self,
+        ctx: &Ctx,
+        services: &[&Service],
+        follow: bool,
+        lines: Option<usize>,
+    ) -> Result<()> {
+        let prefix = |s: &Service| {
+            if services.len() > 1 {
+                format!("{:<10}| ", s.name)
+            } else {
+                String::new()
+            }
+        };
+        let mut offsets = Vec::new();
+        for service in services {
+            let path = ctx.log_path(service);
+            let text =
+                String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
+            let shown = match lines {
+                Some(n) => tail(&text, n),
+                None => text.trim_end().to_owned(),
+            };
+            for line in shown.lines() {
+                println!("{}{line}", prefix(service));
+            }
+            offsets.push((service, path, text.len() as u64));
+        }
+        while follow && !ctx.is_interrupted() {
+            for (service, path, offset) in &mut offsets {
+                let Ok(mut file) = std::fs::File::open(&*path) else {
+                    continue;
+                };
+                let len = file.metadata().map_or(0, |m| m.len());
+                if len < *offset {
+                    *offset = 0; // the log was truncated or replaced
+                }
+                if len > *offset {
+                    file.seek(SeekFrom::Start(*offset))?;
+                    let mut new = String::new();
+                    file.read_to_string(&mut new)?;
+                    // Print whole lines only; keep a partial line for the next round.
+                    let complete = new.rfind('\n').map_or(0, |i| i + 1);
+                    for line in new[..complete].lines() {
+                        println!("{}{line}", prefix(service));
+                    }
+                    *offset += complete as u64;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(())
+    }
+}

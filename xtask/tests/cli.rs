@@ -1,0 +1,106 @@
+//! Fast tests of the task runner: plans under --dry-run, and doctor.
+
+mod common;
+
+use std::path::Path;
+
+use common::{stderr, stdout, Stack};
+
+/// Compares `actual` with a golden file. Locally a difference rewrites the file (review it with
+/// `git diff`); under CI it fails.
+fn ensure_golden(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    if expected == actual {
+        return;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "{} is out of date; run `cargo test -p xtask --test cli` locally and commit the result.\n--- expected\n{expected}\n--- actual\n{actual}",
+            path.display()
+        );
+    }
+    std::fs::write(&path, actual).unwrap();
+    panic!(
+        "{} was out of date and has been updated: review and rerun",
+        path.display()
+    );
+}
+
+/// Plans are shown with placeholders instead of machine-specific paths and a fixed offset.
+fn plan(args: &[&str]) -> String {
+    let stack = Stack::new();
+    let mut full = vec![
+        "--dry-run",
+        "--runtime",
+        "local",
+        "--port-offset",
+        "0",
+        "--cache-dir",
+    ];
+    let cache = stack.path().join("cache");
+    full.push(cache.to_str().unwrap());
+    full.extend_from_slice(args);
+    let output = stack.xtask(&full);
+    assert!(output.status.success(), "{}", stderr(&output));
+    stdout(&output)
+}
+
+#[test]
+fn demo_plan_on_the_local_runtime() {
+    ensure_golden("demo-local.txt", &plan(&["demo"]));
+}
+
+#[test]
+fn smoke_plan() {
+    ensure_golden("smoke.txt", &plan(&["smoke"]));
+}
+
+#[test]
+fn dry_run_starts_nothing_and_writes_nothing() {
+    let stack = Stack::new();
+    let output = stack.xtask(&["--dry-run", "--runtime", "local", "demo", "--no-mlflow"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        !stdout(&output).contains("mlflow server"),
+        "--no-mlflow still plans MLflow"
+    );
+    let left: Vec<_> = std::fs::read_dir(stack.path()).unwrap().collect();
+    assert!(left.is_empty(), "a dry run wrote {left:?}");
+    assert!(common::port_free(stack.port(8001)));
+}
+
+#[test]
+fn doctor_names_the_process_holding_a_port() {
+    let stack = Stack::new();
+    let port = stack.port(8002);
+    let _listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let output = stack.xtask(&["--runtime", "local", "doctor"]);
+    assert!(!output.status.success(), "doctor passed with a busy port");
+    let report = stdout(&output);
+    let line = report
+        .lines()
+        .find(|l| l.contains(&format!("carvision port {port}")))
+        .unwrap_or_else(|| panic!("no line for the busy port:\n{report}"));
+    assert!(line.starts_with('✗'), "{line}");
+    assert!(
+        line.contains(&format!("pid {}", std::process::id())),
+        "{line}"
+    );
+    assert!(
+        report.contains(&format!("kill {}", std::process::id())),
+        "{report}"
+    );
+}
+
+#[test]
+fn unknown_services_are_named_with_the_choices() {
+    let stack = Stack::new();
+    let output = stack.xtask(&["--runtime", "local", "logs", "nosuch"]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains(
+        "no service named \"nosuch\"; the stack has mlflow, bankchurn, carvision, telecom"
+    ));
+}

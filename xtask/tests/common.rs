@@ -1,0 +1,85 @@
+//! Helpers shared by the xtask integration tests: run the real `xtask` binary in an isolated
+//! stack directory, on ports no other stack uses.
+#![allow(dead_code, clippy::disallowed_methods)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub port_offset: u16,
+}
+
+/// A port offset whose five ports (5000, 8001-8003 plus the dashboard's 8501) are all free.
+pub fn free_offset() -> u16 {
+    let base = 20_000 + (std::process::id() % 20_000) as u16;
+    (0..200)
+        .map(|i| base.wrapping_add(i * 37) % 40_000 + 10_000)
+        .find(|&offset| {
+            [5000u16, 8001, 8002, 8003, 8501]
+                .iter()
+                .all(|p| std::net::TcpListener::bind(("127.0.0.1", p + offset)).is_ok())
+        })
+        .expect("some port offset is free")
+}
+
+impl Stack {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            port_offset: free_offset(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn xtask(&self, args: &[&str]) -> Output {
+        let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(args)
+            .env("XTASK_STACK_DIR", self.dir.path())
+            .env("XTASK_PORT_OFFSET", self.port_offset.to_string())
+            .env_remove("GITHUB_ACTIONS")
+            .env_remove("CARGO_TARGET_DIR")
+            .output()
+            .unwrap();
+        eprintln!(
+            "$ xtask {}\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+
+    pub fn port(&self, base: u16) -> u16 {
+        base + self.port_offset
+    }
+
+    pub fn pid_files(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.dir.path().join(".xtask/run"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn pid_alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z'))
+}
+
+pub fn port_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}

@@ -1,0 +1,170 @@
+//! End to end on the docker runtime, on this machine's engine: images from a clean state, the
+//! demo to all healthy, the restart policy after a crash, and a down that leaves nothing.
+//! Slow, so `.ci/run` runs it on purpose:
+//! `cargo test -p xtask --test e2e_docker -- --ignored --test-threads 1`.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{stderr, stdout};
+
+const CONTAINERS: [&str; 4] = [
+    "mlflow-server",
+    "bankchurn-api",
+    "carvision-api",
+    "telecom-api",
+];
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The docker stack uses the published names and ports, so it runs in a stack directory of
+/// its own but on the real ports (no offset).
+fn xtask(stack: &common::Stack, args: &[&str]) -> std::process::Output {
+    let mut full = vec!["--runtime", "docker", "--port-offset", "0"];
+    full.extend_from_slice(args);
+    stack.xtask(&full)
+}
+
+#[test]
+#[ignore = "end-to-end: builds images and runs containers; run by .ci/run"]
+fn images_demo_crash_recovery_restart_and_down() {
+    let stack = common::Stack::new();
+    // Images from a clean state (the bootstrapped Python base stays cached).
+    for image in ["mlflow", "bankchurn", "carvision", "telecom"] {
+        docker(&["rmi", "--force", &format!("ml-mlops/{image}:1.0.0")]);
+    }
+    let images = xtask(&stack, &["images"]);
+    assert!(
+        images.status.success(),
+        "images failed:\n{}",
+        stderr(&images)
+    );
+    for image in [
+        "ml-mlops/mlflow",
+        "ml-mlops/bankchurn",
+        "ml-mlops/carvision",
+        "ml-mlops/telecom",
+    ] {
+        assert!(
+            stdout(&images).contains(image),
+            "the image table lacks {image}"
+        );
+    }
+    let api_size: f64 = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{.Size}}",
+        "ml-mlops/bankchurn:1.0.0",
+    ])
+    .parse()
+    .unwrap();
+    assert!(api_size < 30e6, "the API image is {api_size} bytes");
+    let labels = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Config.Labels}}",
+        "ml-mlops/bankchurn:1.0.0",
+    ]);
+    for key in ["source", "revision", "version", "created"] {
+        assert!(
+            labels.contains(&format!("org.opencontainers.image.{key}")),
+            "{labels}"
+        );
+    }
+
+    let demo = xtask(&stack, &["demo"]);
+    assert!(demo.status.success(), "demo failed:\n{}", stderr(&demo));
+    let status = xtask(&stack, &["status"]);
+    for name in CONTAINERS {
+        let line = stdout(&status)
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(str::to_owned);
+        let line = line.unwrap_or_else(|| panic!("status lacks {name}:\n{}", stdout(&status)));
+        assert!(line.contains("Up ") && line.contains("(healthy)"), "{line}");
+    }
+    assert_eq!(
+        docker(&[
+            "network",
+            "inspect",
+            "--format",
+            "{{.Name}}",
+            "ml-mlops-network"
+        ]),
+        "ml-mlops-network"
+    );
+    assert!(xtask(&stack, &["smoke"]).status.success());
+
+    // A crash (the process killed from the host) is healed by `restart: unless-stopped`.
+    let started = docker(&[
+        "inspect",
+        "--format",
+        "{{.State.StartedAt}}",
+        "bankchurn-api",
+    ]);
+    let pid = docker(&["inspect", "--format", "{{.State.Pid}}", "bankchurn-api"]);
+    assert!(Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = docker(&[
+            "inspect",
+            "--format",
+            "{{.State.StartedAt}} {{.State.Health.Status}}",
+            "bankchurn-api",
+        ]);
+        if !now.starts_with(&started) && now.ends_with("healthy") && !now.ends_with("unhealthy") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bankchurn-api did not come back healthy: {now}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let restart = xtask(&stack, &["restart", "carvision"]);
+    assert!(restart.status.success(), "{}", stderr(&restart));
+
+    let down = xtask(&stack, &["down"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    for name in CONTAINERS {
+        assert_eq!(
+            docker(&[
+                "ps",
+                "--all",
+                "--quiet",
+                "--filter",
+                &format!("name=^{name}$")
+            ]),
+            "",
+            "{name} left behind"
+        );
+    }
+    assert_eq!(
+        docker(&[
+            "network",
+            "ls",
+            "--quiet",
+            "--filter",
+            "name=^ml-mlops-network$"
+        ]),
+        "",
+        "the network was left behind"
+    );
+    assert!(
+        stack.path().join("mlruns/mlflow.db").is_file(),
+        "down must keep the MLflow store"
+    );
+}

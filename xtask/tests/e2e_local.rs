@@ -1,0 +1,122 @@
+//! End to end on the local runtime: real binaries, a real MLflow server, real sockets. Slow
+//! (release build, MLflow install on first run), so `.ci/run` runs them on purpose:
+//! `cargo test -p xtask --test e2e_local -- --ignored --test-threads 1`.
+
+mod common;
+
+use common::{pid_alive, port_free, stderr, stdout, Stack};
+
+const PORTS: [u16; 4] = [5000, 8001, 8002, 8003];
+
+#[test]
+#[ignore = "end-to-end: builds release binaries and runs the stack; run by .ci/run"]
+fn demo_then_status_health_smoke_and_down_leave_nothing_behind() {
+    let stack = Stack::new();
+    let demo = stack.xtask(&["--runtime", "local", "demo"]);
+    assert!(demo.status.success(), "demo failed:\n{}", stderr(&demo));
+    for name in [
+        "mlflow-server",
+        "bankchurn-api",
+        "carvision-api",
+        "telecom-api",
+    ] {
+        assert!(stdout(&demo).contains(name), "the demo table lacks {name}");
+    }
+
+    let status = stack.xtask(&["--runtime", "local", "status", "--json"]);
+    assert!(status.status.success());
+    let rows: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 4);
+    for row in rows.as_array().unwrap() {
+        assert_eq!(row["state"], "running", "{row}");
+        assert_eq!(row["health"], "healthy", "{row}");
+    }
+    assert!(stack
+        .xtask(&["--runtime", "local", "health"])
+        .status
+        .success());
+    assert!(stack
+        .xtask(&["--runtime", "local", "smoke"])
+        .status
+        .success());
+
+    // Idempotent: a second demo reuses the healthy stack.
+    let again = stack.xtask(&["--runtime", "local", "demo"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("bankchurn is already running and healthy"),
+        "{}",
+        stderr(&again)
+    );
+
+    let logs = stack.xtask(&["--runtime", "local", "logs", "--tail", "5"]);
+    assert!(
+        stdout(&logs).contains("bankchurn | "),
+        "logs are not prefixed"
+    );
+
+    let pids: Vec<i32> = stack
+        .pid_files()
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(pids.len(), 4);
+    let down = stack.xtask(&["--runtime", "local", "down"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    for pid in pids {
+        assert!(!pid_alive(pid), "pid {pid} survived down");
+    }
+    for port in PORTS {
+        assert!(
+            port_free(stack.port(port)),
+            "port {} still held after down",
+            stack.port(port)
+        );
+    }
+    assert!(stack.pid_files().is_empty());
+}
+
+#[test]
+#[ignore = "end-to-end: builds release binaries and runs the stack; run by .ci/run"]
+fn a_service_that_cannot_start_fails_the_demo_with_its_log_and_stops_the_rest() {
+    let stack = Stack::new();
+    let model_dir = stack.path().join("models/carvision");
+    std::fs::create_dir_all(&model_dir).unwrap();
+    std::fs::write(model_dir.join("model.json"), "{ not a model").unwrap();
+
+    let demo = stack.xtask(&[
+        "--runtime",
+        "local",
+        "demo",
+        "--no-mlflow",
+        "--timeout",
+        "30",
+    ]);
+    assert!(!demo.status.success(), "demo passed with a broken model");
+    let err = stderr(&demo);
+    assert!(err.contains("carvision did not become healthy"), "{err}");
+    assert!(
+        err.contains("is not a valid carvision model"),
+        "the log tail is missing:\n{err}"
+    );
+    for port in [8001, 8002, 8003] {
+        assert!(
+            port_free(stack.port(port)),
+            "port {} left held",
+            stack.port(port)
+        );
+    }
+    assert!(
+        stack.pid_files().is_empty(),
+        "pid files left: {:?}",
+        stack.pid_files()
+    );
+}
