@@ -27,9 +27,13 @@ const PYTHON_BASE: &str = "python:3.11-slim";
 /// The base the toolkit bootstraps when it cannot.
 const BOOTSTRAPPED_BASE: &str = "ml-mlops/bookworm-python:local";
 const WHEELHOUSE_MARKER: &str = ".xtask-complete";
+/// The label holding a fingerprint of everything an image is built from.
+const INPUTS_LABEL: &str = "io.ml-mlops.inputs";
 
 /// What the images are labelled and tagged with.
 pub struct Revision {
+    /// Where the source lives: the `origin` remote, else the checkout's path.
+    pub source: String,
     /// Short commit id, `-dirty` when the tree has changes.
     pub tag: String,
     pub commit: String,
@@ -51,7 +55,10 @@ pub fn revision(ctx: &Ctx) -> Revision {
     let dirty =
         git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
     let short: String = commit.chars().take(12).collect();
+    let source = git(&["remote", "get-url", "origin"])
+        .unwrap_or_else(|| format!("file://{}", ctx.root.display()));
     Revision {
+        source,
         tag: if dirty {
             format!("{short}-dirty")
         } else {
@@ -252,6 +259,49 @@ fn cache_key(bytes: &[u8]) -> u64 {
     hasher.finish()
 }
 
+fn dockerfile(ctx: &Ctx, service: &Service) -> PathBuf {
+    let own = service.dir.join("Dockerfile");
+    if own.is_file() {
+        own
+    } else {
+        ctx.root.join("services/serving/Dockerfile.api")
+    }
+}
+
+/// A fingerprint of what the image is built from: the Dockerfile, the binary or the lock, the
+/// base image and the labels. The same inputs skip the build (and its 190 MB context upload).
+fn inputs_fingerprint(
+    ctx: &Ctx,
+    service: &Service,
+    revision: &Revision,
+    base: Option<&str>,
+) -> Result<String> {
+    let mut bytes = std::fs::read(dockerfile(ctx, service))?;
+    match service.kind {
+        Kind::Api => bytes.extend(std::fs::read(binaries::path(ctx, service)).unwrap_or_default()),
+        Kind::Mlflow => {
+            bytes.extend(std::fs::read(service.dir.join("requirements.lock"))?);
+            let base_id = base
+                .map(|b| image_label(ctx, b, "{{.Id}}"))
+                .unwrap_or_default();
+            bytes.extend(base_id.into_bytes());
+        }
+    }
+    bytes
+        .extend(format!("{}{}{}", revision.commit, revision.created, revision.source).into_bytes());
+    Ok(format!("{:016x}", cache_key(&bytes)))
+}
+
+/// `docker image inspect --format FORMAT image`, or empty.
+fn image_label(ctx: &Ctx, image: &str, format: &str) -> String {
+    ctx.runner
+        .query(&Step::new("docker").args(["image", "inspect", "--format", format, image]))
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
 /// Links (or copies) `from` to `to`.
 fn place(from: &Path, to: &Path) -> Result<()> {
     if std::fs::hard_link(from, to).is_err() {
@@ -301,13 +351,20 @@ fn stage(ctx: &Ctx, service: &Service, wheels: Option<&Path>) -> Result<PathBuf>
     Ok(context)
 }
 
-fn build_step(service: &Service, context: &Path, revision: &Revision, base: Option<&str>) -> Step {
+fn build_step(
+    service: &Service,
+    context: &Path,
+    revision: &Revision,
+    base: Option<&str>,
+    inputs: &str,
+) -> Step {
     let label = |k: &str, v: &str| format!("org.opencontainers.image.{k}={v}");
     let mut step = Step::new("docker")
         .args(["build", "--tag", &version_tag(service), "--tag"])
         .arg(format!("{}:{}", service.image(), revision.tag))
+        .args(["--label", &format!("{INPUTS_LABEL}={inputs}")])
         .args(["--label", &label("title", &service.title)])
-        .args(["--label", &label("source", env!("CARGO_PKG_REPOSITORY"))])
+        .args(["--label", &label("source", &revision.source)])
         .args(["--label", &label("revision", &revision.commit)])
         .args(["--label", &label("version", env!("CARGO_PKG_VERSION"))])
         .args(["--label", &label("created", &revision.created)]);
@@ -333,6 +390,36 @@ fn size_of(ctx: &Ctx, image: &str) -> String {
         .map_or_else(|| "?".into(), |b| format!("{:.1} MB", b / 1e6))
 }
 
+/// Builds one image unless one from the same inputs exists; `Ok(false)` when it was current.
+fn build_one(
+    ctx: &Ctx,
+    service: &Service,
+    revision: &Revision,
+    base: Option<&str>,
+    wheels: Option<&Path>,
+) -> Result<bool> {
+    let inputs = inputs_fingerprint(ctx, service, revision, base)?;
+    let tag = version_tag(service);
+    let current = image_label(
+        ctx,
+        &tag,
+        &format!("{{{{index .Config.Labels \"{INPUTS_LABEL}\"}}}}"),
+    );
+    if current == inputs && !ctx.dry_run() {
+        // Still make sure the revision tag points at it.
+        ctx.runner.run(&Step::new("docker").args([
+            "tag",
+            &tag,
+            &format!("{}:{}", service.image(), revision.tag),
+        ]))?;
+        return Ok(false);
+    }
+    let context = stage(ctx, service, wheels)?;
+    ctx.runner
+        .run(&build_step(service, &context, revision, base, &inputs))?;
+    Ok(true)
+}
+
 /// Builds the images of `services`, in parallel where it can.
 pub fn build(ctx: &Ctx, services: &[&Service]) -> Result<()> {
     let apis: Vec<&Service> = services.iter().copied().filter(|s| s.is_api()).collect();
@@ -353,17 +440,13 @@ pub fn build(ctx: &Ctx, services: &[&Service]) -> Result<()> {
                 let revision = &revision;
                 scope.spawn(move || {
                     let task = ctx.reporter.task(format!("image {}", version_tag(service)));
-                    let result = stage(ctx, service, wheels)
-                        .and_then(|context| {
-                            ctx.runner
-                                .run(&build_step(service, &context, revision, base))
-                        })
-                        .map(|_| ());
+                    let result = build_one(ctx, service, revision, base, wheels);
                     match &result {
-                        Ok(()) => task.done(""),
+                        Ok(true) => task.done(""),
+                        Ok(false) => task.done("up to date"),
                         Err(_) => task.fail("docker build failed"),
                     }
-                    (service.name.clone(), result)
+                    (service.name.clone(), result.map(|_| ()))
                 })
             })
             .collect();

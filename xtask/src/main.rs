@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod binaries;
 mod compose;
 mod ctx;
@@ -85,6 +86,7 @@ enum Command {
     Logs(logs::Logs),
     Doctor(doctor::Doctor),
     Images(images::Images),
+    Bench(bench::Bench),
     Compose(compose::Compose),
 }
 
@@ -109,6 +111,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs(cmd) => cmd.run(ctx, runtime()?.as_ref()),
         Command::Doctor(cmd) => cmd.run(ctx, runtime()?.as_ref()),
         Command::Images(cmd) => cmd.run(ctx),
+        Command::Bench(cmd) => cmd.run(ctx),
         Command::Compose(cmd) => cmd.run(ctx),
     }
 }

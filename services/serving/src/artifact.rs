@@ -45,11 +45,19 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
     tmp.write_all(bytes)?;
+    // Temporary files are private (0600); a model is read by other users, e.g. a container's.
+    set_readable(tmp.as_file())?;
     tmp.as_file().sync_all()?;
     let target = dir.join(name);
     tmp.persist(&target)
         .with_context(|| format!("cannot move the new {name} into {}", target.display()))?;
     Ok(())
+}
+
+/// Makes a new file readable by everyone (0644), as files normally are.
+pub fn set_readable(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(0o644))
 }
 
 /// Saves the model and its metrics into `dir`, returning the model version.
@@ -119,8 +127,14 @@ mod tests {
         let metrics: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.path().join(METRICS_FILE)).unwrap()).unwrap();
         assert_eq!(metrics["model_version"], v.as_str());
-        // No temporary files are left behind.
+        // No temporary files are left behind, and the files are readable by other users.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(MODEL_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644);
     }
 
     #[test]

@@ -110,6 +110,7 @@ fn generate<S: Service>(rows: usize, seed: u64, out: &Path) -> Result<()> {
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    artifact::set_readable(tmp.as_file())?;
     {
         let mut writer = std::io::BufWriter::new(tmp.as_file_mut());
         S::generate_data(rows, seed, &mut writer)?;

@@ -23,12 +23,18 @@ pub fn free_offset() -> u16 {
         .expect("some port offset is free")
 }
 
-impl Stack {
-    pub fn new() -> Self {
+impl Default for Stack {
+    fn default() -> Self {
         Self {
             dir: tempfile::tempdir().unwrap(),
             port_offset: free_offset(),
         }
+    }
+}
+
+impl Stack {
+    pub fn new() -> Self {
+        Self::default()
     }
 
     pub fn path(&self) -> &Path {
