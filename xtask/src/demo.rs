@@ -32,11 +32,7 @@ impl Demo {
             status::markdown(&rows),
             smoke::summary(&checks)
         ));
-        let failed: Vec<&str> = checks
-            .iter()
-            .filter(|c| c.result.is_err())
-            .map(|c| c.name.as_str())
-            .collect();
+        let failed = smoke::failed(&checks);
         if !failed.is_empty() {
             bail!(
                 "the stack is up but smoke checks failed: {}. Inspect with `cargo xtask logs`, stop with `cargo xtask down`",

@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 
 use crate::ctx::Ctx;
 use crate::runner::Step;
-use crate::runtime::Runtime;
+use crate::runtime::{docker, Runtime};
 use crate::stack::Kind;
 use crate::{http, mlflow, ports};
 
@@ -69,57 +69,27 @@ impl Report {
     }
 }
 
-/// The first line of a command's output, for a one-line report.
-fn first_line(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes)
-        .lines()
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_owned()
-}
-
 fn check_docker(ctx: &Ctx, report: &mut Report) {
-    let engine =
-        ctx.runner
-            .query(&Step::new("docker").args(["version", "--format", "{{.Server.Version}}"]));
-    match engine {
-        Ok(out) if out.status.success() => report.ok(
+    match docker::engine_version(ctx) {
+        Ok(version) => report.ok("docker engine", format!("Docker Engine {version}")),
+        Err(why) => report.warn(
             "docker engine",
-            format!("Docker Engine {}", first_line(&out.stdout)),
-        ),
-        Ok(out) => report.warn(
-            "docker engine",
-            format!("not reachable: {}", first_line(&out.stderr)),
-            "start the Docker daemon for --runtime docker; the local runtime works without it",
-        ),
-        Err(_) => report.warn(
-            "docker engine",
-            "the docker client is not installed",
-            "install Docker for --runtime docker; the local runtime works without it",
+            format!("{why:#}"),
+            "start or install Docker for --runtime docker; the local runtime works without it",
         ),
     }
-    let v2 = ctx
-        .runner
-        .query(&Step::new("docker").args(["compose", "version", "--short"]));
-    let legacy = ctx
-        .runner
-        .query(&Step::new("docker-compose").args(["version", "--short"]));
-    match (v2, legacy) {
-        (Ok(out), _) if out.status.success() => report.ok(
+    match docker::compose_frontend(ctx) {
+        Ok((command, version)) => {
+            let kind = if command.len() == 1 {
+                " (legacy front-end)"
+            } else {
+                ""
+            };
+            report.ok("compose", format!("{} {version}{kind}", command.join(" ")));
+        }
+        Err(why) => report.warn(
             "compose",
-            format!("docker compose plugin {}", first_line(&out.stdout)),
-        ),
-        (_, Ok(out)) if out.status.success() => report.ok(
-            "compose",
-            format!(
-                "docker-compose {} (legacy front-end)",
-                first_line(&out.stdout)
-            ),
-        ),
-        _ => report.warn(
-            "compose",
-            "neither `docker compose` nor `docker-compose` is installed",
+            format!("{why:#}"),
             "install the compose plugin (or Debian's docker-compose) for --runtime docker",
         ),
     }
@@ -175,7 +145,7 @@ fn check_services(ctx: &Ctx, runtime: &dyn Runtime, report: &mut Report) -> Resu
                     "stop it (`kill {kill}`), or run the stack on other ports with --port-offset N"
                 )
             };
-            report.fail(check, ports::describe_holders(port), fix);
+            report.fail(check, ports::describe(ctx, port), fix);
         } else {
             report.ok(check, "free");
         }

@@ -119,6 +119,34 @@ pub fn describe_holders(port: u16) -> String {
     }
 }
 
+/// Like [`describe_holders`], naming the container when the holder is Docker's port proxy.
+pub fn describe(ctx: &crate::ctx::Ctx, port: u16) -> String {
+    let text = describe_holders(port);
+    if !holders(port)
+        .iter()
+        .any(|h| h.command.contains("docker-proxy"))
+    {
+        return text;
+    }
+    let step = crate::runner::Step::new("docker").args([
+        "ps",
+        "--filter",
+        &format!("publish={port}"),
+        "--format",
+        "{{.Names}}",
+    ]);
+    match ctx.runner.query(&step) {
+        Ok(out) if out.status.success() && !out.stdout.is_empty() => {
+            let names = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("{text}, publishing container {names}")
+        }
+        _ => text,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -198,7 +198,10 @@ impl Runner {
             .command()
             .status()
             .with_context(|| format!("cannot run `{}`: is it installed?", step.program))?;
-        if !status.success() {
+        // Ctrl-C is how a user ends `logs -f`: not a failure.
+        let interrupted = status.code() == Some(130)
+            || std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGINT);
+        if !status.success() && !interrupted {
             bail!("`{}` failed ({status})", step.display(&self.aliases));
         }
         Ok(())

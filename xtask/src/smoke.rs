@@ -164,6 +164,15 @@ fn describe(e: &Expectation) -> String {
     parts.join(" ")
 }
 
+/// The names of the checks that failed.
+pub fn failed(checks: &[Check]) -> Vec<&str> {
+    checks
+        .iter()
+        .filter(|c| c.result.is_err())
+        .map(|c| c.name.as_str())
+        .collect()
+}
+
 pub fn summary(checks: &[Check]) -> String {
     let mut md = String::from("| check | result |\n|---|---|\n");
     for c in checks {
@@ -186,11 +195,7 @@ impl Smoke {
         let checks = run_checks(ctx, &services);
         ctx.reporter
             .summary(&format!("### Smoke checks\n\n{}", summary(&checks)));
-        let failed: Vec<&str> = checks
-            .iter()
-            .filter(|c| c.result.is_err())
-            .map(|c| c.name.as_str())
-            .collect();
+        let failed = failed(&checks);
         if !failed.is_empty() {
             bail!(
                 "{} of {} smoke checks failed: {}. Is the stack up (`cargo xtask status`)?",

@@ -140,7 +140,7 @@ fn start_all<'a>(
             bail!(
                 "cannot start {}: {}. Stop that process, or run this stack on other ports with --port-offset",
                 service.name,
-                ports::describe_holders(port)
+                ports::describe(ctx, port)
             );
         }
         runtime.start(ctx, service)?;

@@ -104,3 +104,24 @@ fn unknown_services_are_named_with_the_choices() {
         "no service named \"nosuch\"; the stack has mlflow, bankchurn, carvision, telecom"
     ));
 }
+
+#[test]
+fn down_volumes_deletes_data_only_when_confirmed() {
+    let stack = Stack::new();
+    let db = stack.path().join("mlruns/mlflow.db");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    std::fs::write(&db, "precious").unwrap();
+
+    let refused = stack.xtask(&["--runtime", "local", "down", "--volumes"]);
+    assert!(!refused.status.success(), "deleted data without asking");
+    assert!(
+        stderr(&refused).contains("pass --yes"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(db.is_file(), "data lost without confirmation");
+
+    let confirmed = stack.xtask(&["--runtime", "local", "down", "--volumes", "--yes"]);
+    assert!(confirmed.status.success(), "{}", stderr(&confirmed));
+    assert!(!db.exists());
+}

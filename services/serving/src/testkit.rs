@@ -272,20 +272,23 @@ pub fn serve_and_healthcheck(binary: &Path) {
 
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}/health");
-    let mut server = Command::new(binary)
-        .args([
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--model-dir",
-            model_dir.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let serve = || {
+        Command::new(binary)
+            .args([
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--model-dir",
+                model_dir.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut server = serve();
     let healthcheck = || run(&["healthcheck", "--url", &url, "--timeout", "2"]);
     // No model yet: the server answers, but is not healthy.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -305,20 +308,7 @@ pub fn serve_and_healthcheck(binary: &Path) {
         model_dir.to_str().unwrap(),
     ]);
     assert!(trained.status.success(), "{trained:?}");
-    let mut server = Command::new(binary)
-        .args([
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--model-dir",
-            model_dir.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut server = serve();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let check = healthcheck();

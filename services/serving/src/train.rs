@@ -362,6 +362,43 @@ pub fn fit_binary(
     Ok((booster, chosen))
 }
 
+/// Trains and evaluates a binary classifier as every classification service does: a seeded
+/// stratified 80/20 split, the class weight chosen out of fold on the training part
+/// ([`fit_binary`]), metrics on the held-out part at threshold 0.5. Returns the metrics as the
+/// common part of `metrics.json`.
+pub fn train_binary_classifier(
+    params: BoosterParams,
+    x: &Features,
+    y: &[f64],
+    selection: Selection,
+    seed: u64,
+) -> anyhow::Result<(GradientBooster, BinaryTraining, serde_json::Value)> {
+    let (train_idx, test_idx) = stratified_split(y, 0.2, seed);
+    let (booster, training) = fit_binary(params, x, y, &train_idx, selection, seed)?;
+    let probability: Vec<f64> = predict_rows(&booster, x, &test_idx)
+        .into_iter()
+        .map(sigmoid)
+        .collect();
+    let truth: Vec<f64> = test_idx.iter().map(|&i| y[i]).collect();
+    let test = ClassificationMetrics::compute(&truth, &probability, 0.5);
+    let metrics = serde_json::json!({
+        "model": "gradient boosting (forust-ml)",
+        "params": params,
+        "rows": x.rows(),
+        "train_rows": train_idx.len(),
+        "test_rows": test_idx.len(),
+        "positive_rate": y.iter().sum::<f64>() / y.len() as f64,
+        "positive_class_weight": training.positive_class_weight,
+        "validation_score": training.validation_score,
+        "accuracy": test.accuracy,
+        "f1": test.f1,
+        "roc_auc": test.roc_auc,
+        "precision": test.precision,
+        "recall": test.recall,
+    });
+    Ok((booster, training, metrics))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

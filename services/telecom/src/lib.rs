@@ -10,10 +10,7 @@ use serving::synth::{
     rand_distr::{Distribution, Gamma, Normal},
 };
 use serving::table::Table;
-use serving::train::{
-    self, BinaryTraining, BoosterParams, ClassificationMetrics, Features, GradientBooster,
-    Selection,
-};
+use serving::train::{self, BinaryTraining, BoosterParams, Features, GradientBooster, Selection};
 use serving::{check_non_negative, FieldError, PredictionMeta, Service};
 use utoipa::ToSchema;
 
@@ -135,30 +132,8 @@ impl Service for Telecom {
 
     fn train(data: &Path, seed: u64) -> anyhow::Result<(Model, serde_json::Value)> {
         let (x, y) = load(data)?;
-        let (train_idx, test_idx) = train::stratified_split(&y, 0.2, seed);
-        let (booster, training) =
-            train::fit_binary(PARAMS, &x, &y, &train_idx, Selection::AccuracyAndF1, seed)?;
-        let probability: Vec<f64> = train::predict_rows(&booster, &x, &test_idx)
-            .into_iter()
-            .map(train::sigmoid)
-            .collect();
-        let truth: Vec<f64> = test_idx.iter().map(|&i| y[i]).collect();
-        let test = ClassificationMetrics::compute(&truth, &probability, 0.5);
-        let metrics = serde_json::json!({
-            "model": "gradient boosting (forust-ml)",
-            "params": PARAMS,
-            "rows": x.rows(),
-            "train_rows": train_idx.len(),
-            "test_rows": test_idx.len(),
-            "positive_rate": y.iter().sum::<f64>() / y.len() as f64,
-            "positive_class_weight": training.positive_class_weight,
-            "validation_score": training.validation_score,
-            "accuracy": test.accuracy,
-            "f1": test.f1,
-            "roc_auc": test.roc_auc,
-            "precision": test.precision,
-            "recall": test.recall,
-        });
+        let (booster, training, metrics) =
+            train::train_binary_classifier(PARAMS, &x, &y, Selection::AccuracyAndF1, seed)?;
         Ok((Model { booster, training }, metrics))
     }
 

@@ -22,7 +22,7 @@ pub struct Docker {
     pub compose_version: String,
 }
 
-fn first_line(bytes: &[u8]) -> String {
+pub fn first_line(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes)
         .lines()
         .next()
@@ -59,40 +59,47 @@ fn parse_time(text: &str) -> Option<SystemTime> {
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64) + Duration::from_secs_f64(sec))
 }
 
+/// The engine's version, or why no engine answers.
+pub fn engine_version(ctx: &Ctx) -> Result<String> {
+    let engine =
+        ctx.runner
+            .query(&Step::new("docker").args(["version", "--format", "{{.Server.Version}}"]));
+    match engine {
+        Ok(out) if out.status.success() => Ok(first_line(&out.stdout)),
+        Ok(out) => bail!("no Docker engine answers: {}", first_line(&out.stderr)),
+        Err(_) => bail!("the docker client is not installed"),
+    }
+}
+
+/// The compose front-end to use, the v2 plugin first, with its version.
+pub fn compose_frontend(ctx: &Ctx) -> Result<(Vec<String>, String)> {
+    let candidates: [&[&str]; 2] = [&["docker", "compose"], &["docker-compose"]];
+    for command in candidates {
+        let step = Step::new(command[0])
+            .args(&command[1..])
+            .args(["version", "--short"]);
+        if let Some(out) = ctx.runner.query(&step).ok().filter(|o| o.status.success()) {
+            let command = command.iter().map(|c| c.to_string()).collect();
+            return Ok((command, first_line(&out.stdout)));
+        }
+    }
+    bail!("neither `docker compose` nor `docker-compose` is installed")
+}
+
 impl Docker {
     /// Finds the engine and a compose front-end, or says what is missing.
     pub fn detect(ctx: &Ctx) -> Result<Self> {
-        let engine = ctx.runner.query(&Step::new("docker").args([
-            "version",
-            "--format",
-            "{{.Server.Version}}",
-        ]));
-        let engine = match engine {
-            Ok(out) if out.status.success() => first_line(&out.stdout),
-            Ok(out) => bail!("no Docker engine answers: {}", first_line(&out.stderr)),
-            Err(_) => bail!("the docker client is not installed"),
-        };
-        let v2 = ctx
-            .runner
-            .query(&Step::new("docker").args(["compose", "version", "--short"]));
-        if let Some(out) = v2.ok().filter(|o| o.status.success()) {
-            return Ok(Self {
-                compose: vec!["docker".into(), "compose".into()],
-                engine,
-                compose_version: first_line(&out.stdout),
-            });
-        }
-        let legacy = ctx
-            .runner
-            .query(&Step::new("docker-compose").args(["version", "--short"]));
-        if let Some(out) = legacy.ok().filter(|o| o.status.success()) {
-            return Ok(Self {
-                compose: vec!["docker-compose".into()],
-                engine,
-                compose_version: first_line(&out.stdout),
-            });
-        }
-        bail!("Docker Engine {engine} answers, but neither `docker compose` nor `docker-compose` is installed")
+        let engine = engine_version(ctx)?;
+        let (compose, compose_version) = compose_frontend(ctx).map_err(|e| {
+            e.context(format!(
+                "Docker Engine {engine} answers, but there is no compose front-end"
+            ))
+        })?;
+        Ok(Self {
+            compose,
+            engine,
+            compose_version,
+        })
     }
 
     pub fn describe(&self) -> String {
