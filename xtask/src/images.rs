@@ -134,7 +134,8 @@ fn bootstrap_base(ctx: &Ctx) -> Result<()> {
     if !ctx.dry_run() && which::which("debootstrap").is_err() {
         bail!(
             "no Python base image can be pulled, and debootstrap is not installed to make one: \
-             `apt-get install debootstrap` (as root), or make {PYTHON_BASE} available (`docker load`)"
+             `apt-get install debootstrap` (as root), make {PYTHON_BASE} available (`docker load`), \
+             or run without Docker: `cargo xtask demo --runtime local`"
         );
     }
     let task = ctx.reporter.task(format!(
@@ -405,7 +406,8 @@ fn build_one(
         &tag,
         &format!("{{{{index .Config.Labels \"{INPUTS_LABEL}\"}}}}"),
     );
-    if current == inputs && !ctx.dry_run() {
+    if current == inputs {
+        ctx.runner.plan(format!("{tag} is up to date"));
         // Still make sure the revision tag points at it.
         ctx.runner.run(&Step::new("docker").args([
             "tag",

@@ -149,6 +149,18 @@ fn start_all<'a>(
     Ok(())
 }
 
+/// Ctrl-C (or SIGTERM) arrived: what this run started has been stopped. Exits with 130.
+#[derive(Debug)]
+pub struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted; stopped what this run had started")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
 /// Polls every service's health until all answer healthy, one fails, or time runs out.
 pub fn wait_healthy(
     ctx: &Ctx,
@@ -188,9 +200,11 @@ pub fn wait_healthy(
                 task.done("");
                 continue;
             }
-            let failure = if ctx.is_interrupted() {
-                Some("interrupted".to_owned())
-            } else if let Some(why) = runtime.exited(ctx, service) {
+            if ctx.is_interrupted() {
+                task.fail("interrupted");
+                return Err(Interrupted.into());
+            }
+            let failure = if let Some(why) = runtime.exited(ctx, service) {
                 Some(why)
             } else if started.elapsed() > timeout {
                 let last = match &answer {

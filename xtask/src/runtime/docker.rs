@@ -175,7 +175,7 @@ impl Docker {
     }
 
     fn remove(&self, ctx: &Ctx, service: &Service) -> Result<bool> {
-        let exists = ctx.dry_run() || self.inspect(ctx, &service.container).is_some();
+        let exists = self.inspect(ctx, &service.container).is_some();
         if exists {
             ctx.runner.run(&Step::new("docker").args([
                 "rm",
@@ -223,7 +223,7 @@ impl Runtime for Docker {
     }
 
     fn stop(&mut self, ctx: &Ctx, service: &Service) -> Result<bool> {
-        if !ctx.dry_run() && self.inspect(ctx, &service.container).is_none() {
+        if self.inspect(ctx, &service.container).is_none() {
             return Ok(false);
         }
         ctx.runner
@@ -238,7 +238,7 @@ impl Runtime for Docker {
     }
 
     fn restart(&mut self, ctx: &Ctx, service: &Service) -> Result<()> {
-        if !ctx.dry_run() && self.inspect(ctx, &service.container).is_none() {
+        if self.inspect(ctx, &service.container).is_none() {
             return self.start(ctx, service);
         }
         ctx.runner.run(&Step::new("docker").args([
