@@ -35,9 +35,23 @@ fn xtask(stack: &common::Stack, args: &[&str]) -> std::process::Output {
 #[ignore = "end-to-end: builds images and runs containers; run by .ci/run"]
 fn images_demo_crash_recovery_restart_and_down() {
     let stack = common::Stack::new();
-    // Images from a clean state (the bootstrapped Python base stays cached).
+    // Images from a clean state: every tag of the stack's images goes (the bootstrapped
+    // Python base and docker's layer cache stay).
     for image in ["mlflow", "bankchurn", "carvision", "telecom"] {
-        docker(&["rmi", "--force", &format!("ml-mlops/{image}:1.0.0")]);
+        let tags = docker(&[
+            "images",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+            &format!("ml-mlops/{image}"),
+        ]);
+        for tag in tags.lines() {
+            docker(&["rmi", "--force", tag]);
+        }
+        assert_eq!(
+            docker(&["images", "--quiet", &format!("ml-mlops/{image}")]),
+            "",
+            "ml-mlops/{image} survived"
+        );
     }
     let images = xtask(&stack, &["images"]);
     assert!(

@@ -120,3 +120,57 @@ fn a_service_that_cannot_start_fails_the_demo_with_its_log_and_stops_the_rest() 
         stack.pid_files()
     );
 }
+
+#[test]
+#[ignore = "end-to-end: builds release binaries and runs the stack; run by .ci/run"]
+#[allow(clippy::disallowed_methods)]
+fn ctrl_c_during_up_stops_what_it_started() {
+    let stack = Stack::new();
+    let mut up = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["--runtime", "local", "up"])
+        .env("XTASK_STACK_DIR", stack.path())
+        .env("XTASK_PORT_OFFSET", stack.port_offset.to_string())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // MLflow takes seconds to answer: interrupt while `up` waits for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while stack.pid_files().len() < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "up never started the services"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let pids: Vec<i32> = stack
+        .pid_files()
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &up.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let output = up.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+    assert!(stderr(&output).contains("interrupted; stopped what this run had started"));
+    for pid in pids {
+        assert!(!pid_alive(pid), "pid {pid} survived Ctrl-C");
+    }
+    for port in PORTS {
+        assert!(
+            port_free(stack.port(port)),
+            "port {} still held",
+            stack.port(port)
+        );
+    }
+}
