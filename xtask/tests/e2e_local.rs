@@ -126,7 +126,7 @@ fn a_service_that_cannot_start_fails_the_demo_with_its_log_and_stops_the_rest() 
 #[allow(clippy::disallowed_methods)]
 fn ctrl_c_during_up_stops_what_it_started() {
     let stack = Stack::new();
-    let mut up = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+    let up = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["--runtime", "local", "up"])
         .env("XTASK_STACK_DIR", stack.path())
         .env("XTASK_PORT_OFFSET", stack.port_offset.to_string())
