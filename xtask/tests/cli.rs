@@ -130,14 +130,13 @@ fn down_volumes_deletes_data_only_when_confirmed() {
 fn under_github_actions_failures_are_annotated_and_summarized() {
     let stack = Stack::new();
     let summary = stack.path().join("summary.md");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["--runtime", "local", "smoke", "bankchurn"])
-        .env("XTASK_STACK_DIR", stack.path())
-        .env("XTASK_PORT_OFFSET", stack.port_offset.to_string())
-        .env("GITHUB_ACTIONS", "true")
-        .env("GITHUB_STEP_SUMMARY", &summary)
-        .output()
-        .unwrap();
+    let output = stack.xtask_with_env(
+        &["--runtime", "local", "smoke", "bankchurn"],
+        &[
+            ("GITHUB_ACTIONS", Path::new("true")),
+            ("GITHUB_STEP_SUMMARY", &summary),
+        ],
+    );
     // Nothing is running on these ports: every check fails, each with an annotation.
     assert!(!output.status.success());
     let err = stderr(&output);

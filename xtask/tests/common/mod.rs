@@ -42,14 +42,22 @@ impl Stack {
     }
 
     pub fn xtask(&self, args: &[&str]) -> Output {
-        let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        self.xtask_with_env(args, &[])
+    }
+
+    /// Runs xtask with extra environment variables (GitHub Actions' own, say).
+    pub fn xtask_with_env(&self, args: &[&str], env: &[(&str, &Path)]) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        command
             .args(args)
             .env("XTASK_STACK_DIR", self.dir.path())
             .env("XTASK_PORT_OFFSET", self.port_offset.to_string())
             .env_remove("GITHUB_ACTIONS")
-            .env_remove("CARGO_TARGET_DIR")
-            .output()
-            .unwrap();
+            .env_remove("CARGO_TARGET_DIR");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let output = command.output().unwrap();
         eprintln!(
             "$ xtask {}\n{}{}",
             args.join(" "),
