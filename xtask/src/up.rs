@@ -126,6 +126,12 @@ fn start_all<'a>(
                     .info(format!("{} is already running and healthy", service.name));
                 continue;
             }
+            if state.health.as_deref() == Some("starting") && !runtime.is_stale(ctx, service) {
+                // Still inside its start period: wait for it rather than restart it.
+                ctx.reporter
+                    .info(format!("{} is already starting", service.name));
+                continue;
+            }
             let why = if healthy {
                 "its binary or model changed"
             } else {

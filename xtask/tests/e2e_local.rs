@@ -55,19 +55,7 @@ fn demo_then_status_health_smoke_and_down_leave_nothing_behind() {
         "logs are not prefixed"
     );
 
-    let pids: Vec<i32> = stack
-        .pid_files()
-        .iter()
-        .map(|f| {
-            std::fs::read_to_string(f)
-                .unwrap()
-                .lines()
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
-        .collect();
+    let pids = stack.pids();
     assert_eq!(pids.len(), 4);
     let down = stack.xtask(&["--runtime", "local", "down"]);
     assert!(down.status.success(), "{}", stderr(&down));
@@ -142,19 +130,7 @@ fn ctrl_c_during_up_stops_what_it_started() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let pids: Vec<i32> = stack
-        .pid_files()
-        .iter()
-        .map(|f| {
-            std::fs::read_to_string(f)
-                .unwrap()
-                .lines()
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
-        .collect();
+    let pids = stack.pids();
     let sent = std::process::Command::new("kill")
         .args(["-INT", &up.id().to_string()])
         .status()

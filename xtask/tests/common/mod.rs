@@ -78,6 +78,23 @@ impl Stack {
     }
 }
 
+impl Stack {
+    /// The pids recorded in the local runtime's pid files.
+    pub fn pids(&self) -> Vec<i32> {
+        self.pid_files()
+            .iter()
+            .filter_map(|f| {
+                std::fs::read_to_string(f)
+                    .ok()?
+                    .lines()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    }
+}
+
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
