@@ -124,8 +124,28 @@ pub struct Listing {
     #[serde(rename = "type")]
     pub body_type: Option<String>,
     pub paint_color: Option<String>,
-    #[serde(default)]
+    /// true or false; 1 and 0 (as the public file writes it) are accepted too.
+    #[serde(default, deserialize_with = "flag")]
     pub is_4wd: bool,
+}
+
+/// A boolean, or 0/1 as the dataset writes it.
+fn flag<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Flag {
+        Bool(bool),
+        Number(f64),
+    }
+    match Flag::deserialize(deserializer)
+        .map_err(|_| serde::de::Error::custom("expected true, false, 0 or 1"))?
+    {
+        Flag::Bool(b) => Ok(b),
+        Flag::Number(n) if n == 0.0 || n == 1.0 => Ok(n == 1.0),
+        Flag::Number(n) => Err(serde::de::Error::custom(format!(
+            "expected true, false, 0 or 1, got {n}"
+        ))),
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

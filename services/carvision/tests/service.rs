@@ -18,6 +18,7 @@ async fn every_endpoint_and_every_kind_of_bad_input() {
         ("type", json!({"type": "spaceship"})),
         ("paint_color", json!({"paint_color": "plaid"})),
         ("is_4wd", json!({"is_4wd": "yes"})),
+        ("is_4wd", json!({"is_4wd": 2})),
     ])
     .await;
 }
@@ -36,6 +37,10 @@ async fn optional_fields_have_defaults_and_age_and_mileage_lower_the_price() {
     };
     let minimal = price(json!({"model_year": 2015, "model": "toyota camry"})).await;
     assert!(minimal > 0.0);
+    let as_flag = price(json!({"model_year": 2015, "model": "jeep wrangler", "is_4wd": 1})).await;
+    let as_bool =
+        price(json!({"model_year": 2015, "model": "jeep wrangler", "is_4wd": true})).await;
+    assert_eq!(as_flag, as_bool, "is_4wd: 1 and true mean the same");
     let newer = price(json!({"model_year": 2018, "model": "ford f-150", "odometer": 20000})).await;
     let older = price(json!({"model_year": 2005, "model": "ford f-150", "odometer": 190000})).await;
     assert!(newer > older * 1.5, "newer {newer} vs older {older}");
