@@ -2,6 +2,7 @@
 //! time on its default dataset size, model load time, idle resident memory; then `/predict`
 //! throughput and latency percentiles under load from `wrk` at a given concurrency.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -96,10 +97,21 @@ fn free_port() -> Result<u16> {
 
 struct Measured {
     name: String,
-    rows: String,
+    rows: usize,
     train: Duration,
     load_ms: String,
     idle_mib: f64,
+}
+
+/// The `model loaded` time a service logged (as JSON lines).
+fn model_load_time(log: &Path) -> String {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message"] == "model loaded")
+        .and_then(|v| v["millis"].as_u64())
+        .map_or_else(|| "?".into(), |m| format!("{m} ms"))
 }
 
 impl Bench {
@@ -119,106 +131,18 @@ impl Bench {
         let mut measured = Vec::new();
         let mut load = None;
         for api in &apis {
-            let binary = binaries::path(ctx, api).to_string_lossy().into_owned();
-            let data = work.path().join(&api.name).join("data.csv");
-            let models = work.path().join(&api.name).join("model");
-            ctx.runner.run(
-                &Step::new(&binary)
-                    .args(["generate-data", "--out"])
-                    .arg(&data),
-            )?;
-            let started = Instant::now();
-            ctx.runner.run(
-                &Step::new(&binary)
-                    .args(["train", "--data-path"])
-                    .arg(&data)
-                    .arg("--model-dir")
-                    .arg(&models),
-            )?;
-            let train = started.elapsed();
-            let rows = std::fs::read_to_string(&data)?.lines().count() - 1;
-
-            let port = free_port()?;
-            let log = work.path().join(&api.name).join("serve.log");
-            let serve = Step::new(&binary)
-                .args([
-                    "serve",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    &port.to_string(),
-                    "--model-dir",
-                ])
-                .arg(&models)
-                .env("LOG_FORMAT", "json");
-            let mut child = ctx
-                .runner
-                .spawn_service(&serve, &log)?
-                .context("a server process")?;
-            let result = (|| -> Result<()> {
-                let url = format!("http://127.0.0.1:{port}");
-                let deadline = Instant::now() + Duration::from_secs(20);
-                while !http::get(&format!("{url}/health"), Duration::from_secs(1))
-                    .is_ok_and(|a| http::is_healthy(&a))
-                {
-                    if Instant::now() > deadline {
-                        bail!("{} never became healthy; see {}", api.name, log.display());
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                std::thread::sleep(Duration::from_millis(500));
-                let load_ms = std::fs::read_to_string(&log)?
-                    .lines()
-                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                    .find(|v| v["message"] == "model loaded")
-                    .and_then(|v| v["millis"].as_u64())
-                    .map_or_else(|| "?".into(), |m| format!("{m} ms"));
-                measured.push(Measured {
-                    name: api.name.clone(),
-                    rows: rows.to_string(),
-                    train,
-                    load_ms,
-                    idle_mib: rss_mib(child.id()).unwrap_or(f64::NAN),
-                });
-                if api.name == target.name {
-                    let smoke = api.smoke.as_ref().context("the API has a smoke request")?;
-                    let body = serde_json::to_string(&smoke.request)?;
-                    let script = work.path().join("post.lua");
-                    std::fs::write(
-                        &script,
-                        format!("wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = [[{body}]]\n"),
-                    )?;
-                    let task = ctx.reporter.task(format!(
-                        "load {} for {}s at {} connections",
-                        api.name, self.seconds, self.connections
-                    ));
-                    let output = ctx.runner.run(
-                        &Step::new(wrk.to_string_lossy())
-                            .args(["--threads", "2", "--latency"])
-                            .args(["--connections", &self.connections.to_string()])
-                            .args(["--duration", &format!("{}s", self.seconds)])
-                            .arg("--script")
-                            .arg(&script)
-                            .arg(format!("{url}{}", smoke.path)),
-                    )?;
-                    task.done("");
-                    load = Some(
-                        parse_wrk(&output)
-                            .with_context(|| format!("cannot read wrk's report:\n{output}"))?,
-                    );
-                }
-                Ok(())
-            })();
-            let _ = child.kill();
-            let _ = child.wait();
-            result?;
+            let dir = work.path().join(&api.name);
+            let load_test = (api.name == target.name).then_some(wrk.as_path());
+            let (m, l) = self.measure(ctx, api, &dir, load_test)?;
+            measured.push(m);
+            load = load.or(l);
         }
         let rows: Vec<Vec<String>> = measured
             .iter()
             .map(|m| {
                 vec![
                     m.name.clone(),
-                    m.rows.clone(),
+                    m.rows.to_string(),
                     format!("{:.2} s", m.train.as_secs_f64()),
                     m.load_ms.clone(),
                     format!("{:.1} MiB", m.idle_mib),
@@ -248,6 +172,106 @@ impl Bench {
             bail!("{} requests failed under load", load.errors);
         }
         Ok(())
+    }
+
+    /// Trains `api` in `dir`, serves it, and measures it idle; then loads it with `wrk` when
+    /// given one.
+    fn measure(
+        &self,
+        ctx: &Ctx,
+        api: &Service,
+        dir: &Path,
+        wrk: Option<&Path>,
+    ) -> Result<(Measured, Option<Load>)> {
+        let binary = binaries::path(ctx, api).to_string_lossy().into_owned();
+        let data = dir.join("data.csv");
+        let models = dir.join("model");
+        ctx.runner.run(
+            &Step::new(&binary)
+                .args(["generate-data", "--out"])
+                .arg(&data),
+        )?;
+        let started = Instant::now();
+        ctx.runner.run(
+            &Step::new(&binary)
+                .args(["train", "--data-path"])
+                .arg(&data)
+                .arg("--model-dir")
+                .arg(&models),
+        )?;
+        let train = started.elapsed();
+        let rows = std::fs::read_to_string(&data)?.lines().count() - 1;
+
+        let port = free_port()?;
+        let url = format!("http://127.0.0.1:{port}");
+        let log = dir.join("serve.log");
+        let serve = binaries::serve_step(ctx, api, port, &models).env("LOG_FORMAT", "json");
+        let mut child = ctx
+            .runner
+            .spawn_service(&serve, &log)?
+            .context("a server process")?;
+        let measured = (|| -> Result<(f64, Option<Load>)> {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !http::healthy(&format!("{url}/health"), Duration::from_secs(1)) {
+                if Instant::now() > deadline {
+                    bail!("{} never became healthy; see {}", api.name, log.display());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            let idle_mib = rss_mib(child.id()).unwrap_or(f64::NAN);
+            let load = wrk
+                .map(|wrk| self.load_test(ctx, api, &url, wrk, dir))
+                .transpose()?;
+            Ok((idle_mib, load))
+        })();
+        let _ = child.kill();
+        let _ = child.wait();
+        let (idle_mib, load) = measured?;
+        let measured = Measured {
+            name: api.name.clone(),
+            rows,
+            train,
+            load_ms: model_load_time(&log),
+            idle_mib,
+        };
+        Ok((measured, load))
+    }
+
+    /// Posts the API's smoke request from `wrk` for the configured time.
+    fn load_test(
+        &self,
+        ctx: &Ctx,
+        api: &Service,
+        url: &str,
+        wrk: &Path,
+        dir: &Path,
+    ) -> Result<Load> {
+        let smoke = api.smoke.as_ref().context("the API has a smoke request")?;
+        let script = dir.join("post.lua");
+        std::fs::write(
+            &script,
+            format!(
+                "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = [[{}]]\n",
+                smoke.request
+            ),
+        )?;
+        let title = format!(
+            "load {} for {}s at {} connections",
+            api.name, self.seconds, self.connections
+        );
+        let output = ctx.reporter.run_task(title, |_| {
+            ctx.runner.run(
+                &Step::new(wrk.to_string_lossy())
+                    .args(["--threads", "2", "--latency"])
+                    .args(["--connections", &self.connections.to_string()])
+                    .args(["--duration", &format!("{}s", self.seconds)])
+                    .arg("--script")
+                    .arg(&script)
+                    .arg(format!("{url}{}", smoke.path)),
+            )
+        })?;
+        parse_wrk(&output).with_context(|| format!("cannot read wrk's report:\n{output}"))
     }
 }
 

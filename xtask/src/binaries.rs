@@ -1,7 +1,7 @@
 //! The service binaries: built once for the whole workspace, in release mode. On Linux they are
 //! statically linked, so the very same files run on the host and in `FROM scratch` images.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
@@ -27,7 +27,21 @@ pub fn path(ctx: &Ctx, service: &Service) -> PathBuf {
     dir.join("release").join(&service.name)
 }
 
-pub fn build_step(ctx: &Ctx, services: &[&Service]) -> Step {
+/// `SERVICE serve` on loopback at `port`, with the model in `model_dir`.
+pub fn serve_step(ctx: &Ctx, service: &Service, port: u16, model_dir: &Path) -> Step {
+    Step::new(path(ctx, service).to_string_lossy())
+        .args([
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--model-dir",
+        ])
+        .arg(model_dir)
+}
+
+fn build_step(ctx: &Ctx, services: &[&Service]) -> Step {
     let mut step = Step::new("cargo").args(["build", "--release", "--locked"]);
     for service in services {
         step = step.args(["--package", &service.name]);
@@ -48,17 +62,9 @@ pub fn build(ctx: &Ctx, services: &[&Service]) -> Result<()> {
         return Ok(());
     }
     let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
-    let task = ctx
-        .reporter
-        .task(format!("build {} (release)", names.join(", ")));
-    match ctx.runner.run(&build_step(ctx, services)) {
-        Ok(_) => {
-            task.done("");
-            Ok(())
-        }
-        Err(e) => {
-            task.fail("cargo build failed");
-            Err(e)
-        }
-    }
+    ctx.reporter
+        .run_task(format!("build {} (release)", names.join(", ")), |_| {
+            ctx.runner.run(&build_step(ctx, services))
+        })?;
+    Ok(())
 }

@@ -72,7 +72,7 @@ fn list(items: &[String]) -> String {
 }
 
 /// The compose file's text.
-pub fn render(stack: &Stack, image_tag: &str) -> String {
+pub fn render(stack: &Stack) -> String {
     let mlflow = stack.mlflow();
     let mut y = String::new();
     let w = &mut y;
@@ -91,7 +91,7 @@ pub fn render(stack: &Stack, image_tag: &str) -> String {
     );
     let _ = writeln!(w, "services:");
     for s in &stack.services {
-        let image = format!("{}:{image_tag}", s.image());
+        let image = s.versioned_image();
         let _ = writeln!(w, "  {}:", s.name);
         let _ = writeln!(w, "    image: {image}");
         let _ = writeln!(w, "    container_name: {}", s.container);
@@ -167,7 +167,7 @@ pub struct Compose {
 impl Compose {
     pub fn run(self, ctx: &crate::ctx::Ctx) -> anyhow::Result<()> {
         let path = ctx.root.join(FILE);
-        let expected = render(&ctx.stack, env!("CARGO_PKG_VERSION"));
+        let expected = render(&ctx.stack);
         let current = std::fs::read_to_string(&path).unwrap_or_default();
         if current == expected {
             ctx.reporter.info(format!("{FILE} is up to date"));
@@ -195,7 +195,7 @@ mod tests {
     fn the_committed_compose_file_matches_the_stack() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let stack = Stack::load(root).unwrap();
-        let expected = render(&stack, env!("CARGO_PKG_VERSION"));
+        let expected = render(&stack);
         let path = root.join(FILE);
         let actual = std::fs::read_to_string(&path).unwrap_or_default();
         if actual != expected {
@@ -211,7 +211,7 @@ mod tests {
     fn every_service_keeps_its_published_name_port_and_network() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let stack = Stack::load(root).unwrap();
-        let text = render(&stack, "1.0.0");
+        let text = render(&stack);
         for s in &stack.services {
             assert!(text.contains(&format!("container_name: {}\n", s.container)));
             assert!(text.contains(&format!(":-{}}}:{}\"", s.host_port, s.container_port)));

@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use crate::ctx::Ctx;
-use crate::runner::Step;
 use crate::runtime::{docker, Runtime};
 use crate::stack::Kind;
 use crate::{http, mlflow, ports};
@@ -79,7 +78,8 @@ fn check_docker(ctx: &Ctx, report: &mut Report) {
         ),
     }
     match docker::compose_frontend(ctx) {
-        Ok((command, version)) => {
+        Ok(command) => {
+            let version = docker::compose_version(ctx, &command).unwrap_or_default();
             let kind = if command.len() == 1 {
                 " (legacy front-end)"
             } else {
@@ -145,7 +145,7 @@ fn check_services(ctx: &Ctx, runtime: &dyn Runtime, report: &mut Report) -> Resu
                     "stop it (`kill {kill}`), or run the stack on other ports with --port-offset N"
                 )
             };
-            report.fail(check, ports::describe(ctx, port), fix);
+            report.fail(check, ports::describe_holders(ctx, port, &holders), fix);
         } else {
             report.ok(check, "free");
         }
@@ -155,12 +155,8 @@ fn check_services(ctx: &Ctx, runtime: &dyn Runtime, report: &mut Report) -> Resu
 
 fn check_images(ctx: &Ctx, report: &mut Report) {
     for service in &ctx.stack.services {
-        let image = crate::images::version_tag(service);
-        let present = ctx
-            .runner
-            .query(&Step::new("docker").args(["image", "inspect", "--format", "{{.Id}}", &image]))
-            .is_ok_and(|o| o.status.success());
-        if present {
+        let image = service.versioned_image();
+        if docker::image_inspect(ctx, &image, "{{.Id}}").is_some() {
             report.ok(format!("{} image", service.name), image);
         } else {
             report.fail(

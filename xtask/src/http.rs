@@ -63,3 +63,8 @@ pub fn is_healthy(answer: &Answer) -> bool {
         _ => true,
     }
 }
+
+/// Whether `url` answers healthy within `timeout`.
+pub fn healthy(url: &str, timeout: Duration) -> bool {
+    get(url, timeout).is_ok_and(|a| is_healthy(&a))
+}

@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::ctx::Ctx;
 use crate::runner::Step;
+use crate::runtime::docker;
 use crate::stack::{Kind, Service};
 use crate::{binaries, status};
 
@@ -41,15 +42,10 @@ pub struct Revision {
     pub created: String,
 }
 
-pub fn revision(ctx: &Ctx) -> Revision {
-    let git = |args: &[&str]| -> Option<String> {
-        let out = ctx
-            .runner
-            .query(&Step::new("git").args(args).cwd(&ctx.root))
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+fn revision(ctx: &Ctx) -> Revision {
+    let git = |args: &[&str]| {
+        ctx.runner
+            .query_stdout(&Step::new("git").args(args).cwd(&ctx.root))
     };
     let commit = git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
     let dirty =
@@ -70,14 +66,8 @@ pub fn revision(ctx: &Ctx) -> Revision {
     }
 }
 
-pub fn version_tag(service: &Service) -> String {
-    format!("{}:{}", service.image(), env!("CARGO_PKG_VERSION"))
-}
-
 fn image_exists(ctx: &Ctx, image: &str) -> bool {
-    ctx.runner
-        .query(&Step::new("docker").args(["image", "inspect", "--format", "{{.Id}}", image]))
-        .is_ok_and(|o| o.status.success())
+    docker::image_inspect(ctx, image, "{{.Id}}").is_some()
 }
 
 /// The apt mirror this machine is set up with, for debootstrap.
@@ -138,12 +128,11 @@ fn bootstrap_base(ctx: &Ctx) -> Result<()> {
              or run without Docker: `cargo xtask demo --runtime local`"
         );
     }
-    let task = ctx.reporter.task(format!(
-        "bootstrap {BOOTSTRAPPED_BASE} from Debian bookworm (once, about a minute)"
-    ));
     let rootfs = ctx.cache_dir.join("bookworm-rootfs");
     let tarball = ctx.cache_dir.join("bookworm-rootfs.tar");
-    let result = (|| -> Result<()> {
+    let title =
+        format!("bootstrap {BOOTSTRAPPED_BASE} from Debian bookworm (once, about a minute)");
+    let result = ctx.reporter.run_task(title, |_| {
         if rootfs.exists() && !ctx.dry_run() {
             std::fs::remove_dir_all(&rootfs)?;
         }
@@ -203,11 +192,7 @@ fn bootstrap_base(ctx: &Ctx) -> Result<()> {
             std::fs::remove_file(&tarball).ok();
         }
         Ok(())
-    })();
-    match &result {
-        Ok(()) => task.done(""),
-        Err(_) => task.fail("failed"),
-    }
+    });
     result.context("cannot bootstrap a Python base image for MLflow")
 }
 
@@ -221,35 +206,30 @@ fn wheelhouse(ctx: &Ctx, mlflow: &Service) -> Result<PathBuf> {
     if dir.join(WHEELHOUSE_MARKER).is_file() {
         return Ok(dir);
     }
-    let task = ctx.reporter.task("download the MLflow wheelhouse (once)");
-    let result = ctx.runner.run(
-        &Step::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--require-hashes",
-                "--only-binary=:all:",
-            ])
-            .args(["--disable-pip-version-check", "--progress-bar", "off", "-r"])
-            .arg(&lock)
-            .arg("-d")
-            .arg(&dir),
-    );
-    match result {
-        Ok(_) => {
-            task.done("");
+    ctx.reporter
+        .run_task("download the MLflow wheelhouse (once)", |_| {
+            ctx.runner.run(
+                &Step::new("python3")
+                    .args([
+                        "-m",
+                        "pip",
+                        "download",
+                        "--no-deps",
+                        "--require-hashes",
+                        "--only-binary=:all:",
+                    ])
+                    .args(["--disable-pip-version-check", "--progress-bar", "off", "-r"])
+                    .arg(&lock)
+                    .arg("-d")
+                    .arg(&dir),
+            )?;
             if !ctx.dry_run() {
                 std::fs::write(dir.join(WHEELHOUSE_MARKER), "")?;
             }
-            Ok(dir)
-        }
-        Err(e) => {
-            task.fail("pip download failed");
-            Err(e.context("cannot download MLflow's wheels: is PyPI reachable?"))
-        }
-    }
+            Ok(())
+        })
+        .map_err(|e| e.context("cannot download MLflow's wheels: is PyPI reachable?"))?;
+    Ok(dir)
 }
 
 /// A cache key for file contents (a changed lock means a new wheelhouse).
@@ -282,25 +262,13 @@ fn inputs_fingerprint(
         Kind::Api => bytes.extend(std::fs::read(binaries::path(ctx, service)).unwrap_or_default()),
         Kind::Mlflow => {
             bytes.extend(std::fs::read(service.dir.join("requirements.lock"))?);
-            let base_id = base
-                .map(|b| image_label(ctx, b, "{{.Id}}"))
-                .unwrap_or_default();
-            bytes.extend(base_id.into_bytes());
+            let base_id = base.and_then(|b| docker::image_inspect(ctx, b, "{{.Id}}"));
+            bytes.extend(base_id.unwrap_or_default().into_bytes());
         }
     }
     bytes
         .extend(format!("{}{}{}", revision.commit, revision.created, revision.source).into_bytes());
     Ok(format!("{:016x}", cache_key(&bytes)))
-}
-
-/// `docker image inspect --format FORMAT image`, or empty.
-fn image_label(ctx: &Ctx, image: &str, format: &str) -> String {
-    ctx.runner
-        .query(&Step::new("docker").args(["image", "inspect", "--format", format, image]))
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
 }
 
 /// Links (or copies) `from` to `to`.
@@ -324,13 +292,7 @@ fn stage(ctx: &Ctx, service: &Service, wheels: Option<&Path>) -> Result<PathBuf>
         std::fs::remove_dir_all(&context)?;
     }
     std::fs::create_dir_all(&context)?;
-    let own = service.dir.join("Dockerfile");
-    let dockerfile = if own.is_file() {
-        own
-    } else {
-        ctx.root.join("services/serving/Dockerfile.api")
-    };
-    std::fs::copy(&dockerfile, context.join("Dockerfile"))?;
+    std::fs::copy(dockerfile(ctx, service), context.join("Dockerfile"))?;
     match service.kind {
         Kind::Api => place(&binaries::path(ctx, service), &context.join("app"))?,
         Kind::Mlflow => {
@@ -361,7 +323,7 @@ fn build_step(
 ) -> Step {
     let label = |k: &str, v: &str| format!("org.opencontainers.image.{k}={v}");
     let mut step = Step::new("docker")
-        .args(["build", "--tag", &version_tag(service), "--tag"])
+        .args(["build", "--tag", &service.versioned_image(), "--tag"])
         .arg(format!("{}:{}", service.image(), revision.tag))
         .args(["--label", &format!("{INPUTS_LABEL}={inputs}")])
         .args(["--label", &label("title", &service.title)])
@@ -378,16 +340,8 @@ fn build_step(
 }
 
 fn size_of(ctx: &Ctx, image: &str) -> String {
-    ctx.runner
-        .query(&Step::new("docker").args(["image", "inspect", "--format", "{{.Size}}", image]))
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
+    docker::image_inspect(ctx, image, "{{.Size}}")
+        .and_then(|bytes| bytes.parse::<f64>().ok())
         .map_or_else(|| "?".into(), |b| format!("{:.1} MB", b / 1e6))
 }
 
@@ -400,13 +354,9 @@ fn build_one(
     wheels: Option<&Path>,
 ) -> Result<bool> {
     let inputs = inputs_fingerprint(ctx, service, revision, base)?;
-    let tag = version_tag(service);
-    let current = image_label(
-        ctx,
-        &tag,
-        &format!("{{{{index .Config.Labels \"{INPUTS_LABEL}\"}}}}"),
-    );
-    if current == inputs {
+    let tag = service.versioned_image();
+    let label = format!("{{{{index .Config.Labels \"{INPUTS_LABEL}\"}}}}");
+    if docker::image_inspect(ctx, &tag, &label).as_deref() == Some(inputs.as_str()) {
         ctx.runner.plan(format!("{tag} is up to date"));
         // Still make sure the revision tag points at it.
         ctx.runner.run(&Step::new("docker").args([
@@ -422,8 +372,9 @@ fn build_one(
     Ok(true)
 }
 
-/// Builds the images of `services`, in parallel where it can.
-pub fn build(ctx: &Ctx, services: &[&Service]) -> Result<()> {
+/// Builds the images of `services`, in parallel where it can; returns the revision they are
+/// tagged with.
+pub fn build(ctx: &Ctx, services: &[&Service]) -> Result<Revision> {
     let apis: Vec<&Service> = services.iter().copied().filter(|s| s.is_api()).collect();
     binaries::build(ctx, &apis)?;
     let revision = revision(ctx);
@@ -441,14 +392,16 @@ pub fn build(ctx: &Ctx, services: &[&Service]) -> Result<()> {
                 };
                 let revision = &revision;
                 scope.spawn(move || {
-                    let task = ctx.reporter.task(format!("image {}", version_tag(service)));
-                    let result = build_one(ctx, service, revision, base, wheels);
-                    match &result {
-                        Ok(true) => task.done(""),
-                        Ok(false) => task.done("up to date"),
-                        Err(_) => task.fail("docker build failed"),
-                    }
-                    (service.name.clone(), result.map(|_| ()))
+                    let result = ctx.reporter.run_task(
+                        format!("image {}", service.versioned_image()),
+                        |task| {
+                            if !build_one(ctx, service, revision, base, wheels)? {
+                                task.note("up to date");
+                            }
+                            Ok(())
+                        },
+                    );
+                    (service.name.clone(), result)
                 })
             })
             .collect();
@@ -468,24 +421,23 @@ pub fn build(ctx: &Ctx, services: &[&Service]) -> Result<()> {
     if !failed.is_empty() {
         bail!("image builds failed:\n{}", failed.join("\n"));
     }
-    Ok(())
+    Ok(revision)
 }
 
 impl Images {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
         let services = ctx.stack.select(&self.services)?;
-        build(ctx, &services)?;
+        let revision = build(ctx, &services)?;
         if ctx.dry_run() {
             return Ok(());
         }
-        let revision = revision(ctx);
         let rows: Vec<Vec<String>> = services
             .iter()
             .map(|s| {
                 vec![
                     s.image(),
                     format!("{}, {}", env!("CARGO_PKG_VERSION"), revision.tag),
-                    size_of(ctx, &version_tag(s)),
+                    size_of(ctx, &s.versioned_image()),
                 ]
             })
             .collect();

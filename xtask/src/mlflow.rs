@@ -12,13 +12,8 @@ use crate::stack::Service;
 /// Marks a virtual environment whose install finished: a half-installed one is rebuilt.
 const COMPLETE_MARKER: &str = ".xtask-complete";
 
-pub fn version(ctx: &Ctx) -> String {
-    let mlflow = ctx.stack.mlflow();
-    mlflow
-        .mlflow
-        .as_ref()
-        .map(|m| m.version.clone())
-        .unwrap_or_default()
+pub fn version(ctx: &Ctx) -> &str {
+    ctx.stack.mlflow_version()
 }
 
 pub fn venv_dir(ctx: &Ctx) -> PathBuf {
@@ -29,26 +24,19 @@ pub fn executable(ctx: &Ctx) -> PathBuf {
     venv_dir(ctx).join("bin").join("mlflow")
 }
 
-/// The Python interpreter to build the environment with.
-pub fn python() -> Option<PathBuf> {
-    which::which("python3").ok()
-}
-
 /// Checks Python can make virtual environments; explains what to do if not.
 pub fn check_python(ctx: &Ctx) -> Result<String> {
     let missing = "Python 3 is needed to run MLflow on the local runtime: install python3 \
                    (with its venv module), or pass --no-mlflow to run the APIs without it";
-    let Some(python) = python() else {
+    let Ok(python) = which::which("python3") else {
         bail!("{missing}")
     };
-    let output = ctx.runner.query(
-        &Step::new(python.to_string_lossy())
-            .args(["-c", "import sys, venv; print(sys.version.split()[0])"]),
-    )?;
-    if !output.status.success() {
-        bail!("{missing} ({} cannot import venv)", python.display());
+    let check = Step::new(python.to_string_lossy())
+        .args(["-c", "import sys, venv; print(sys.version.split()[0])"]);
+    match ctx.runner.query_stdout(&check) {
+        Some(version) => Ok(version),
+        None => bail!("{missing} ({} cannot import venv)", python.display()),
     }
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
 pub fn is_installed(ctx: &Ctx) -> bool {
@@ -64,12 +52,12 @@ pub fn ensure_installed(ctx: &Ctx) -> Result<()> {
         check_python(ctx)?;
     }
     let dir = venv_dir(ctx);
-    let task = ctx.reporter.task(format!(
+    let title = format!(
         "install MLflow {} into {} (first run only, about a minute)",
         version(ctx),
         ctx.show(&dir)
-    ));
-    let result = (|| {
+    );
+    ctx.reporter.run_task(title, |task| {
         if dir.exists() && !ctx.dry_run() {
             std::fs::remove_dir_all(&dir)?;
         }
@@ -93,12 +81,7 @@ pub fn ensure_installed(ctx: &Ctx) -> Result<()> {
             std::fs::write(dir.join(COMPLETE_MARKER), version(ctx))?;
         }
         Ok(())
-    })();
-    match result {
-        Ok(()) => task.done(""),
-        Err(ref e) => task.fail(format!("{e:#}")),
-    }
-    result
+    })
 }
 
 /// The server command: SQLite in `mlruns/mlflow.db`, artifacts under `mlruns/artifacts`, one

@@ -108,39 +108,31 @@ pub fn command_line(pid: u32) -> String {
     }
 }
 
-/// How to name a port's holders in a message.
-pub fn describe_holders(port: u16) -> String {
-    let holders = holders(port);
-    if holders.is_empty() {
-        format!("port {port} is in use (the holder is not visible from here)")
-    } else {
-        let names: Vec<String> = holders.iter().map(ToString::to_string).collect();
-        format!("port {port} is held by {}", names.join(", "))
-    }
+/// Names who holds `port`, and the container when the holder is Docker's port proxy.
+pub fn describe(ctx: &crate::ctx::Ctx, port: u16) -> String {
+    describe_holders(ctx, port, &holders(port))
 }
 
-/// Like [`describe_holders`], naming the container when the holder is Docker's port proxy.
-pub fn describe(ctx: &crate::ctx::Ctx, port: u16) -> String {
-    let text = describe_holders(port);
-    if !holders(port)
-        .iter()
-        .any(|h| h.command.contains("docker-proxy"))
-    {
+/// Like [`describe`], for holders already looked up.
+pub fn describe_holders(ctx: &crate::ctx::Ctx, port: u16, holders: &[Holder]) -> String {
+    if holders.is_empty() {
+        return format!("port {port} is in use (the holder is not visible from here)");
+    }
+    let names: Vec<String> = holders.iter().map(ToString::to_string).collect();
+    let text = format!("port {port} is held by {}", names.join(", "));
+    if !holders.iter().any(|h| h.command.contains("docker-proxy")) {
         return text;
     }
-    let step = crate::runner::Step::new("docker").args([
+    let publishing = crate::runner::Step::new("docker").args([
         "ps",
         "--filter",
         &format!("publish={port}"),
         "--format",
         "{{.Names}}",
     ]);
-    match ctx.runner.query(&step) {
-        Ok(out) if out.status.success() && !out.stdout.is_empty() => {
-            let names = String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(", ");
+    match ctx.runner.query_stdout(&publishing) {
+        Some(names) if !names.is_empty() => {
+            let names = names.split_whitespace().collect::<Vec<_>>().join(", ");
             format!("{text}, publishing container {names}")
         }
         _ => text,

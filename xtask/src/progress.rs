@@ -1,6 +1,7 @@
 //! How long work reports itself: spinners on a terminal, timestamped lines in logs, and groups,
 //! `::error` annotations and a step summary under GitHub Actions.
 
+use std::cell::RefCell;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -115,11 +116,30 @@ impl Reporter {
         };
         Task {
             title,
+            note: RefCell::default(),
             bar,
             started: Instant::now(),
             mode: self.mode,
             quiet: self.verbosity < 0,
         }
+    }
+
+    /// Runs `work` as one task: ✓ (with the task's note) when it succeeds, ✗ when it fails.
+    pub fn run_task<T>(
+        &self,
+        title: impl Into<String>,
+        work: impl FnOnce(&Task) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let task = self.task(title);
+        let result = work(&task);
+        match &result {
+            Ok(_) => {
+                let note = task.note.take();
+                task.done(note);
+            }
+            Err(_) => task.fail("failed"),
+        }
+        result
     }
 
     /// Appends markdown to the GitHub Actions step summary, when there is one.
@@ -146,6 +166,8 @@ fn escape(text: &str) -> String {
 /// One unit of work in progress; finish it with `done` or `fail`.
 pub struct Task {
     title: String,
+    /// Shown after ✓ by `Reporter::run_task`.
+    note: RefCell<String>,
     bar: Option<ProgressBar>,
     started: Instant,
     mode: Mode,
@@ -157,6 +179,11 @@ impl Task {
         if let Some(bar) = &self.bar {
             bar.set_message(text.into());
         }
+    }
+
+    /// What to say when the task succeeds, e.g. "up to date".
+    pub fn note(&self, text: impl Into<String>) {
+        self.note.replace(text.into());
     }
 
     fn finish(self, mark: &str, text: &str) {

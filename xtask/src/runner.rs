@@ -181,6 +181,15 @@ impl Runner {
         self.output(step)
     }
 
+    /// The trimmed standard output of a read-only query that succeeded; `None` if it could
+    /// not run or failed.
+    pub fn query_stdout(&self, step: &Step) -> Option<String> {
+        let out = self.query(step).ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
     fn output(&self, step: &Step) -> Result<Output> {
         step.command()
             .stdin(Stdio::null())

@@ -23,10 +23,6 @@ pub struct Check {
     pub result: Result<String, String>,
 }
 
-fn toml_to_json(value: &toml::Value) -> Value {
-    serde_json::to_value(value).unwrap_or(Value::Null)
-}
-
 /// Whether `value` meets `expect`; the reason if not.
 fn check_field(answer: &Value, expect: &Expectation) -> Result<(), String> {
     let value = answer
@@ -44,7 +40,6 @@ fn check_field(answer: &Value, expect: &Expectation) -> Result<(), String> {
         }
     }
     if let Some(allowed) = &expect.one_of {
-        let allowed: Vec<Value> = allowed.iter().map(toml_to_json).collect();
         let matches = allowed.iter().any(|a| match (a.as_f64(), value.as_f64()) {
             (Some(x), Some(y)) => x == y,
             _ => a == value,
@@ -53,7 +48,7 @@ fn check_field(answer: &Value, expect: &Expectation) -> Result<(), String> {
             return Err(format!(
                 "`{}` = {value} is not one of {}",
                 expect.field,
-                Value::from(allowed)
+                Value::from(allowed.clone())
             ));
         }
     }
@@ -90,8 +85,7 @@ fn health_check(ctx: &Ctx, service: &Service) -> Check {
 fn prediction_check(ctx: &Ctx, service: &Service) -> Option<Check> {
     let smoke = service.smoke.as_ref()?;
     let url = ctx.url(service, &smoke.path);
-    let request = toml_to_json(&toml::Value::Table(smoke.request.clone()));
-    let result = match http::post_json(&url, &request, Duration::from_secs(10)) {
+    let result = match http::post_json(&url, &smoke.request, Duration::from_secs(10)) {
         Ok(a) if a.status == 200 => match a.json() {
             Some(answer) => smoke
                 .expect
@@ -124,9 +118,11 @@ pub fn run_checks(ctx: &Ctx, services: &[&Service]) -> Vec<Check> {
     for service in services {
         ctx.runner.plan(format!("GET {}", ctx.health_url(service)));
         if let Some(smoke) = &service.smoke {
-            let body = toml_to_json(&toml::Value::Table(smoke.request.clone()));
-            ctx.runner
-                .plan(format!("POST {} {body}", ctx.url(service, &smoke.path)));
+            ctx.runner.plan(format!(
+                "POST {} {}",
+                ctx.url(service, &smoke.path),
+                smoke.request
+            ));
             for e in &smoke.expect {
                 ctx.runner.plan(format!("  expect {}", describe(e)));
             }
@@ -155,7 +151,7 @@ fn describe(e: &Expectation) -> String {
         parts.push(format!("in {a}..={b}"));
     }
     if let Some(one_of) = &e.one_of {
-        let values: Vec<String> = one_of.iter().map(|v| toml_to_json(v).to_string()).collect();
+        let values: Vec<String> = one_of.iter().map(ToString::to_string).collect();
         parts.push(format!("one of {}", values.join(" | ")));
     }
     if let Some(kind) = &e.kind {

@@ -41,7 +41,8 @@ pub struct Service {
 #[serde(deny_unknown_fields)]
 pub struct Smoke {
     pub path: String,
-    pub request: toml::Table,
+    /// The JSON body to post (written as a TOML table).
+    pub request: serde_json::Value,
     pub expect: Vec<Expectation>,
 }
 
@@ -51,7 +52,7 @@ pub struct Smoke {
 pub struct Expectation {
     pub field: String,
     pub range: Option<[f64; 2]>,
-    pub one_of: Option<Vec<toml::Value>>,
+    pub one_of: Option<Vec<serde_json::Value>>,
     /// `string`, `number` or `object`.
     pub kind: Option<String>,
 }
@@ -70,6 +71,11 @@ impl Service {
     /// The image repository, tagged with the version and the git revision.
     pub fn image(&self) -> String {
         format!("{IMAGE_PREFIX}/{}", self.name)
+    }
+
+    /// The image tagged with the workspace version: what the compose file runs.
+    pub fn versioned_image(&self) -> String {
+        format!("{}:{}", self.image(), env!("CARGO_PKG_VERSION"))
     }
 }
 
@@ -151,6 +157,16 @@ impl Stack {
             }
         }
         Ok(())
+    }
+
+    /// The pinned MLflow version (validated present).
+    pub fn mlflow_version(&self) -> &str {
+        &self
+            .mlflow()
+            .mlflow
+            .as_ref()
+            .expect("validated: MLflow has a version")
+            .version
     }
 
     pub fn mlflow(&self) -> &Service {

@@ -54,10 +54,10 @@ pub fn row(ctx: &Ctx, runtime: &dyn Runtime, service: &Service) -> Result<Row> {
     let health = match (&state.health, state.running) {
         // Docker's own verdict, as `docker ps` shows it: healthy, unhealthy or starting.
         (Some(h), true) => h.clone(),
-        (None, true) => match http::get(&ctx.health_url(service), Duration::from_secs(2)) {
-            Ok(a) if http::is_healthy(&a) => "healthy".into(),
-            Ok(_) | Err(_) => "unhealthy".into(),
-        },
+        (None, true) if http::healthy(&ctx.health_url(service), Duration::from_secs(2)) => {
+            "healthy".into()
+        }
+        (None, true) => "unhealthy".into(),
         (_, false) => "unknown".into(),
     };
     let status = if state.running {

@@ -54,32 +54,28 @@ pub fn ensure_models(ctx: &Ctx, apis: &[&Service]) -> Result<()> {
             continue;
         }
         let binary = binaries::path(ctx, api).to_string_lossy().into_owned();
-        let task = ctx.reporter.task(format!("train {}", api.name));
-        let result = (|| {
-            if !data.is_file() {
-                task.set_message("generating synthetic data");
+        ctx.reporter
+            .run_task(format!("train {}", api.name), |task| {
+                if !data.is_file() {
+                    task.set_message("generating synthetic data");
+                    ctx.runner.run(
+                        &Step::new(&binary)
+                            .args(["generate-data", "--seed", "42", "--out"])
+                            .arg(&data),
+                    )?;
+                }
+                task.set_message("training");
                 ctx.runner.run(
                     &Step::new(&binary)
-                        .args(["generate-data", "--seed", "42", "--out"])
-                        .arg(&data),
+                        .args(["train", "--seed", "42", "--data-path"])
+                        .arg(&data)
+                        .arg("--model-dir")
+                        .arg(&model_dir),
                 )?;
-            }
-            task.set_message("training");
-            ctx.runner.run(
-                &Step::new(&binary)
-                    .args(["train", "--seed", "42", "--data-path"])
-                    .arg(&data)
-                    .arg("--model-dir")
-                    .arg(&model_dir),
-            )
-        })();
-        match result {
-            Ok(_) => task.done(format!("model in {}", ctx.show(&model_dir))),
-            Err(e) => {
-                task.fail("failed");
-                return Err(e.context(format!("cannot train a model for {}", api.name)));
-            }
-        }
+                task.note(format!("model in {}", ctx.show(&model_dir)));
+                Ok(())
+            })
+            .map_err(|e| e.context(format!("cannot train a model for {}", api.name)))?;
     }
     Ok(())
 }
@@ -119,14 +115,14 @@ fn start_all<'a>(
     for &service in services {
         let state = runtime.state(ctx, service)?;
         if state.running {
-            let healthy = http::get(&ctx.health_url(service), Duration::from_secs(2))
-                .is_ok_and(|a| http::is_healthy(&a));
-            if healthy && !runtime.is_stale(ctx, service) {
+            let healthy = http::healthy(&ctx.health_url(service), Duration::from_secs(2));
+            let stale = runtime.is_stale(ctx, service);
+            if healthy && !stale {
                 ctx.reporter
                     .info(format!("{} is already running and healthy", service.name));
                 continue;
             }
-            if state.health.as_deref() == Some("starting") && !runtime.is_stale(ctx, service) {
+            if state.health.as_deref() == Some("starting") && !stale {
                 // Still inside its start period: wait for it rather than restart it.
                 ctx.reporter
                     .info(format!("{} is already starting", service.name));
@@ -199,10 +195,15 @@ pub fn wait_healthy(
         let mut still = Vec::new();
         for (service, task) in pending {
             let answer = http::get(&ctx.health_url(service), Duration::from_secs(2));
-            // Ready when it answers healthy and the runtime (docker's healthcheck) agrees.
-            let runtime_health = runtime.state(ctx, service).ok().and_then(|s| s.health);
-            let runtime_agrees = runtime_health.as_deref().is_none_or(|h| h == "healthy");
-            if answer.as_ref().is_ok_and(http::is_healthy) && runtime_agrees {
+            // Ready when it answers healthy and the runtime (docker's healthcheck) agrees; the
+            // runtime is only asked once the service itself answers healthy.
+            let answers_healthy = answer.as_ref().is_ok_and(http::is_healthy);
+            let runtime_health = if answers_healthy {
+                runtime.state(ctx, service).ok().and_then(|s| s.health)
+            } else {
+                None
+            };
+            if answers_healthy && runtime_health.as_deref().is_none_or(|h| h == "healthy") {
                 task.done("");
                 continue;
             }

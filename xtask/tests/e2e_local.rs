@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{pid_alive, port_free, stderr, stdout, Stack};
+use common::{stderr, stdout, Stack};
 
 const PORTS: [u16; 4] = [5000, 8001, 8002, 8003];
 
@@ -59,16 +59,7 @@ fn demo_then_status_health_smoke_and_down_leave_nothing_behind() {
     assert_eq!(pids.len(), 4);
     let down = stack.xtask(&["--runtime", "local", "down"]);
     assert!(down.status.success(), "{}", stderr(&down));
-    for pid in pids {
-        assert!(!pid_alive(pid), "pid {pid} survived down");
-    }
-    for port in PORTS {
-        assert!(
-            port_free(stack.port(port)),
-            "port {} still held after down",
-            stack.port(port)
-        );
-    }
+    stack.assert_stopped(&pids, &PORTS, "down");
     assert!(stack.pid_files().is_empty());
 }
 
@@ -95,13 +86,7 @@ fn a_service_that_cannot_start_fails_the_demo_with_its_log_and_stops_the_rest() 
         err.contains("is not a valid carvision model"),
         "the log tail is missing:\n{err}"
     );
-    for port in [8001, 8002, 8003] {
-        assert!(
-            port_free(stack.port(port)),
-            "port {} left held",
-            stack.port(port)
-        );
-    }
+    stack.assert_stopped(&[], &[8001, 8002, 8003], "the failed demo");
     assert!(
         stack.pid_files().is_empty(),
         "pid files left: {:?}",
@@ -111,16 +96,9 @@ fn a_service_that_cannot_start_fails_the_demo_with_its_log_and_stops_the_rest() 
 
 #[test]
 #[ignore = "end-to-end: builds release binaries and runs the stack; run by .ci/run"]
-#[allow(clippy::disallowed_methods)]
 fn ctrl_c_during_up_stops_what_it_started() {
     let stack = Stack::new();
-    let up = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["--runtime", "local", "up"])
-        .env("XTASK_STACK_DIR", stack.path())
-        .env("XTASK_PORT_OFFSET", stack.port_offset.to_string())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let up = stack.spawn_xtask(&["--runtime", "local", "up"]);
     // MLflow takes seconds to answer: interrupt while `up` waits for it.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
     while stack.pid_files().len() < 4 {
@@ -131,22 +109,9 @@ fn ctrl_c_during_up_stops_what_it_started() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let pids = stack.pids();
-    let sent = std::process::Command::new("kill")
-        .args(["-INT", &up.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    common::interrupt(&up);
     let output = up.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
     assert!(stderr(&output).contains("interrupted; stopped what this run had started"));
-    for pid in pids {
-        assert!(!pid_alive(pid), "pid {pid} survived Ctrl-C");
-    }
-    for port in PORTS {
-        assert!(
-            port_free(stack.port(port)),
-            "port {} still held",
-            stack.port(port)
-        );
-    }
+    stack.assert_stopped(&pids, &PORTS, "Ctrl-C");
 }

@@ -50,19 +50,22 @@ fn read_pid_file(path: &Path) -> Option<PidFile> {
     })
 }
 
+/// A process's state letter (`Z` for a zombie) and process group, from `/proc/PID/stat`.
+fn proc_stat(stat_path: &Path) -> Option<(String, i32)> {
+    let stat = std::fs::read_to_string(stat_path).ok()?;
+    // Fields after the parenthesised command: state, ppid, pgrp, ...
+    let mut fields = stat.rsplit_once(") ")?.1.split_whitespace();
+    let state = fields.next()?.to_owned();
+    let pgrp = fields.nth(1)?.parse().ok()?;
+    Some((state, pgrp))
+}
+
 /// Alive, not a zombie, and still the program we started (pids get reused).
 fn is_alive(pid: i32, program: &str) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    if unsafe { libc::kill(pid, 0) } != 0 {
-        return false;
-    }
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let zombie = stat
-        .rsplit_once(") ")
-        .is_some_and(|(_, rest)| rest.starts_with('Z'));
+    let live =
+        proc_stat(Path::new(&format!("/proc/{pid}/stat"))).is_some_and(|(state, _)| state != "Z");
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let runs_program = program.is_empty() || String::from_utf8_lossy(&cmdline).contains(program);
-    !zombie && runs_program
+    live && (program.is_empty() || String::from_utf8_lossy(&cmdline).contains(program))
 }
 
 /// Whether any live process of the group led by `pgid` remains. Zombies do not count: they
@@ -73,12 +76,8 @@ fn group_alive(pgid: i32) -> bool {
         return unsafe { libc::killpg(pgid, 0) == 0 };
     };
     procs.flatten().any(|entry| {
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        // Fields after the command: state, ppid, pgrp, ...
-        let fields: Vec<&str> = stat
-            .rsplit_once(") ")
-            .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
-        fields.len() > 2 && fields[0] != "Z" && fields[2].parse() == Ok(pgid)
+        proc_stat(&entry.path().join("stat"))
+            .is_some_and(|(state, pgrp)| state != "Z" && pgrp == pgid)
     })
 }
 
@@ -94,13 +93,14 @@ impl Local {
     fn start_step(ctx: &Ctx, service: &Service) -> Step {
         match service.kind {
             Kind::Mlflow => mlflow::server_step(ctx, service),
-            Kind::Api => Step::new(binaries::path(ctx, service).to_string_lossy())
-                .args(["serve", "--host", "127.0.0.1", "--port"])
-                .arg(ctx.host_port(service).to_string())
-                .arg("--model-dir")
-                .arg(ctx.model_dir(service))
-                .env("MLFLOW_TRACKING_URI", ctx.url(ctx.stack.mlflow(), ""))
-                .cwd(&ctx.stack_dir),
+            Kind::Api => binaries::serve_step(
+                ctx,
+                service,
+                ctx.host_port(service),
+                &ctx.model_dir(service),
+            )
+            .env("MLFLOW_TRACKING_URI", ctx.url(ctx.stack.mlflow(), ""))
+            .cwd(&ctx.stack_dir),
         }
     }
 }
@@ -237,8 +237,8 @@ impl Runtime for Local {
         let mut offsets = Vec::new();
         for service in services {
             let path = ctx.log_path(service);
-            let text =
-                String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            let text = String::from_utf8_lossy(&bytes);
             let shown = match lines {
                 Some(n) => tail(&text, n),
                 None => text.trim_end().to_owned(),
@@ -246,7 +246,8 @@ impl Runtime for Local {
             for line in shown.lines() {
                 println!("{}{line}", prefix(service));
             }
-            offsets.push((service, path, text.len() as u64));
+            // Offsets count bytes: a lossy decoding may change the length.
+            offsets.push((service, path, bytes.len() as u64));
         }
         while follow && !ctx.is_interrupted() {
             for (service, path, offset) in &mut offsets {
@@ -259,11 +260,11 @@ impl Runtime for Local {
                 }
                 if len > *offset {
                     file.seek(SeekFrom::Start(*offset))?;
-                    let mut new = String::new();
-                    file.read_to_string(&mut new)?;
+                    let mut new = Vec::new();
+                    file.read_to_end(&mut new)?;
                     // Print whole lines only; keep a partial line for the next round.
-                    let complete = new.rfind('\n').map_or(0, |i| i + 1);
-                    for line in new[..complete].lines() {
+                    let complete = new.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                    for line in String::from_utf8_lossy(&new[..complete]).lines() {
                         println!("{}{line}", prefix(service));
                     }
                     *offset += complete as u64;

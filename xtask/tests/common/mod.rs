@@ -3,7 +3,7 @@
 #![allow(dead_code, clippy::disallowed_methods)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 pub struct Stack {
     pub dir: tempfile::TempDir,
@@ -11,8 +11,13 @@ pub struct Stack {
 }
 
 /// A port offset whose five ports (5000, 8001-8003 plus the dashboard's 8501) are all free.
+/// Each call starts from a different place, so tests running in parallel in one process do not
+/// pick the same offset (and race over its ports).
 pub fn free_offset() -> u16 {
-    let base = 20_000 + (std::process::id() % 20_000) as u16;
+    static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let base =
+        (20_000 + (std::process::id() % 20_000) as u16).wrapping_add(call.wrapping_mul(1009));
     (0..200)
         .map(|i| base.wrapping_add(i * 37) % 40_000 + 10_000)
         .find(|&offset| {
@@ -47,13 +52,7 @@ impl Stack {
 
     /// Runs xtask with extra environment variables (GitHub Actions' own, say).
     pub fn xtask_with_env(&self, args: &[&str], env: &[(&str, &Path)]) -> Output {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
-        command
-            .args(args)
-            .env("XTASK_STACK_DIR", self.dir.path())
-            .env("XTASK_PORT_OFFSET", self.port_offset.to_string())
-            .env_remove("GITHUB_ACTIONS")
-            .env_remove("CARGO_TARGET_DIR");
+        let mut command = self.command(args);
         for (key, value) in env {
             command.env(key, value);
         }
@@ -65,6 +64,34 @@ impl Stack {
             String::from_utf8_lossy(&output.stderr)
         );
         output
+    }
+
+    /// Starts xtask in the background, its standard error captured.
+    pub fn spawn_xtask(&self, args: &[&str]) -> Child {
+        self.command(args).stderr(Stdio::piped()).spawn().unwrap()
+    }
+
+    /// The xtask binary aimed at this stack.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        command
+            .args(args)
+            .env("XTASK_STACK_DIR", self.dir.path())
+            .env("XTASK_PORT_OFFSET", self.port_offset.to_string())
+            .env_remove("GITHUB_ACTIONS")
+            .env_remove("CARGO_TARGET_DIR");
+        command
+    }
+
+    /// Asserts that none of `pids` lives on and every one of `ports` is free again.
+    pub fn assert_stopped(&self, pids: &[i32], ports: &[u16], after: &str) {
+        for &pid in pids {
+            assert!(!pid_alive(pid), "pid {pid} survived {after}");
+        }
+        for &port in ports {
+            let port = self.port(port);
+            assert!(port_free(port), "port {port} still held after {after}");
+        }
     }
 
     pub fn port(&self, base: u16) -> u16 {
@@ -109,6 +136,15 @@ pub fn pid_alive(pid: i32) -> bool {
             .unwrap_or_default()
             .rsplit_once(") ")
             .is_some_and(|(_, rest)| rest.starts_with('Z'))
+}
+
+/// Sends SIGINT, as Ctrl-C at a terminal would.
+pub fn interrupt(child: &Child) {
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
 }
 
 pub fn port_free(port: u16) -> bool {
