@@ -206,7 +206,7 @@ impl Bench {
         let url = format!("http://127.0.0.1:{port}");
         let log = dir.join("serve.log");
         let serve = binaries::serve_step(ctx, api, port, &models).env("LOG_FORMAT", "json");
-        let mut child = ctx
+        let child = ctx
             .runner
             .spawn_service(&serve, &log)?
             .context("a server process")?;
@@ -219,7 +219,7 @@ impl Bench {
                 std::thread::sleep(Duration::from_millis(20));
             }
             std::thread::sleep(Duration::from_millis(500));
-            let idle_mib = rss_mib(child.id()).unwrap_or(f64::NAN);
+            let idle_mib = rss_mib(child.pids()[0]).unwrap_or(f64::NAN);
             let load = wrk
                 .map(|wrk| self.load_test(ctx, api, &url, wrk, dir))
                 .transpose()?;

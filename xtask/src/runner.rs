@@ -1,13 +1,12 @@
 //! The one place that spawns processes. Commands describe what to run as [`Step`]s; the
 //! [`Runner`] prints them under `--dry-run`, echoes them with `-v`, captures their output and,
-//! on failure, reports the command and the tail of what it printed.
-#![allow(clippy::disallowed_methods)]
+//! on failure, reports the command and the tail of what it printed. duct does the spawning.
 
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -63,16 +62,16 @@ impl Step {
         self
     }
 
-    fn command(&self) -> Command {
-        let mut command = Command::new(&self.program);
-        command.args(&self.args);
+    /// The step as a duct expression (stdio left to the caller).
+    fn expression(&self) -> duct::Expression {
+        let mut expression = duct::cmd(&self.program, &self.args).unchecked();
         if let Some(dir) = &self.cwd {
-            command.current_dir(dir);
+            expression = expression.dir(dir);
         }
         for (k, v) in &self.env {
-            command.env(k, v);
+            expression = expression.env(k, v);
         }
-        command
+        expression
     }
 }
 
@@ -153,15 +152,22 @@ impl Runner {
         }
     }
 
-    /// Runs `step` to completion with its output captured; fails with the command and the
-    /// tail of its output. Under `--dry-run` it only prints the step.
+    /// Runs `step` to completion with its output captured (stdout and stderr interleaved, as
+    /// they were printed); fails with the command and the tail of its output. Under
+    /// `--dry-run` it only prints the step.
     pub fn run(&self, step: &Step) -> Result<String> {
         self.announce(step);
         if self.dry_run {
             return Ok(String::new());
         }
-        let output = self.output(step)?;
-        let text = combined(&output);
+        let output = step
+            .expression()
+            .stdin_null()
+            .stderr_to_stdout()
+            .stdout_capture()
+            .run()
+            .with_context(|| cannot_run(step))?;
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
         if !output.status.success() {
             bail!(
                 "`{}` failed ({}); its last lines:\n{}",
@@ -178,7 +184,12 @@ impl Runner {
     pub fn query(&self, step: &Step) -> Result<Output> {
         self.reporter
             .detail(format!("$ {}", step.display(&self.aliases)));
-        self.output(step)
+        step.expression()
+            .stdin_null()
+            .stdout_capture()
+            .stderr_capture()
+            .run()
+            .with_context(|| cannot_run(step))
     }
 
     /// The trimmed standard output of a read-only query that succeeded; `None` if it could
@@ -190,13 +201,6 @@ impl Runner {
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
-    fn output(&self, step: &Step) -> Result<Output> {
-        step.command()
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("cannot run `{}`: is it installed?", step.program))
-    }
-
     /// Runs `step` with the terminal attached (`logs -f`); fails on a non-zero exit.
     pub fn run_attached(&self, step: &Step) -> Result<()> {
         self.announce(step);
@@ -204,9 +208,10 @@ impl Runner {
             return Ok(());
         }
         let status = step
-            .command()
-            .status()
-            .with_context(|| format!("cannot run `{}`: is it installed?", step.program))?;
+            .expression()
+            .run()
+            .with_context(|| cannot_run(step))?
+            .status;
         // Ctrl-C is how a user ends `logs -f`: not a failure.
         let interrupted = status.code() == Some(130)
             || std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGINT);
@@ -219,7 +224,7 @@ impl Runner {
     /// Starts a long-running service in its own process group (so stopping it reaches its
     /// children too, and a Ctrl-C at the terminal does not), output appended to `log`.
     /// Returns `None` under `--dry-run`.
-    pub fn spawn_service(&self, step: &Step, log: &Path) -> Result<Option<Child>> {
+    pub fn spawn_service(&self, step: &Step, log: &Path) -> Result<Option<duct::Handle>> {
         self.announce(step);
         if self.dry_run {
             return Ok(None);
@@ -232,22 +237,23 @@ impl Runner {
             .append(true)
             .open(log)
             .with_context(|| format!("cannot open log file {}", log.display()))?;
-        let child = step
-            .command()
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .process_group(0)
-            .spawn()
+        let handle = step
+            .expression()
+            .stdin_null()
+            .stdout_file(out.try_clone()?)
+            .stderr_file(out)
+            .before_spawn(|command| {
+                command.process_group(0);
+                Ok(())
+            })
+            .start()
             .with_context(|| format!("cannot start `{}`", step.display(&self.aliases)))?;
-        Ok(Some(child))
+        Ok(Some(handle))
     }
 }
 
-fn combined(output: &Output) -> String {
-    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&output.stderr));
-    text
+fn cannot_run(step: &Step) -> String {
+    format!("cannot run `{}`: is it installed?", step.program)
 }
 
 #[cfg(test)]

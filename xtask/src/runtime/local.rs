@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
@@ -21,7 +20,7 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 #[derive(Default)]
 pub struct Local {
     /// Children started by this invocation, so an early exit is noticed (and reaped).
-    children: HashMap<String, Child>,
+    children: HashMap<String, duct::Handle>,
 }
 
 /// What a pid file records.
@@ -132,18 +131,19 @@ impl Runtime for Local {
         let Some(child) = ctx.runner.spawn_service(&step, &log)? else {
             return Ok(());
         };
+        let pid = child.pids()[0];
         let pid_file = pid_path(ctx, service);
         std::fs::create_dir_all(pid_file.parent().expect("pid files live in a folder"))?;
-        std::fs::write(&pid_file, format!("{}\n{}\n", child.id(), step.program))
+        std::fs::write(&pid_file, format!("{pid}\n{}\n", step.program))
             .with_context(|| format!("cannot write {}", pid_file.display()))?;
         self.children.insert(service.name.clone(), child);
         Ok(())
     }
 
     fn exited(&mut self, _ctx: &Ctx, service: &Service) -> Option<String> {
-        let child = self.children.get_mut(&service.name)?;
+        let child = self.children.get(&service.name)?;
         match child.try_wait() {
-            Ok(Some(status)) => Some(format!("the process exited ({status})")),
+            Ok(Some(output)) => Some(format!("the process exited ({})", output.status)),
             _ => None,
         }
     }
@@ -165,7 +165,7 @@ impl Runtime for Local {
             unsafe { libc::killpg(pgid, libc::SIGTERM) };
             let deadline = Instant::now() + STOP_GRACE;
             while group_alive(pgid) && Instant::now() < deadline {
-                if let Some(child) = self.children.get_mut(&service.name) {
+                if let Some(child) = self.children.get(&service.name) {
                     let _ = child.try_wait();
                 }
                 std::thread::sleep(Duration::from_millis(50));
@@ -178,7 +178,7 @@ impl Runtime for Local {
                 // SAFETY: as above.
                 unsafe { libc::killpg(pgid, libc::SIGKILL) };
             }
-            if let Some(mut child) = self.children.remove(&service.name) {
+            if let Some(child) = self.children.remove(&service.name) {
                 let _ = child.wait();
             }
         }
