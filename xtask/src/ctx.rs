@@ -35,6 +35,23 @@ pub struct Options {
     pub cache_dir: Option<PathBuf>,
 }
 
+/// The workspace this toolkit works on: the nearest folder, from the current directory up,
+/// that holds `xtask/Cargo.toml` and `services/` (as cargo finds its workspace); else the one
+/// this binary was built from.
+fn workspace_root() -> PathBuf {
+    let is_root =
+        |dir: &Path| dir.join("xtask/Cargo.toml").is_file() && dir.join("services").is_dir();
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| cwd.ancestors().find(|d| is_root(d)).map(Path::to_owned))
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .expect("xtask lives inside the workspace")
+                .to_owned()
+        })
+}
+
 fn default_cache_dir() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
@@ -45,10 +62,9 @@ fn default_cache_dir() -> PathBuf {
 
 impl Ctx {
     pub fn new(options: Options) -> Result<Self> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("xtask lives inside the workspace")
-            .to_owned();
+        let root = workspace_root();
+        let stack = Stack::load(&root)?;
+        stack.check_port_offset(options.port_offset)?;
         let stack_dir = options.stack_dir.unwrap_or_else(|| root.clone());
         let cache_dir = options.cache_dir.unwrap_or_else(default_cache_dir);
         let reporter = Arc::new(Reporter::new(options.verbosity));
@@ -68,7 +84,7 @@ impl Ctx {
         // started instead of leaving it orphaned.
         let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
         Ok(Self {
-            stack: Stack::load(&root)?,
+            stack,
             root,
             stack_dir,
             cache_dir,
@@ -87,6 +103,8 @@ impl Ctx {
         self.interrupted.load(Ordering::SeqCst)
     }
 
+    /// The service's port on the host, shifted by `--port-offset` (checked not to overflow
+    /// when the context was made).
     pub fn host_port(&self, service: &Service) -> u16 {
         service.host_port + self.port_offset
     }
@@ -107,6 +125,11 @@ impl Ctx {
 
     pub fn model_dir(&self, service: &Service) -> PathBuf {
         self.stack_dir.join("models").join(&service.name)
+    }
+
+    /// The model file the service serves (what a retrain replaces).
+    pub fn model_file(&self, service: &Service) -> PathBuf {
+        self.model_dir(service).join("model.json")
     }
 
     pub fn mlruns_dir(&self) -> PathBuf {

@@ -1,34 +1,37 @@
 //! `cargo xtask`: build, run, check and ship the ML serving stack.
 //!
-//! Parse, build a context, run one command. Each command lives in the module of its name; the
-//! runtimes (local processes, containers) live in `runtime/`; only `runner` spawns processes.
+//! Parse, build a context, run one command. Each command lives in `commands/`, in the module
+//! of its name; beside it are the parts commands share: the context (`ctx`), the single source
+//! of truth (`stack`), the runner (the only place that spawns processes), progress reporting,
+//! the runtimes (local processes, containers), the builds, and the stack's lifecycle.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod bench;
-mod binaries;
-mod compose;
+use commands::{
+    bench, completions, compose, demo, doctor, down, health, images, logs, restart, smoke, status,
+    up,
+};
+use runtime::Purpose;
+
+mod build;
+mod commands;
+mod compose_file;
 mod ctx;
-mod demo;
-mod doctor;
-mod down;
-mod health;
+mod engine;
 mod http;
-mod images;
-mod logs;
+mod lifecycle;
 mod mlflow;
+mod observe;
+mod poll;
 mod ports;
 mod progress;
-mod restart;
+mod report;
 mod runner;
 mod runtime;
-mod smoke;
 mod stack;
-mod status;
-mod up;
 
 /// The task runner of the ML serving stack: BankChurn, CarVision and TelecomAI APIs plus an
 /// MLflow tracking server.
@@ -55,7 +58,7 @@ pub struct Cli {
         env = "XTASK_RUNTIME"
     )]
     runtime: runtime::Choice,
-    /// Added to every host port (5000, 8001-8003): runs a second stack beside the first.
+    /// Added to every service's host port: runs a second stack beside the first.
     #[arg(
         long,
         global = true,
@@ -67,7 +70,8 @@ pub struct Cli {
     /// Holds data/, models/, mlruns/ and the pids and logs in .xtask/ [default: the repository]
     #[arg(long, global = true, env = "XTASK_STACK_DIR", value_name = "DIR")]
     stack_dir: Option<PathBuf>,
-    /// Where downloaded tools (the MLflow environment) are cached [default: ~/.cache/ml-mlops-xtask]
+    /// Where downloaded tools (the MLflow environment, its wheels, the bootstrapped base) are
+    /// cached [default: ~/.cache/ml-mlops-xtask]
     #[arg(long, global = true, env = "XTASK_CACHE_DIR", value_name = "DIR")]
     cache_dir: Option<PathBuf>,
     #[command(subcommand)]
@@ -88,6 +92,7 @@ enum Command {
     Images(images::Images),
     Bench(bench::Bench),
     Compose(compose::Compose),
+    Completions(completions::Completions),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -99,27 +104,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         cache_dir: cli.cache_dir,
     })?;
     let ctx = &ctx;
-    let runtime = || runtime::select(ctx, cli.runtime);
+    let choice = cli.runtime;
+    let inspect = || runtime::select(ctx, choice, Purpose::Inspect, &[]);
+    let to_run =
+        |services: Vec<&stack::Service>| runtime::select(ctx, choice, Purpose::Run, &services);
     match cli.command {
-        Command::Demo(cmd) => cmd.run(ctx, runtime()?.as_mut()),
-        Command::Up(cmd) => cmd.run(ctx, runtime()?.as_mut()),
-        Command::Down(cmd) => cmd.run(ctx, runtime()?.as_mut()),
-        Command::Restart(cmd) => cmd.run(ctx, runtime()?.as_mut()),
-        Command::Status(cmd) => cmd.run(ctx, runtime()?.as_ref()),
+        Command::Demo(cmd) => {
+            let services = lifecycle::selected(ctx, &cmd.options);
+            cmd.run(ctx, to_run(services)?.as_mut())
+        }
+        Command::Up(cmd) => {
+            let services = lifecycle::selected(ctx, &cmd.options);
+            cmd.run(ctx, to_run(services)?.as_mut())
+        }
+        Command::Restart(cmd) => cmd.run(ctx, to_run(vec![])?.as_mut()),
+        Command::Down(cmd) => cmd.run(ctx, inspect()?.as_mut()),
+        Command::Status(cmd) => cmd.run(ctx, inspect()?.as_ref()),
+        Command::Logs(cmd) => cmd.run(ctx, inspect()?.as_ref()),
+        Command::Doctor(cmd) => cmd.run(ctx, inspect()?.as_ref()),
         Command::Health(cmd) => cmd.run(ctx),
         Command::Smoke(cmd) => cmd.run(ctx),
-        Command::Logs(cmd) => cmd.run(ctx, runtime()?.as_ref()),
-        Command::Doctor(cmd) => cmd.run(ctx, runtime()?.as_ref()),
         Command::Images(cmd) => cmd.run(ctx),
         Command::Bench(cmd) => cmd.run(ctx),
         Command::Compose(cmd) => cmd.run(ctx),
+        Command::Completions(cmd) => cmd.run(),
     }
 }
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.is::<up::Interrupted>() => {
+        Err(e) if e.is::<lifecycle::Interrupted>() => {
             eprintln!("{e}");
             ExitCode::from(130)
         }

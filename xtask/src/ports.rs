@@ -1,6 +1,10 @@
-//! Who holds a TCP port: the old runbook's `lsof -i :PORT`, read straight from /proc.
+//! Who holds a TCP port: the old runbook's `lsof -i :PORT`. Read straight from `/proc` on
+//! Linux; elsewhere (macOS) asked of `lsof` itself.
 
 use std::collections::HashSet;
+
+use crate::ctx::Ctx;
+use crate::runner::{Runner, Step};
 
 /// A process listening on a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,7 +19,7 @@ impl std::fmt::Display for Holder {
     }
 }
 
-/// Whether something listens on `port` on any local address.
+/// Whether something listens on `port` on any local address (or keeps us from binding it).
 pub fn in_use(port: u16) -> bool {
     !listening_inodes(port).is_empty() || std::net::TcpListener::bind(("127.0.0.1", port)).is_err()
 }
@@ -50,71 +54,89 @@ fn listening_inodes(port: u16) -> HashSet<u64> {
     inodes
 }
 
-/// The processes listening on `port`, if /proc lets us see them.
-pub fn holders(port: u16) -> Vec<Holder> {
+/// The pids listening on `port`, from `/proc`: the sockets' inodes, then which process holds
+/// a file descriptor on one of them. `None` where there is no `/proc`.
+fn listener_pids_from_procfs(port: u16) -> Option<Vec<u32>> {
+    let procs = std::fs::read_dir("/proc").ok()?;
     let inodes = listening_inodes(port);
     if inodes.is_empty() {
-        return Vec::new();
+        return Some(Vec::new());
     }
-    let mut found = Vec::new();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in procs.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
-            continue;
-        };
-        let holds = fds.flatten().any(|fd| {
-            std::fs::read_link(fd.path()).is_ok_and(|target| {
-                let target = target.to_string_lossy();
-                target
-                    .strip_prefix("socket:[")
-                    .and_then(|rest| rest.strip_suffix(']'))
-                    .and_then(|n| n.parse::<u64>().ok())
-                    .is_some_and(|n| inodes.contains(&n))
-            })
-        });
-        if holds {
-            found.push(Holder {
-                pid,
-                command: command_line(pid),
+    let pids = procs
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let fds = std::fs::read_dir(entry.path().join("fd")).ok()?;
+            let holds = fds.flatten().any(|fd| {
+                std::fs::read_link(fd.path()).is_ok_and(|target| {
+                    target
+                        .to_string_lossy()
+                        .strip_prefix("socket:[")
+                        .and_then(|rest| rest.strip_suffix(']'))
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .is_some_and(|n| inodes.contains(&n))
+                })
             });
-        }
-    }
-    found
+            holds.then_some(pid)
+        })
+        .collect();
+    Some(pids)
 }
 
-/// A process's command line, shortened for a report.
-pub fn command_line(pid: u32) -> String {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let text: Vec<String> = raw
-        .split(|&b| b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
+/// The pids listening on `port`, from `lsof` (the reading used where there is no `/proc`).
+fn listener_pids_from_lsof(runner: &Runner, port: u16) -> Vec<u32> {
+    let lsof = Step::new("lsof").args(["-nP", &format!("-iTCP:{port}"), "-sTCP:LISTEN", "-t"]);
+    let mut pids: Vec<u32> = runner
+        .query_stdout(&lsof)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
         .collect();
-    let line = text.join(" ");
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+/// The processes listening on `port`, as far as this user can see them.
+pub fn holders(runner: &Runner, port: u16) -> Vec<Holder> {
+    let pids = if cfg!(target_os = "linux") {
+        listener_pids_from_procfs(port)
+    } else {
+        None
+    }
+    .unwrap_or_else(|| listener_pids_from_lsof(runner, port));
+    if pids.is_empty() {
+        return Vec::new();
+    }
+    let processes = runner.processes();
+    pids.into_iter()
+        .map(|pid| {
+            let command = processes
+                .iter()
+                .find(|p| p.pid == pid)
+                .map(|p| shorten(&p.command))
+                .unwrap_or_default();
+            Holder { pid, command }
+        })
+        .collect()
+}
+
+/// A command line, shortened for a report.
+fn shorten(line: &str) -> String {
     if line.chars().count() > 100 {
         format!("{}…", line.chars().take(100).collect::<String>())
-    } else if line.is_empty() {
-        std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .unwrap_or_default()
-            .trim()
-            .to_owned()
     } else {
-        line
+        line.to_owned()
     }
 }
 
 /// Names who holds `port`, and the container when the holder is Docker's port proxy.
-pub fn describe(ctx: &crate::ctx::Ctx, port: u16) -> String {
-    describe_holders(ctx, port, &holders(port))
+pub fn describe(ctx: &Ctx, port: u16) -> String {
+    describe_holders(ctx, port, &holders(&ctx.runner, port))
 }
 
 /// Like [`describe`], for holders already looked up.
-pub fn describe_holders(ctx: &crate::ctx::Ctx, port: u16, holders: &[Holder]) -> String {
+pub fn describe_holders(ctx: &Ctx, port: u16, holders: &[Holder]) -> String {
     if holders.is_empty() {
         return format!("port {port} is in use (the holder is not visible from here)");
     }
@@ -123,7 +145,7 @@ pub fn describe_holders(ctx: &crate::ctx::Ctx, port: u16, holders: &[Holder]) ->
     if !holders.iter().any(|h| h.command.contains("docker-proxy")) {
         return text;
     }
-    let publishing = crate::runner::Step::new("docker").args([
+    let publishing = Step::new("docker").args([
         "ps",
         "--filter",
         &format!("publish={port}"),
@@ -145,13 +167,20 @@ mod tests {
 
     #[test]
     fn names_this_process_as_the_holder_of_its_listener() {
+        let runner = Runner::for_tests();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         assert!(in_use(port));
-        let holders = holders(port);
+        let holders = holders(&runner, port);
         assert_eq!(holders.len(), 1, "{holders:?}");
         assert_eq!(holders[0].pid, std::process::id());
+        assert!(!holders[0].command.is_empty());
+        // The reading used on macOS finds the same process.
+        if which::which("lsof").is_ok() {
+            assert_eq!(listener_pids_from_lsof(&runner, port), [std::process::id()]);
+        }
         drop(listener);
         assert!(!in_use(port));
+        assert!(super::holders(&runner, port).is_empty());
     }
 }

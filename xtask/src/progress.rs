@@ -142,6 +142,30 @@ impl Reporter {
         result
     }
 
+    /// Asks a yes/no question on the terminal before something destructive; without a
+    /// terminal only `assume_yes` (the command's `--yes`) consents. Fails when not confirmed.
+    pub fn confirm(&self, question: &str, assume_yes: bool) -> anyhow::Result<()> {
+        use std::io::BufRead;
+        if assume_yes {
+            return Ok(());
+        }
+        if !std::io::stdin().is_terminal() {
+            anyhow::bail!(
+                "{question}: refusing without a terminal to ask on; pass --yes to confirm"
+            );
+        }
+        let _ = self.multi.suspend(|| -> std::io::Result<()> {
+            eprint!("{question}? [y/N] ");
+            std::io::stderr().flush()
+        });
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            anyhow::bail!("nothing was changed");
+        }
+        Ok(())
+    }
+
     /// Appends markdown to the GitHub Actions step summary, when there is one.
     pub fn summary(&self, markdown: &str) {
         if let Ok(path) = std::env::var("GITHUB_STEP_SUMMARY") {

@@ -68,7 +68,7 @@ impl Service {
         self.kind == Kind::Api
     }
 
-    /// The image repository, tagged with the version and the git revision.
+    /// The image repository (tags: the workspace version and the git revision).
     pub fn image(&self) -> String {
         format!("{IMAGE_PREFIX}/{}", self.name)
     }
@@ -83,6 +83,25 @@ impl Service {
 pub struct Stack {
     /// MLflow first (the APIs depend on it), then the APIs by name.
     pub services: Vec<Service>,
+}
+
+/// A service's name becomes a crate, a binary, a compose service and part of an environment
+/// variable (`<NAME>_HOST_PORT`): lowercase letters, digits and underscores keep it valid in all.
+fn check_name(name: &str, file: &Path) -> Result<()> {
+    let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !valid {
+        bail!(
+            "{}: the folder name {name:?} is not a valid service name: use lowercase letters, digits \
+             and underscores, starting with a letter (it names the crate, the binary, the compose \
+             service and the {}_HOST_PORT variable)",
+            file.display(),
+            name.to_uppercase()
+        );
+    }
+    Ok(())
 }
 
 impl Stack {
@@ -106,6 +125,7 @@ impl Stack {
                 .context("a service folder has a name")?
                 .to_string_lossy()
                 .into_owned();
+            check_name(&service.name, &file)?;
             service.dir = dir;
             services.push(service);
         }
@@ -113,6 +133,21 @@ impl Stack {
         let stack = Self { services };
         stack.validate()?;
         Ok(stack)
+    }
+
+    /// Fails when `offset` moves a service's host port past 65535.
+    pub fn check_port_offset(&self, offset: u16) -> Result<()> {
+        for service in &self.services {
+            if service.host_port.checked_add(offset).is_none() {
+                bail!(
+                    "--port-offset {offset} moves {}'s port {} past 65535: choose an offset of at most {}",
+                    service.name,
+                    service.host_port,
+                    u16::MAX - self.services.iter().map(|s| s.host_port).max().unwrap_or(0)
+                );
+            }
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<()> {
@@ -207,38 +242,78 @@ impl Stack {
 mod tests {
     use super::*;
 
+    /// A workspace holding the given `services/<name>/service.toml` files.
+    fn stack_of(files: &[(&str, &str)]) -> Result<Stack> {
+        let root = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            let dir = root.path().join("services").join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("service.toml"), text).unwrap();
+        }
+        Stack::load(root.path())
+    }
+
+    const MLFLOW: &str = "title = 'T'\ncontainer = 'tracking'\nkind = 'mlflow'\nhost_port = 5000\ncontainer_port = 5000\nhealth_path = '/health'\n[mlflow]\nversion = '1'\n";
+
+    fn api(container: &str, port: u16) -> String {
+        format!(
+            "title = 'A'\ncontainer = '{container}'\nkind = 'api'\nhost_port = {port}\ncontainer_port = 8000\nhealth_path = '/health'\ndataset = 'd.csv'\n[smoke]\npath = '/predict'\nrequest = {{ x = 1 }}\nexpect = []\n"
+        )
+    }
+
+    #[test]
+    fn services_load_mlflow_first_then_by_name() {
+        let stack = stack_of(&[
+            ("zeta", &api("zeta-api", 8002)),
+            ("alpha", &api("alpha-api", 8001)),
+            ("tracking", MLFLOW),
+        ])
+        .unwrap();
+        let names: Vec<&str> = stack.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["tracking", "alpha", "zeta"]);
+        assert_eq!(stack.get("alpha-api").unwrap().host_port, 8001);
+    }
+
+    #[test]
+    fn a_name_that_breaks_compose_variables_is_refused() {
+        let err = stack_of(&[("my-svc", &api("my-svc-api", 8001)), ("m", MLFLOW)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"my-svc\" is not a valid service name"),
+            "{err}"
+        );
+        assert!(err.contains("MY-SVC_HOST_PORT"), "{err}");
+    }
+
+    #[test]
+    fn clashing_ports_and_missing_tables_are_refused() {
+        let err = stack_of(&[("a", &api("a-api", 5000)), ("m", MLFLOW)]).unwrap_err();
+        assert!(
+            err.to_string().contains("both claim host port 5000"),
+            "{err}"
+        );
+        let err = stack_of(&[("a", &api("a-api", 8001))]).unwrap_err();
+        assert!(
+            err.to_string().contains("exactly one MLflow service"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn port_offsets_that_overflow_are_refused_naming_the_service() {
+        let stack = stack_of(&[("api", &api("a-api", 8003)), ("m", MLFLOW)]).unwrap();
+        assert!(stack.check_port_offset(57_532).is_ok());
+        let err = stack.check_port_offset(60_000).unwrap_err().to_string();
+        assert!(err.contains("moves api's port 8003 past 65535"), "{err}");
+        assert!(err.contains("at most 57532"), "{err}");
+    }
+
     fn workspace_root() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()
             .unwrap()
             .to_owned()
-    }
-
-    #[test]
-    fn the_stack_has_the_names_and_ports_users_depend_on() {
-        let stack = Stack::load(&workspace_root()).unwrap();
-        let table: Vec<(&str, &str, u16, u16)> = stack
-            .services
-            .iter()
-            .map(|s| {
-                (
-                    s.name.as_str(),
-                    s.container.as_str(),
-                    s.host_port,
-                    s.container_port,
-                )
-            })
-            .collect();
-        assert_eq!(
-            table,
-            [
-                ("mlflow", "mlflow-server", 5000, 5000),
-                ("bankchurn", "bankchurn-api", 8001, 8000),
-                ("carvision", "carvision-api", 8002, 8000),
-                ("telecom", "telecom-api", 8003, 8000),
-            ]
-        );
-        assert!(stack.services.iter().all(|s| s.health_path == "/health"));
     }
 
     #[test]

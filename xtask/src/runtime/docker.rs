@@ -5,15 +5,16 @@
 
 use std::time::SystemTime;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use serde_json::Value;
 
-use super::{Runtime, ServiceState};
-use crate::compose::{self, PROJECT};
+use super::{Kind, Runtime, ServiceState};
+use crate::build::images;
+use crate::compose_file::{self, PROJECT};
 use crate::ctx::Ctx;
-use crate::images;
+use crate::engine;
 use crate::runner::Step;
-use crate::stack::{Kind, Service};
+use crate::stack::{Kind as ServiceKind, Service};
 
 pub struct Docker {
     /// `docker compose` or `docker-compose`.
@@ -21,65 +22,16 @@ pub struct Docker {
     engine: String,
 }
 
-fn first_line(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes)
-        .lines()
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_owned()
-}
-
 /// Parses docker's `2026-11-26T07:49:01.123456789Z`; `None` for its zero time (year 1).
 fn parse_time(text: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339(text).ok()
 }
 
-/// The engine's version, or why no engine answers.
-pub fn engine_version(ctx: &Ctx) -> Result<String> {
-    let engine =
-        ctx.runner
-            .query(&Step::new("docker").args(["version", "--format", "{{.Server.Version}}"]));
-    match engine {
-        Ok(out) if out.status.success() => Ok(first_line(&out.stdout)),
-        Ok(out) => bail!("no Docker engine answers: {}", first_line(&out.stderr)),
-        Err(_) => bail!("the docker client is not installed"),
-    }
-}
-
-/// The compose front-end to use: the v2 plugin, else the legacy `docker-compose`. Found
-/// without running the legacy one, a Python program that takes 0.4 s just to start.
-pub fn compose_frontend(ctx: &Ctx) -> Result<Vec<String>> {
-    let plugin = Step::new("docker").args(["compose", "version", "--short"]);
-    if ctx.runner.query_stdout(&plugin).is_some() {
-        return Ok(vec!["docker".into(), "compose".into()]);
-    }
-    if which::which("docker-compose").is_ok() {
-        return Ok(vec!["docker-compose".into()]);
-    }
-    bail!("neither `docker compose` nor `docker-compose` is installed")
-}
-
-/// The version of a compose front-end, for reports.
-pub fn compose_version(ctx: &Ctx, command: &[String]) -> Option<String> {
-    ctx.runner.query_stdout(
-        &Step::new(&command[0])
-            .args(&command[1..])
-            .args(["version", "--short"]),
-    )
-}
-
-/// `docker image inspect --format FORMAT IMAGE`; `None` when the image is absent.
-pub fn image_inspect(ctx: &Ctx, image: &str, format: &str) -> Option<String> {
-    ctx.runner
-        .query_stdout(&Step::new("docker").args(["image", "inspect", "--format", format, image]))
-}
-
 impl Docker {
     /// Finds the engine and a compose front-end, or says what is missing.
     pub fn detect(ctx: &Ctx) -> Result<Self> {
-        let engine = engine_version(ctx)?;
-        let compose = compose_frontend(ctx).map_err(|e| {
+        let engine = engine::version(ctx)?;
+        let compose = engine::compose_frontend(ctx).map_err(|e| {
             e.context(format!(
                 "Docker Engine {engine} answers, but there is no compose front-end"
             ))
@@ -99,13 +51,13 @@ impl Docker {
         let mut step = Step::new(&self.compose[0])
             .args(&self.compose[1..])
             .args(["-p", PROJECT, "-f"])
-            .arg(ctx.root.join(compose::FILE))
+            .arg(ctx.root.join(compose_file::FILE))
             .args(args)
             .env("XTASK_STACK_DIR", &ctx.stack_dir)
             .cwd(&ctx.root);
         for service in &ctx.stack.services {
             step = step.env(
-                &compose::port_variable(service),
+                &compose_file::port_variable(service),
                 ctx.host_port(service).to_string(),
             );
         }
@@ -123,25 +75,17 @@ impl Docker {
     /// The containers run as an unprivileged user: MLflow must be able to write its store.
     fn prepare_mlruns(&self, ctx: &Ctx) -> Result<()> {
         let mlruns = ctx.mlruns_dir();
-        ctx.runner.plan(format!(
-            "mkdir -p {0}/artifacts && chown -R {1} {0}",
-            mlruns.display(),
-            compose::USER
-        ));
-        if ctx.dry_run() {
-            return Ok(());
-        }
-        std::fs::create_dir_all(mlruns.join("artifacts"))?;
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
-            ctx.runner
-                .run(&Step::new("chown").args(["-R", compose::USER]).arg(&mlruns))?;
+        ctx.runner.create_dir(&mlruns.join("artifacts"))?;
+        if rustix::process::geteuid().is_root() {
+            ctx.runner.run(
+                &Step::new("chown")
+                    .args(["-R", compose_file::USER])
+                    .arg(&mlruns),
+            )?;
         } else {
             // Not root: open the folders to the container's user instead.
-            use std::os::unix::fs::PermissionsExt;
-            for dir in [mlruns.clone(), mlruns.join("artifacts")] {
-                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))?;
-            }
+            ctx.runner
+                .run(&Step::new("chmod").args(["-R", "a+rwX"]).arg(&mlruns))?;
         }
         Ok(())
     }
@@ -158,8 +102,13 @@ impl Docker {
 }
 
 impl Runtime for Docker {
-    fn name(&self) -> &'static str {
-        "docker"
+    fn kind(&self) -> Kind {
+        Kind::Docker
+    }
+
+    fn preflight(&self, ctx: &Ctx, services: &[&Service]) -> Result<()> {
+        images::preflight(ctx, services, true)
+            .map_err(|e| e.context(format!("Docker Engine {} answers, but", self.engine)))
     }
 
     fn build(&mut self, ctx: &Ctx, services: &[&Service]) -> Result<()> {
@@ -167,7 +116,7 @@ impl Runtime for Docker {
     }
 
     fn start(&mut self, ctx: &Ctx, service: &Service) -> Result<()> {
-        if service.kind == Kind::Mlflow {
+        if service.kind == ServiceKind::Mlflow {
             self.prepare_mlruns(ctx)?;
         }
         // Removing first keeps docker-compose 1.29 from recreating (and crashing on) it.
@@ -258,11 +207,11 @@ impl Runtime for Docker {
         let Some(info) = self.inspect(ctx, &service.container) else {
             return false;
         };
-        let image_changed = image_inspect(ctx, &service.versioned_image(), "{{.Id}}")
+        let image_changed = engine::image_inspect(ctx, &service.versioned_image(), "{{.Id}}")
             .is_some_and(|id| info["Image"].as_str() != Some(id.as_str()));
         let started = info["State"]["StartedAt"].as_str().and_then(parse_time);
         let model_changed = service.is_api()
-            && std::fs::metadata(ctx.model_dir(service).join("model.json"))
+            && std::fs::metadata(ctx.model_file(service))
                 .and_then(|m| m.modified())
                 .is_ok_and(|m| started.is_some_and(|s| m > s));
         image_changed || model_changed

@@ -4,15 +4,16 @@
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 
-use super::{Runtime, ServiceState};
+use super::{Kind, Runtime, ServiceState};
+use crate::build::binaries;
 use crate::ctx::Ctx;
-use crate::runner::{tail, Step};
-use crate::stack::{Kind, Service};
-use crate::{binaries, mlflow};
+use crate::mlflow;
+use crate::runner::{tail, Background, Step, Stopped};
+use crate::stack::{Kind as ServiceKind, Service};
 
 /// How long a service gets to exit after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -20,12 +21,12 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 #[derive(Default)]
 pub struct Local {
     /// Children started by this invocation, so an early exit is noticed (and reaped).
-    children: HashMap<String, duct::Handle>,
+    children: HashMap<String, Background>,
 }
 
 /// What a pid file records.
 struct PidFile {
-    pid: i32,
+    pid: u32,
     program: String,
     written: SystemTime,
 }
@@ -49,50 +50,28 @@ fn read_pid_file(path: &Path) -> Option<PidFile> {
     })
 }
 
-/// A process's state letter (`Z` for a zombie) and process group, from `/proc/PID/stat`.
-fn proc_stat(stat_path: &Path) -> Option<(String, i32)> {
-    let stat = std::fs::read_to_string(stat_path).ok()?;
-    // Fields after the parenthesised command: state, ppid, pgrp, ...
-    let mut fields = stat.rsplit_once(") ")?.1.split_whitespace();
-    let state = fields.next()?.to_owned();
-    let pgrp = fields.nth(1)?.parse().ok()?;
-    Some((state, pgrp))
-}
-
-/// Alive, not a zombie, and still the program we started (pids get reused).
-fn is_alive(pid: i32, program: &str) -> bool {
-    let live =
-        proc_stat(Path::new(&format!("/proc/{pid}/stat"))).is_some_and(|(state, _)| state != "Z");
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    live && (program.is_empty() || String::from_utf8_lossy(&cmdline).contains(program))
-}
-
-/// Whether any live process of the group led by `pgid` remains. Zombies do not count: they
-/// hold no ports, and some init processes (in containers, sandboxes) are slow to reap them.
-fn group_alive(pgid: i32) -> bool {
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        // SAFETY: signal 0 to a process group only checks that it has members.
-        return unsafe { libc::killpg(pgid, 0) == 0 };
-    };
-    procs.flatten().any(|entry| {
-        proc_stat(&entry.path().join("stat"))
-            .is_some_and(|(state, pgrp)| state != "Z" && pgrp == pgid)
-    })
-}
-
 fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 impl Local {
     fn running(&self, ctx: &Ctx, service: &Service) -> Option<PidFile> {
-        read_pid_file(&pid_path(ctx, service)).filter(|p| is_alive(p.pid, &p.program))
+        read_pid_file(&pid_path(ctx, service))
+            .filter(|p| ctx.runner.running(p.pid, &p.program).is_some())
+    }
+
+    /// Whether any service of the stack runs as a local process.
+    pub fn any_running(&self, ctx: &Ctx) -> bool {
+        ctx.stack
+            .services
+            .iter()
+            .any(|s| self.running(ctx, s).is_some())
     }
 
     fn start_step(ctx: &Ctx, service: &Service) -> Step {
         match service.kind {
-            Kind::Mlflow => mlflow::server_step(ctx, service),
-            Kind::Api => binaries::serve_step(
+            ServiceKind::Mlflow => mlflow::server_step(ctx, service),
+            ServiceKind::Api => binaries::serve_step(
                 ctx,
                 service,
                 ctx.host_port(service),
@@ -105,14 +84,21 @@ impl Local {
 }
 
 impl Runtime for Local {
-    fn name(&self) -> &'static str {
-        "local"
+    fn kind(&self) -> Kind {
+        Kind::Local
+    }
+
+    fn preflight(&self, ctx: &Ctx, services: &[&Service]) -> Result<()> {
+        if services.iter().any(|s| s.kind == ServiceKind::Mlflow) && !mlflow::is_installed(ctx) {
+            mlflow::check_python(ctx)?;
+        }
+        Ok(())
     }
 
     fn build(&mut self, ctx: &Ctx, services: &[&Service]) -> Result<()> {
         let apis: Vec<&Service> = services.iter().copied().filter(|s| s.is_api()).collect();
         binaries::build(ctx, &apis)?;
-        if services.iter().any(|s| s.kind == Kind::Mlflow) {
+        if services.iter().any(|s| s.kind == ServiceKind::Mlflow) {
             mlflow::ensure_installed(ctx)?;
         }
         Ok(())
@@ -120,18 +106,14 @@ impl Runtime for Local {
 
     fn start(&mut self, ctx: &Ctx, service: &Service) -> Result<()> {
         let step = Self::start_step(ctx, service);
-        if service.kind == Kind::Mlflow {
-            ctx.runner
-                .plan(format!("mkdir -p {}", ctx.mlruns_dir().display()));
-            if !ctx.dry_run() {
-                std::fs::create_dir_all(ctx.mlruns_dir())?;
-            }
+        if service.kind == ServiceKind::Mlflow {
+            ctx.runner.create_dir(&ctx.mlruns_dir())?;
         }
         let log = ctx.log_path(service);
         let Some(child) = ctx.runner.spawn_service(&step, &log)? else {
             return Ok(());
         };
-        let pid = child.pids()[0];
+        let pid = child.pid();
         let pid_file = pid_path(ctx, service);
         std::fs::create_dir_all(pid_file.parent().expect("pid files live in a folder"))?;
         std::fs::write(&pid_file, format!("{pid}\n{}\n", step.program))
@@ -141,11 +123,7 @@ impl Runtime for Local {
     }
 
     fn exited(&mut self, _ctx: &Ctx, service: &Service) -> Option<String> {
-        let child = self.children.get(&service.name)?;
-        match child.try_wait() {
-            Ok(Some(output)) => Some(format!("the process exited ({})", output.status)),
-            _ => None,
-        }
+        self.children.get(&service.name)?.exited()
     }
 
     fn stop(&mut self, ctx: &Ctx, service: &Service) -> Result<bool> {
@@ -153,36 +131,22 @@ impl Runtime for Local {
         let Some(pid_file) = read_pid_file(&path) else {
             return Ok(false);
         };
+        // The service leads its own process group: stopping the group reaches its children.
         let pgid = pid_file.pid;
-        let alive = is_alive(pgid, &pid_file.program) || self.children.contains_key(&service.name);
+        let child = self.children.remove(&service.name);
+        let alive = ctx.runner.running(pgid, &pid_file.program).is_some() || child.is_some();
         ctx.runner
             .plan(format!("kill -TERM -{pgid}  # {}", service.name));
         if ctx.dry_run() {
             return Ok(alive);
         }
-        if alive {
-            // SAFETY: signalling the process group we created for this service.
-            unsafe { libc::killpg(pgid, libc::SIGTERM) };
-            let deadline = Instant::now() + STOP_GRACE;
-            while group_alive(pgid) && Instant::now() < deadline {
-                if let Some(child) = self.children.get(&service.name) {
-                    let _ = child.try_wait();
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if group_alive(pgid) {
-                ctx.reporter.warn(format!(
-                    "{} ignored SIGTERM for {STOP_GRACE:?}: killing it",
-                    service.name
-                ));
-                // SAFETY: as above.
-                unsafe { libc::killpg(pgid, libc::SIGKILL) };
-            }
-            if let Some(child) = self.children.remove(&service.name) {
-                let _ = child.wait();
-            }
+        if alive && ctx.runner.stop_group(pgid, STOP_GRACE, child.as_ref())? == Stopped::Killed {
+            ctx.reporter.warn(format!(
+                "{} ignored SIGTERM for {STOP_GRACE:?}: killed it",
+                service.name
+            ));
         }
-        std::fs::remove_file(&path).ok();
+        ctx.runner.remove_path(&path)?;
         Ok(alive)
     }
 
@@ -204,11 +168,8 @@ impl Runtime for Local {
             return false;
         };
         let inputs = match service.kind {
-            Kind::Mlflow => vec![],
-            Kind::Api => vec![
-                binaries::path(ctx, service),
-                ctx.model_dir(service).join("model.json"),
-            ],
+            ServiceKind::Mlflow => vec![],
+            ServiceKind::Api => vec![binaries::path(ctx, service), ctx.model_file(service)],
         };
         inputs
             .iter()

@@ -1,5 +1,5 @@
 //! Where the stack runs: host processes (`local`) or containers (`docker`). Commands talk to a
-//! [`Runtime`]; health, smoke and the orchestration in `up` are the same for both.
+//! [`Runtime`]; health, smoke and the orchestration in `lifecycle` are the same for both.
 
 use std::time::SystemTime;
 
@@ -14,10 +14,27 @@ pub mod local;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Choice {
-    /// Docker when an engine answers, else local processes.
+    /// Docker when an engine answers and the images can be built, else local processes.
     Auto,
     Docker,
     Local,
+}
+
+/// Which runtime a [`Runtime`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Local,
+    Docker,
+}
+
+/// What the command will do with the runtime: decides which prerequisites are checked before
+/// anything long starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Build and start these services (`demo`, `up`, `restart`).
+    Run,
+    /// Look at or stop what runs (`status`, `logs`, `down`, `doctor`).
+    Inspect,
 }
 
 /// What a runtime knows about one service.
@@ -36,7 +53,16 @@ pub struct ServiceState {
 }
 
 pub trait Runtime {
-    fn name(&self) -> &'static str;
+    fn kind(&self) -> Kind;
+    fn name(&self) -> &'static str {
+        match self.kind() {
+            Kind::Local => "local",
+            Kind::Docker => "docker",
+        }
+    }
+    /// Checks, in seconds, that everything building and starting `services` needs is here;
+    /// says what is missing and how to get it.
+    fn preflight(&self, ctx: &Ctx, services: &[&Service]) -> Result<()>;
     /// Makes what `services` run from: binaries, virtual environments, images.
     fn build(&mut self, ctx: &Ctx, services: &[&Service]) -> Result<()>;
     /// Starts one service without waiting for it to be healthy.
@@ -67,45 +93,63 @@ pub trait Runtime {
     ) -> Result<()>;
 }
 
-/// Picks the runtime, saying which and why.
-pub fn select(ctx: &Ctx, choice: Choice) -> Result<Box<dyn Runtime>> {
+/// Picks the runtime, saying which and why. For [`Purpose::Run`], the prerequisites of
+/// building and starting `services` are checked first: `auto` falls back to the local runtime
+/// when the container path cannot be completed, an explicit `docker` fails right away.
+pub fn select(
+    ctx: &Ctx,
+    choice: Choice,
+    purpose: Purpose,
+    services: &[&Service],
+) -> Result<Box<dyn Runtime>> {
+    let local = || -> Result<Box<dyn Runtime>> {
+        let local = local::Local::default();
+        if purpose == Purpose::Run {
+            local.preflight(ctx, services)?;
+        }
+        Ok(Box::new(local))
+    };
     match choice {
-        Choice::Local => Ok(Box::new(local::Local::default())),
+        Choice::Local => local(),
         Choice::Docker => {
             let docker = docker::Docker::detect(ctx).map_err(|e| {
                 e.context(
                     "--runtime docker needs a Docker engine; `--runtime local` runs without one",
                 )
             })?;
+            if purpose == Purpose::Run {
+                docker.preflight(ctx, services)?;
+            }
             ctx.reporter
                 .detail(format!("runtime: docker ({})", docker.describe()));
             Ok(Box::new(docker))
         }
         Choice::Auto => {
-            let local = local::Local::default();
-            if ctx
-                .stack
-                .services
-                .iter()
-                .any(|s| local.state(ctx, s).is_ok_and(|st| st.running))
-            {
+            if local::Local::default().any_running(ctx) {
                 ctx.reporter
                     .info("runtime: local (a local stack is running; --runtime docker to choose)");
-                return Ok(Box::new(local));
+                return local();
             }
-            match docker::Docker::detect(ctx) {
-                Ok(docker) => {
-                    ctx.reporter.info(format!(
-                        "runtime: docker ({}; --runtime local to choose)",
-                        docker.describe()
-                    ));
-                    Ok(Box::new(docker))
-                }
+            let docker = match docker::Docker::detect(ctx) {
+                Ok(docker) => docker,
                 Err(why) => {
                     ctx.reporter.info(format!("runtime: local ({why:#})"));
-                    Ok(Box::new(local))
+                    return local();
+                }
+            };
+            if purpose == Purpose::Run {
+                if let Err(why) = docker.preflight(ctx, services) {
+                    ctx.reporter.info(format!(
+                        "runtime: local, not docker: {why:#}. To run containers, fix that and pass --runtime docker"
+                    ));
+                    return local();
                 }
             }
+            ctx.reporter.info(format!(
+                "runtime: docker ({}; --runtime local to choose)",
+                docker.describe()
+            ));
+            Ok(Box::new(docker))
         }
     }
 }

@@ -6,12 +6,15 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
+use crate::build::{images, mlflow_base};
 use crate::ctx::Ctx;
-use crate::runtime::{docker, Runtime};
+use crate::runner::Step;
+use crate::runtime::{Kind as RuntimeKind, Runtime};
 use crate::stack::Kind;
-use crate::{http, mlflow, ports};
+use crate::{engine, http, mlflow, ports};
 
-/// Diagnose the machine and the stack: engine, ports, models, MLflow, Python, disk.
+/// Diagnose the machine and the stack: toolchain, engine, image prerequisites, ports, models,
+/// MLflow, Python, disk.
 #[derive(clap::Args, Debug)]
 pub struct Doctor {}
 
@@ -68,8 +71,22 @@ impl Report {
     }
 }
 
+fn check_toolchain(ctx: &Ctx, report: &mut Report) {
+    for tool in ["cargo", "rustc"] {
+        match ctx.runner.query_stdout(&Step::new(tool).arg("--version")) {
+            Some(version) => report.ok(tool, version),
+            None => report.fail(
+                tool,
+                format!("`{tool} --version` does not answer"),
+                "install a stable Rust toolchain (https://rustup.rs)",
+            ),
+        }
+    }
+}
+
 fn check_docker(ctx: &Ctx, report: &mut Report) {
-    match docker::engine_version(ctx) {
+    let engine = engine::version(ctx);
+    match &engine {
         Ok(version) => report.ok("docker engine", format!("Docker Engine {version}")),
         Err(why) => report.warn(
             "docker engine",
@@ -77,9 +94,31 @@ fn check_docker(ctx: &Ctx, report: &mut Report) {
             "start or install Docker for --runtime docker; the local runtime works without it",
         ),
     }
-    match docker::compose_frontend(ctx) {
+    if engine.is_ok() {
+        let services: Vec<_> = ctx.stack.services.iter().collect();
+        match images::preflight(ctx, &services, false) {
+            Ok(()) => report.ok("image prerequisites", "every image can be built"),
+            Err(why) => report.warn(
+                "image prerequisites",
+                format!("{why:#}"),
+                "until then `demo` falls back to the local runtime",
+            ),
+        }
+        let debootstrap = which::which("debootstrap");
+        match debootstrap {
+            Ok(path) => report.ok("debootstrap", path.display().to_string()),
+            Err(_) => report.ok(
+                "debootstrap",
+                format!(
+                    "not installed (needed only when no {} image can be had)",
+                    mlflow_base::PYTHON_BASE
+                ),
+            ),
+        }
+    }
+    match engine::compose_frontend(ctx) {
         Ok(command) => {
-            let version = docker::compose_version(ctx, &command).unwrap_or_default();
+            let version = engine::compose_version(ctx, &command).unwrap_or_default();
             let kind = if command.len() == 1 {
                 " (legacy front-end)"
             } else {
@@ -132,7 +171,7 @@ fn check_services(ctx: &Ctx, runtime: &dyn Runtime, report: &mut Report) -> Resu
                 }
             }
         } else if ports::in_use(port) {
-            let holders = ports::holders(port);
+            let holders = ports::holders(&ctx.runner, port);
             let kill = holders
                 .iter()
                 .map(|h| h.pid.to_string())
@@ -156,7 +195,7 @@ fn check_services(ctx: &Ctx, runtime: &dyn Runtime, report: &mut Report) -> Resu
 fn check_images(ctx: &Ctx, report: &mut Report) {
     for service in &ctx.stack.services {
         let image = service.versioned_image();
-        if docker::image_inspect(ctx, &image, "{{.Id}}").is_some() {
+        if engine::image_exists(ctx, &image) {
             report.ok(format!("{} image", service.name), image);
         } else {
             report.fail(
@@ -172,11 +211,12 @@ fn check_models(ctx: &Ctx, report: &mut Report) {
     for api in ctx.stack.apis() {
         let dir = ctx.model_dir(api);
         let check = format!("{} model", api.name);
-        if dir.join("model.json").is_file() {
-            let metrics: serde_json::Value = std::fs::read(dir.join("metrics.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or_default();
+        if ctx.model_file(api).is_file() {
+            let metrics: serde_json::Value =
+                std::fs::read(ctx.model_file(api).with_file_name("metrics.json"))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .unwrap_or_default();
             let version = metrics["model_version"]
                 .as_str()
                 .unwrap_or("unknown version");
@@ -215,13 +255,8 @@ fn check_python(ctx: &Ctx, report: &mut Report) {
 
 /// Free bytes on the file system holding `path`.
 fn free_bytes(path: &Path) -> Option<u64> {
-    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
-    // SAFETY: statvfs fills the struct we pass; the path is a valid C string.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
-        return None;
-    }
-    Some(stat.f_bavail as u64 * stat.f_frsize as u64)
+    let stat = rustix::fs::statvfs(path).ok()?;
+    Some(stat.f_bavail * stat.f_frsize)
 }
 
 fn check_disk(ctx: &Ctx, report: &mut Report) {
@@ -253,9 +288,10 @@ impl Doctor {
                 .plan("doctor only reads: it would run the checks below");
         }
         let mut report = Report::default();
+        check_toolchain(ctx, &mut report);
         check_docker(ctx, &mut report);
         check_services(ctx, runtime, &mut report)?;
-        if runtime.name() == "docker" {
+        if runtime.kind() == RuntimeKind::Docker {
             check_images(ctx, &mut report);
         }
         check_models(ctx, &mut report);

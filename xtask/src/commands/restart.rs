@@ -3,16 +3,16 @@
 use anyhow::Result;
 
 use crate::ctx::Ctx;
+use crate::lifecycle;
 use crate::runtime::Runtime;
-use crate::up;
 
 /// Restart one service and wait until it is healthy again.
 #[derive(clap::Args, Debug)]
 pub struct Restart {
-    /// Service or container name, e.g. `bankchurn` or `bankchurn-api`.
+    /// Service or container name, as `cargo xtask status` lists them.
     pub service: String,
     /// Seconds to wait for health.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
     pub timeout: u64,
 }
 
@@ -20,6 +20,6 @@ impl Restart {
     pub fn run(self, ctx: &Ctx, runtime: &mut dyn Runtime) -> Result<()> {
         let service = ctx.stack.get(&self.service)?;
         runtime.restart(ctx, service)?;
-        up::wait_healthy(ctx, runtime, &[service], self.timeout)
+        lifecycle::wait_healthy(ctx, runtime, &[service], self.timeout)
     }
 }

@@ -7,17 +7,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::build::binaries;
 use crate::ctx::Ctx;
 use crate::runner::Step;
 use crate::stack::Service;
-use crate::{binaries, http, status};
+use crate::{http, poll, report};
 
 /// Measure train time, model load time, idle memory, and /predict under load (needs `wrk`).
 #[derive(clap::Args, Debug)]
 pub struct Bench {
-    /// The API to load-test.
-    #[arg(long, default_value = "bankchurn")]
-    pub service: String,
+    /// The API to load-test [default: the first API of the stack].
+    #[arg(long)]
+    pub service: Option<String>,
     /// Concurrent connections.
     #[arg(long, default_value_t = 32)]
     pub connections: u32,
@@ -116,7 +117,10 @@ fn model_load_time(log: &Path) -> String {
 
 impl Bench {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
-        let target = ctx.stack.get(&self.service)?;
+        let target = match &self.service {
+            Some(name) => ctx.stack.get(name)?,
+            None => ctx.stack.apis().next().context("the stack has no API")?,
+        };
         anyhow::ensure!(target.is_api(), "{} is not a model API", target.name);
         let wrk = which::which("wrk")
             .context("the load generator `wrk` is not installed: `apt-get install wrk`")?;
@@ -151,7 +155,7 @@ impl Bench {
             .collect();
         println!(
             "{}",
-            status::table(
+            report::table(
                 &["SERVICE", "ROWS", "TRAIN", "MODEL LOAD", "IDLE RSS"],
                 &rows
             )
@@ -200,7 +204,11 @@ impl Bench {
                 .arg(&models),
         )?;
         let train = started.elapsed();
-        let rows = std::fs::read_to_string(&data)?.lines().count() - 1;
+        // Data lines, without the header.
+        let rows = std::fs::read_to_string(&data)?
+            .lines()
+            .count()
+            .saturating_sub(1);
 
         let port = free_port()?;
         let url = format!("http://127.0.0.1:{port}");
@@ -211,22 +219,20 @@ impl Bench {
             .spawn_service(&serve, &log)?
             .context("a server process")?;
         let measured = (|| -> Result<(f64, Option<Load>)> {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while !http::healthy(&format!("{url}/health"), Duration::from_secs(1)) {
-                if Instant::now() > deadline {
-                    bail!("{} never became healthy; see {}", api.name, log.display());
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            let health = format!("{url}/health");
+            poll::until(Duration::from_secs(20), Duration::from_millis(20), || {
+                http::healthy(&health, Duration::from_secs(1)).then_some(())
+            })
+            .with_context(|| format!("{} never became healthy; see {}", api.name, log.display()))?;
             std::thread::sleep(Duration::from_millis(500));
-            let idle_mib = rss_mib(child.pids()[0]).unwrap_or(f64::NAN);
+            let idle_mib = rss_mib(child.pid()).unwrap_or(f64::NAN);
             let load = wrk
                 .map(|wrk| self.load_test(ctx, api, &url, wrk, dir))
                 .transpose()?;
             Ok((idle_mib, load))
         })();
-        let _ = child.kill();
-        let _ = child.wait();
+        ctx.runner
+            .stop_group(child.pid(), Duration::from_secs(5), Some(&child))?;
         let (idle_mib, load) = measured?;
         let measured = Measured {
             name: api.name.clone(),

@@ -1,33 +1,27 @@
-//! `cargo xtask down`: stop every service of the stack, MLflow included, and free the ports.
+//! `cargo xtask down`: stop every service of the stack, MLflow included, and free the ports;
+//! optionally delete the data and the images the toolkit built.
 
 use anyhow::{bail, Result};
 
+use crate::build::images;
 use crate::ctx::Ctx;
+use crate::engine;
 use crate::ports;
 use crate::runtime::Runtime;
 
-/// Stop the whole stack; mlruns/ (the MLflow store) and models/ are kept.
+/// Stop the whole stack; mlruns/ (the MLflow store) and models/ are kept unless asked.
 #[derive(clap::Args, Debug)]
 pub struct Down {
     /// Also delete the MLflow store (mlruns/) and the trained models (models/).
     #[arg(long)]
     pub volumes: bool,
-    /// Do not ask before deleting (needed with --volumes when there is no terminal).
-    #[arg(long, requires = "volumes")]
+    /// Also remove every image the toolkit built (`ml-mlops/*`, the bootstrapped Python base
+    /// included) and the leftovers of their builds.
+    #[arg(long)]
+    pub images: bool,
+    /// Do not ask before deleting (needed with --volumes or --images without a terminal).
+    #[arg(long)]
     pub yes: bool,
-}
-
-/// Asks on the terminal; without one, only `--yes` consents.
-fn confirmed(question: &str) -> Result<bool> {
-    use std::io::{BufRead, IsTerminal, Write};
-    if !std::io::stdin().is_terminal() {
-        bail!("{question}: refusing without a terminal to ask on; pass --yes to confirm");
-    }
-    eprint!("{question} [y/N] ");
-    std::io::stderr().flush()?;
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
-    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
 impl Down {
@@ -42,6 +36,9 @@ impl Down {
         runtime.stop_shared(ctx)?;
         if self.volumes {
             self.delete_data(ctx)?;
+        }
+        if self.images {
+            self.delete_images(ctx)?;
         }
         if ctx.dry_run() {
             return Ok(());
@@ -72,10 +69,7 @@ impl Down {
     fn delete_data(&self, ctx: &Ctx) -> Result<()> {
         let dirs = [ctx.mlruns_dir(), ctx.stack_dir.join("models")];
         let present: Vec<_> = dirs.iter().filter(|d| d.exists()).collect();
-        for dir in &present {
-            ctx.runner.plan(format!("rm -rf {}", dir.display()));
-        }
-        if ctx.dry_run() || present.is_empty() {
+        if present.is_empty() {
             return Ok(());
         }
         let shown: Vec<String> = present.iter().map(|d| ctx.show(d)).collect();
@@ -83,14 +77,37 @@ impl Down {
             "delete {} (the MLflow store and the trained models)",
             shown.join(" and ")
         );
-        if !self.yes && !confirmed(&question)? {
-            bail!("nothing deleted");
+        if !ctx.dry_run() {
+            ctx.reporter.confirm(&question, self.yes)?;
         }
         for dir in present {
-            std::fs::remove_dir_all(dir)
-                .map_err(|e| anyhow::anyhow!("cannot delete {}: {e}", dir.display()))?;
+            ctx.runner.remove_path(dir)?;
         }
-        ctx.reporter.info(format!("deleted {}", shown.join(", ")));
+        if !ctx.dry_run() {
+            ctx.reporter.info(format!("deleted {}", shown.join(", ")));
+        }
+        Ok(())
+    }
+
+    fn delete_images(&self, ctx: &Ctx) -> Result<()> {
+        if let Err(why) = engine::version(ctx) {
+            ctx.reporter.info(format!("no images to remove: {why:#}"));
+            return Ok(());
+        }
+        let built = images::built_by_us(ctx);
+        if !built.is_empty() && !ctx.dry_run() {
+            ctx.reporter.confirm(
+                &format!(
+                    "remove the images {} (rebuilding them takes minutes)",
+                    built.join(", ")
+                ),
+                self.yes,
+            )?;
+        }
+        images::remove(ctx, &built)?;
+        if !ctx.dry_run() && !built.is_empty() {
+            ctx.reporter.info(format!("removed {}", built.join(", ")));
+        }
         Ok(())
     }
 }

@@ -1,39 +1,28 @@
-//! `cargo xtask up`: build what is missing, train missing models, start the stack and wait
-//! until every service is healthy. `demo` and `restart` reuse this orchestration.
+//! Bringing the stack up and waiting for it: build what is missing, train missing models,
+//! start what is not running and healthy, and wait until every service answers healthy on its
+//! published port. `demo`, `up` and `restart` are made of these.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Result};
 
+use crate::build::binaries;
 use crate::ctx::Ctx;
 use crate::progress::Task;
 use crate::runner::Step;
 use crate::runtime::Runtime;
 use crate::stack::{Kind, Service};
-use crate::{binaries, http, ports};
+use crate::{http, poll, ports};
 
-/// Start the stack and wait until it is healthy (already healthy services are reused).
-#[derive(clap::Args, Debug)]
-pub struct Up {
-    #[command(flatten)]
-    pub options: UpOptions,
-}
-
+/// The options of every command that brings the stack up.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct UpOptions {
     /// Run the APIs without the MLflow server (e.g. when Python is not installed).
     #[arg(long)]
     pub no_mlflow: bool,
     /// Seconds each service gets to become healthy.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
     pub timeout: u64,
-}
-
-impl Up {
-    pub fn run(self, ctx: &Ctx, runtime: &mut dyn Runtime) -> Result<()> {
-        bring_up(ctx, runtime, &self.options)?;
-        Ok(())
-    }
 }
 
 /// The services `up` manages under these options, MLflow first.
@@ -48,11 +37,11 @@ pub fn selected<'a>(ctx: &'a Ctx, options: &UpOptions) -> Vec<&'a Service> {
 /// Generates a synthetic dataset and trains a model for each API that lacks one.
 pub fn ensure_models(ctx: &Ctx, apis: &[&Service]) -> Result<()> {
     for api in apis {
-        let data = ctx.data_path(api);
-        let model_dir = ctx.model_dir(api);
-        if model_dir.join("model.json").is_file() {
+        if ctx.model_file(api).is_file() {
             continue;
         }
+        let data = ctx.data_path(api);
+        let model_dir = ctx.model_dir(api);
         let binary = binaries::path(ctx, api).to_string_lossy().into_owned();
         ctx.reporter
             .run_task(format!("train {}", api.name), |task| {
@@ -163,7 +152,13 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-/// Polls every service's health until all answer healthy, one fails, or time runs out.
+/// How often a service is probed while it starts: the APIs are healthy milliseconds after
+/// their process starts.
+const PROBE_EVERY: Duration = Duration::from_millis(40);
+
+/// Polls every service's health URL through its published port until all answer healthy,
+/// one exits, or time runs out. Docker's own healthcheck is not waited for: it only runs
+/// every few seconds.
 pub fn wait_healthy(
     ctx: &Ctx,
     runtime: &mut dyn Runtime,
@@ -179,77 +174,66 @@ pub fn wait_healthy(
         }
         return Ok(());
     }
-    let timeout = Duration::from_secs(timeout_secs);
-    let started = Instant::now();
-    let mut pending: Vec<(&Service, Task)> = services
+    let mut pending: Vec<(&Service, Task, String)> = services
         .iter()
         .map(|s| {
-            (
-                *s,
-                ctx.reporter
-                    .task(format!("{} healthy at {}", s.name, ctx.health_url(s))),
-            )
+            let task = ctx
+                .reporter
+                .task(format!("{} healthy at {}", s.name, ctx.health_url(s)));
+            (*s, task, "it never answered".to_owned())
         })
         .collect();
-    while !pending.is_empty() {
+    let finished = poll::until(Duration::from_secs(timeout_secs), PROBE_EVERY, || {
+        if ctx.is_interrupted() {
+            return Some(Err(Interrupted.into()));
+        }
         let mut still = Vec::new();
-        for (service, task) in pending {
-            let answer = http::get(&ctx.health_url(service), Duration::from_secs(2));
-            // Ready when it answers healthy and the runtime (docker's healthcheck) agrees; the
-            // runtime is only asked once the service itself answers healthy.
-            let answers_healthy = answer.as_ref().is_ok_and(http::is_healthy);
-            let runtime_health = if answers_healthy {
-                runtime.state(ctx, service).ok().and_then(|s| s.health)
-            } else {
-                None
-            };
-            if answers_healthy && runtime_health.as_deref().is_none_or(|h| h == "healthy") {
-                task.done("");
-                continue;
-            }
-            if ctx.is_interrupted() {
-                task.fail("interrupted");
-                return Err(Interrupted.into());
-            }
-            let failure = if let Some(why) = runtime.exited(ctx, service) {
-                Some(why)
-            } else if started.elapsed() > timeout {
-                let last = match &answer {
-                    Ok(a) => format!("it last answered {}: {}", a.status, a.body.trim()),
-                    Err(e) => format!("it never answered ({e:#})"),
-                };
-                Some(format!("not healthy after {timeout_secs}s; {last}"))
-            } else {
-                None
-            };
-            match failure {
-                Some(why) => {
-                    task.fail(&why);
-                    let log = runtime.log_tail(ctx, service, 50);
-                    ctx.reporter
-                        .error(&format!("{} failed to start", service.name), &why);
-                    bail!(
-                        "{} did not become healthy: {why}\n--- last 50 lines of its log ---\n{log}\n---\nSee `cargo xtask logs {}` and `cargo xtask doctor`.",
-                        service.name,
-                        service.name
-                    );
+        for (service, task, last) in pending.drain(..) {
+            let answer = http::get(&ctx.health_url(service), Duration::from_secs(1));
+            match &answer {
+                Ok(a) if http::is_healthy(a) => {
+                    task.done("");
+                    continue;
                 }
-                None => {
-                    match (&answer, &runtime_health) {
-                        (Ok(a), Some(h)) => {
-                            task.set_message(format!("answered {}, container {h}", a.status))
-                        }
-                        (Ok(a), None) => task.set_message(format!("answered {}", a.status)),
-                        _ => {}
-                    }
-                    still.push((service, task));
-                }
+                Ok(a) => task.set_message(format!("answered {}", a.status)),
+                Err(_) => {}
             }
+            if let Some(why) = runtime.exited(ctx, service) {
+                return Some(Err(failed_to_start(ctx, runtime, service, task, &why)));
+            }
+            let last = match answer {
+                Ok(a) => format!("it last answered {}: {}", a.status, a.body.trim()),
+                Err(_) => last,
+            };
+            still.push((service, task, last));
         }
         pending = still;
-        if !pending.is_empty() {
-            std::thread::sleep(Duration::from_millis(150));
+        pending.is_empty().then_some(Ok(()))
+    });
+    match finished {
+        Some(result) => result,
+        None => {
+            let (service, task, last) = pending.remove(0);
+            let why = format!("not healthy after {timeout_secs}s; {last}");
+            Err(failed_to_start(ctx, runtime, service, task, &why))
         }
     }
-    Ok(())
+}
+
+fn failed_to_start(
+    ctx: &Ctx,
+    runtime: &dyn Runtime,
+    service: &Service,
+    task: Task,
+    why: &str,
+) -> anyhow::Error {
+    task.fail(why);
+    let log = runtime.log_tail(ctx, service, 50);
+    ctx.reporter
+        .error(&format!("{} failed to start", service.name), why);
+    anyhow::anyhow!(
+        "{} did not become healthy: {why}\n--- last 50 lines of its log ---\n{log}\n---\nSee `cargo xtask logs {}` and `cargo xtask doctor`.",
+        service.name,
+        service.name
+    )
 }

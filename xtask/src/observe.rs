@@ -1,20 +1,110 @@
-//! `cargo xtask smoke`: health of every service and one real prediction per API, with the
-//! answer checked field by field against `[smoke]` in the service's `service.toml`.
+//! What the stack looks like now, for either runtime: one row per service (`status`, `demo`)
+//! and the health and smoke checks (`health`, `smoke`, `demo`), each checked field by field
+//! against `[smoke]` in the service's `service.toml`.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use anyhow::{bail, Result};
+use anyhow::Result;
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::ctx::Ctx;
-use crate::http;
+use crate::runtime::Runtime;
 use crate::stack::{Expectation, Service};
+use crate::{http, report};
 
-/// Check health and one real prediction per API; one line per failed check.
-#[derive(clap::Args, Debug)]
-pub struct Smoke {
-    /// Only these services (default: all).
-    pub services: Vec<String>,
+#[derive(Debug, Serialize)]
+pub struct Row {
+    pub service: String,
+    pub container: String,
+    /// `running` or `stopped`.
+    pub state: String,
+    /// `healthy`, `unhealthy` or `unknown` (not running).
+    pub health: String,
+    /// As `docker ps` words it: `Up 3 minutes (healthy)`.
+    pub status: String,
+    pub ports: String,
+    pub url: String,
+}
+
+/// `5 seconds`, `3 minutes`, `2 hours`, as docker says it.
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    let (n, unit) = match s {
+        0..=1 => return "Less than a second".into(),
+        2..=59 => (s, "second"),
+        60..=3599 => (s / 60, "minute"),
+        3600..=86_399 => (s / 3600, "hour"),
+        _ => (s / 86_400, "day"),
+    };
+    if n == 1 {
+        format!("1 {unit}")
+    } else {
+        format!("{n} {unit}s")
+    }
+}
+
+pub fn row(ctx: &Ctx, runtime: &dyn Runtime, service: &Service) -> Result<Row> {
+    let state = runtime.state(ctx, service)?;
+    let health = match (&state.health, state.running) {
+        // Docker's own verdict, as `docker ps` shows it: healthy, unhealthy or starting.
+        (Some(h), true) => h.clone(),
+        (None, true) if http::healthy(&ctx.health_url(service), Duration::from_secs(2)) => {
+            "healthy".into()
+        }
+        (None, true) => "unhealthy".into(),
+        (_, false) => "unknown".into(),
+    };
+    let status = if state.running {
+        let up = state
+            .since
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .map_or_else(String::new, |d| format!(" {}", human(d)));
+        format!("Up{up} ({health})")
+    } else {
+        "Not running".into()
+    };
+    Ok(Row {
+        service: service.name.clone(),
+        container: service.container.clone(),
+        state: if state.running { "running" } else { "stopped" }.into(),
+        health,
+        status,
+        ports: state.ports,
+        url: ctx.url(service, ""),
+    })
+}
+
+pub fn rows(ctx: &Ctx, runtime: &dyn Runtime) -> Result<Vec<Row>> {
+    ctx.stack
+        .services
+        .iter()
+        .map(|s| row(ctx, runtime, s))
+        .collect()
+}
+
+pub fn render(rows: &[Row]) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.container.clone(),
+                r.status.clone(),
+                r.ports.clone(),
+                r.url.clone(),
+            ]
+        })
+        .collect();
+    report::table(&["NAMES", "STATUS", "PORTS", "URL"], &cells)
+}
+
+/// The table as markdown, for the GitHub step summary.
+pub fn markdown(rows: &[Row]) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| vec![r.container.clone(), r.status.clone(), r.url.clone()])
+        .collect();
+    report::markdown(&["service", "status", "url"], &cells)
 }
 
 /// One check's outcome.
@@ -69,7 +159,7 @@ fn check_field(answer: &Value, expect: &Expectation) -> Result<(), String> {
     Ok(())
 }
 
-fn health_check(ctx: &Ctx, service: &Service) -> Check {
+pub fn health_check(ctx: &Ctx, service: &Service) -> Check {
     let url = ctx.health_url(service);
     let result = match http::get(&url, Duration::from_secs(5)) {
         Ok(a) if http::is_healthy(&a) => Ok(format!("{} healthy", a.status)),
@@ -170,44 +260,30 @@ pub fn failed(checks: &[Check]) -> Vec<&str> {
 }
 
 pub fn summary(checks: &[Check]) -> String {
-    let mut md = String::from("| check | result |\n|---|---|\n");
-    for c in checks {
-        let result = match &c.result {
-            Ok(d) => format!("✅ {d}"),
-            Err(e) => format!("❌ {e}"),
-        };
-        md.push_str(&format!(
-            "| {} | {} |\n",
-            c.name,
-            result.replace('|', "\\|")
-        ));
-    }
-    md
+    let rows: Vec<Vec<String>> = checks
+        .iter()
+        .map(|c| {
+            let result = match &c.result {
+                Ok(d) => format!("✅ {d}"),
+                Err(e) => format!("❌ {e}"),
+            };
+            vec![c.name.clone(), result]
+        })
+        .collect();
+    report::markdown(&["check", "result"], &rows)
 }
-
-impl Smoke {
-    pub fn run(self, ctx: &Ctx) -> Result<()> {
-        let services = ctx.stack.select(&self.services)?;
-        let checks = run_checks(ctx, &services);
-        ctx.reporter
-            .summary(&format!("### Smoke checks\n\n{}", summary(&checks)));
-        let failed = failed(&checks);
-        if !failed.is_empty() {
-            bail!(
-                "{} of {} smoke checks failed: {}. Is the stack up (`cargo xtask status`)?",
-                failed.len(),
-                checks.len(),
-                failed.join("; ")
-            );
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn durations_read_like_docker_ps() {
+        assert_eq!(human(Duration::from_secs(1)), "Less than a second");
+        assert_eq!(human(Duration::from_secs(45)), "45 seconds");
+        assert_eq!(human(Duration::from_secs(60)), "1 minute");
+        assert_eq!(human(Duration::from_secs(7300)), "2 hours");
+    }
 
     fn expect(text: &str) -> Expectation {
         toml::from_str(text).unwrap()

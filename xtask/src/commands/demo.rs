@@ -5,9 +5,9 @@
 use anyhow::{bail, Result};
 
 use crate::ctx::Ctx;
+use crate::lifecycle::{self, UpOptions};
+use crate::observe;
 use crate::runtime::Runtime;
-use crate::up::{self, UpOptions};
-use crate::{smoke, status};
 
 /// Build, train, start and verify the whole stack, then leave it running.
 #[derive(clap::Args, Debug)]
@@ -18,21 +18,21 @@ pub struct Demo {
 
 impl Demo {
     pub fn run(self, ctx: &Ctx, runtime: &mut dyn Runtime) -> Result<()> {
-        up::bring_up(ctx, runtime, &self.options)?;
-        let services = up::selected(ctx, &self.options);
-        let checks = smoke::run_checks(ctx, &services);
+        lifecycle::bring_up(ctx, runtime, &self.options)?;
+        let services = lifecycle::selected(ctx, &self.options);
+        let checks = observe::run_checks(ctx, &services);
         if ctx.dry_run() {
             return Ok(());
         }
-        let rows = status::rows(ctx, runtime)?;
-        println!("\n{}", status::render(&rows));
+        let rows = observe::rows(ctx, runtime)?;
+        println!("\n{}", observe::render(&rows));
         ctx.reporter.summary(&format!(
             "### Demo stack ({} runtime)\n\n{}\n{}",
             runtime.name(),
-            status::markdown(&rows),
-            smoke::summary(&checks)
+            observe::markdown(&rows),
+            observe::summary(&checks)
         ));
-        let failed = smoke::failed(&checks);
+        let failed = observe::failed(&checks);
         if !failed.is_empty() {
             bail!(
                 "the stack is up but smoke checks failed: {}. Inspect with `cargo xtask logs`, stop with `cargo xtask down`",

@@ -1,17 +1,32 @@
-//! The one place that spawns processes. Commands describe what to run as [`Step`]s; the
-//! [`Runner`] prints them under `--dry-run`, echoes them with `-v`, captures their output and,
-//! on failure, reports the command and the tail of what it printed. duct does the spawning.
+//! The one place that starts and signals processes, and that changes files for a plan.
+//! Commands describe what to run as [`Step`]s; the [`Runner`] prints them under `--dry-run`,
+//! echoes them with `-v`, captures their output and, on failure, reports the command and the
+//! tail of what it printed.
+//!
+//! Two crates do the work: duct for captured runs (stdout and stderr interleaved, as printed)
+//! and background services (their own process group, output to a log file); xshell for
+//! foreground commands and queries, and for file and directory work. Signals go through
+//! rustix. Clippy's `disallowed-methods` keeps every other module from spawning or signalling.
+
+#![allow(clippy::disallowed_methods)] // the one module allowed to spawn and signal
+
+mod process;
 
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use rustix::process::{Pid, Signal};
+use xshell::Shell;
 
 use crate::progress::Reporter;
+
+const SIGINT: i32 = Signal::INT.as_raw();
 
 /// A program to run: what, with which arguments, where, and with which extra environment.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,6 +75,18 @@ impl Step {
     pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cwd = Some(dir.into());
         self
+    }
+
+    /// The step as an xshell command (no shell: every argument stays one argument).
+    fn command<'a>(&self, shell: &'a Shell) -> xshell::Cmd<'a> {
+        let mut command = shell.cmd(&self.program).args(&self.args);
+        if let Some(dir) = &self.cwd {
+            shell.change_dir(dir);
+        }
+        for (k, v) in &self.env {
+            command = command.env(k, v);
+        }
+        command
     }
 
     /// The step as a duct expression (stdio left to the caller).
@@ -135,6 +162,37 @@ pub struct Runner {
     pub aliases: PathAliases,
 }
 
+/// A service started in the background by [`Runner::spawn_service`]: the leader of its own
+/// process group.
+pub struct Background {
+    handle: duct::Handle,
+}
+
+impl Background {
+    pub fn pid(&self) -> u32 {
+        self.handle.pids()[0]
+    }
+
+    /// Why it has exited already (and reaps it), or `None` while it runs.
+    pub fn exited(&self) -> Option<String> {
+        match self.handle.try_wait() {
+            Ok(Some(output)) => Some(format!("the process exited ({})", output.status)),
+            _ => None,
+        }
+    }
+}
+
+/// How [`Runner::stop_group`] ended a process group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Nothing of the group was alive.
+    AlreadyGone,
+    /// It exited after SIGTERM.
+    Terminated,
+    /// It ignored SIGTERM for the grace period and was killed.
+    Killed,
+}
+
 impl Runner {
     fn announce(&self, step: &Step) {
         let line = step.display(&self.aliases);
@@ -184,11 +242,11 @@ impl Runner {
     pub fn query(&self, step: &Step) -> Result<Output> {
         self.reporter
             .detail(format!("$ {}", step.display(&self.aliases)));
-        step.expression()
-            .stdin_null()
-            .stdout_capture()
-            .stderr_capture()
-            .run()
+        let shell = Shell::new()?;
+        step.command(&shell)
+            .quiet()
+            .ignore_status()
+            .output()
             .with_context(|| cannot_run(step))
     }
 
@@ -201,20 +259,18 @@ impl Runner {
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
-    /// Runs `step` with the terminal attached (`logs -f`); fails on a non-zero exit.
+    /// Runs `step` in the foreground with the terminal attached (`logs -f`); fails on a
+    /// non-zero exit, except the one Ctrl-C causes.
     pub fn run_attached(&self, step: &Step) -> Result<()> {
         self.announce(step);
         if self.dry_run {
             return Ok(());
         }
-        let status = step
-            .expression()
-            .run()
-            .with_context(|| cannot_run(step))?
-            .status;
-        // Ctrl-C is how a user ends `logs -f`: not a failure.
-        let interrupted = status.code() == Some(130)
-            || std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGINT);
+        let shell = Shell::new()?;
+        let status = std::process::Command::from(step.command(&shell))
+            .status()
+            .with_context(|| cannot_run(step))?;
+        let interrupted = status.code() == Some(130) || status.signal() == Some(SIGINT);
         if !status.success() && !interrupted {
             bail!("`{}` failed ({status})", step.display(&self.aliases));
         }
@@ -224,7 +280,7 @@ impl Runner {
     /// Starts a long-running service in its own process group (so stopping it reaches its
     /// children too, and a Ctrl-C at the terminal does not), output appended to `log`.
     /// Returns `None` under `--dry-run`.
-    pub fn spawn_service(&self, step: &Step, log: &Path) -> Result<Option<duct::Handle>> {
+    pub fn spawn_service(&self, step: &Step, log: &Path) -> Result<Option<Background>> {
         self.announce(step);
         if self.dry_run {
             return Ok(None);
@@ -248,7 +304,99 @@ impl Runner {
             })
             .start()
             .with_context(|| format!("cannot start `{}`", step.display(&self.aliases)))?;
-        Ok(Some(handle))
+        Ok(Some(Background { handle }))
+    }
+
+    /// Sends `signal` to every process of the group `pgid`.
+    pub fn signal_group(&self, pgid: u32, signal: Signal) -> Result<()> {
+        let pid = i32::try_from(pgid)
+            .ok()
+            .and_then(Pid::from_raw)
+            .with_context(|| format!("{pgid} is not a process group id"))?;
+        rustix::process::kill_process_group(pid, signal)
+            .with_context(|| format!("cannot signal process group {pgid}"))
+    }
+
+    /// Stops the process group `pgid`: SIGTERM, then SIGKILL if it is still alive after
+    /// `grace`. `child` is reaped when given (it is ours, started by this invocation).
+    pub fn stop_group(
+        &self,
+        pgid: u32,
+        grace: Duration,
+        child: Option<&Background>,
+    ) -> Result<Stopped> {
+        let reap = || {
+            if let Some(child) = child {
+                let _ = child.handle.try_wait();
+            }
+        };
+        reap();
+        if !self.group_alive(pgid) {
+            return Ok(Stopped::AlreadyGone);
+        }
+        // The group may vanish between the check and the signal: that is success too.
+        let _ = self.signal_group(pgid, Signal::TERM);
+        let gone = crate::poll::until(grace, Duration::from_millis(25), || {
+            reap();
+            (!self.group_alive(pgid)).then_some(())
+        });
+        if gone.is_some() {
+            return Ok(Stopped::Terminated);
+        }
+        let _ = self.signal_group(pgid, Signal::KILL);
+        if let Some(child) = child {
+            let _ = child.handle.wait();
+        }
+        Ok(Stopped::Killed)
+    }
+
+    /// Creates `dir` and its parents (planned under `--dry-run`).
+    pub fn create_dir(&self, dir: &Path) -> Result<()> {
+        self.plan(format!("mkdir -p {}", dir.display()));
+        if !self.dry_run {
+            Shell::new()?.create_dir(dir)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a file or a whole directory, if present (planned under `--dry-run`).
+    pub fn remove_path(&self, path: &Path) -> Result<()> {
+        self.plan(format!("rm -rf {}", path.display()));
+        if !self.dry_run {
+            Shell::new()?.remove_path(path)?;
+        }
+        Ok(())
+    }
+
+    /// Writes `contents` to `path`, creating its folder (planned under `--dry-run`).
+    pub fn write_file(&self, path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
+        self.plan(format!("write {}", path.display()));
+        if !self.dry_run {
+            Shell::new()?.write_file(path, contents)?;
+        }
+        Ok(())
+    }
+
+    /// Hard-links `from` to `to`, or copies it where links cannot be made (another file
+    /// system).
+    pub fn link_or_copy(&self, from: &Path, to: &Path) -> Result<()> {
+        if self.dry_run {
+            return Ok(());
+        }
+        let shell = Shell::new()?;
+        if shell.hard_link(from, to).is_err() {
+            shell.copy_file(from, to)?;
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    pub fn for_tests() -> Self {
+        Self {
+            dry_run: false,
+            reporter: Arc::new(Reporter::new(-1)),
+            aliases: PathAliases::default(),
+        }
     }
 }
 

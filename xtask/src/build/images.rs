@@ -1,0 +1,288 @@
+//! The stack's container images, with no registry needed.
+//!
+//! - APIs: the workspace is built once on the host, statically linked, and each binary is
+//!   packaged alone `FROM scratch`.
+//! - MLflow: from the base and wheelhouse of [`mlflow_base`], built with `--network none`.
+//!
+//! Each image carries a label with a SHA-256 of what it is built from; an image whose inputs
+//! have not changed is not built again (nor its 190 MB context sent to the engine).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::{binaries, mlflow_base, sha256_hex};
+use crate::ctx::Ctx;
+use crate::engine;
+use crate::runner::Step;
+use crate::stack::{Kind, Service, IMAGE_PREFIX};
+
+/// The label holding a fingerprint of everything an image is built from.
+const INPUTS_LABEL: &str = "io.ml-mlops.inputs";
+/// Set on the intermediate stage of multi-stage builds, so the untagged image the legacy
+/// builder leaves behind can be removed.
+const STAGE_LABEL: &str = "io.ml-mlops.stage=build";
+
+/// What the images are labelled and tagged with.
+pub struct Revision {
+    /// Where the source lives: the `origin` remote, else the checkout's path.
+    pub source: String,
+    /// Short commit id, `-dirty` when the tree has changes.
+    pub tag: String,
+    pub commit: String,
+    /// The commit's time: images built twice from one commit are identical.
+    pub created: String,
+}
+
+pub fn revision(ctx: &Ctx) -> Revision {
+    let git = |args: &[&str]| {
+        ctx.runner
+            .query_stdout(&Step::new("git").args(args).cwd(&ctx.root))
+    };
+    let commit = git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let dirty =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    let short: String = commit.chars().take(12).collect();
+    let source = git(&["remote", "get-url", "origin"])
+        .unwrap_or_else(|| format!("file://{}", ctx.root.display()));
+    Revision {
+        source,
+        tag: if dirty {
+            format!("{short}-dirty")
+        } else {
+            short
+        },
+        commit,
+        created: git(&["log", "-1", "--format=%cI"])
+            .unwrap_or_else(|| "1970-01-01T00:00:00Z".into()),
+    }
+}
+
+fn dockerfile(ctx: &Ctx, service: &Service) -> PathBuf {
+    let own = service.dir.join("Dockerfile");
+    if own.is_file() {
+        own
+    } else {
+        ctx.root.join("services/serving/Dockerfile.api")
+    }
+}
+
+/// A SHA-256 of what the image is built from: the Dockerfile, and the binary or the lock.
+/// The git revision is left out on purpose: a commit that changes neither needs no new image.
+fn inputs_fingerprint(ctx: &Ctx, service: &Service) -> Result<String> {
+    let read = |path: &Path| {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let mut bytes = read(&dockerfile(ctx, service))?;
+    match service.kind {
+        Kind::Api => bytes.extend(read(&binaries::path(ctx, service))?),
+        Kind::Mlflow => bytes.extend(read(&service.dir.join("requirements.lock"))?),
+    }
+    Ok(sha256_hex(&bytes))
+}
+
+/// Whether the image exists and was built from the current inputs.
+fn is_current(ctx: &Ctx, service: &Service, inputs: &str) -> bool {
+    let label = format!("{{{{index .Config.Labels \"{INPUTS_LABEL}\"}}}}");
+    engine::image_inspect(ctx, &service.versioned_image(), &label).as_deref() == Some(inputs)
+}
+
+/// Checks in seconds what building `services`' images needs beyond cargo: for an MLflow
+/// image that must be (re)built, a Python base image and MLflow's wheels. With `may_pull`,
+/// a missing base is pulled if it can be.
+pub fn preflight(ctx: &Ctx, services: &[&Service], may_pull: bool) -> Result<()> {
+    for mlflow in services.iter().filter(|s| s.kind == Kind::Mlflow) {
+        let current = inputs_fingerprint(ctx, mlflow).is_ok_and(|i| is_current(ctx, mlflow, &i));
+        if !current {
+            mlflow_base::check_available(ctx, may_pull)?;
+            mlflow_base::check_wheelhouse(ctx, mlflow)?;
+        }
+    }
+    Ok(())
+}
+
+/// A fresh build context holding only what the image needs.
+fn stage(ctx: &Ctx, service: &Service, wheels: Option<&Path>) -> Result<PathBuf> {
+    let context = ctx.root.join("target/xtask/images").join(&service.name);
+    ctx.runner.remove_path(&context)?;
+    ctx.runner.create_dir(&context)?;
+    if ctx.dry_run() {
+        return Ok(context);
+    }
+    ctx.runner
+        .link_or_copy(&dockerfile(ctx, service), &context.join("Dockerfile"))?;
+    match service.kind {
+        Kind::Api => ctx
+            .runner
+            .link_or_copy(&binaries::path(ctx, service), &context.join("app"))?,
+        Kind::Mlflow => {
+            ctx.runner.link_or_copy(
+                &service.dir.join("requirements.lock"),
+                &context.join("requirements.lock"),
+            )?;
+            let dest = context.join("wheelhouse");
+            ctx.runner.create_dir(&dest)?;
+            let wheels = wheels.context("MLflow needs its wheelhouse")?;
+            for entry in std::fs::read_dir(wheels)?.flatten() {
+                if entry.path().extension().is_some_and(|e| e == "whl") {
+                    ctx.runner
+                        .link_or_copy(&entry.path(), &dest.join(entry.file_name()))?;
+                }
+            }
+        }
+    }
+    Ok(context)
+}
+
+fn build_step(
+    service: &Service,
+    context: &Path,
+    revision: &Revision,
+    base: Option<&str>,
+    inputs: &str,
+) -> Step {
+    let label = |k: &str, v: &str| format!("org.opencontainers.image.{k}={v}");
+    let mut step = Step::new("docker")
+        .args(["build", "--tag", &service.versioned_image(), "--tag"])
+        .arg(format!("{}:{}", service.image(), revision.tag))
+        .args(["--label", &format!("{INPUTS_LABEL}={inputs}")])
+        .args(["--label", &label("title", &service.title)])
+        .args(["--label", &label("source", &revision.source)])
+        .args(["--label", &label("revision", &revision.commit)])
+        .args(["--label", &label("version", env!("CARGO_PKG_VERSION"))])
+        .args(["--label", &label("created", &revision.created)]);
+    if let Some(base) = base {
+        step = step
+            .args(["--network", "none", "--build-arg"])
+            .arg(format!("BASE_IMAGE={base}"));
+    }
+    step.arg(context).env("DOCKER_BUILDKIT", "0")
+}
+
+/// The untagged intermediate images of multi-stage builds: the legacy builder keeps them.
+fn remove_build_stages(ctx: &Ctx) -> Result<()> {
+    ctx.runner.run(&Step::new("docker").args([
+        "image",
+        "prune",
+        "--force",
+        "--filter",
+        &format!("label={STAGE_LABEL}"),
+    ]))?;
+    Ok(())
+}
+
+pub fn size_of(ctx: &Ctx, image: &str) -> String {
+    engine::image_inspect(ctx, image, "{{.Size}}")
+        .and_then(|bytes| bytes.parse::<f64>().ok())
+        .map_or_else(|| "?".into(), |b| format!("{:.1} MB", b / 1e6))
+}
+
+/// Builds one image unless one from the same inputs exists; `Ok(false)` when it was current.
+fn build_one(ctx: &Ctx, service: &Service, revision: &Revision) -> Result<bool> {
+    // Under --dry-run the binary may not be built yet: then the plan shows a build.
+    let inputs = inputs_fingerprint(ctx, service);
+    if inputs.as_ref().is_ok_and(|i| is_current(ctx, service, i)) {
+        ctx.runner
+            .plan(format!("{} is up to date", service.versioned_image()));
+        // Still make sure the revision tag points at it.
+        ctx.runner.run(&Step::new("docker").args([
+            "tag",
+            &service.versioned_image(),
+            &format!("{}:{}", service.image(), revision.tag),
+        ]))?;
+        return Ok(false);
+    }
+    let inputs = match inputs {
+        Ok(inputs) => inputs,
+        Err(_) if ctx.dry_run() => "<sha256 of the inputs>".to_owned(),
+        Err(e) => return Err(e),
+    };
+    let (base, wheels) = match service.kind {
+        Kind::Mlflow => (
+            Some(mlflow_base::ensure(ctx)?),
+            Some(mlflow_base::wheelhouse(ctx, service)?),
+        ),
+        Kind::Api => (None, None),
+    };
+    let context = stage(ctx, service, wheels.as_deref())?;
+    ctx.runner.run(&build_step(
+        service,
+        &context,
+        revision,
+        base.as_deref(),
+        &inputs,
+    ))?;
+    if base.is_some() {
+        remove_build_stages(ctx)?;
+    }
+    Ok(true)
+}
+
+/// Builds the images of `services`, in parallel where it can; returns the revision they are
+/// tagged with.
+pub fn build(ctx: &Ctx, services: &[&Service]) -> Result<Revision> {
+    let apis: Vec<&Service> = services.iter().copied().filter(|s| s.is_api()).collect();
+    binaries::build(ctx, &apis)?;
+    let revision = revision(ctx);
+    let results: Vec<(String, Result<()>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = services
+            .iter()
+            .map(|&service| {
+                let revision = &revision;
+                scope.spawn(move || {
+                    let result = ctx.reporter.run_task(
+                        format!("image {}", service.versioned_image()),
+                        |task| {
+                            if !build_one(ctx, service, revision)? {
+                                task.note("up to date");
+                            }
+                            Ok(())
+                        },
+                    );
+                    (service.name.clone(), result)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a build thread panicked"))
+            .collect()
+    });
+    let mut failed = Vec::new();
+    for (name, result) in results {
+        if let Err(e) = result {
+            ctx.reporter
+                .error(&format!("image {name}"), &format!("{e:#}"));
+            failed.push(format!("{name}: {e:#}"));
+        }
+    }
+    if !failed.is_empty() {
+        bail!("image builds failed:\n{}", failed.join("\n"));
+    }
+    Ok(revision)
+}
+
+/// Every image the toolkit has built or bootstrapped (`ml-mlops/*`, any tag), and the
+/// intermediate build stages.
+pub fn built_by_us(ctx: &Ctx) -> Vec<String> {
+    let list = Step::new("docker").args([
+        "images",
+        "--format",
+        "{{.Repository}}:{{.Tag}}",
+        "--filter",
+        &format!("reference={IMAGE_PREFIX}/*"),
+    ]);
+    ctx.runner
+        .query_stdout(&list)
+        .map(|text| text.lines().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// Removes the images of [`built_by_us`] and the leftover build stages.
+pub fn remove(ctx: &Ctx, images: &[String]) -> Result<()> {
+    if !images.is_empty() {
+        ctx.runner
+            .run(&Step::new("docker").args(["rmi", "--force"]).args(images))?;
+    }
+    remove_build_stages(ctx)
+}

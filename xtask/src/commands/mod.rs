@@ -1,0 +1,16 @@
+//! One module per command, named after it: its arguments and what it does. Commands compose
+//! the shared parts beside this folder; no command imports another.
+
+pub mod bench;
+pub mod completions;
+pub mod compose;
+pub mod demo;
+pub mod doctor;
+pub mod down;
+pub mod health;
+pub mod images;
+pub mod logs;
+pub mod restart;
+pub mod smoke;
+pub mod status;
+pub mod up;

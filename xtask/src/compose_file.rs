@@ -1,0 +1,354 @@
+//! `compose/docker-compose.demo.yml`, generated from the stack's `service.toml` files as typed
+//! structs serialized to YAML. A test regenerates it and fails when the committed file
+//! differs, so they cannot drift.
+//!
+//! The file works with both compose front-ends: the v2 plugin and Debian's docker-compose 1.29
+//! (hence no top-level `name:`; the project name is passed with `-p`).
+
+use std::collections::BTreeMap;
+
+use serde::{Serialize, Serializer};
+
+use crate::mlflow;
+use crate::stack::{Kind, Service, Stack};
+
+pub const FILE: &str = "compose/docker-compose.demo.yml";
+pub const PROJECT: &str = "ml-mlops";
+pub const NETWORK: &str = "ml-mlops-network";
+/// The unprivileged user every container runs as.
+pub const USER: &str = "10001:10001";
+/// Where the API images keep their binary, and MLflow its virtual environment.
+pub const API_BINARY: &str = "/app";
+pub const MLFLOW_VENV: &str = "/opt/mlflow";
+/// Where the MLflow container keeps its store (a volume from the stack directory).
+const MLRUNS: &str = "/mlruns";
+
+/// The environment variable that moves one service's host port (set by `--port-offset`).
+pub fn port_variable(service: &Service) -> String {
+    format!("{}_HOST_PORT", service.name.to_uppercase())
+}
+
+/// The whole file.
+#[derive(Serialize)]
+pub struct ComposeFile {
+    pub services: Ordered<ComposeService>,
+    pub networks: BTreeMap<String, Network>,
+}
+
+/// A map that keeps its insertion order (MLflow first, as the stack lists it).
+pub struct Ordered<T>(pub Vec<(String, T)>);
+
+impl<T: Serialize> Serialize for Ordered<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+#[derive(Serialize)]
+pub struct ComposeService {
+    pub image: String,
+    pub container_name: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    pub environment: BTreeMap<String, String>,
+    pub volumes: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub depends_on: BTreeMap<String, DependsOn>,
+    pub user: String,
+    pub read_only: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub security_opt: Vec<String>,
+    pub pids_limit: u32,
+    pub mem_limit: String,
+    pub ports: Vec<String>,
+    pub healthcheck: Healthcheck,
+    pub restart: String,
+    pub networks: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct DependsOn {
+    pub condition: String,
+}
+
+#[derive(Serialize)]
+pub struct Healthcheck {
+    pub test: Vec<String>,
+    pub interval: String,
+    pub timeout: String,
+    pub retries: u32,
+    pub start_period: String,
+}
+
+#[derive(Serialize)]
+pub struct Network {
+    pub name: String,
+}
+
+/// The container's health probe, exec form: scratch images have no shell.
+fn healthcheck(service: &Service) -> Healthcheck {
+    let url = format!(
+        "http://127.0.0.1:{}{}",
+        service.container_port, service.health_path
+    );
+    let probe = match service.kind {
+        Kind::Api => vec![API_BINARY.into(), "healthcheck".into(), "--url".into(), url],
+        Kind::Mlflow => vec![
+            format!("{MLFLOW_VENV}/bin/python"),
+            "-c".into(),
+            format!("import urllib.request; urllib.request.urlopen('{url}', timeout=3)"),
+        ],
+    };
+    // APIs are probed often (a cheap exec of the binary) so a crash is seen in seconds;
+    // MLflow's probe starts a Python interpreter, so less often. The toolkit itself waits on
+    // the published port, not on these.
+    let (interval, start_period) = match service.kind {
+        Kind::Api => ("2s", "5s"),
+        Kind::Mlflow => ("10s", "60s"),
+    };
+    Healthcheck {
+        test: [vec!["CMD".to_owned()], probe].concat(),
+        interval: interval.into(),
+        timeout: "3s".into(),
+        retries: 3,
+        start_period: start_period.into(),
+    }
+}
+
+fn service_entry(service: &Service, mlflow_service: &Service) -> ComposeService {
+    let stack_dir = "${XTASK_STACK_DIR:-..}";
+    let (command, environment, volumes, depends_on, tmpfs, pids, memory);
+    match service.kind {
+        Kind::Mlflow => {
+            command = mlflow::server_args(&mlflow::ServerSettings {
+                host: "0.0.0.0".into(),
+                port: service.container_port,
+                store: format!("{MLRUNS}/mlflow.db"),
+                artifacts: format!("{MLRUNS}/artifacts"),
+                // MLflow 3 rejects unknown Host headers: allow the names other containers use,
+                // and the host's loopback for any published port.
+                allowed_hosts: Some(format!(
+                    "{name},{name}:{port},{container},{container}:{port},localhost,localhost:*,127.0.0.1,127.0.0.1:*",
+                    name = service.name,
+                    container = service.container,
+                    port = service.container_port
+                )),
+            });
+            environment = mlflow::SERVER_ENV
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            volumes = vec![format!("{stack_dir}/mlruns:{MLRUNS}")];
+            depends_on = BTreeMap::new();
+            // Python writes its temporary files here; the root file system stays read-only.
+            tmpfs = vec!["/tmp".to_owned()];
+            (pids, memory) = (256, "1g");
+        }
+        Kind::Api => {
+            command = Vec::new();
+            environment = BTreeMap::from([
+                ("PORT".into(), service.container_port.to_string()),
+                ("MODEL_DIR".into(), "/models".into()),
+                ("LOG_FORMAT".into(), "json".into()),
+                (
+                    "MLFLOW_TRACKING_URI".into(),
+                    format!(
+                        "http://{}:{}",
+                        mlflow_service.name, mlflow_service.container_port
+                    ),
+                ),
+            ]);
+            volumes = vec![format!("{stack_dir}/models/{}:/models:ro", service.name)];
+            depends_on = BTreeMap::from([(
+                mlflow_service.name.clone(),
+                DependsOn {
+                    condition: "service_healthy".into(),
+                },
+            )]);
+            tmpfs = Vec::new();
+            (pids, memory) = (128, "256m");
+        }
+    }
+    ComposeService {
+        image: service.versioned_image(),
+        container_name: service.container.clone(),
+        command,
+        environment,
+        volumes,
+        depends_on,
+        user: USER.into(),
+        read_only: true,
+        tmpfs,
+        cap_drop: vec!["ALL".into()],
+        security_opt: vec!["no-new-privileges:true".into()],
+        pids_limit: pids,
+        mem_limit: memory.into(),
+        ports: vec![format!(
+            "127.0.0.1:${{{}:-{}}}:{}",
+            port_variable(service),
+            service.host_port,
+            service.container_port
+        )],
+        healthcheck: healthcheck(service),
+        restart: "unless-stopped".into(),
+        networks: vec![NETWORK.into()],
+    }
+}
+
+/// The compose file of `stack`.
+pub fn file(stack: &Stack) -> ComposeFile {
+    let mlflow_service = stack.mlflow();
+    ComposeFile {
+        services: Ordered(
+            stack
+                .services
+                .iter()
+                .map(|s| (s.name.clone(), service_entry(s, mlflow_service)))
+                .collect(),
+        ),
+        networks: BTreeMap::from([(
+            NETWORK.to_owned(),
+            Network {
+                name: NETWORK.into(),
+            },
+        )]),
+    }
+}
+
+/// The compose file's text.
+pub fn render(stack: &Stack) -> String {
+    let header = format!(
+        "# Generated from services/*/service.toml by `cargo xtask compose`; do not edit.\n\
+         # Run it through the toolkit (`cargo xtask up --runtime docker`), or by hand:\n\
+         #   docker compose -p {PROJECT} -f {FILE} up -d\n\
+         # Paths are relative to this file; XTASK_STACK_DIR and <SERVICE>_HOST_PORT move them.\n"
+    );
+    let body = serde_yaml_ng::to_string(&file(stack)).expect("the compose file serializes");
+    header + &body
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use serde_yaml_ng::Value;
+
+    use super::*;
+
+    fn stack() -> Stack {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        Stack::load(root).unwrap()
+    }
+
+    #[test]
+    fn the_committed_compose_file_matches_the_stack() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let expected = render(&stack());
+        let path = root.join(FILE);
+        let actual = std::fs::read_to_string(&path).unwrap_or_default();
+        if actual != expected {
+            if std::env::var_os("CI").is_some() {
+                panic!("{FILE} is out of date: run `cargo xtask compose` and commit it");
+            }
+            std::fs::write(&path, expected).unwrap();
+            panic!("{FILE} was out of date and has been regenerated: review and commit it");
+        }
+    }
+
+    /// Read back as compose reads it, not as we wrote it.
+    fn parsed() -> (Stack, Value) {
+        let stack = stack();
+        let yaml = serde_yaml_ng::from_str(&render(&stack)).unwrap();
+        (stack, yaml)
+    }
+
+    #[test]
+    fn every_service_keeps_its_published_name_port_and_network() {
+        let (stack, yaml) = parsed();
+        for s in &stack.services {
+            let entry = &yaml["services"][s.name.as_str()];
+            assert_eq!(entry["container_name"].as_str(), Some(s.container.as_str()));
+            assert_eq!(
+                entry["ports"][0].as_str().unwrap(),
+                format!(
+                    "127.0.0.1:${{{}:-{}}}:{}",
+                    port_variable(s),
+                    s.host_port,
+                    s.container_port
+                )
+            );
+            assert_eq!(entry["networks"][0].as_str(), Some(NETWORK));
+        }
+        assert_eq!(yaml["networks"][NETWORK]["name"].as_str(), Some(NETWORK));
+    }
+
+    #[test]
+    fn every_container_is_hardened() {
+        let (stack, yaml) = parsed();
+        for s in &stack.services {
+            let entry = &yaml["services"][s.name.as_str()];
+            let why = format!("{}: {entry:?}", s.name);
+            assert_eq!(entry["user"].as_str(), Some(USER), "{why}");
+            assert_eq!(entry["read_only"].as_bool(), Some(true), "{why}");
+            assert_eq!(entry["cap_drop"][0].as_str(), Some("ALL"), "{why}");
+            assert_eq!(
+                entry["security_opt"][0].as_str(),
+                Some("no-new-privileges:true"),
+                "{why}"
+            );
+            assert!(entry["pids_limit"].as_u64().is_some_and(|n| n > 0), "{why}");
+            assert!(entry["mem_limit"].as_str().is_some(), "{why}");
+            assert!(entry.get("privileged").is_none(), "{why}");
+            assert!(entry.get("network_mode").is_none(), "{why}");
+            assert!(
+                entry["ports"][0]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("127.0.0.1:"),
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn apis_listen_and_are_probed_on_their_declared_port() {
+        let (stack, yaml) = parsed();
+        for api in stack.apis() {
+            let entry = &yaml["services"][api.name.as_str()];
+            assert_eq!(
+                entry["environment"]["PORT"].as_str(),
+                Some(api.container_port.to_string().as_str())
+            );
+            let probe: Vec<&str> = entry["healthcheck"]["test"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            let url = format!("http://127.0.0.1:{}{}", api.container_port, api.health_path);
+            assert_eq!(probe, ["CMD", API_BINARY, "healthcheck", "--url", &url]);
+            assert_eq!(
+                entry["depends_on"][stack.mlflow().name.as_str()]["condition"].as_str(),
+                Some("service_healthy")
+            );
+        }
+    }
+
+    #[test]
+    fn values_that_need_quoting_survive_the_round_trip() {
+        let (stack, yaml) = parsed();
+        let mlflow = &yaml["services"][stack.mlflow().name.as_str()];
+        // `*` and `:` in one argument: YAML escapes, not Rust's.
+        assert!(mlflow["command"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|a| a.as_str().is_some_and(|a| a.contains("127.0.0.1:*"))));
+        assert_eq!(
+            mlflow["environment"]["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"].as_str(),
+            Some("false")
+        );
+    }
+}
