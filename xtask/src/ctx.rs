@@ -146,6 +146,22 @@ impl Ctx {
             .join(format!("{}.log", service.name))
     }
 
+    /// The global options that give a child `cargo xtask` this same context, where they
+    /// differ from the defaults.
+    pub fn global_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if self.stack_dir != self.root {
+            args.extend(["--stack-dir".into(), self.stack_dir.display().to_string()]);
+        }
+        if self.cache_dir != default_cache_dir() {
+            args.extend(["--cache-dir".into(), self.cache_dir.display().to_string()]);
+        }
+        if self.port_offset != 0 {
+            args.extend(["--port-offset".into(), self.port_offset.to_string()]);
+        }
+        args
+    }
+
     /// Shows a path with the `$ROOT`/`$STACK`/`$CACHE` placeholders.
     pub fn show(&self, path: &Path) -> String {
         self.runner.aliases.show(&path.to_string_lossy())

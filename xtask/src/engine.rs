@@ -1,7 +1,7 @@
 //! The Docker engine and its compose front-end: finding them, and asking about images. Shared
 //! by the docker runtime, the image builds and `doctor`.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::ctx::Ctx;
 use crate::runner::Step;
@@ -27,17 +27,30 @@ pub fn version(ctx: &Ctx) -> Result<String> {
     }
 }
 
-/// The compose front-end to use: the v2 plugin, else the legacy `docker-compose`. Found
-/// without running the legacy one, a Python program that takes 0.4 s just to start.
+/// The compose front-end to use: the v2 plugin, else the legacy `docker-compose`, unless
+/// `XTASK_COMPOSE` names one (`plugin` or `legacy`). Found without running the legacy one, a
+/// Python program that takes 0.4 s just to start.
 pub fn compose_frontend(ctx: &Ctx) -> Result<Vec<String>> {
-    let plugin = Step::new("docker").args(["compose", "version", "--short"]);
-    if ctx.runner.query_stdout(&plugin).is_some() {
-        return Ok(vec!["docker".into(), "compose".into()]);
+    let wanted = std::env::var("XTASK_COMPOSE").unwrap_or_default();
+    let plugin = || {
+        let version = Step::new("docker").args(["compose", "version", "--short"]);
+        ctx.runner
+            .query_stdout(&version)
+            .map(|_| vec!["docker".to_owned(), "compose".to_owned()])
+    };
+    let legacy = || {
+        which::which("docker-compose")
+            .ok()
+            .map(|_| vec!["docker-compose".to_owned()])
+    };
+    match wanted.as_str() {
+        "plugin" => plugin().context("XTASK_COMPOSE=plugin, but `docker compose` does not answer"),
+        "legacy" => legacy().context("XTASK_COMPOSE=legacy, but `docker-compose` is not installed"),
+        "" => plugin()
+            .or_else(legacy)
+            .context("neither `docker compose` nor `docker-compose` is installed"),
+        other => bail!("XTASK_COMPOSE={other:?}: use `plugin` or `legacy`"),
     }
-    if which::which("docker-compose").is_ok() {
-        return Ok(vec!["docker-compose".into()]);
-    }
-    bail!("neither `docker compose` nor `docker-compose` is installed")
 }
 
 /// The version of a compose front-end, for reports.

@@ -11,8 +11,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use commands::{
-    bench, completions, compose, demo, doctor, down, health, images, logs, restart, smoke, status,
-    up,
+    bench, ci, completions, compose, demo, doctor, down, health, images, logs, restart, smoke,
+    status, up,
 };
 use runtime::Purpose;
 
@@ -49,7 +49,9 @@ pub struct Cli {
     /// Less output: only results and errors.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
-    /// Where the stack runs: `auto` picks docker when an engine answers, else local.
+    /// Where the stack runs: `auto` picks docker when an engine answers and the images can be
+    /// built, else local. Docker uses the compose plugin, else docker-compose 1.29
+    /// (`XTASK_COMPOSE=plugin|legacy` chooses).
     #[arg(
         long,
         global = true,
@@ -92,6 +94,7 @@ enum Command {
     Images(images::Images),
     Bench(bench::Bench),
     Compose(compose::Compose),
+    Ci(ci::Ci),
     Completions(completions::Completions),
 }
 
@@ -127,6 +130,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Images(cmd) => cmd.run(ctx),
         Command::Bench(cmd) => cmd.run(ctx),
         Command::Compose(cmd) => cmd.run(ctx),
+        Command::Ci(cmd) => cmd.run(ctx),
         Command::Completions(cmd) => cmd.run(),
     }
 }

@@ -18,6 +18,9 @@ pub struct Reporter {
     mode: Mode,
     multi: MultiProgress,
     verbosity: i8,
+    /// Run as a step of `cargo xtask ci`, which groups the log itself: GitHub allows no
+    /// nested groups, so tasks print plain lines (annotations stay).
+    in_pipeline: bool,
 }
 
 /// `hh:mm:ss` UTC, for plain log lines.
@@ -46,6 +49,7 @@ impl Reporter {
             mode,
             multi: MultiProgress::new(),
             verbosity,
+            in_pipeline: std::env::var_os("XTASK_IN_PIPELINE").is_some(),
         }
     }
 
@@ -103,11 +107,11 @@ impl Reporter {
                 bar.enable_steady_tick(Duration::from_millis(100));
                 Some(bar)
             }
-            Mode::GitHub => {
+            Mode::GitHub if !self.in_pipeline => {
                 eprintln!("::group::{title}");
                 None
             }
-            Mode::Plain => {
+            Mode::Plain | Mode::GitHub => {
                 if self.verbosity >= 0 {
                     eprintln!("[{}] ▶ {title}", clock());
                 }
@@ -119,7 +123,11 @@ impl Reporter {
             note: RefCell::default(),
             bar,
             started: Instant::now(),
-            mode: self.mode,
+            mode: if self.in_pipeline && self.mode == Mode::GitHub {
+                Mode::Plain
+            } else {
+                self.mode
+            },
             quiet: self.verbosity < 0,
         }
     }
@@ -140,6 +148,19 @@ impl Reporter {
             Err(_) => task.fail("failed"),
         }
         result
+    }
+
+    /// Opens a section of the log for a long step (`ci`): a GitHub group under Actions, a
+    /// heading elsewhere. The section ends when the guard is dropped.
+    pub fn group(&self, title: impl Into<String>) -> Group {
+        let title = title.into();
+        match self.mode {
+            Mode::GitHub => eprintln!("::group::{title}"),
+            _ => self.line(&format!("━━ {title}")),
+        }
+        Group {
+            github: self.mode == Mode::GitHub,
+        }
     }
 
     /// Asks a yes/no question on the terminal before something destructive; without a
@@ -176,6 +197,19 @@ impl Reporter {
             {
                 let _ = writeln!(file, "{markdown}");
             }
+        }
+    }
+}
+
+/// A section of the log, ended on drop.
+pub struct Group {
+    github: bool,
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if self.github {
+            eprintln!("::endgroup::");
         }
     }
 }

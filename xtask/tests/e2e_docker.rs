@@ -53,6 +53,15 @@ fn images_demo_crash_recovery_restart_and_down() {
             "ml-mlops/{image} survived"
         );
     }
+    let dangling = || {
+        let mut ids: Vec<String> = docker(&["images", "--quiet", "--filter", "dangling=true"])
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        ids.sort();
+        ids
+    };
+    let dangling_before = dangling();
     let images = xtask(&stack, &["images"]);
     assert!(
         images.status.success(),
@@ -70,6 +79,11 @@ fn images_demo_crash_recovery_restart_and_down() {
             "the image table lacks {image}"
         );
     }
+    let left: Vec<String> = dangling()
+        .into_iter()
+        .filter(|id| !dangling_before.contains(id))
+        .collect();
+    assert!(left.is_empty(), "the build left untagged images: {left:?}");
     let api_size: f64 = docker(&[
         "image",
         "inspect",
@@ -148,8 +162,11 @@ fn images_demo_crash_recovery_restart_and_down() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    let started = Instant::now();
     let restart = xtask(&stack, &["restart", "carvision"]);
+    let took = started.elapsed();
     assert!(restart.status.success(), "{}", stderr(&restart));
+    eprintln!("MEASURED: `restart carvision` to healthy took {took:.2?}");
 
     let down = xtask(&stack, &["down"]);
     assert!(down.status.success(), "{}", stderr(&down));

@@ -2,6 +2,7 @@
 //! the shared parts beside this folder; no command imports another.
 
 pub mod bench;
+pub mod ci;
 pub mod completions;
 pub mod compose;
 pub mod demo;

@@ -8,6 +8,8 @@ use std::process::{Child, Command, Output, Stdio};
 pub struct Stack {
     pub dir: tempfile::TempDir,
     pub port_offset: u16,
+    /// The workspace xtask works on (found from its current directory) when not this one.
+    pub workspace: Option<PathBuf>,
 }
 
 /// A port offset whose five ports (5000, 8001-8003 plus the dashboard's 8501) are all free.
@@ -33,6 +35,7 @@ impl Default for Stack {
         Self {
             dir: tempfile::tempdir().unwrap(),
             port_offset: free_offset(),
+            workspace: None,
         }
     }
 }
@@ -80,6 +83,9 @@ impl Stack {
             .env("XTASK_PORT_OFFSET", self.port_offset.to_string())
             .env_remove("GITHUB_ACTIONS")
             .env_remove("CARGO_TARGET_DIR");
+        if let Some(workspace) = &self.workspace {
+            command.current_dir(workspace);
+        }
         command
     }
 
@@ -149,4 +155,12 @@ pub fn interrupt(child: &Child) {
 
 pub fn port_free(port: u16) -> bool {
     std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// Whether a Docker engine answers here.
+pub fn docker_answers() -> bool {
+    Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }

@@ -1,0 +1,148 @@
+//! "Adding a service is adding a folder": a copy of the workspace gets a fourth API folder,
+//! with nothing else edited, and every command that lists the stack includes it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{stderr, stdout, Stack};
+
+const NAME: &str = "fraud";
+
+/// A copy of this workspace's sources (tracked and new files, not `target/`) with the
+/// fixture service added as `services/fraud`.
+fn workspace_with_new_service() -> tempfile::TempDir {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    let listed = std::process::Command::new("git")
+        .args([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(listed.status.success());
+    for file in listed.stdout.split(|&b| b == 0).filter(|f| !f.is_empty()) {
+        let relative = PathBuf::from(String::from_utf8_lossy(file).into_owned());
+        let from = root.join(&relative);
+        if !from.is_file() {
+            continue; // deleted in the work tree
+        }
+        let to = copy.path().join(&relative);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&from, &to).unwrap();
+    }
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/new_service");
+    copy_tree(&fixture, &copy.path().join("services").join(NAME));
+    copy
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+#[allow(clippy::disallowed_methods)]
+fn a_new_folder_is_a_new_service_everywhere() {
+    let workspace = workspace_with_new_service();
+    let stack = Stack {
+        workspace: Some(workspace.path().to_owned()),
+        ..Stack::new()
+    };
+    let run = |args: &[&str]| {
+        let mut full = vec!["--runtime", "local"];
+        full.extend_from_slice(args);
+        stack.xtask(&full)
+    };
+
+    // The compose file is generated from the folders: stale until regenerated.
+    let check = run(&["compose", "--check"]);
+    assert!(!check.status.success(), "the old compose file passed");
+    assert!(
+        stderr(&check).contains(&format!("it lacks {NAME}")),
+        "{}",
+        stderr(&check)
+    );
+    assert!(run(&["compose"]).status.success());
+    assert!(run(&["compose", "--check"]).status.success());
+    let compose =
+        std::fs::read_to_string(workspace.path().join("compose/docker-compose.demo.yml")).unwrap();
+    assert!(compose.contains("container_name: fraud-api"), "{compose}");
+    assert!(
+        compose.contains("${FRAUD_HOST_PORT:-8004}:8080"),
+        "{compose}"
+    );
+    assert!(compose.contains("PORT: '8080'"), "{compose}");
+
+    let status = run(&["status", "--json"]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    let rows: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["service"] == NAME && r["container"] == "fraud-api"),
+        "{rows}"
+    );
+
+    // Nothing runs: health and smoke fail, naming the new service among the others.
+    let port = stack.port(8004);
+    let health = run(&["health"]);
+    assert!(!health.status.success());
+    assert!(
+        stdout(&health).contains(&format!("{NAME:<10} unreachable")),
+        "{}",
+        stdout(&health)
+    );
+    let smoke = run(&["smoke"]);
+    assert!(
+        stdout(&smoke).contains(&format!("✗ {NAME} GET /health")),
+        "{}",
+        stdout(&smoke)
+    );
+    assert!(
+        stdout(&smoke).contains(&format!("✗ {NAME} POST /predict")),
+        "{}",
+        stdout(&smoke)
+    );
+
+    let demo = run(&["--dry-run", "demo", "--no-mlflow"]);
+    assert!(demo.status.success(), "{}", stderr(&demo));
+    let plan = stdout(&demo);
+    for expected in [
+        format!("--package {NAME}"),
+        format!("release/{NAME} train"),
+        format!("release/{NAME} serve --host 127.0.0.1 --port {port}"),
+        format!("wait until http://127.0.0.1:{port}/health answers healthy"),
+        format!("POST http://127.0.0.1:{port}/predict"),
+    ] {
+        assert!(
+            plan.contains(&expected),
+            "the demo plan lacks {expected:?}:\n{plan}"
+        );
+    }
+
+    if common::docker_answers() {
+        let images = run(&["--dry-run", "images", NAME]);
+        assert!(images.status.success(), "{}", stderr(&images));
+        assert!(
+            stdout(&images).contains("docker build --tag ml-mlops/fraud:1.0.0"),
+            "{}",
+            stdout(&images)
+        );
+    } else {
+        eprintln!("SKIPPED the images plan: no Docker engine answers");
+    }
+}
