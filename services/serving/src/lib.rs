@@ -15,6 +15,7 @@ pub mod artifact;
 mod cli;
 mod healthcheck;
 pub mod http;
+pub mod mlflow;
 mod openapi;
 pub mod synth;
 pub mod table;
