@@ -70,7 +70,12 @@ pub fn main<S: Service>() -> ExitCode {
     let command = Cli::command()
         .name(S::NAME)
         .about(format!("{}: {}", S::TITLE, S::DESCRIPTION))
-        .version(crate::API_VERSION);
+        .version(crate::API_VERSION)
+        .mut_subcommand("train", |train| {
+            train.mut_arg("promote", |a| {
+                a.help(crate::tracking::promote_help(S::PROMOTION_GATES))
+            })
+        });
     let cli = match Cli::from_arg_matches(&command.get_matches()) {
         Ok(cli) => cli,
         Err(e) => e.exit(),

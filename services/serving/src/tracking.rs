@@ -171,6 +171,23 @@ impl fmt::Display for GateCheck {
     }
 }
 
+/// The help of `--promote`, with the service's gates.
+pub fn promote_help(defaults: &[Gate]) -> String {
+    let gates: Vec<String> = defaults
+        .iter()
+        .map(|g| format!("{} {}", g.kind.flag(), g.threshold))
+        .collect();
+    format!(
+        "Register, then move the `{CHAMPION_ALIAS}` alias to the new version if every promotion \
+         gate passes (by default {}); otherwise exit non-zero and keep serving the previous model",
+        if gates.is_empty() {
+            "none".to_owned()
+        } else {
+            gates.join(", ")
+        }
+    )
+}
+
 impl TrackingArgs {
     /// The service's gates with the thresholds given on the command line put in their place.
     pub fn gates(&self, defaults: &[Gate]) -> Vec<Gate> {
@@ -375,6 +392,7 @@ impl Tracking {
     /// [`Outcome::ensure_promoted`]). Any other failure is, and the run is then marked FAILED
     /// when the server still answers.
     pub fn record(&self, model: &StagedModel) -> Result<Outcome> {
+        let started = std::time::Instant::now();
         let metrics = model.metrics;
         for gate in &self.plan.gates {
             if metrics[gate.kind.metric()].as_f64().is_none() {
@@ -423,6 +441,7 @@ impl Tracking {
         if let Err(e) = self.client.update_run(&run.run_id, RunStatus::Finished) {
             tracing::warn!(run_id = %run.run_id, error = %e, "cannot mark the MLflow run FINISHED");
         }
+        tracing::info!(run_id = %run.run_id, seconds = started.elapsed().as_secs_f64(), "recorded in MLflow");
         Ok(Outcome {
             experiment_id: self.experiment_id.clone(),
             run_id: run.run_id,
