@@ -16,6 +16,8 @@ mod cli;
 mod healthcheck;
 pub mod http;
 pub mod mlflow;
+#[cfg(feature = "testkit")]
+pub mod mlflow_testkit;
 mod openapi;
 pub mod synth;
 pub mod table;
