@@ -645,21 +645,22 @@ impl Client {
     }
 
     /// Creates an experiment; returns its id.
-    pub fn create_experiment(&self, name: &str) -> Result<String> {
+    pub fn create_experiment(&self, name: &str, tags: &[Tag]) -> Result<String> {
         #[derive(Deserialize)]
         struct Answer {
             experiment_id: String,
         }
-        let answer: Answer = self.post("experiments/create", json!({ "name": name }))?;
+        let answer: Answer =
+            self.post("experiments/create", json!({ "name": name, "tags": tags }))?;
         Ok(answer.experiment_id)
     }
 
-    /// The id of the experiment called `name`, created if there is none.
-    pub fn get_or_create_experiment(&self, name: &str) -> Result<String> {
+    /// The id of the experiment called `name`, created with `tags` if there is none.
+    pub fn get_or_create_experiment(&self, name: &str, tags: &[Tag]) -> Result<String> {
         if let Some(e) = self.get_experiment_by_name(name)? {
             return Ok(e.experiment_id);
         }
-        match self.create_experiment(name) {
+        match self.create_experiment(name, tags) {
             Ok(id) => Ok(id),
             // Another trainer created it in between.
             Err(e) if e.error_code() == Some("RESOURCE_ALREADY_EXISTS") => self

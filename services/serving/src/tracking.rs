@@ -362,8 +362,10 @@ impl Tracking {
                  MLFLOW_TRACKING_URI at it, or pass --no-mlflow to train without it"
             )
         })?;
+        // MLflow 3's UI opens an experiment of this kind on its runs, not on GenAI traces.
+        let kind = Tag::new("mlflow.experimentKind", "custom_model_development");
         let experiment_id = client
-            .get_or_create_experiment(&plan.experiment)
+            .get_or_create_experiment(&plan.experiment, &[kind])
             .with_context(|| {
                 format!(
                     "MLflow at {uri} answers, but its experiment {:?} cannot be used \
