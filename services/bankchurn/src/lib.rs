@@ -12,6 +12,7 @@ use serving::synth::{
     rand_distr::{Distribution, Normal},
 };
 use serving::table::Table;
+use serving::tracking::{Gate, GateKind};
 use serving::train::{self, BinaryTraining, BoosterParams, Features, GradientBooster, Selection};
 use serving::{check_non_negative, check_one_of, check_range, FieldError, PredictionMeta, Service};
 use utoipa::ToSchema;
@@ -216,6 +217,12 @@ impl Service for BankChurn {
     const DESCRIPTION: &'static str =
         "Predicts whether a bank customer will churn (leave the bank).";
     const DEFAULT_ROWS: usize = 10_000;
+    const REGISTERED_MODEL: &'static str = "BankChurn-Classifier";
+    // The old portfolio's promotion thresholds: F1 0.50 and ROC AUC 0.75.
+    const PROMOTION_GATES: &'static [Gate] = &[
+        Gate::new(GateKind::MinF1, 0.50),
+        Gate::new(GateKind::MinAuc, 0.75),
+    ];
 
     type Model = Model;
     type Request = Customer;

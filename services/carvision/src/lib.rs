@@ -12,6 +12,7 @@ use serving::synth::{
     rand_distr::{Distribution, Gamma, LogNormal},
 };
 use serving::table::{CellError, Row, Table};
+use serving::tracking::{Gate, GateKind};
 use serving::train::{
     self, BoosterParams, Features, GradientBooster, ObjectiveType, RegressionMetrics,
 };
@@ -320,6 +321,12 @@ impl Service for CarVision {
     const TITLE: &'static str = "CarVision API";
     const DESCRIPTION: &'static str = "Estimates the market price of a used car from its listing.";
     const DEFAULT_ROWS: usize = 51_525;
+    const REGISTERED_MODEL: &'static str = "CarVision-Regressor";
+    // The old portfolio's promotion thresholds: R² 0.70 and RMSE $6,000.
+    const PROMOTION_GATES: &'static [Gate] = &[
+        Gate::new(GateKind::MinR2, 0.70),
+        Gate::new(GateKind::MaxRmse, 6000.0),
+    ];
 
     type Model = Model;
     type Request = Listing;

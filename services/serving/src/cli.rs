@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::artifact::{self, Artifact, FORMAT_VERSION};
+use crate::tracking::{StagedModel, Tracking, TrackingArgs};
 use crate::{http, Service};
 
 #[derive(Parser)]
@@ -41,6 +42,8 @@ enum Command {
         /// Seed of the train/test split and of the booster.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        #[command(flatten)]
+        tracking: TrackingArgs,
     },
     /// Serve the HTTP API. Starts and answers even without a model (health then says 503).
     Serve {
@@ -67,7 +70,12 @@ pub fn main<S: Service>() -> ExitCode {
     let command = Cli::command()
         .name(S::NAME)
         .about(format!("{}: {}", S::TITLE, S::DESCRIPTION))
-        .version(crate::API_VERSION);
+        .version(crate::API_VERSION)
+        .mut_subcommand("train", |train| {
+            train.mut_arg("promote", |a| {
+                a.help(crate::tracking::promote_help(S::PROMOTION_GATES))
+            })
+        });
     let cli = match Cli::from_arg_matches(&command.get_matches()) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
@@ -90,7 +98,8 @@ fn run<S: Service>(command: Command) -> Result<()> {
             data_path,
             model_dir,
             seed,
-        } => train::<S>(&data_path, &model_dir, seed),
+            tracking,
+        } => train::<S>(&data_path, &model_dir, seed, &tracking),
         Command::Serve {
             port,
             host,
@@ -122,7 +131,14 @@ fn generate<S: Service>(rows: usize, seed: u64, out: &Path) -> Result<()> {
     Ok(())
 }
 
-fn train<S: Service>(data: &Path, model_dir: &Path, seed: u64) -> Result<()> {
+fn train<S: Service>(
+    data: &Path,
+    model_dir: &Path,
+    seed: u64,
+    tracking: &TrackingArgs,
+) -> Result<()> {
+    // Before training, so that an absent MLflow fails fast.
+    let tracking = Tracking::from_args::<S>(tracking)?;
     let started = Instant::now();
     let (model, mut metrics) = S::train(data, seed).with_context(|| {
         format!(
@@ -141,6 +157,25 @@ fn train<S: Service>(data: &Path, model_dir: &Path, seed: u64) -> Result<()> {
         seed,
         model,
     };
+    // MLflow: recorded before the model is saved (saving is what activates it), so a failed
+    // tracking or a refused promotion leaves the served model as it was.
+    if let Some(tracking) = &tracking {
+        let unchanged = || format!("the model in {} is unchanged", model_dir.display());
+        let model_json = serde_json::to_vec(&artifact)?;
+        metrics["model_version"] = artifact::fingerprint(&model_json).into();
+        let staged = StagedModel {
+            model_json: &model_json,
+            metrics: &metrics,
+            data_path: data,
+        };
+        let outcome = tracking
+            .record(&staged)
+            .with_context(|| format!("tracking in MLflow failed; {}", unchanged()))?;
+        outcome
+            .ensure_promoted()
+            .map_err(|e| anyhow::anyhow!("{e}; {}", unchanged()))?;
+        outcome.record_in(&mut metrics);
+    }
     let version = artifact::save(model_dir, &artifact, &metrics)?;
     metrics["model_version"] = version.clone().into();
     tracing::info!(model_version = %version, model_dir = %model_dir.display(), seconds = started.elapsed().as_secs_f64(), "trained");

@@ -15,12 +15,16 @@ pub mod artifact;
 mod cli;
 mod healthcheck;
 pub mod http;
+pub mod mlflow;
+#[cfg(feature = "testkit")]
+pub mod mlflow_testkit;
 mod openapi;
 pub mod synth;
 pub mod table;
 mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod tracking;
 pub mod train;
 
 pub use cli::main;
@@ -38,6 +42,11 @@ pub trait Service: Send + Sync + 'static {
     const DESCRIPTION: &'static str;
     /// Rows `generate-data` writes by default: the size of the public file.
     const DEFAULT_ROWS: usize;
+    /// The model's name in the MLflow model registry, e.g. "BankChurn-Classifier".
+    const REGISTERED_MODEL: &'static str;
+    /// What `train --promote` requires of the held-out metrics before it moves the `champion`
+    /// alias; the command line can change each threshold.
+    const PROMOTION_GATES: &'static [tracking::Gate];
 
     /// The trained model as stored inside `model.json`.
     type Model: Serialize + DeserializeOwned + Send + Sync + 'static;

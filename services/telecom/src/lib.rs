@@ -10,6 +10,7 @@ use serving::synth::{
     rand_distr::{Distribution, Gamma, Normal},
 };
 use serving::table::Table;
+use serving::tracking::{Gate, GateKind};
 use serving::train::{self, BinaryTraining, BoosterParams, Features, GradientBooster, Selection};
 use serving::{check_non_negative, FieldError, PredictionMeta, Service};
 use utoipa::ToSchema;
@@ -85,6 +86,12 @@ impl Service for Telecom {
     const DESCRIPTION: &'static str =
         "Recommends the Ultra or the Smart mobile plan from a subscriber's monthly usage.";
     const DEFAULT_ROWS: usize = 3_214;
+    const REGISTERED_MODEL: &'static str = "TelecomAI-Classifier";
+    // The old portfolio's promotion thresholds: accuracy 0.75 and F1 0.50.
+    const PROMOTION_GATES: &'static [Gate] = &[
+        Gate::new(GateKind::MinAccuracy, 0.75),
+        Gate::new(GateKind::MinF1, 0.50),
+    ];
 
     type Model = Model;
     type Request = Usage;
