@@ -106,7 +106,7 @@ fn healthcheck(service: &Service) -> Healthcheck {
     // the published port, not on these.
     let (interval, start_period) = match service.kind {
         Kind::Api => ("2s", "5s"),
-        Kind::Mlflow => ("10s", "60s"),
+        Kind::Mlflow => ("5s", "60s"),
     };
     Healthcheck {
         test: [vec!["CMD".to_owned()], probe].concat(),

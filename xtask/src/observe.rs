@@ -19,12 +19,43 @@ pub struct Row {
     pub container: String,
     /// `running` or `stopped`.
     pub state: String,
-    /// `healthy`, `unhealthy` or `unknown` (not running).
+    /// What the service answers on its published port: `healthy`, `unhealthy` or `unknown`
+    /// (not running).
     pub health: String,
+    /// The runtime's own verdict where it has one (docker's healthcheck: `starting`,
+    /// `healthy`, `unhealthy`), which lags behind by up to its probe interval.
+    pub runtime_health: Option<String>,
     /// As `docker ps` words it: `Up 3 minutes (healthy)`.
     pub status: String,
     pub ports: String,
     pub url: String,
+    /// The model an API serves: its version, and its registry version and alias when it was
+    /// registered (`3f2a9c1e0b4d, BankChurn-Classifier v2 @champion`).
+    pub model: Option<String>,
+}
+
+/// What a health answer says of the served model.
+fn served_model(health: &Value) -> Option<String> {
+    let version = health.get("model_version")?.as_str()?;
+    let registry = match (
+        health.get("registry_model").and_then(Value::as_str),
+        health.get("registry_version").and_then(|v| {
+            v.as_str()
+                .map(str::to_owned)
+                .or_else(|| v.as_u64().map(|n| n.to_string()))
+        }),
+    ) {
+        (Some(model), Some(v)) => {
+            let alias = health
+                .get("registry_alias")
+                .and_then(Value::as_str)
+                .map(|a| format!(" @{a}"))
+                .unwrap_or_default();
+            format!(", {model} v{v}{alias}")
+        }
+        _ => String::new(),
+    };
+    Some(format!("{version}{registry}"))
 }
 
 /// `5 seconds`, `3 minutes`, `2 hours`, as docker says it.
@@ -46,21 +77,30 @@ pub fn human(d: Duration) -> String {
 
 pub fn row(ctx: &Ctx, runtime: &dyn Runtime, service: &Service) -> Result<Row> {
     let state = runtime.state(ctx, service)?;
-    let health = match (&state.health, state.running) {
-        // Docker's own verdict, as `docker ps` shows it: healthy, unhealthy or starting.
-        (Some(h), true) => h.clone(),
-        (None, true) if http::healthy(&ctx.health_url(service), Duration::from_secs(2)) => {
-            "healthy".into()
-        }
-        (None, true) => "unhealthy".into(),
-        (_, false) => "unknown".into(),
-    };
+    let answer = state
+        .running
+        .then(|| http::get(&ctx.health_url(service), Duration::from_secs(2)).ok())
+        .flatten();
+    let health = match (&answer, state.running) {
+        (_, false) => "unknown",
+        (Some(a), true) if http::is_healthy(a) => "healthy",
+        (_, true) => "unhealthy",
+    }
+    .to_owned();
+    let model = answer
+        .as_ref()
+        .and_then(|a| a.json())
+        .and_then(|json| served_model(&json));
     let status = if state.running {
         let up = state
             .since
             .and_then(|t| SystemTime::now().duration_since(t).ok())
             .map_or_else(String::new, |d| format!(" {}", human(d)));
-        format!("Up{up} ({health})")
+        match &state.health {
+            // Docker's healthcheck has not caught up (or disagrees): say both.
+            Some(docker) if *docker != health => format!("Up{up} ({health}; docker: {docker})"),
+            _ => format!("Up{up} ({health})"),
+        }
     } else {
         "Not running".into()
     };
@@ -69,9 +109,11 @@ pub fn row(ctx: &Ctx, runtime: &dyn Runtime, service: &Service) -> Result<Row> {
         container: service.container.clone(),
         state: if state.running { "running" } else { "stopped" }.into(),
         health,
+        runtime_health: state.health,
         status,
         ports: state.ports,
         url: ctx.url(service, ""),
+        model,
     })
 }
 
@@ -92,19 +134,27 @@ pub fn render(rows: &[Row]) -> String {
                 r.status.clone(),
                 r.ports.clone(),
                 r.url.clone(),
+                r.model.clone().unwrap_or_default(),
             ]
         })
         .collect();
-    report::table(&["NAMES", "STATUS", "PORTS", "URL"], &cells)
+    report::table(&["NAMES", "STATUS", "PORTS", "URL", "MODEL"], &cells)
 }
 
 /// The table as markdown, for the GitHub step summary.
 pub fn markdown(rows: &[Row]) -> String {
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| vec![r.container.clone(), r.status.clone(), r.url.clone()])
+        .map(|r| {
+            vec![
+                r.container.clone(),
+                r.status.clone(),
+                r.url.clone(),
+                r.model.clone().unwrap_or_default(),
+            ]
+        })
         .collect();
-    report::markdown(&["service", "status", "url"], &cells)
+    report::markdown(&["service", "status", "url", "model"], &cells)
 }
 
 /// One check's outcome.
@@ -276,6 +326,19 @@ pub fn summary(checks: &[Check]) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_served_model_is_named_with_its_registry_version() {
+        let plain = json!({"model_version": "3f2a9c1e0b4d"});
+        assert_eq!(served_model(&plain).unwrap(), "3f2a9c1e0b4d");
+        let registered = json!({"model_version": "3f2a", "registry_model": "BankChurn-Classifier",
+            "registry_version": "2", "registry_alias": "champion"});
+        assert_eq!(
+            served_model(&registered).unwrap(),
+            "3f2a, BankChurn-Classifier v2 @champion"
+        );
+        assert!(served_model(&json!({"status": "OK"})).is_none());
+    }
 
     #[test]
     fn durations_read_like_docker_ps() {

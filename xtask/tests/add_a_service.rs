@@ -1,5 +1,6 @@
 //! "Adding a service is adding a folder": a copy of the workspace gets a fourth API folder,
 //! with nothing else edited, and every command that lists the stack includes it.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 
@@ -54,7 +55,6 @@ fn copy_tree(from: &Path, to: &Path) {
 }
 
 #[test]
-#[allow(clippy::disallowed_methods)]
 fn a_new_folder_is_a_new_service_everywhere() {
     let workspace = workspace_with_new_service();
     let stack = Stack {

@@ -15,7 +15,6 @@ pub mod artifact;
 mod cli;
 mod healthcheck;
 pub mod http;
-pub mod mlflow;
 #[cfg(feature = "testkit")]
 pub mod mlflow_testkit;
 mod openapi;
@@ -26,6 +25,9 @@ mod telemetry;
 pub mod testkit;
 pub mod tracking;
 pub mod train;
+
+/// The MLflow REST client, from the MLflow service's own crate.
+pub use mlflow;
 
 pub use cli::main;
 pub use http::{router, AppState};

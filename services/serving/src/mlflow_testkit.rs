@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::artifact::{self, Artifact};
-use crate::mlflow::{Client, ClientOptions, Run, RunStatus};
 use crate::testkit::free_port;
 use crate::tracking::CHAMPION_ALIAS;
 use crate::{PredictionMeta, Service};
+use mlflow::{Client, ClientOptions, Run, RunStatus};
 
 /// The MLflow version the stack pins, read from `services/mlflow/service.toml`.
 pub fn pinned_version() -> &'static str {

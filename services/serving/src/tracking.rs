@@ -22,8 +22,8 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::mlflow::{self, Client, ClientOptions, Metric, Param, RunStatus, Tag};
 use crate::Service;
+use mlflow::{Client, ClientOptions, Metric, Param, RunStatus, Tag};
 
 /// The alias `--promote` moves to a version that passes every gate.
 pub const CHAMPION_ALIAS: &str = "champion";

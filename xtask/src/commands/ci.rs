@@ -144,19 +144,22 @@ fn pipeline(ctx: &Ctx, docker: bool) -> Vec<PipelineStep> {
         step(
             "e2e",
             "the end-to-end suites: local runtime, containers (each compose front-end here), a fresh engine",
-            [e2e(ctx, "e2e_local")]
-                .into_iter()
-                .chain(
-                    docker
-                        .then(|| compose_frontends(ctx))
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|f| e2e(ctx, "e2e_docker").env("XTASK_COMPOSE", f)),
-                )
-                .chain(docker.then(|| e2e(ctx, "e2e_fresh_machine")))
-                .collect(),
+            e2e_suites(ctx, docker),
         ),
     ]
+}
+
+/// The end-to-end suites: the docker ones only where an engine answers, the container suite
+/// under every compose front-end installed.
+fn e2e_suites(ctx: &Ctx, docker: bool) -> Vec<Step> {
+    let mut suites = vec![e2e(ctx, "e2e_local")];
+    if docker {
+        for frontend in compose_frontends(ctx) {
+            suites.push(e2e(ctx, "e2e_docker").env("XTASK_COMPOSE", frontend));
+        }
+        suites.push(e2e(ctx, "e2e_fresh_machine"));
+    }
+    suites
 }
 
 /// The compose front-ends installed here (`plugin`, `legacy`): the docker suite runs under
