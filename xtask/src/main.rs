@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 
 use commands::{
     bench, ci, completions, compose, demo, doctor, down, health, images, logs, restart, smoke,
-    status, up,
+    status, tools as tools_cmd, up,
 };
 use runtime::Purpose;
 
@@ -32,6 +32,7 @@ mod report;
 mod runner;
 mod runtime;
 mod stack;
+mod tools;
 
 /// The task runner of the ML serving stack: BankChurn, CarVision and TelecomAI APIs plus an
 /// MLflow tracking server.
@@ -96,6 +97,7 @@ enum Command {
     Compose(compose::Compose),
     Ci(ci::Ci),
     Completions(completions::Completions),
+    Tools(tools_cmd::Tools),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -132,6 +134,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Compose(cmd) => cmd.run(ctx),
         Command::Ci(cmd) => cmd.run(ctx),
         Command::Completions(cmd) => cmd.run(),
+        Command::Tools(cmd) => cmd.run(ctx),
     }
 }
 

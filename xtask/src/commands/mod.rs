@@ -14,4 +14,5 @@ pub mod logs;
 pub mod restart;
 pub mod smoke;
 pub mod status;
+pub mod tools;
 pub mod up;
