@@ -11,8 +11,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use commands::{
-    bench, ci, completions, compose, demo, doctor, down, health, images, logs, restart, smoke,
-    status, tools as tools_cmd, up,
+    bench, ci, completions, compose, demo, deny, doctor, down, health, images, logs, restart, sbom,
+    scan, smoke, status, tools as tools_cmd, up,
 };
 use runtime::Purpose;
 
@@ -21,6 +21,7 @@ mod commands;
 mod compose_file;
 mod ctx;
 mod engine;
+mod findings;
 mod http;
 mod lifecycle;
 mod mlflow;
@@ -31,6 +32,7 @@ mod progress;
 mod report;
 mod runner;
 mod runtime;
+mod scanners;
 mod stack;
 mod tools;
 
@@ -98,6 +100,9 @@ enum Command {
     Ci(ci::Ci),
     Completions(completions::Completions),
     Tools(tools_cmd::Tools),
+    Deny(deny::Deny),
+    Scan(scan::Scan),
+    Sbom(sbom::Sbom),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -135,6 +140,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ci(cmd) => cmd.run(ctx),
         Command::Completions(cmd) => cmd.run(),
         Command::Tools(cmd) => cmd.run(ctx),
+        Command::Deny(cmd) => cmd.run(ctx),
+        Command::Scan(cmd) => cmd.run(ctx),
+        Command::Sbom(cmd) => cmd.run(ctx),
     }
 }
 
