@@ -11,8 +11,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use commands::{
-    bench, ci, completions, compose, demo, deny, doctor, down, health, images, logs, restart, sbom,
-    scan, smoke, status, tools as tools_cmd, up,
+    bench, ci, completions, compose, demo, deny, doctor, down, health, images, lint_workflows,
+    logs, restart, sbom, scan, smoke, status, tools as tools_cmd, up,
 };
 use runtime::Purpose;
 
@@ -35,6 +35,7 @@ mod runtime;
 mod scanners;
 mod stack;
 mod tools;
+mod workflows;
 
 /// The task runner of the ML serving stack: BankChurn, CarVision and TelecomAI APIs plus an
 /// MLflow tracking server.
@@ -103,6 +104,7 @@ enum Command {
     Deny(deny::Deny),
     Scan(scan::Scan),
     Sbom(sbom::Sbom),
+    LintWorkflows(lint_workflows::LintWorkflows),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -143,6 +145,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deny(cmd) => cmd.run(ctx),
         Command::Scan(cmd) => cmd.run(ctx),
         Command::Sbom(cmd) => cmd.run(ctx),
+        Command::LintWorkflows(cmd) => cmd.run(ctx),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod doctor;
 pub mod down;
 pub mod health;
 pub mod images;
+pub mod lint_workflows;
 pub mod logs;
 pub mod restart;
 pub mod sbom;
