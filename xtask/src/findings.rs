@@ -360,24 +360,23 @@ pub fn report(
     }
     for r in results {
         for f in r.blocking(policy) {
-            if let Some(location) = &f.location {
-                ctx.reporter.annotate(
-                    true,
-                    &location.file,
-                    location.line,
-                    &format!("{} {}", f.severity.name(), f.id),
-                    &format!("{} ({}; {})", f.title, f.subject, r.scanner),
-                );
-            } else {
-                ctx.reporter.error(
-                    &format!("{} {} ({})", f.severity.name(), f.id, r.target),
-                    &format!("{} ({}; {})", f.title, f.subject, r.scanner),
-                );
-            }
+            let location = f.location.as_ref();
+            ctx.reporter.annotate(
+                true,
+                location.map(|l| l.file.as_str()),
+                location.and_then(|l| l.line),
+                &format!("{} {}", f.severity.name(), f.id),
+                &format!("{} ({}; {}, {})", f.title, f.subject, r.target, r.scanner),
+            );
         }
         if let Some(error) = &r.error {
-            ctx.reporter
-                .error(&format!("{} ({})", r.target, r.scanner), first_line(error));
+            ctx.reporter.annotate(
+                true,
+                None,
+                None,
+                &format!("{} ({})", r.target, r.scanner),
+                first_line(error),
+            );
         }
     }
     let mut md = format!(

@@ -91,18 +91,28 @@ impl Reporter {
         }
     }
 
-    /// A finding at a place in a file: under GitHub Actions an `::error` (or `::warning`)
-    /// annotation shown on that line of the pull request; elsewhere nothing, since the
-    /// command's own report lists it.
-    pub fn annotate(&self, error: bool, file: &str, line: Option<u32>, title: &str, text: &str) {
+    /// A finding, at a place in a file when it has one: under GitHub Actions an `::error` (or
+    /// `::warning`) annotation, shown on that line of the pull request; elsewhere nothing,
+    /// since the command's own report lists it.
+    pub fn annotate(
+        &self,
+        error: bool,
+        file: Option<&str>,
+        line: Option<u32>,
+        title: &str,
+        text: &str,
+    ) {
         if self.mode != Mode::GitHub {
             return;
         }
         let level = if error { "error" } else { "warning" };
-        let line = line.map(|l| format!(",line={l}")).unwrap_or_default();
+        let place = match (file, line) {
+            (Some(file), Some(line)) => format!("file={},line={line},", escape_property(file)),
+            (Some(file), None) => format!("file={},", escape_property(file)),
+            (None, _) => String::new(),
+        };
         eprintln!(
-            "::{level} file={}{line},title={}::{}",
-            escape_property(file),
+            "::{level} {place}title={}::{}",
             escape_property(title),
             escape(text)
         );
