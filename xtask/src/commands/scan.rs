@@ -193,6 +193,8 @@ fn lint_lane(ctx: &Ctx, reports: &Path) -> Vec<ScanResult> {
     let mut all = Vec::new();
     for file in &compose_files {
         let shown = ctx.show(file).trim_start_matches("$ROOT/").to_owned();
+        ctx.runner
+            .plan(format!("check {shown} against the compose hardening rule"));
         let result = unit(ctx, &shown, compose_rule::SCANNER, || {
             let mut result = ScanResult::new(&shown, compose_rule::SCANNER);
             result.findings = compose_rule::check_file(&ctx.root, file)?;

@@ -319,6 +319,10 @@ pub fn scan(ctx: &Ctx, options: &Options) -> Result<ScanResult> {
     };
 
     // Online: cargo-deny updates the advisory database itself, then checks.
+    ctx.runner.plan(
+        "if the advisory database cannot be updated: the same check --frozen, on the local \
+         copy; with no local copy: `check bans licenses sources`, advisories not checked",
+    );
     let mut update_error = None;
     if !options.offline {
         match run(base_step(&tool, options).args(["--locked", "check"]))? {
