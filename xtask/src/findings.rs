@@ -396,6 +396,15 @@ pub fn report(
         .map(|r| format!("{} ({})", r.target, r.scanner))
         .collect();
     if !failed.is_empty() {
+        let missing_database = results.iter().any(|r| r.skipped.iter().any(|s| s.required));
+        let next = if missing_database {
+            format!(
+                "{next}. A database this run requires could not be had (see above): run where it \
+                 can be downloaded"
+            )
+        } else {
+            next.to_owned()
+        };
         bail!("{title} failed: {}. {next}", failed.join(", "));
     }
     Ok(())
