@@ -191,6 +191,56 @@ fn tools_install_plans_every_pinned_version_into_the_cache_and_writes_nothing() 
 }
 
 #[test]
+fn a_tool_on_path_is_used_only_at_the_pinned_version_and_an_ignored_one_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let fake = |name: &str, says: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        let path = bin.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\necho '{says}'\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    fake("hadolint", "Haskell Dockerfile Linter 2.15.1");
+    fake("zizmor", "zizmor 1.0.0");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let empty_cache = dir.path().join("cache");
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["--cache-dir", empty_cache.to_str().unwrap(), "tools"])
+        .current_dir(repo())
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report = stdout(&output);
+    let hadolint = row(&report, "hadolint", "2.15.1");
+    assert!(
+        hadolint.contains("(PATH copy of the pinned version)"),
+        "{report}"
+    );
+    assert!(
+        hadolint.contains(&bin.join("hadolint").display().to_string()),
+        "{report}"
+    );
+    let zizmor = row(&report, "zizmor", "1.32.0");
+    assert!(
+        zizmor.contains("missing: installs on first use"),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!(
+            "ignoring zizmor 1.0.0 on PATH ({}): not the pinned version, zizmor 1.32.0 is pinned",
+            bin.join("zizmor").display()
+        )),
+        "{report}"
+    );
+}
+
+#[test]
 #[ignore = "runs the real cargo-deny (installed on first use: about 4 minutes)"]
 fn deny_passes_on_our_own_workspace() {
     let output = xtask(&repo(), &["deny"]);
