@@ -225,13 +225,11 @@ pub fn ensure(ctx: &Ctx, names: &[&str]) -> Result<Vec<PathBuf>> {
     if !missing.is_empty() {
         install(ctx, &missing)?;
     }
-    statuses
+    // What was missing is now in the cache (install checked its version).
+    Ok(statuses
         .iter()
-        .map(|s| match &s.usable {
-            Some(path) => Ok(path.clone()),
-            None => Ok(s.tool.cached_path(ctx)),
-        })
-        .collect()
+        .map(|s| s.usable.clone().unwrap_or_else(|| s.tool.cached_path(ctx)))
+        .collect())
 }
 
 /// One tool's path, installed if need be.

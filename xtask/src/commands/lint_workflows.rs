@@ -10,9 +10,11 @@ use crate::findings::{self, Finding, Location, Policy, ScanResult, Severity};
 use crate::runner::Step;
 use crate::workflows;
 
-/// Lint the workflows under .github/workflows: actionlint; zizmor's security audit (no finding
-/// at medium or above); GitHub's workflow schema (check-jsonschema); and every `cargo xtask`
-/// command they run must parse with this toolkit's command line.
+/// Lint the GitHub Actions workflows: actionlint, zizmor, GitHub's schema, xtask commands.
+///
+/// actionlint; zizmor's security audit (no finding at medium or above, offline); GitHub's
+/// workflow schema (check-jsonschema); and every `cargo xtask` command a workflow runs must
+/// parse with this toolkit's command line.
 #[derive(clap::Args, Debug)]
 pub struct LintWorkflows {}
 

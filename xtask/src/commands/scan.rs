@@ -24,8 +24,12 @@ use crate::runner::Step;
 use crate::scanners::trivy::Trivy;
 use crate::scanners::{cargo_deny, compose_rule, hadolint, reports_dir, skip_dirs};
 
-/// Scan the stack's images, the repository, the Dockerfiles, the compose files and the Rust
-/// dependencies; fail on findings at the severities trivy.yaml lists.
+/// Scan the images, the repository and the Rust dependencies: HIGH and CRITICAL fail.
+///
+/// Trivy on each of the stack's images, `trivy fs` (secrets, licences) and `trivy config` on
+/// the repository, hadolint on the Dockerfiles, a hardening rule on the compose files, and
+/// cargo-deny. Findings at the severities trivy.yaml lists (HIGH, CRITICAL) fail the scan;
+/// JSON and SARIF reports go to target/xtask/reports/.
 ///
 /// Trivy's vulnerability database and RustSec's advisory database come from the internet:
 /// without them the rest still runs and the report says what was not checked.

@@ -6,9 +6,10 @@ use crate::ctx::Ctx;
 use crate::report;
 use crate::tools::{self, Status};
 
-/// Show the external tools (cargo-deny, Trivy, the linters): each one's pinned version, the
-/// version found, where it lives. They install themselves on first use; `--install` installs
-/// every missing one now.
+/// Show the pinned external tools (cargo-deny, Trivy, the linters) and where they live.
+///
+/// Each one's pinned version (xtask/tools.toml), the version found, and where. They install
+/// themselves into the cache on first use; `--install` installs every missing one now.
 #[derive(clap::Args, Debug)]
 pub struct Tools {
     /// Install every missing tool now (as CI does before it runs the scans).
