@@ -11,8 +11,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use commands::{
-    bench, ci, completions, compose, demo, doctor, down, health, images, logs, restart, smoke,
-    status, up,
+    bench, ci, completions, compose, demo, deny, doctor, down, health, images, lint_workflows,
+    logs, restart, sbom, scan, smoke, status, tools as tools_cmd, up,
 };
 use runtime::Purpose;
 
@@ -21,6 +21,7 @@ mod commands;
 mod compose_file;
 mod ctx;
 mod engine;
+mod findings;
 mod http;
 mod lifecycle;
 mod mlflow;
@@ -31,7 +32,10 @@ mod progress;
 mod report;
 mod runner;
 mod runtime;
+mod scanners;
 mod stack;
+mod tools;
+mod workflows;
 
 /// The task runner of the ML serving stack: BankChurn, CarVision and TelecomAI APIs plus an
 /// MLflow tracking server.
@@ -96,6 +100,11 @@ enum Command {
     Compose(compose::Compose),
     Ci(ci::Ci),
     Completions(completions::Completions),
+    Tools(tools_cmd::Tools),
+    Deny(deny::Deny),
+    Scan(scan::Scan),
+    Sbom(sbom::Sbom),
+    LintWorkflows(lint_workflows::LintWorkflows),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -132,6 +141,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Compose(cmd) => cmd.run(ctx),
         Command::Ci(cmd) => cmd.run(ctx),
         Command::Completions(cmd) => cmd.run(),
+        Command::Tools(cmd) => cmd.run(ctx),
+        Command::Deny(cmd) => cmd.run(ctx),
+        Command::Scan(cmd) => cmd.run(ctx),
+        Command::Sbom(cmd) => cmd.run(ctx),
+        Command::LintWorkflows(cmd) => cmd.run(ctx),
     }
 }
 

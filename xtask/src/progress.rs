@@ -91,6 +91,33 @@ impl Reporter {
         }
     }
 
+    /// A finding, at a place in a file when it has one: under GitHub Actions an `::error` (or
+    /// `::warning`) annotation, shown on that line of the pull request; elsewhere nothing,
+    /// since the command's own report lists it.
+    pub fn annotate(
+        &self,
+        error: bool,
+        file: Option<&str>,
+        line: Option<u32>,
+        title: &str,
+        text: &str,
+    ) {
+        if self.mode != Mode::GitHub {
+            return;
+        }
+        let level = if error { "error" } else { "warning" };
+        let place = match (file, line) {
+            (Some(file), Some(line)) => format!("file={},line={line},", escape_property(file)),
+            (Some(file), None) => format!("file={},", escape_property(file)),
+            (None, _) => String::new(),
+        };
+        eprintln!(
+            "::{level} {place}title={}::{}",
+            escape_property(title),
+            escape(text)
+        );
+    }
+
     /// Starts a unit of work: a spinner, a line, or a log group.
     pub fn task(&self, title: impl Into<String>) -> Task {
         let title = title.into();
@@ -219,6 +246,11 @@ fn escape(text: &str) -> String {
     text.replace('%', "%25")
         .replace('\r', "%0D")
         .replace('\n', "%0A")
+}
+
+/// Annotation properties (`file=`, `title=`) also end at `,` and `:`.
+fn escape_property(text: &str) -> String {
+    escape(text).replace(':', "%3A").replace(',', "%2C")
 }
 
 /// One unit of work in progress; finish it with `done` or `fail`.

@@ -237,6 +237,25 @@ impl Runner {
         Ok(text)
     }
 
+    /// Runs `step` to completion with stdout and stderr captured apart, and hands back the
+    /// exit status for the caller to judge: scanners exit non-zero when they find something,
+    /// and write their reports to one stream and their logs to the other. Under `--dry-run`
+    /// it only prints the step and returns `None`.
+    pub fn run_unchecked(&self, step: &Step) -> Result<Option<Output>> {
+        self.announce(step);
+        if self.dry_run {
+            return Ok(None);
+        }
+        let output = step
+            .expression()
+            .stdin_null()
+            .stdout_capture()
+            .stderr_capture()
+            .run()
+            .with_context(|| cannot_run(step))?;
+        Ok(Some(output))
+    }
+
     /// Runs a read-only query (`docker info`, `python3 --version`) even under `--dry-run`,
     /// since plans depend on its answer. Never fails on a non-zero exit: the caller decides.
     pub fn query(&self, step: &Step) -> Result<Output> {

@@ -1,0 +1,71 @@
+//! `cargo xtask sbom`: CycloneDX SBOMs of the stack's images and of the workspace.
+
+use anyhow::{bail, Result};
+
+use crate::ctx::Ctx;
+use crate::engine;
+use crate::runner::Step;
+use crate::scanners::reports_dir;
+use crate::scanners::trivy::{SbomInput, Trivy};
+
+/// Write a CycloneDX SBOM for each of the stack's images and one for the workspace, into
+/// target/xtask/reports/sbom/.
+#[derive(clap::Args, Debug)]
+pub struct Sbom {
+    /// Only the workspace's SBOM: leave the images out.
+    #[arg(long)]
+    pub skip_images: bool,
+}
+
+impl Sbom {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let trivy = Trivy::prepare(ctx, false)?;
+        let dir = reports_dir(ctx).join("sbom");
+        let mut written = Vec::new();
+        if !self.skip_images {
+            let missing: Vec<String> = ctx
+                .stack
+                .services
+                .iter()
+                .map(|s| s.versioned_image())
+                .filter(|image| !ctx.dry_run() && !engine::image_exists(ctx, image))
+                .collect();
+            if !missing.is_empty() {
+                bail!(
+                    "{} not built: run `cargo xtask images` first (or pass --skip-images)",
+                    missing.join(", ")
+                );
+            }
+            let archives = ctx.root.join("target/xtask/images");
+            ctx.runner.create_dir(&archives)?;
+            for service in &ctx.stack.services {
+                let image = service.versioned_image();
+                let out = dir.join(format!("{}.cdx.json", service.name));
+                ctx.reporter.run_task(format!("SBOM of {image}"), |_| {
+                    let tar = archives.join(format!("{}.sbom.tar", service.name));
+                    ctx.runner.run(
+                        &Step::new("docker")
+                            .args(["save", "--output"])
+                            .arg(&tar)
+                            .arg(&image),
+                    )?;
+                    let result = trivy.sbom(ctx, SbomInput::Image(&tar), &out);
+                    ctx.runner.remove_path(&tar)?;
+                    result
+                })?;
+                written.push(out);
+            }
+        }
+        let out = dir.join("workspace.cdx.json");
+        ctx.reporter.run_task("SBOM of the workspace", |_| {
+            trivy.sbom(ctx, SbomInput::Dir(&ctx.root), &out)
+        })?;
+        written.push(out);
+        if !ctx.dry_run() {
+            for path in &written {
+                println!("{}", ctx.show(path));
+            }
+        }
+        Ok(())
+    }
+}

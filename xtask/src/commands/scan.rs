@@ -1,0 +1,309 @@
+//! `cargo xtask scan`: every scanner on everything we ship, with one summary table.
+//!
+//! - Trivy on each of the stack's images (`docker save`, then `trivy image --input`);
+//! - `trivy fs` on the repository (secrets, licences; vulnerabilities with a database);
+//! - `trivy config` on the Dockerfiles and any manifests;
+//! - hadolint on the Dockerfiles;
+//! - our compose rule on `compose/*.yml` (Trivy does not read compose files);
+//! - cargo-deny on the workspace.
+//!
+//! Three lanes run in parallel: Trivy (one instance at a time: instances sharing a cache lock
+//! each other out), cargo-deny, and the linters. JSON and SARIF reports go to
+//! `target/xtask/reports/`; the exit code is non-zero when any finding at a severity
+//! trivy.yaml lists remains, a scanner fails, or a required database is missing.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::ctx::Ctx;
+use crate::engine;
+use crate::findings::{self, Policy, ScanResult};
+use crate::runner::Step;
+use crate::scanners::trivy::Trivy;
+use crate::scanners::{cargo_deny, compose_rule, hadolint, reports_dir, skip_dirs};
+
+/// Scan the images, the repository and the Rust dependencies: HIGH and CRITICAL fail.
+///
+/// Trivy on each of the stack's images, `trivy fs` (secrets, licences) and `trivy config` on
+/// the repository, hadolint on the Dockerfiles, a hardening rule on the compose files, and
+/// cargo-deny. Findings at the severities trivy.yaml lists (HIGH, CRITICAL) fail the scan;
+/// JSON and SARIF reports go to target/xtask/reports/.
+///
+/// Trivy's vulnerability database and RustSec's advisory database come from the internet:
+/// without them the rest still runs and the report says what was not checked.
+#[derive(clap::Args, Debug)]
+pub struct Scan {
+    /// Fail when vulnerabilities cannot be checked (no Trivy vulnerability database).
+    #[arg(long)]
+    pub require_vuln_db: bool,
+    /// Fail when advisories cannot be checked (no RustSec advisory database).
+    #[arg(long)]
+    pub require_advisories: bool,
+    /// Leave the stack's images out (they are built by `cargo xtask images`).
+    #[arg(long)]
+    pub skip_images: bool,
+}
+
+/// Runs one scanner as a task; an error becomes a failed row instead of stopping the rest.
+fn unit(
+    ctx: &Ctx,
+    target: &str,
+    scanner: &str,
+    work: impl FnOnce() -> Result<ScanResult>,
+) -> ScanResult {
+    let task = ctx.reporter.task(format!("{scanner}: {target}"));
+    match work() {
+        Ok(result) => {
+            let total = result.findings.len();
+            task.done(format!(
+                "{total} finding{}",
+                if total == 1 { "" } else { "s" }
+            ));
+            result
+        }
+        Err(e) => {
+            task.fail("error");
+            ScanResult::failed(target, scanner, format!("{e:#}"))
+        }
+    }
+}
+
+/// An image saved as an archive, re-saved only when the image changed (its id is kept beside
+/// the archive).
+fn archive(ctx: &Ctx, image: &str, id: &str, dir: &Path, name: &str) -> Result<PathBuf> {
+    let tar = dir.join(format!("{name}.tar"));
+    let stamp = dir.join(format!("{name}.tar.id"));
+    let current = std::fs::read_to_string(&stamp).unwrap_or_default();
+    if current.trim() == id && tar.is_file() {
+        return Ok(tar);
+    }
+    ctx.runner.create_dir(dir)?;
+    ctx.runner.remove_path(&stamp)?;
+    ctx.runner.run(
+        &Step::new("docker")
+            .args(["save", "--output"])
+            .arg(&tar)
+            .arg(image),
+    )?;
+    ctx.runner.write_file(&stamp, id)?;
+    Ok(tar)
+}
+
+struct Image {
+    name: String,
+    reference: String,
+    /// The image id, or why it cannot be scanned.
+    id: std::result::Result<String, String>,
+}
+
+fn images(ctx: &Ctx) -> Vec<Image> {
+    let engine = engine::version(ctx).err().map(|e| e.to_string());
+    ctx.stack
+        .services
+        .iter()
+        .map(|s| {
+            let reference = s.versioned_image();
+            let id = match &engine {
+                Some(why) => Err(format!("{why}: cannot read {reference}")),
+                None => engine::image_inspect(ctx, &reference, "{{.Id}}").ok_or_else(|| {
+                    format!(
+                        "{reference} is not built: run `cargo xtask images` first (or pass \
+                         --skip-images)"
+                    )
+                }),
+            };
+            Image {
+                name: s.name.clone(),
+                reference,
+                id,
+            }
+        })
+        .collect()
+}
+
+/// The Trivy lane: each image, then the repository and its configuration files.
+fn trivy_lane(ctx: &Ctx, trivy: &Trivy, images: &[Image], reports: &Path) -> Vec<ScanResult> {
+    let mut results = Vec::new();
+    let mut image_sarifs = Vec::new();
+    let archives = ctx.root.join("target/xtask/images");
+    for image in images {
+        let result = unit(ctx, &image.reference, "trivy image", || {
+            let id = image.id.clone().map_err(anyhow::Error::msg)?;
+            let tar = archive(ctx, &image.reference, &id, &archives, &image.name)?;
+            let json = reports.join(format!("json/trivy-image-{}.json", image.name));
+            let result = trivy.image(ctx, &image.reference, &tar, &json)?;
+            let sarif = reports.join(format!("sarif/trivy-image-{}.sarif", image.name));
+            trivy.sarif(ctx, &json, &sarif)?;
+            image_sarifs.push(sarif);
+            Ok(result)
+        });
+        results.push(result);
+    }
+    if !ctx.dry_run() && !image_sarifs.is_empty() {
+        let logs: Vec<serde_json::Value> = image_sarifs
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .filter_map(|t| serde_json::from_str(&t).ok())
+            .collect();
+        if let Some(merged) = findings::merge_sarif(logs) {
+            let _ = ctx.runner.write_file(
+                &reports.join("sarif/trivy-image.sarif"),
+                serde_json::to_string_pretty(&merged).unwrap_or_default(),
+            );
+        }
+    }
+    let mut fs = unit(ctx, "repository", "trivy fs", || {
+        let json = reports.join("json/trivy-fs.json");
+        let result = trivy.fs(ctx, &ctx.root, &json)?;
+        trivy.sarif(ctx, &json, &reports.join("sarif/trivy-fs.sarif"))?;
+        Ok(result)
+    });
+    fs.target = "repository".into();
+    fs.notes.extend(trivy.ignore_notes.iter().cloned());
+    results.push(fs);
+    let mut config = unit(ctx, "Dockerfiles and manifests", "trivy config", || {
+        let json = reports.join("json/trivy-config.json");
+        let result = trivy.config(ctx, &ctx.root, &json)?;
+        trivy.sarif(ctx, &json, &reports.join("sarif/trivy-config.sarif"))?;
+        Ok(result)
+    });
+    config.target = "Dockerfiles and manifests".into();
+    results.push(config);
+    results
+}
+
+/// The linters' lane: hadolint, then the compose rule on each compose file.
+fn lint_lane(ctx: &Ctx, reports: &Path) -> Vec<ScanResult> {
+    let mut results = Vec::new();
+    let skip = skip_dirs(&ctx.root.join(Policy::FILE));
+    let dockerfiles = hadolint::dockerfiles(&ctx.root, &skip);
+    results.push(unit(ctx, "Dockerfiles", hadolint::SCANNER, || {
+        hadolint::scan(
+            ctx,
+            &ctx.root,
+            &dockerfiles,
+            "Dockerfiles",
+            &reports.join("sarif/hadolint.sarif"),
+        )
+    }));
+    let compose_dir = ctx.root.join("compose");
+    let mut compose_files: Vec<PathBuf> = std::fs::read_dir(&compose_dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    compose_files.retain(|p| p.extension().is_some_and(|e| e == "yml" || e == "yaml"));
+    compose_files.sort();
+    let mut all = Vec::new();
+    for file in &compose_files {
+        let shown = ctx.show(file).trim_start_matches("$ROOT/").to_owned();
+        ctx.runner
+            .plan(format!("check {shown} against the compose hardening rule"));
+        let result = unit(ctx, &shown, compose_rule::SCANNER, || {
+            let mut result = ScanResult::new(&shown, compose_rule::SCANNER);
+            result.findings = compose_rule::check_file(&ctx.root, file)?;
+            Ok(result)
+        });
+        all.extend(result.findings.iter().cloned());
+        results.push(result);
+    }
+    if !ctx.dry_run() {
+        let log = findings::sarif(
+            "compose rule",
+            "https://docs.docker.com/reference/compose-file/services/",
+            &all,
+            compose_files
+                .first()
+                .map(|f| ctx.show(f).trim_start_matches("$ROOT/").to_owned())
+                .as_deref()
+                .unwrap_or("compose"),
+        );
+        let _ = ctx.runner.write_file(
+            &reports.join("sarif/compose.sarif"),
+            serde_json::to_string_pretty(&log).unwrap_or_default(),
+        );
+    }
+    results
+}
+
+fn deny_lane(ctx: &Ctx, reports: &Path, require_advisories: bool) -> ScanResult {
+    let mut options = cargo_deny::Options::for_workspace(ctx);
+    options.require_advisories = require_advisories;
+    let result = unit(ctx, "Rust dependencies", cargo_deny::SCANNER, || {
+        cargo_deny::scan(ctx, &options)
+    });
+    if !ctx.dry_run() {
+        let _ = ctx.runner.write_file(
+            &reports.join("sarif/cargo-deny.sarif"),
+            serde_json::to_string_pretty(&cargo_deny::sarif(&result)).unwrap_or_default(),
+        );
+    }
+    result
+}
+
+impl Scan {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let started = Instant::now();
+        let policy = Policy::load(&ctx.root)?;
+        let reports = reports_dir(ctx);
+        // Every tool first, one install at a time; then the scans in parallel.
+        crate::tools::ensure(ctx, &["trivy", "hadolint", "cargo-deny"])?;
+        let images = if self.skip_images {
+            Vec::new()
+        } else {
+            images(ctx)
+        };
+        let trivy = Trivy::prepare(ctx, self.require_vuln_db)?;
+        // Old reports would be taken for this run's.
+        for dir in ["json", "sarif"] {
+            ctx.runner.remove_path(&reports.join(dir))?;
+            ctx.runner.create_dir(&reports.join(dir))?;
+        }
+
+        let (trivy_results, lint_results, deny_result) = if ctx.dry_run() {
+            // Sequentially, so the plan reads in order.
+            (
+                trivy_lane(ctx, &trivy, &images, &reports),
+                lint_lane(ctx, &reports),
+                deny_lane(ctx, &reports, self.require_advisories),
+            )
+        } else {
+            std::thread::scope(|s| {
+                let deny = s.spawn(|| deny_lane(ctx, &reports, self.require_advisories));
+                let lint = s.spawn(|| lint_lane(ctx, &reports));
+                let trivy_results = trivy_lane(ctx, &trivy, &images, &reports);
+                (
+                    trivy_results,
+                    lint.join().expect("the lint lane does not panic"),
+                    deny.join().expect("the cargo-deny lane does not panic"),
+                )
+            })
+        };
+        if ctx.dry_run() {
+            return Ok(());
+        }
+        let mut results = trivy_results;
+        results.extend(lint_results);
+        results.push(deny_result);
+
+        let summary = reports.join("summary.json");
+        ctx.runner.write_file(
+            &summary,
+            serde_json::to_string_pretty(&results).context("cannot write the summary")?,
+        )?;
+        let outcome = findings::report(
+            ctx,
+            "cargo xtask scan",
+            &results,
+            &policy,
+            "Fix the findings above; to accept one for a while, add it to .trivyignore.yaml \
+             (Trivy) with an expiry date and a reason, or to deny.toml (cargo-deny) with a reason",
+        );
+        println!(
+            "\nreports: {} (JSON, SARIF); scanned in {:.1} s",
+            ctx.show(&reports),
+            started.elapsed().as_secs_f64()
+        );
+        outcome
+    }
+}

@@ -1,0 +1,281 @@
+//! The workflows under `.github/workflows/` as the toolkit sees them: every `run:` step is a
+//! `cargo xtask` command (or, on macOS, `cargo test`), and every `cargo xtask` command they
+//! call must parse with the real command line, so a workflow cannot call a command or flag
+//! that does not exist.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use serde_yaml_ng::Value;
+
+pub const DIR: &str = ".github/workflows";
+
+/// One `run:` step.
+#[derive(Debug, Clone)]
+pub struct RunStep {
+    /// `.github/workflows/ci.yml`
+    pub file: String,
+    pub job: String,
+    /// The step's line in the file (its `run:` key), for annotations.
+    pub line: Option<u32>,
+    pub script: String,
+}
+
+pub fn files(root: &Path) -> Result<Vec<PathBuf>> {
+    let dir = root.join(DIR);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yml" || e == "yaml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Every `run:` step of every workflow under `root`.
+pub fn run_steps(root: &Path) -> Result<Vec<RunStep>> {
+    let mut steps = Vec::new();
+    for path in files(root)? {
+        let text = std::fs::read_to_string(&path)?;
+        let shown = path
+            .strip_prefix(root)
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .into_owned();
+        let doc: Value =
+            serde_yaml_ng::from_str(&text).with_context(|| format!("{shown} is not valid YAML"))?;
+        let lines: Vec<&str> = text.lines().collect();
+        let mut search_from = 0;
+        let jobs = doc.get("jobs").and_then(Value::as_mapping);
+        for (job, body) in jobs.into_iter().flatten() {
+            let job = job.as_str().unwrap_or("?").to_owned();
+            let Some(job_steps) = body.get("steps").and_then(Value::as_sequence) else {
+                continue;
+            };
+            for step in job_steps {
+                let Some(script) = step.get("run").and_then(Value::as_str) else {
+                    continue;
+                };
+                // Steps appear in file order: find each `run:` after the previous one.
+                let line = lines
+                    .iter()
+                    .enumerate()
+                    .skip(search_from)
+                    .find(|(_, l)| {
+                        let l = l.trim_start().trim_start_matches("- ");
+                        l.starts_with("run:")
+                    })
+                    .map(|(i, _)| i);
+                if let Some(i) = line {
+                    search_from = i + 1;
+                }
+                steps.push(RunStep {
+                    file: shown.clone(),
+                    job: job.clone(),
+                    line: line.map(|i| i as u32 + 1),
+                    script: script.to_owned(),
+                });
+            }
+        }
+    }
+    Ok(steps)
+}
+
+/// One command of a script, split into words as a POSIX shell would (variables become a
+/// placeholder word: their values are not known here).
+pub fn commands(script: &str) -> Vec<Vec<String>> {
+    let joined = script.replace("\\\n", " ");
+    let mut commands = Vec::new();
+    for line in joined.lines() {
+        let mut words: Vec<String> = Vec::new();
+        let mut word = String::new();
+        let mut in_word = false;
+        let mut chars = line.chars().peekable();
+        let mut quote: Option<char> = None;
+        let flush = |words: &mut Vec<String>, word: &mut String, in_word: &mut bool| {
+            if *in_word {
+                words.push(std::mem::take(word));
+                *in_word = false;
+            }
+        };
+        while let Some(c) = chars.next() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some('\''), c) => word.push(c),
+                (_, '$') => {
+                    // $VAR, ${VAR}, ${{ expr }}: a placeholder value.
+                    in_word = true;
+                    if chars.peek() == Some(&'{') {
+                        let mut depth = 0;
+                        for c in chars.by_ref() {
+                            match c {
+                                '{' => depth += 1,
+                                '}' => depth -= 1,
+                                _ => {}
+                            }
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                    } else {
+                        while chars
+                            .peek()
+                            .is_some_and(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        {
+                            chars.next();
+                        }
+                    }
+                    word.push_str("VALUE");
+                }
+                (Some(_), '\\') => {
+                    if let Some(next) = chars.next() {
+                        word.push(next);
+                    }
+                }
+                (Some(_), c) => word.push(c),
+                (None, '\'' | '"') => {
+                    quote = Some(c);
+                    in_word = true;
+                }
+                (None, '\\') => {
+                    if let Some(next) = chars.next() {
+                        word.push(next);
+                        in_word = true;
+                    }
+                }
+                (None, '#') if !in_word => break,
+                (None, c) if c.is_whitespace() => flush(&mut words, &mut word, &mut in_word),
+                (None, ';' | '|' | '&') => {
+                    flush(&mut words, &mut word, &mut in_word);
+                    while chars.peek().is_some_and(|c| *c == '|' || *c == '&') {
+                        chars.next();
+                    }
+                    if !words.is_empty() {
+                        commands.push(std::mem::take(&mut words));
+                    }
+                }
+                (None, c) => {
+                    word.push(c);
+                    in_word = true;
+                }
+            }
+        }
+        flush(&mut words, &mut word, &mut in_word);
+        if !words.is_empty() {
+            commands.push(words);
+        }
+    }
+    commands
+}
+
+/// What is wrong with one step's commands, if anything: each problem one line.
+pub fn check_step(step: &RunStep) -> Vec<String> {
+    let mut problems = Vec::new();
+    let commands = commands(&step.script);
+    if commands.is_empty() {
+        problems.push("an empty `run:`".to_owned());
+    }
+    for (i, words) in commands.iter().enumerate() {
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        match words.as_slice() {
+            ["cargo", "xtask", args @ ..] => {
+                let argv = std::iter::once("cargo xtask").chain(args.iter().copied());
+                if let Err(e) = crate::Cli::try_parse_from(argv) {
+                    let reason = e.to_string();
+                    let reason = reason
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .trim_start_matches("error: ");
+                    problems.push(format!("`cargo xtask {}`: {reason}", args.join(" ")));
+                }
+            }
+            ["cargo", "test", ..] => {}
+            // Keeping a copy of what a command printed (the upgrade table for a PR body).
+            ["tee", _] if i > 0 => {}
+            other => problems.push(format!(
+                "`{}` is not a `cargo xtask` command: put it in the toolkit",
+                other.join(" ")
+            )),
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_split_into_commands_and_words() {
+        assert_eq!(
+            commands("cargo xtask release --registry \"ghcr.io/${OWNER}\" --tag \"$TAG\""),
+            [vec![
+                "cargo",
+                "xtask",
+                "release",
+                "--registry",
+                "ghcr.io/VALUE",
+                "--tag",
+                "VALUE"
+            ]]
+        );
+        assert_eq!(
+            commands("cargo xtask upgrade-deps | tee \"${RUNNER_TEMP}/u.md\"\ncargo test -- --ignored # why\n"),
+            [
+                vec!["cargo", "xtask", "upgrade-deps"],
+                vec!["tee", "VALUE/u.md"],
+                vec!["cargo", "test", "--", "--ignored"],
+            ]
+        );
+        assert_eq!(
+            commands("cargo xtask scan \\\n  --skip-images && echo 'a b'"),
+            [
+                vec!["cargo", "xtask", "scan", "--skip-images"],
+                vec!["echo", "a b"],
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_commands_and_flags_are_named() {
+        let step = |script: &str| RunStep {
+            file: "w.yml".into(),
+            job: "j".into(),
+            line: None,
+            script: script.into(),
+        };
+        assert!(check_step(&step("cargo xtask scan --skip-images")).is_empty());
+        let problems = check_step(&step("cargo xtask scan --no-such-flag"));
+        assert!(problems[0].contains("--no-such-flag"), "{problems:?}");
+        let problems = check_step(&step("curl https://example.invalid | sh"));
+        assert_eq!(problems.len(), 2, "{problems:?}");
+    }
+
+    /// The workflows call only commands and flags the toolkit has: a renamed flag or a
+    /// command that does not exist fails here, not in a scheduled run weeks later.
+    #[test]
+    fn every_workflow_command_parses_with_the_real_command_line() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let steps = run_steps(root).unwrap();
+        assert!(
+            steps.iter().any(|s| s.script.contains("cargo xtask ci")),
+            "no workflow runs `cargo xtask ci`"
+        );
+        let problems: Vec<String> = steps
+            .iter()
+            .flat_map(|s| {
+                check_step(s).into_iter().map(move |p| {
+                    format!("{}:{} (job {}): {p}", s.file, s.line.unwrap_or(0), s.job)
+                })
+            })
+            .collect();
+        assert!(
+            problems.is_empty(),
+            "workflow steps the toolkit cannot run:\n{}",
+            problems.join("\n")
+        );
+    }
+}
