@@ -131,12 +131,6 @@ fn default_cylinders() -> i64 {
 }
 
 /// Optional, but never `null`: the schema says so.
-fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
-    deserializer: D,
-) -> Result<Option<T>, D::Error> {
-    T::deserialize(deserializer).map(Some)
-}
-
 fn present_flag<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<bool>, D::Error> {
@@ -212,12 +206,8 @@ pub struct Listing {
     #[serde(default)]
     #[schema(default = "white")]
     pub paint_color: Color,
-    /// fwd (the default), rwd or 4wd.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    /// fwd (the default), rwd or 4wd; `null` means the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drive: Option<Drive>,
     #[serde(
         default,
