@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Serialize, Serializer};
 
 use crate::mlflow;
-use crate::stack::{Kind, Service, Stack};
+use crate::stack::{Kind, Service, Stack, STOP_GRACE_SECONDS};
 
 pub const FILE: &str = "compose/docker-compose.demo.yml";
 pub const PROJECT: &str = "ml-mlops";
@@ -64,6 +64,7 @@ pub struct ComposeService {
     pub mem_limit: String,
     pub ports: Vec<String>,
     pub healthcheck: Healthcheck,
+    pub stop_grace_period: String,
     pub restart: String,
     pub networks: Vec<String>,
 }
@@ -192,6 +193,7 @@ fn service_entry(service: &Service, mlflow_service: &Service) -> ComposeService 
             service.container_port
         )],
         healthcheck: healthcheck(service),
+        stop_grace_period: format!("{STOP_GRACE_SECONDS}s"),
         restart: "unless-stopped".into(),
         networks: vec![NETWORK.into()],
     }

@@ -127,9 +127,10 @@ impl Ctx {
         self.stack_dir.join("models").join(&service.name)
     }
 
-    /// The model file the service serves (what a retrain replaces).
+    /// The model file the service serves: `current` links to the served version's folder,
+    /// beside `metrics.json` (the serving library's layout).
     pub fn model_file(&self, service: &Service) -> PathBuf {
-        self.model_dir(service).join("model.json")
+        self.model_dir(service).join("current").join("model.json")
     }
 
     pub fn mlruns_dir(&self) -> PathBuf {

@@ -198,7 +198,8 @@ pub fn wait_healthy(
                 Ok(a) => task.set_message(format!("answered {}", a.status)),
                 Err(_) => {}
             }
-            if let Some(why) = runtime.exited(ctx, service) {
+            let refused = answer.as_ref().ok().and_then(refused_model);
+            if let Some(why) = runtime.exited(ctx, service).or(refused) {
                 return Some(Err(failed_to_start(ctx, runtime, service, task, &why)));
             }
             let last = match answer {
@@ -218,6 +219,19 @@ pub fn wait_healthy(
             Err(failed_to_start(ctx, runtime, service, task, &why))
         }
     }
+}
+
+/// Why the service refused its model, when its health answer says so: it will not become
+/// healthy by waiting.
+fn refused_model(answer: &http::Answer) -> Option<String> {
+    let health = answer.json()?;
+    let reload = health.get("last_reload")?;
+    (reload["status"] == "refused").then(|| {
+        format!(
+            "it refused its model: {}",
+            reload["reason"].as_str().unwrap_or("no reason given")
+        )
+    })
 }
 
 fn failed_to_start(

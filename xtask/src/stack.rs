@@ -8,6 +8,10 @@ use serde::Deserialize;
 
 pub const IMAGE_PREFIX: &str = "ml-mlops";
 
+/// How long a service gets between SIGTERM and SIGKILL: the APIs finish their in-flight
+/// requests within 10 s (`serve --shutdown-timeout`), and get 5 s more to exit.
+pub const STOP_GRACE_SECONDS: u64 = 15;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {

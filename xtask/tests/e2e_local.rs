@@ -67,9 +67,13 @@ fn demo_then_status_health_smoke_and_down_leave_nothing_behind() {
 #[ignore = "end-to-end: builds release binaries and runs the stack; run by .ci/run"]
 fn a_service_that_cannot_start_fails_the_demo_with_its_log_and_stops_the_rest() {
     let stack = Stack::new();
+    // A corrupt model where the served one goes: versions/<v>/ and the `current` link.
     let model_dir = stack.path().join("models/carvision");
-    std::fs::create_dir_all(&model_dir).unwrap();
-    std::fs::write(model_dir.join("model.json"), "{ not a model").unwrap();
+    let version = model_dir.join("versions/0badc0ffee00");
+    std::fs::create_dir_all(&version).unwrap();
+    std::fs::write(version.join("model.json"), "{ not a model").unwrap();
+    std::fs::write(version.join("metrics.json"), "{}").unwrap();
+    std::os::unix::fs::symlink("versions/0badc0ffee00", model_dir.join("current")).unwrap();
 
     let demo = stack.xtask(&[
         "--runtime",
@@ -82,9 +86,10 @@ fn a_service_that_cannot_start_fails_the_demo_with_its_log_and_stops_the_rest() 
     assert!(!demo.status.success(), "demo passed with a broken model");
     let err = stderr(&demo);
     assert!(err.contains("carvision did not become healthy"), "{err}");
+    assert!(err.contains("it refused its model"), "{err}");
     assert!(
-        err.contains("is not a valid carvision model"),
-        "the log tail is missing:\n{err}"
+        err.contains("not a valid carvision model"),
+        "the reason or the log tail is missing:\n{err}"
     );
     stack.assert_stopped(&[], &[8001, 8002, 8003], "the failed demo");
     assert!(

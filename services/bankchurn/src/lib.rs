@@ -13,8 +13,10 @@ use serving::synth::{
 };
 use serving::table::Table;
 use serving::tracking::{Gate, GateKind};
-use serving::train::{self, BinaryTraining, BoosterParams, Features, GradientBooster, Selection};
-use serving::{check_non_negative, check_one_of, check_range, FieldError, PredictionMeta, Service};
+use serving::train::{
+    self, BinaryTraining, BoosterParams, Features, GradientBooster, ObjectiveType, Selection,
+};
+use serving::{check_non_negative, check_range, FieldError, Manifest, PredictionMeta, Service};
 use utoipa::ToSchema;
 
 /// The public file's columns, in order.
@@ -60,20 +62,31 @@ const PARAMS: BoosterParams = BoosterParams {
 
 pub struct BankChurn;
 
-/// One bank customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum Geography {
+    France,
+    Spain,
+    Germany,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum Gender {
+    Male,
+    Female,
+}
+
+/// One bank customer. Integers may be written `3` or `3.0`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 #[schema(example = json!(BankChurn::example_request()))]
 pub struct Customer {
     #[schema(minimum = 300, maximum = 850)]
+    #[serde(deserialize_with = "serving::json::integer")]
     pub credit_score: i64,
-    /// France | Spain | Germany
-    #[schema(pattern = "^(France|Spain|Germany)$")]
-    pub geography: String,
-    /// Male | Female
-    #[schema(pattern = "^(Male|Female)$")]
-    pub gender: String,
+    pub geography: Geography,
+    pub gender: Gender,
     #[schema(minimum = 18, maximum = 100)]
+    #[serde(deserialize_with = "serving::json::integer")]
     pub age: i64,
     /// Years with the bank.
     #[schema(minimum = 0, maximum = 10)]
@@ -81,12 +94,15 @@ pub struct Customer {
     #[schema(minimum = 0)]
     pub balance: f64,
     #[schema(minimum = 1, maximum = 4)]
+    #[serde(deserialize_with = "serving::json::integer")]
     pub num_of_products: i64,
     /// 0 | 1
     #[schema(minimum = 0, maximum = 1)]
+    #[serde(deserialize_with = "serving::json::integer")]
     pub has_cr_card: i64,
     /// 0 | 1
     #[schema(minimum = 0, maximum = 1)]
+    #[serde(deserialize_with = "serving::json::integer")]
     pub is_active_member: i64,
     #[schema(minimum = 0)]
     pub estimated_salary: f64,
@@ -161,11 +177,16 @@ fn feature_row(geography: usize, gender: usize, c: [f64; 8]) -> [f64; 10] {
 }
 
 fn request_row(c: &Customer) -> [f64; 10] {
-    let geography = GEOGRAPHIES
-        .iter()
-        .position(|g| *g == c.geography)
-        .unwrap_or(0);
-    let gender = GENDERS.iter().position(|g| *g == c.gender).unwrap_or(0);
+    // The codes are the positions in GEOGRAPHIES and GENDERS, as `load` reads them.
+    let geography = match c.geography {
+        Geography::France => 0,
+        Geography::Spain => 1,
+        Geography::Germany => 2,
+    };
+    let gender = match c.gender {
+        Gender::Male => 0,
+        Gender::Female => 1,
+    };
     feature_row(
         geography,
         gender,
@@ -212,10 +233,12 @@ pub fn load(path: &Path) -> anyhow::Result<(Features, Vec<f64>)> {
 }
 
 impl Service for BankChurn {
-    const NAME: &'static str = "bankchurn";
-    const TITLE: &'static str = "BankChurn API";
+    const MANIFEST: Manifest = serving::service_manifest!();
     const DESCRIPTION: &'static str =
         "Predicts whether a bank customer will churn (leave the bank).";
+    const FEATURES: &'static [&'static str] = FEATURES;
+    // The old API's batch took `{"customers": [...]}`.
+    const BATCH_ALIAS: Option<&'static str> = Some("customers");
     const DEFAULT_ROWS: usize = 10_000;
     const REGISTERED_MODEL: &'static str = "BankChurn-Classifier";
     // The old portfolio's promotion thresholds: F1 0.50 and ROC AUC 0.75.
@@ -312,14 +335,16 @@ impl Service for BankChurn {
     fn train(data: &Path, seed: u64) -> anyhow::Result<(Model, serde_json::Value)> {
         let (x, y) = load(data)?;
         let (booster, training, metrics) =
-            train::train_binary_classifier(PARAMS, &x, &y, Selection::F1, seed)?;
+            train::train_binary_classifier(PARAMS, &x, &y, "Exited", Selection::F1, seed)?;
         Ok((Model { booster, training }, metrics))
+    }
+
+    fn check_model(model: &Model) -> anyhow::Result<()> {
+        train::check_booster(&model.booster, ObjectiveType::LogLoss, FEATURES.len())
     }
 
     fn validate(c: &Customer) -> Result<(), FieldError> {
         check_range("CreditScore", c.credit_score as f64, 300.0, 850.0)?;
-        check_one_of("Geography", &c.geography, GEOGRAPHIES)?;
-        check_one_of("Gender", &c.gender, GENDERS)?;
         check_range("Age", c.age as f64, 18.0, 100.0)?;
         check_range("Tenure", c.tenure, 0.0, 10.0)?;
         check_non_negative("Balance", c.balance)?;
@@ -365,8 +390,8 @@ impl Service for BankChurn {
     fn example_request() -> Customer {
         Customer {
             credit_score: 619,
-            geography: "France".into(),
-            gender: "Female".into(),
+            geography: Geography::France,
+            gender: Gender::Female,
             age: 42,
             tenure: 2.0,
             balance: 0.0,

@@ -107,8 +107,7 @@ fn loads_the_public_file_layout_crlf_blank_tenure_and_identifiers() {
 fn a_malformed_file_is_rejected_with_line_and_column_and_the_old_model_survives() {
     let dir = tempfile::tempdir().unwrap();
     testkit::train_into::<BankChurn>(dir.path(), 800, 1);
-    let model = dir.path().join("model/model.json");
-    let before = std::fs::read(&model).unwrap();
+    let before = testkit::snapshot(&dir.path().join("model"));
 
     let mut text = std::fs::read_to_string(dir.path().join("data.csv")).unwrap();
     text.push_str("801,15600000,Doe,700,France,Male,forty,3.0,0.0,1,1,1,50000.0,0\r\n");
@@ -129,14 +128,93 @@ fn a_malformed_file_is_rejected_with_line_and_column_and_the_old_model_survives(
         stderr.contains("line 802, column `Age`: expected a number, found \"forty\""),
         "{stderr}"
     );
-    assert_eq!(
-        std::fs::read(&model).unwrap(),
-        before,
+    assert!(
+        testkit::snapshot(&dir.path().join("model")) == before,
         "the previous model was touched"
     );
+}
+
+#[tokio::test]
+async fn the_title_is_the_service_tomls() {
+    testkit::title_is_the_service_tomls::<BankChurn>(Path::new(env!("CARGO_MANIFEST_DIR"))).await;
+}
+
+#[test]
+fn sighup_swaps_in_a_new_model_and_refuses_a_lying_one() {
+    testkit::reload_on_sighup::<BankChurn>(Path::new(env!("CARGO_BIN_EXE_bankchurn")));
+}
+
+#[test]
+fn health_answers_under_a_slowloris_and_sigterm_ends_a_half_sent_request() {
+    testkit::slowloris_and_sigterm::<BankChurn>(Path::new(env!("CARGO_BIN_EXE_bankchurn")), 300);
 }
 
 #[test]
 fn serve_answers_on_a_real_socket_and_healthcheck_agrees() {
     testkit::serve_and_healthcheck(Path::new(env!("CARGO_BIN_EXE_bankchurn")));
+}
+
+#[test]
+fn degenerate_data_is_refused_and_the_model_left_as_it_was() {
+    let mut one_class = format!("{HEADER}\r\n");
+    for i in 0..500 {
+        one_class.push_str(&format!(
+            "{i},15634602,Hargrave,619,France,Female,42,2.0,0.0,1,1,1,101348.88,0\r\n"
+        ));
+    }
+    testkit::degenerate_data_is_refused::<BankChurn>(
+        Path::new(env!("CARGO_BIN_EXE_bankchurn")),
+        &[("a single class", one_class, "every row has Exited = 0")],
+    );
+}
+
+#[tokio::test]
+async fn old_clients_batches_and_integers_written_as_floats_are_accepted() {
+    let (_dir, app) = testkit::trained_router::<BankChurn>(1000);
+    let customer = serde_json::to_value(BankChurn::example_request()).unwrap();
+    let (status, old) = testkit::call(
+        &app,
+        "POST",
+        "/predict_batch",
+        Some(json!({"customers": [customer.clone(), customer.clone()]}).to_string()),
+    )
+    .await;
+    assert_eq!(status, 200, "{old}");
+    for key in [
+        "predictions",
+        "batch_id",
+        "total_customers",
+        "processing_time_seconds",
+        "count",
+    ] {
+        assert!(!old[key].is_null(), "no {key}: {old}");
+    }
+    assert_eq!(old["total_customers"], 2);
+    let (status, answer) = testkit::call(
+        &app,
+        "POST",
+        "/predict_batch",
+        Some(json!({"customers": [customer.clone()], "items": [customer.clone()]}).to_string()),
+    )
+    .await;
+    assert_eq!(status, 422, "{answer}");
+
+    let mut floats = customer.clone();
+    floats["Age"] = json!(42.0);
+    floats["NumOfProducts"] = json!(1.0);
+    let (status, answer) = testkit::call(&app, "POST", "/predict", Some(floats.to_string())).await;
+    assert_eq!(status, 200, "{answer}");
+    floats["Age"] = json!(42.5);
+    let (status, answer) = testkit::call(&app, "POST", "/predict", Some(floats.to_string())).await;
+    assert_eq!(
+        (status.as_u16(), answer["field"].as_str()),
+        (422, Some("Age"))
+    );
+    let duplicate = customer.to_string().replacen('{', "{\"Age\": 30,", 1);
+    let (status, answer) = testkit::call(&app, "POST", "/predict", Some(duplicate)).await;
+    assert_eq!(
+        (status.as_u16(), answer["field"].as_str()),
+        (422, Some("Age")),
+        "{answer}"
+    );
 }

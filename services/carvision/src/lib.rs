@@ -16,7 +16,7 @@ use serving::tracking::{Gate, GateKind};
 use serving::train::{
     self, BoosterParams, Features, GradientBooster, ObjectiveType, RegressionMetrics,
 };
-use serving::{check_one_of, check_range, FieldError, PredictionMeta, Service};
+use serving::{check_range, FieldError, Manifest, PredictionMeta, Service};
 use utoipa::ToSchema;
 
 pub const COLUMNS: [&str; 13] = [
@@ -47,29 +47,63 @@ const FEATURES: &[&str] = &[
     "paint_color",
     "is_4wd",
 ];
-/// Worst to best, so the code is an ordinal the trees can split on.
-const CONDITIONS: &[&str] = &["salvage", "fair", "good", "excellent", "like new", "new"];
-const FUELS: &[&str] = &["gas", "diesel", "hybrid", "electric", "other"];
-const TRANSMISSIONS: &[&str] = &["automatic", "manual", "other"];
-const TYPES: &[&str] = &[
-    "SUV",
-    "truck",
-    "sedan",
-    "pickup",
-    "coupe",
-    "wagon",
-    "mini-van",
-    "hatchback",
-    "van",
-    "convertible",
-    "other",
-    "offroad",
-    "bus",
-];
-const COLORS: &[&str] = &[
-    "white", "black", "silver", "grey", "blue", "red", "green", "brown", "custom", "yellow",
-    "orange", "purple",
-];
+/// A request field's allowed values as an enum, and the same values as the list the CSV
+/// loader checks; a value's code (what the trees see) is its position in the list.
+macro_rules! categories {
+    ($(#[$doc:meta])* $name:ident, $all:ident, default $default:ident, [$($variant:ident = $text:tt),+ $(,)?]) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+        pub enum $name {
+            $(
+                #[serde(rename = $text)]
+                #[allow(non_camel_case_types)]
+                $variant,
+            )+
+        }
+        const $all: &[&str] = &[$($text),+];
+        impl $name {
+            // Every category but `Drive` is a model feature.
+            #[allow(dead_code)]
+            fn code(self) -> f64 {
+                self as usize as f64
+            }
+        }
+        impl Default for $name {
+            fn default() -> Self {
+                $name::$default
+            }
+        }
+    };
+}
+
+categories!(
+    /// Worst to best, so the code is an ordinal the trees can split on.
+    Condition, CONDITIONS, default Good,
+    [Salvage = "salvage", Fair = "fair", Good = "good", Excellent = "excellent", LikeNew = "like new", New = "new"]
+);
+categories!(Fuel, FUELS, default Gas, [Gas = "gas", Diesel = "diesel", Hybrid = "hybrid", Electric = "electric", Other = "other"]);
+categories!(Transmission, TRANSMISSIONS, default Automatic, [Automatic = "automatic", Manual = "manual", Other = "other"]);
+categories!(
+    BodyType, TYPES, default Sedan,
+    [
+        Suv = "SUV", Truck = "truck", Sedan = "sedan", Pickup = "pickup", Coupe = "coupe",
+        Wagon = "wagon", MiniVan = "mini-van", Hatchback = "hatchback", Van = "van",
+        Convertible = "convertible", Other = "other", Offroad = "offroad", Bus = "bus",
+    ]
+);
+categories!(
+    Color, COLORS, default White,
+    [
+        White = "white", Black = "black", Silver = "silver", Grey = "grey", Blue = "blue",
+        Red = "red", Green = "green", Brown = "brown", Custom = "custom", Yellow = "yellow",
+        Orange = "orange", Purple = "purple",
+    ]
+);
+categories!(
+    /// Which wheels drive the car, as the old API took it; the model sees four-wheel drive or not.
+    Drive, DRIVES, default Fwd, [Fwd = "fwd", Rwd = "rwd", FourWd = "4wd"]
+);
+
 /// Listings outside this band are data-entry noise (1-dollar listings, six-figure typos).
 const PRICE_BAND: (f64, f64) = (500.0, 100_000.0);
 /// Prior weight of the target encodings: a model seen a handful of times leans on its brand.
@@ -86,66 +120,119 @@ const PARAMS: BoosterParams = BoosterParams {
 
 pub struct CarVision;
 
-fn default_condition() -> String {
-    "good".into()
-}
-fn default_fuel() -> String {
-    "gas".into()
-}
-fn default_transmission() -> String {
-    "automatic".into()
+/// Longest `model` accepted: the public file's longest is under 40 characters.
+const MAX_MODEL_CHARS: usize = 100;
+
+fn model_name<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    serving::json::bounded_text(deserializer, MAX_MODEL_CHARS)
 }
 
-/// A used-car listing. Only `model_year` and `model` are required.
+fn default_cylinders() -> i64 {
+    4
+}
+
+/// Optional, but never `null`: the schema says so.
+fn present_flag<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<bool>, D::Error> {
+    serving::json::flag(deserializer).map(Some)
+}
+
+/// Newest model year accepted: next year's models are on sale this year.
+fn newest_model_year() -> i64 {
+    current_year() + 1
+}
+
+fn model_year_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(1900))
+        .maximum(Some(newest_model_year()))
+        .description(Some("Year of the model; `2015` or `2015.0`."))
+        .build()
+}
+
+fn four_wd_schema() -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Type};
+    let schema = AnyOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::Boolean))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .enum_values(Some([0, 1])),
+        )
+        .description(Some(
+            "Four-wheel drive: true/false, or 1/0 as the public file writes it. Must agree with `drive` when both are given.",
+        ))
+        .build();
+    utoipa::openapi::Schema::AnyOf(schema)
+}
+
+/// A used-car listing, as the old API took it: only `model_year` and `model` are required;
+/// the rest default as there. Integers may be written `6` or `6.0`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!(CarVision::example_request()))]
 pub struct Listing {
-    /// No later than the current year.
-    #[schema(minimum = 1900)]
+    #[serde(deserialize_with = "serving::json::integer")]
+    #[schema(schema_with = model_year_schema)]
     pub model_year: i64,
     /// Brand then model, e.g. `ford f-150`; the first word is the brand.
-    #[schema(min_length = 1)]
+    #[serde(deserialize_with = "model_name")]
+    #[schema(min_length = 1, max_length = 100, pattern = "[A-Za-z0-9]")]
     pub model: String,
-    /// salvage | fair | good | excellent | like new | new
-    #[serde(default = "default_condition")]
-    pub condition: String,
-    #[schema(minimum = 2, maximum = 16)]
-    pub cylinders: Option<f64>,
-    /// gas | diesel | hybrid | electric | other
-    #[serde(default = "default_fuel")]
-    pub fuel: String,
-    /// Miles; unknown when absent.
-    #[schema(minimum = 0, maximum = 2000000)]
-    pub odometer: Option<f64>,
-    /// automatic | manual | other
-    #[serde(default = "default_transmission")]
-    pub transmission: String,
-    /// SUV | truck | sedan | pickup | coupe | wagon | mini-van | hatchback | van | convertible | other | offroad | bus
-    #[serde(rename = "type")]
-    pub body_type: Option<String>,
-    pub paint_color: Option<String>,
-    /// true or false; 1 and 0 (as the public file writes it) are accepted too.
-    #[serde(default, deserialize_with = "flag")]
-    pub is_4wd: bool,
+    #[serde(default)]
+    #[schema(default = "good")]
+    pub condition: Condition,
+    #[serde(
+        default = "default_cylinders",
+        deserialize_with = "serving::json::integer"
+    )]
+    #[schema(minimum = 2, maximum = 16, default = 4)]
+    pub cylinders: i64,
+    #[serde(default)]
+    #[schema(default = "gas")]
+    pub fuel: Fuel,
+    /// Miles.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 2000000, default = 0)]
+    pub odometer: f64,
+    #[serde(default)]
+    #[schema(default = "automatic")]
+    pub transmission: Transmission,
+    #[serde(rename = "type", default)]
+    #[schema(default = "sedan")]
+    pub body_type: BodyType,
+    #[serde(default)]
+    #[schema(default = "white")]
+    pub paint_color: Color,
+    /// fwd (the default), rwd or 4wd; `null` means the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drive: Option<Drive>,
+    #[serde(
+        default,
+        deserialize_with = "present_flag",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(schema_with = four_wd_schema)]
+    pub is_4wd: Option<bool>,
 }
 
-/// A boolean, or 0/1 as the dataset writes it.
-fn flag<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Flag {
-        Bool(bool),
-        Number(f64),
-    }
-    match Flag::deserialize(deserializer)
-        .map_err(|_| serde::de::Error::custom("expected true, false, 0 or 1"))?
-    {
-        Flag::Bool(b) => Ok(b),
-        Flag::Number(n) if n == 0.0 || n == 1.0 => Ok(n == 1.0),
-        Flag::Number(n) => Err(serde::de::Error::custom(format!(
-            "expected true, false, 0 or 1, got {n}"
-        ))),
+impl Listing {
+    /// Four-wheel drive, from `drive` or `is_4wd`, which must agree when both are given.
+    pub fn four_wd(&self) -> Result<bool, FieldError> {
+        match (self.drive, self.is_4wd) {
+            (Some(drive), Some(flag)) if (drive == Drive::FourWd) != flag => Err(FieldError::new(
+                "is_4wd",
+                format!(
+                    "is {flag} but drive is {:?}: give one, or make them agree",
+                    DRIVES[drive as usize]
+                ),
+            )),
+            (Some(drive), _) => Ok(drive == Drive::FourWd),
+            (None, flag) => Ok(flag.unwrap_or(false)),
+        }
     }
 }
 
@@ -199,12 +286,6 @@ pub struct Parsed {
     row: [f64; 11],
 }
 
-fn code(value: Option<&str>, allowed: &[&str]) -> f64 {
-    value
-        .and_then(|v| allowed.iter().position(|a| *a == v))
-        .map_or(f64::NAN, |i| i as f64)
-}
-
 fn brand_of(model: &str) -> String {
     model.split_whitespace().next().unwrap_or("").to_lowercase()
 }
@@ -217,14 +298,15 @@ fn parse_listing(l: &Listing) -> Parsed {
             l.model_year as f64,
             f64::NAN,
             f64::NAN,
-            code(Some(&l.condition), CONDITIONS),
-            l.cylinders.unwrap_or(f64::NAN),
-            code(Some(&l.fuel), FUELS),
-            l.odometer.unwrap_or(f64::NAN),
-            code(Some(&l.transmission), TRANSMISSIONS),
-            code(l.body_type.as_deref(), TYPES),
-            code(l.paint_color.as_deref(), COLORS),
-            f64::from(u8::from(l.is_4wd)),
+            l.condition.code(),
+            l.cylinders as f64,
+            l.fuel.code(),
+            l.odometer,
+            l.transmission.code(),
+            l.body_type.code(),
+            l.paint_color.code(),
+            // Validated before predicting; a contradiction never gets here.
+            f64::from(u8::from(l.four_wd().unwrap_or(false))),
         ],
         model,
     }
@@ -317,9 +399,9 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 impl Service for CarVision {
-    const NAME: &'static str = "carvision";
-    const TITLE: &'static str = "CarVision API";
+    const MANIFEST: Manifest = serving::service_manifest!();
     const DESCRIPTION: &'static str = "Estimates the market price of a used car from its listing.";
+    const FEATURES: &'static [&'static str] = FEATURES;
     const DEFAULT_ROWS: usize = 51_525;
     const REGISTERED_MODEL: &'static str = "CarVision-Regressor";
     // The old portfolio's promotion thresholds: R² 0.70 and RMSE $6,000.
@@ -435,13 +517,15 @@ impl Service for CarVision {
         let keep: Vec<usize> = (0..all_prices.len())
             .filter(|&i| (PRICE_BAND.0..=PRICE_BAND.1).contains(&all_prices[i]))
             .collect();
-        anyhow::ensure!(
-            keep.len() >= 50,
-            "only {} listings priced within ${}..=${}: too few to train on",
+        train::ensure_enough_rows(
             keep.len(),
-            PRICE_BAND.0,
-            PRICE_BAND.1
-        );
+            &format!(
+                "listings priced within ${}..=${} (of {} rows)",
+                PRICE_BAND.0,
+                PRICE_BAND.1,
+                all_prices.len()
+            ),
+        )?;
         let (listings, prices): (Vec<Parsed>, Vec<f64>) = {
             let mut pairs: Vec<Option<Parsed>> = all_listings.into_iter().map(Some).collect();
             keep.iter()
@@ -510,35 +594,52 @@ impl Service for CarVision {
         ))
     }
 
+    fn check_model(model: &Model) -> anyhow::Result<()> {
+        train::check_booster(&model.booster, ObjectiveType::SquaredLoss, FEATURES.len())?;
+        let encodings = [&model.brand, &model.model];
+        anyhow::ensure!(
+            encodings
+                .iter()
+                .all(|e| e.prior.is_finite() && e.means.values().all(|m| m.is_finite())),
+            "a target encoding holds a non-finite price"
+        );
+        Ok(())
+    }
+
     fn validate(l: &Listing) -> Result<(), FieldError> {
         check_range(
             "model_year",
             l.model_year as f64,
             1900.0,
-            current_year() as f64,
+            newest_model_year() as f64,
         )?;
-        if l.model.trim().is_empty() {
+        if !l.model.chars().any(|c| c.is_ascii_alphanumeric()) {
             return Err(FieldError::new(
                 "model",
                 "must name the car, e.g. \"ford f-150\"",
             ));
         }
-        check_one_of("condition", &l.condition, CONDITIONS)?;
-        if let Some(c) = l.cylinders {
-            check_range("cylinders", c, 2.0, 16.0)?;
-        }
-        check_one_of("fuel", &l.fuel, FUELS)?;
-        if let Some(o) = l.odometer {
-            check_range("odometer", o, 0.0, 2_000_000.0)?;
-        }
-        check_one_of("transmission", &l.transmission, TRANSMISSIONS)?;
-        if let Some(t) = &l.body_type {
-            check_one_of("type", t, TYPES)?;
-        }
-        if let Some(c) = &l.paint_color {
-            check_one_of("paint_color", c, COLORS)?;
-        }
-        Ok(())
+        check_range("cylinders", l.cylinders as f64, 2.0, 16.0)?;
+        check_range("odometer", l.odometer, 0.0, 2_000_000.0)?;
+        l.four_wd().map(|_| ())
+    }
+
+    fn request_schema_extras() -> Option<serde_json::Value> {
+        // `drive` and `is_4wd` must agree when both are given.
+        Some(serde_json::json!({
+            "not": {
+                "anyOf": [
+                    {
+                        "required": ["drive", "is_4wd"],
+                        "properties": { "drive": { "const": "4wd" }, "is_4wd": { "enum": [false, 0] } }
+                    },
+                    {
+                        "required": ["drive", "is_4wd"],
+                        "properties": { "drive": { "enum": ["fwd", "rwd"] }, "is_4wd": { "enum": [true, 1] } }
+                    }
+                ]
+            }
+        }))
     }
 
     fn predict(model: &Model, listings: &[Listing], meta: &PredictionMeta) -> Vec<PricePrediction> {
@@ -559,14 +660,15 @@ impl Service for CarVision {
         Listing {
             model_year: 2015,
             model: "ford f-150".into(),
-            condition: "excellent".into(),
-            cylinders: Some(6.0),
-            fuel: "gas".into(),
-            odometer: Some(80_000.0),
-            transmission: "automatic".into(),
-            body_type: Some("truck".into()),
-            paint_color: Some("white".into()),
-            is_4wd: true,
+            condition: Condition::Excellent,
+            cylinders: 6,
+            fuel: Fuel::Gas,
+            odometer: 80_000.0,
+            transmission: Transmission::Automatic,
+            body_type: BodyType::Truck,
+            paint_color: Color::White,
+            drive: None,
+            is_4wd: Some(true),
         }
     }
 }

@@ -10,6 +10,12 @@ async fn every_endpoint_and_every_kind_of_bad_input() {
         ("model_year", json!({"model_year": 1899})),
         ("model_year", json!({"model_year": 3000})),
         ("model", json!({"model": "  "})),
+        ("model", json!({"model": "x".repeat(101)})),
+        ("drive", json!({"drive": "awd"})),
+        ("is_4wd", json!({"is_4wd": true, "drive": "fwd"})),
+        ("is_4wd", json!({"is_4wd": [0, 0, 0]})),
+        ("cylinders", json!({"cylinders": 6.5})),
+        ("cylinders", json!({"cylinders": null})),
         ("condition", json!({"condition": "mint"})),
         ("cylinders", json!({"cylinders": 40})),
         ("fuel", json!({"fuel": "coal"})),
@@ -100,7 +106,105 @@ fn loads_blanks_and_rejects_an_unknown_condition_with_its_line() {
     );
 }
 
+#[tokio::test]
+async fn the_title_is_the_service_tomls() {
+    testkit::title_is_the_service_tomls::<CarVision>(Path::new(env!("CARGO_MANIFEST_DIR"))).await;
+}
+
+#[test]
+fn sighup_swaps_in_a_new_model_and_refuses_a_lying_one() {
+    testkit::reload_on_sighup::<CarVision>(Path::new(env!("CARGO_BIN_EXE_carvision")));
+}
+
+#[test]
+fn health_answers_under_a_slowloris_and_sigterm_ends_a_half_sent_request() {
+    testkit::slowloris_and_sigterm::<CarVision>(Path::new(env!("CARGO_BIN_EXE_carvision")), 300);
+}
+
 #[test]
 fn serve_answers_on_a_real_socket_and_healthcheck_agrees() {
     testkit::serve_and_healthcheck(Path::new(env!("CARGO_BIN_EXE_carvision")));
+}
+
+#[test]
+fn degenerate_data_is_refused_and_the_model_left_as_it_was() {
+    let header = "price,model_year,model,condition,cylinders,fuel,odometer,transmission,type,paint_color,is_4wd,date_posted,days_listed";
+    let mut outliers = format!("{header}\n");
+    for _ in 0..500 {
+        outliers
+            .push_str("1,2011.0,bmw x5,good,6.0,gas,145000.0,automatic,SUV,,1.0,2018-06-23,19\n");
+    }
+    testkit::degenerate_data_is_refused::<CarVision>(
+        Path::new(env!("CARGO_BIN_EXE_carvision")),
+        &[(
+            "every price outside the band",
+            outliers,
+            "only 0 listings priced within",
+        )],
+    );
+}
+
+#[tokio::test]
+async fn the_old_api_shape_drive_and_defaults() {
+    let (_dir, app) = testkit::trained_router::<CarVision>(5000);
+    let ask = |listing: serde_json::Value| {
+        let app = app.clone();
+        async move { testkit::call(&app, "POST", "/predict", Some(listing.to_string())).await }
+    };
+    // The old API's request: required model_year and model, the rest with its defaults.
+    let (status, minimal) = ask(json!({"model_year": 2015, "model": "ford f-150"})).await;
+    assert_eq!(status, 200, "{minimal}");
+    let (_, explicit) = ask(json!({
+        "model_year": 2015, "model": "ford f-150", "condition": "good", "cylinders": 4,
+        "fuel": "gas", "odometer": 0, "transmission": "automatic", "drive": "fwd",
+        "type": "sedan", "paint_color": "white"
+    }))
+    .await;
+    assert_eq!(
+        minimal["prediction"], explicit["prediction"],
+        "the defaults are the old API's"
+    );
+    let (_, by_drive) =
+        ask(json!({"model_year": 2015, "model": "jeep wrangler", "drive": "4wd"})).await;
+    let (_, by_flag) =
+        ask(json!({"model_year": 2015, "model": "jeep wrangler", "is_4wd": 1})).await;
+    let (_, both) =
+        ask(json!({"model_year": 2015, "model": "jeep wrangler", "is_4wd": true, "drive": "4wd"}))
+            .await;
+    assert_eq!(by_drive["prediction"], by_flag["prediction"]);
+    assert_eq!(by_drive["prediction"], both["prediction"]);
+    let (status, answer) =
+        ask(json!({"model_year": 2015.0, "model": "ford f-150", "cylinders": 6.0})).await;
+    assert_eq!(status, 200, "integers may be written as 2015.0: {answer}");
+
+    let (_, spec) = testkit::call(&app, "GET", "/openapi.json", None).await;
+    let schemas = &spec["components"]["schemas"];
+    let listing = &schemas["Listing"];
+    assert_eq!(listing["required"], json!(["model_year", "model"]));
+    assert_eq!(listing["properties"]["model_year"]["minimum"], 1900);
+    assert!(
+        listing["properties"]["model_year"]["maximum"]
+            .as_i64()
+            .unwrap()
+            >= 2025
+    );
+    assert_eq!(schemas["Drive"]["enum"], json!(["fwd", "rwd", "4wd"]));
+    assert_eq!(schemas["Condition"]["enum"][4], "like new");
+    assert!(
+        listing["properties"]["is_4wd"]["anyOf"].is_array(),
+        "{listing}"
+    );
+}
+
+#[tokio::test]
+async fn a_million_zeros_in_a_flag_are_refused_while_parsing() {
+    let (_dir, app) = testkit::trained_router::<CarVision>(1000);
+    // Within the body limit; refused at the `[`, not after building a million values.
+    let body = format!(
+        r#"{{"model_year": 2015, "model": "ford f-150", "is_4wd": [{}0]}}"#,
+        "0,".repeat(400_000)
+    );
+    let (status, answer) = testkit::call(&app, "POST", "/predict", Some(body)).await;
+    assert_eq!(status, 422);
+    assert_eq!(answer["field"], "is_4wd");
 }

@@ -1,18 +1,26 @@
-//! Model artifacts on disk: `model.json` (what `serve` loads) and `metrics.json` (what a human
-//! or CI reads). Both are written to temporary files and renamed into place, so a failed or
-//! interrupted run never leaves a half-written model behind.
+//! Model artifacts on disk, in the layout the crate docs describe: one directory per trained
+//! version (`versions/<model_version>/` with `model.json` and `metrics.json`) and a `current`
+//! symlink naming the served one. A version is staged in a dot-named directory, renamed into
+//! place, and only then does `current` switch (a new symlink renamed over the old), so the
+//! model and its metrics change together or not at all, whatever interrupts `train`.
 
-use std::io::Write;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 pub const MODEL_FILE: &str = "model.json";
 pub const METRICS_FILE: &str = "metrics.json";
+pub const VERSIONS_DIR: &str = "versions";
+pub const CURRENT_LINK: &str = "current";
+/// Everything `train` creates before it is complete starts with this (a dot-name).
+pub const STAGING_PREFIX: &str = ".staging-";
+/// Versions kept in `versions/`, the served one included.
+pub const KEEP_VERSIONS: usize = 3;
 /// Bumped whenever the artifact layout changes incompatibly.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The envelope around a service's model.
 #[derive(Serialize, Deserialize)]
@@ -20,89 +28,293 @@ pub struct Artifact<M> {
     pub service: String,
     pub format_version: u32,
     pub seed: u64,
+    /// The model's input features, in order.
+    pub features: Vec<String>,
     pub model: M,
 }
 
-/// A model read back from disk, with the version derived from its bytes.
-pub struct Loaded<M> {
-    pub model: M,
-    pub version: String,
-    pub path: PathBuf,
+/// The SHA-256 of `bytes`, in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
 }
 
-/// A short, stable fingerprint of the artifact bytes: the same training gives the same version.
-pub fn fingerprint(bytes: &[u8]) -> String {
-    // FNV-1a, 64 bit: stable across Rust releases, unlike `DefaultHasher`.
-    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    format!("{hash:016x}")[..12].to_owned()
+/// The SHA-256 of a file's contents, in hex, read in chunks.
+pub fn file_sha256(path: &Path) -> Result<String> {
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0; 1 << 16];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
 }
 
-fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes)?;
-    // Temporary files are private (0600); a model is read by other users, e.g. a container's.
-    set_readable(tmp.as_file())?;
-    tmp.as_file().sync_all()?;
-    let target = dir.join(name);
-    tmp.persist(&target)
-        .with_context(|| format!("cannot move the new {name} into {}", target.display()))?;
-    Ok(())
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A model's version: a short fingerprint of its bytes, so the same training gives the same
+/// version.
+pub fn version_of(model_bytes: &[u8]) -> String {
+    sha256_hex(model_bytes)[..12].to_owned()
 }
 
 /// Makes a new file readable by everyone (0644), as files normally are.
-pub fn set_readable(file: &std::fs::File) -> std::io::Result<()> {
+pub fn set_readable(file: &std::fs::File) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     file.set_permissions(std::fs::Permissions::from_mode(0o644))
 }
 
-/// Saves the model and its metrics into `dir`, returning the model version.
+/// The steps of [`save`] that touch the disk; tests inject failures (a full disk) at each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    Model,
+    Metrics,
+    Publish,
+    Link,
+}
+
+/// Saves the model and its metrics as a new version in `dir` and makes it the current one;
+/// returns the model version. One training at a time per directory: a run cleans up what an
+/// interrupted run left behind.
 pub fn save<M: Serialize>(
     dir: &Path,
     artifact: &Artifact<M>,
     metrics: &serde_json::Value,
 ) -> Result<String> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create model directory {}", dir.display()))?;
+    save_with_faults(dir, artifact, metrics, &mut |_| Ok(()))
+}
+
+pub(crate) fn save_with_faults<M: Serialize>(
+    dir: &Path,
+    artifact: &Artifact<M>,
+    metrics: &serde_json::Value,
+    fault: &mut dyn FnMut(Step) -> io::Result<()>,
+) -> Result<String> {
+    let versions = dir.join(VERSIONS_DIR);
+    std::fs::create_dir_all(&versions)
+        .with_context(|| format!("cannot create model directory {}", versions.display()))?;
+    remove_staging_leftovers(dir);
+
     let model_bytes = serde_json::to_vec(artifact)?;
-    let version = fingerprint(&model_bytes);
+    let version = version_of(&model_bytes);
     let mut metrics = metrics.clone();
     metrics["model_version"] = version.clone().into();
-    write_atomically(dir, METRICS_FILE, &serde_json::to_vec_pretty(&metrics)?)?;
-    // The model goes last: whoever sees the new model also finds its metrics.
-    write_atomically(dir, MODEL_FILE, &model_bytes)?;
+
+    // Removed on drop: every failure below leaves no staging directory behind.
+    let staging = tempfile::Builder::new()
+        .prefix(STAGING_PREFIX)
+        .tempdir_in(dir)
+        .with_context(|| format!("cannot create a staging directory in {}", dir.display()))?;
+    let write =
+        |name: &str, bytes: &[u8], step: Step, fault: &mut dyn FnMut(Step) -> io::Result<()>| {
+            let path = staging.path().join(name);
+            fault(step)
+                .and_then(|()| write_file(&path, bytes))
+                .with_context(|| format!("cannot write {}", path.display()))
+        };
+    write(MODEL_FILE, &model_bytes, Step::Model, fault)?;
+    write(
+        METRICS_FILE,
+        &serde_json::to_vec_pretty(&metrics)?,
+        Step::Metrics,
+        fault,
+    )?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(staging.path(), std::fs::Permissions::from_mode(0o755))?;
+    }
+
+    let target = versions.join(&version);
+    let existed = target.exists();
+    fault(Step::Publish)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| publish(staging.path(), &target, dir))
+        .with_context(|| format!("cannot move the new model into {}", target.display()))?;
+    sync_dir(&versions)?;
+    if let Err(e) = fault(Step::Link)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| point_current_at(dir, &version))
+    {
+        // Not served, so not kept: the directory is as it was before this run.
+        if !existed {
+            let _ = std::fs::remove_dir_all(&target);
+        }
+        return Err(e.context(format!(
+            "cannot switch {} to the new model",
+            dir.join(CURRENT_LINK).display()
+        )));
+    }
+    prune_versions(dir, &version);
     Ok(version)
 }
 
-/// Loads the model from `dir`; `Ok(None)` when there is none yet.
-pub fn load<M: DeserializeOwned>(dir: &Path, service: &str) -> Result<Option<Loaded<M>>> {
-    let path = dir.join(MODEL_FILE);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    set_readable(&file)?;
+    file.sync_all()
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync {}", dir.display()))
+}
+
+/// A fresh dot-name inside `dir` for a staging symlink or a directory on its way out.
+fn staging_name(dir: &Path, what: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    dir.join(format!(
+        "{STAGING_PREFIX}{what}-{}-{nanos}",
+        std::process::id()
+    ))
+}
+
+/// Renames the staged version into place. The same model trained again replaces its old
+/// directory (the metrics may differ): the old one is moved aside first, since a directory
+/// cannot be renamed over a non-empty one.
+fn publish(staging: &Path, target: &Path, dir: &Path) -> Result<()> {
+    match std::fs::rename(staging, target) {
+        Ok(()) => Ok(()),
+        Err(_) if target.is_dir() => {
+            let old = staging_name(dir, "old");
+            std::fs::rename(target, &old)?;
+            std::fs::rename(staging, target)?;
+            let _ = std::fs::remove_dir_all(&old);
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Replaces `dir/current` with a relative symlink to `versions/<version>`, atomically.
+fn point_current_at(dir: &Path, version: &str) -> Result<()> {
+    let link = staging_name(dir, "link");
+    std::os::unix::fs::symlink(Path::new(VERSIONS_DIR).join(version), &link)?;
+    if let Err(e) = std::fs::rename(&link, dir.join(CURRENT_LINK)) {
+        let _ = std::fs::remove_file(&link);
+        return Err(e.into());
+    }
+    sync_dir(dir)
+}
+
+/// Removes what an interrupted `train` (e.g. `kill -9`) left: staging directories and links.
+fn remove_staging_leftovers(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
     };
-    let artifact: Artifact<M> = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{} is not a valid {service} model", path.display()))?;
+    for entry in entries.flatten() {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(STAGING_PREFIX)
+        {
+            continue;
+        }
+        let path = entry.path();
+        let removed = match entry.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
+        match removed {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "removed what an interrupted training left")
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a staging leftover")
+            }
+        }
+    }
+}
+
+/// Keeps the served version and the newest others, [`KEEP_VERSIONS`] in all.
+fn prune_versions(dir: &Path, served: &str) {
+    let Ok(entries) = std::fs::read_dir(dir.join(VERSIONS_DIR)) else {
+        return;
+    };
+    let mut others: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter(|e| e.file_name() != served)
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    others.sort_by_key(|(modified, _)| std::cmp::Reverse(*modified));
+    for (_, path) in others.into_iter().skip(KEEP_VERSIONS - 1) {
+        if let Err(e) = std::fs::remove_dir_all(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove an old model version");
+        }
+    }
+}
+
+/// The served version's files, read through one resolution of `current`, so the model and
+/// its metrics always come from the same version.
+pub struct Stored {
+    pub model_bytes: Vec<u8>,
+    pub metrics: serde_json::Value,
+    pub version: String,
+    /// The model file, through its version directory.
+    pub path: PathBuf,
+}
+
+/// Reads the current version from `dir`; `Ok(None)` when nothing was trained there yet.
+/// Only reads: `dir` may be mounted read-only.
+pub fn read_current(dir: &Path) -> Result<Option<Stored>> {
+    let link = dir.join(CURRENT_LINK);
+    let target = match std::fs::read_link(&link) {
+        Ok(target) => target,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            anyhow::ensure!(
+                !dir.join(MODEL_FILE).exists(),
+                "{} holds a model in an older layout (no `{CURRENT_LINK}` link): retrain it",
+                dir.display()
+            );
+            return Ok(None);
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", link.display())),
+    };
+    let version_dir = dir.join(&target);
+    let path = version_dir.join(MODEL_FILE);
+    let model_bytes = std::fs::read(&path).with_context(|| {
+        format!(
+            "{} points to {}, which has no readable {MODEL_FILE}",
+            link.display(),
+            target.display()
+        )
+    })?;
+    let metrics_path = version_dir.join(METRICS_FILE);
+    let metrics: serde_json::Value = std::fs::read(&metrics_path)
+        .map_err(anyhow::Error::from)
+        .and_then(|b| Ok(serde_json::from_slice(&b)?))
+        .with_context(|| format!("cannot read {}", metrics_path.display()))?;
+    let version = version_of(&model_bytes);
+    let folder = version_dir
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy();
     anyhow::ensure!(
-        artifact.service == service,
-        "{} holds a {} model, not a {service} model",
-        path.display(),
-        artifact.service
+        folder == version,
+        "{} has version {version} but sits in folder {folder}: it was changed after training",
+        path.display()
     );
     anyhow::ensure!(
-        artifact.format_version == FORMAT_VERSION,
-        "{} has artifact format {}, this build reads format {FORMAT_VERSION}: retrain the model",
-        path.display(),
-        artifact.format_version
+        metrics["model_version"] == version.as_str(),
+        "{} describes model {}, not {version}",
+        metrics_path.display(),
+        metrics["model_version"]
     );
-    Ok(Some(Loaded {
-        model: artifact.model,
-        version: fingerprint(&bytes),
+    Ok(Some(Stored {
+        model_bytes,
+        metrics,
+        version,
         path,
     }))
 }
@@ -111,26 +323,63 @@ pub fn load<M: DeserializeOwned>(dir: &Path, service: &str) -> Result<Option<Loa
 mod tests {
     use super::*;
 
-    #[test]
-    fn save_then_load_round_trips_and_versions_by_content() {
-        let dir = tempfile::tempdir().unwrap();
-        let artifact = Artifact {
+    fn artifact(model: Vec<f64>) -> Artifact<Vec<f64>> {
+        Artifact {
             service: "demo".into(),
             format_version: FORMAT_VERSION,
             seed: 1,
-            model: vec![1.5, 2.5],
-        };
-        let v = save(dir.path(), &artifact, &serde_json::json!({"f1": 0.5})).unwrap();
-        let loaded: Loaded<Vec<f64>> = load(dir.path(), "demo").unwrap().unwrap();
-        assert_eq!(loaded.model, vec![1.5, 2.5]);
-        assert_eq!(loaded.version, v);
-        let metrics: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.path().join(METRICS_FILE)).unwrap()).unwrap();
-        assert_eq!(metrics["model_version"], v.as_str());
-        // No temporary files are left behind, and the files are readable by other users.
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+            features: vec!["x".into()],
+            model,
+        }
+    }
+
+    /// Every file under `dir` with its contents, symlinks as their targets.
+    fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_owned()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let t = e.file_type().unwrap();
+                if t.is_symlink() {
+                    let target = std::fs::read_link(e.path()).unwrap();
+                    out.push((e.path(), target.into_os_string().into_encoded_bytes()));
+                } else if t.is_dir() {
+                    stack.push(e.path());
+                } else {
+                    out.push((e.path(), std::fs::read(e.path()).unwrap()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn save_then_read_round_trips_in_the_versioned_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = save(
+            dir.path(),
+            &artifact(vec![1.5]),
+            &serde_json::json!({"f1": 0.5}),
+        )
+        .unwrap();
+        let link = std::fs::read_link(dir.path().join(CURRENT_LINK)).unwrap();
+        assert_eq!(link, Path::new(VERSIONS_DIR).join(&v), "a relative link");
+        let stored = read_current(dir.path()).unwrap().unwrap();
+        assert_eq!(stored.version, v);
+        assert_eq!(stored.metrics["model_version"], v.as_str());
+        assert_eq!(stored.metrics["f1"], 0.5);
+        let back: Artifact<Vec<f64>> = serde_json::from_slice(&stored.model_bytes).unwrap();
+        assert_eq!(back.model, vec![1.5]);
+        // Nothing but `versions` and `current`, and files readable by other users.
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, [CURRENT_LINK, VERSIONS_DIR]);
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join(MODEL_FILE))
+        let mode = std::fs::metadata(&stored.path)
             .unwrap()
             .permissions()
             .mode();
@@ -138,19 +387,129 @@ mod tests {
     }
 
     #[test]
-    fn load_refuses_another_services_model() {
+    fn keeps_the_last_three_versions_and_the_same_model_again_is_one_version() {
         let dir = tempfile::tempdir().unwrap();
-        let artifact = Artifact {
-            service: "other".into(),
-            format_version: FORMAT_VERSION,
-            seed: 1,
-            model: 0,
-        };
-        save(dir.path(), &artifact, &serde_json::json!({})).unwrap();
-        let err = load::<i32>(dir.path(), "demo").err().unwrap();
-        assert!(err.to_string().contains("not a demo model"), "{err}");
-        assert!(load::<i32>(&dir.path().join("absent"), "demo")
+        let mut versions = Vec::new();
+        for i in 0..5 {
+            versions.push(
+                save(
+                    dir.path(),
+                    &artifact(vec![f64::from(i)]),
+                    &serde_json::json!({}),
+                )
+                .unwrap(),
+            );
+            // Distinct modification times order the versions.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let again = save(
+            dir.path(),
+            &artifact(vec![4.0]),
+            &serde_json::json!({"again": true}),
+        )
+        .unwrap();
+        assert_eq!(again, versions[4]);
+        let mut kept: Vec<_> = std::fs::read_dir(dir.path().join(VERSIONS_DIR))
             .unwrap()
-            .is_none());
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        kept.sort();
+        let mut expected = versions[2..].to_vec();
+        expected.sort();
+        assert_eq!(kept, expected);
+        assert_eq!(
+            read_current(dir.path()).unwrap().unwrap().metrics["again"],
+            true
+        );
+    }
+
+    #[test]
+    fn a_failure_at_any_step_leaves_the_old_model_and_no_staging_files() {
+        for step in [Step::Model, Step::Metrics, Step::Publish, Step::Link] {
+            let dir = tempfile::tempdir().unwrap();
+            let old = save(
+                dir.path(),
+                &artifact(vec![1.0]),
+                &serde_json::json!({"n": 1}),
+            )
+            .unwrap();
+            let before = snapshot(dir.path());
+            let err = save_with_faults(
+                dir.path(),
+                &artifact(vec![2.0]),
+                &serde_json::json!({"n": 2}),
+                &mut |at| {
+                    if at == step {
+                        Err(io::Error::from_raw_os_error(28)) // ENOSPC: the disk is full
+                    } else {
+                        Ok(())
+                    }
+                },
+            )
+            .unwrap_err();
+            assert!(
+                format!("{err:#}").contains("No space left"),
+                "{step:?}: {err:#}"
+            );
+            assert_eq!(
+                snapshot(dir.path()),
+                before,
+                "{step:?} changed the model directory"
+            );
+            assert_eq!(read_current(dir.path()).unwrap().unwrap().version, old);
+        }
+    }
+
+    #[test]
+    fn leftovers_of_a_killed_training_are_removed_by_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let stale = dir.path().join(".staging-abc123");
+        std::fs::create_dir_all(&stale).unwrap();
+        std::fs::write(stale.join(MODEL_FILE), vec![b'x'; 1000]).unwrap();
+        std::os::unix::fs::symlink("versions/gone", dir.path().join(".staging-link-1-2")).unwrap();
+        save(dir.path(), &artifact(vec![1.0]), &serde_json::json!({})).unwrap();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
+    }
+
+    #[test]
+    fn a_model_changed_after_training_or_mismatched_metrics_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = save(dir.path(), &artifact(vec![1.0]), &serde_json::json!({})).unwrap();
+        let version_dir = dir.path().join(VERSIONS_DIR).join(&v);
+        std::fs::write(
+            version_dir.join(METRICS_FILE),
+            r#"{"model_version": "000000000000"}"#,
+        )
+        .unwrap();
+        let err = read_current(dir.path()).err().unwrap();
+        assert!(err.to_string().contains("not "), "{err}");
+        std::fs::write(version_dir.join(MODEL_FILE), b"{}").unwrap();
+        let err = read_current(dir.path()).err().unwrap();
+        assert!(err.to_string().contains("changed after training"), "{err}");
+    }
+
+    #[test]
+    fn nothing_trained_yet_and_the_old_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read_current(dir.path()).unwrap().is_none());
+        assert!(read_current(&dir.path().join("absent")).unwrap().is_none());
+        std::fs::write(dir.path().join(MODEL_FILE), b"{}").unwrap();
+        let err = read_current(dir.path()).err().unwrap();
+        assert!(err.to_string().contains("older layout"), "{err}");
+    }
+
+    #[test]
+    fn sha256_of_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("abc.txt");
+        std::fs::write(&path, b"abc").unwrap();
+        assert_eq!(
+            file_sha256(&path).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

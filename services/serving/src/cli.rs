@@ -10,6 +10,8 @@ use anyhow::{Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::artifact::{self, Artifact, FORMAT_VERSION};
+use crate::http::RequestLimits;
+use crate::server::ConnectionLimits;
 use crate::tracking::{StagedModel, Tracking, TrackingArgs};
 use crate::{http, Service};
 
@@ -33,7 +35,9 @@ enum Command {
         out: PathBuf,
     },
     /// Train on a CSV (synthetic or the real public file), evaluate on a held-out 20%, and
-    /// write model.json and metrics.json atomically into the model directory.
+    /// publish the model with its metrics as a new version in the model directory:
+    /// DIR/versions/<model_version>/{model.json,metrics.json}, with DIR/current pointing at it.
+    /// Data that cannot give a meaningful model is refused and the served model left as it was.
     Train {
         #[arg(long)]
         data_path: PathBuf,
@@ -46,6 +50,9 @@ enum Command {
         tracking: TrackingArgs,
     },
     /// Serve the HTTP API. Starts and answers even without a model (health then says 503).
+    /// Loads DIR/current/model.json and never writes to DIR; SIGHUP loads it again and swaps
+    /// it in if it passes validation (/health's `last_reload` tells the outcome); SIGTERM
+    /// finishes in-flight requests, then exits within --shutdown-timeout.
     Serve {
         #[arg(long, env = "PORT", default_value_t = 8000)]
         port: u16,
@@ -53,23 +60,90 @@ enum Command {
         host: std::net::IpAddr,
         #[arg(long, env = "MODEL_DIR", default_value = "models")]
         model_dir: PathBuf,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
-    /// Exit 0 only if the service at URL answers healthy (the container HEALTHCHECK).
+    /// Exit 0 only if the service answers healthy (the container HEALTHCHECK).
     Healthcheck {
-        #[arg(long, default_value = "http://127.0.0.1:8000/health")]
-        url: String,
+        /// [default: http://127.0.0.1:$PORT/health, PORT defaulting to 8000]
+        #[arg(long)]
+        url: Option<String>,
         /// Seconds to wait for an answer.
         #[arg(long, default_value_t = 3)]
         timeout: u64,
     },
 }
 
+/// Connection and request limits of `serve`; durations like `5s`, `500ms`, `1m`.
+#[derive(clap::Args)]
+struct LimitArgs {
+    /// Time for a client to send a request's headers, counted from when the server waits for
+    /// them (slowloris protection).
+    #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    header_read_timeout: Duration,
+    /// Close a connection idle this long (no request in flight, no bytes arriving).
+    #[arg(long, env = "IDLE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// Time for a request's whole body to arrive once its headers are in (then 408).
+    #[arg(long, env = "BODY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    body_timeout: Duration,
+    /// Time for a whole request, headers to answer (then 408).
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    request_timeout: Duration,
+    /// Most connections open at once (lowered to what the open-files limit allows); more get
+    /// an immediate 503.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096)]
+    max_connections: usize,
+    /// Largest request body in bytes (then 413); a 1000-item batch needs about 300 KB.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    /// After SIGTERM or Ctrl-C, time for in-flight requests to finish before exiting (keep
+    /// it under the container's stop timeout, 10 s by default).
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "8s", value_parser = humantime::parse_duration)]
+    shutdown_timeout: Duration,
+}
+
+impl LimitArgs {
+    fn split(&self) -> (ConnectionLimits, RequestLimits) {
+        (
+            ConnectionLimits {
+                header_read_timeout: self.header_read_timeout,
+                idle_timeout: self.idle_timeout,
+                max_connections: self.max_connections.max(1),
+                shutdown_timeout: self.shutdown_timeout,
+            },
+            RequestLimits {
+                body_bytes: self.max_body_bytes,
+                body_timeout: self.body_timeout,
+                request_timeout: self.request_timeout,
+                ..RequestLimits::default()
+            },
+        )
+    }
+}
+
+/// The healthcheck's URL when none is given: this container's own port.
+fn default_health_url(port: Option<&str>) -> String {
+    let port = port
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .unwrap_or("8000");
+    format!("http://127.0.0.1:{port}/health")
+}
+
 /// The `main` of every service binary.
 pub fn main<S: Service>() -> ExitCode {
     crate::telemetry::init();
+    let title = match S::MANIFEST.title() {
+        Ok(title) => title,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let command = Cli::command()
-        .name(S::NAME)
-        .about(format!("{}: {}", S::TITLE, S::DESCRIPTION))
+        .name(S::MANIFEST.name)
+        .about(format!("{title}: {}", S::DESCRIPTION))
         .version(crate::API_VERSION)
         .mut_subcommand("train", |train| {
             train.mut_arg("promote", |a| {
@@ -104,8 +178,19 @@ fn run<S: Service>(command: Command) -> Result<()> {
             port,
             host,
             model_dir,
-        } => serve::<S>(SocketAddr::new(host, port), &model_dir),
+            limits,
+        } => {
+            let (connections, requests) = limits.split();
+            serve::<S>(
+                SocketAddr::new(host, port),
+                model_dir,
+                connections,
+                requests,
+            )
+        }
         Command::Healthcheck { url, timeout } => {
+            let url =
+                url.unwrap_or_else(|| default_health_url(std::env::var("PORT").ok().as_deref()));
             crate::healthcheck::check(&url, Duration::from_secs(timeout))
         }
     }
@@ -140,21 +225,28 @@ fn train<S: Service>(
     // Before training, so that an absent MLflow fails fast.
     let tracking = Tracking::from_args::<S>(tracking)?;
     let started = Instant::now();
+    let name = S::MANIFEST.name;
     let (model, mut metrics) = S::train(data, seed).with_context(|| {
         format!(
-            "training {} on {} failed; the previous model is untouched",
-            S::NAME,
+            "training {name} on {} failed; the served model is untouched",
             data.display()
         )
     })?;
-    metrics["service"] = S::NAME.into();
+    // The data file by name and content, never by a path of the machine it was trained on.
+    metrics["service"] = name.into();
     metrics["seed"] = seed.into();
-    metrics["data_path"] = data.display().to_string().into();
+    metrics["data_file"] = data
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .into();
+    metrics["data_sha256"] = artifact::file_sha256(data)?.into();
     metrics["training_seconds"] = started.elapsed().as_secs_f64().into();
     let artifact = Artifact {
-        service: S::NAME.to_owned(),
+        service: name.to_owned(),
         format_version: FORMAT_VERSION,
         seed,
+        features: S::FEATURES.iter().map(|f| f.to_string()).collect(),
         model,
     };
     // MLflow: recorded before the model is saved (saving is what activates it), so a failed
@@ -162,7 +254,7 @@ fn train<S: Service>(
     if let Some(tracking) = &tracking {
         let unchanged = || format!("the model in {} is unchanged", model_dir.display());
         let model_json = serde_json::to_vec(&artifact)?;
-        metrics["model_version"] = artifact::fingerprint(&model_json).into();
+        metrics["model_version"] = artifact::version_of(&model_json).into();
         let staged = StagedModel {
             model_json: &model_json,
             metrics: &metrics,
@@ -183,18 +275,12 @@ fn train<S: Service>(
     Ok(())
 }
 
-fn serve<S: Service>(addr: SocketAddr, model_dir: &Path) -> Result<()> {
-    let started = Instant::now();
-    let model = artifact::load::<S::Model>(model_dir, S::NAME)?;
-    match &model {
-        Some(m) => {
-            tracing::info!(model_version = %m.version, path = %m.path.display(), millis = started.elapsed().as_millis() as u64, "model loaded")
-        }
-        None => {
-            tracing::warn!(model_dir = %model_dir.display(), "no model found: serving, but /health answers 503 until one is trained and the service restarted")
-        }
-    }
-    let app = http::router(http::AppState::<S>::new(model));
+fn serve<S: Service>(
+    addr: SocketAddr,
+    model_dir: PathBuf,
+    connections: ConnectionLimits,
+    requests: RequestLimits,
+) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -205,14 +291,32 @@ fn serve<S: Service>(addr: SocketAddr, model_dir: &Path) -> Result<()> {
                 addr.port()
             )
         })?;
-        tracing::info!(%addr, service = S::NAME, "listening");
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("server error")?;
+        let dir = model_dir.clone();
+        let state = tokio::task::spawn_blocking(move || http::AppState::<S>::from_dir(dir, requests))
+            .await?;
+        tokio::spawn(reload_on_sighup(state.clone()));
+        tracing::info!(%addr, service = S::MANIFEST.name, model_dir = %model_dir.display(), "listening");
+        crate::server::serve(listener, http::router(state), connections, shutdown_signal()).await;
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Loads the model again on every SIGHUP; the outcome shows in /health's `last_reload`.
+async fn reload_on_sighup<S: Service>(state: std::sync::Arc<http::AppState<S>>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: reloading is off");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the model");
+        let state = state.clone();
+        let _ = tokio::task::spawn_blocking(move || state.model.reload()).await;
+    }
 }
 
 /// Resolves on SIGTERM (docker stop) or Ctrl-C.
@@ -232,5 +336,20 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
-    tracing::info!("shutting down");
+    tracing::info!("shutdown requested");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_healthcheck_follows_port() {
+        assert_eq!(default_health_url(None), "http://127.0.0.1:8000/health");
+        assert_eq!(default_health_url(Some("")), "http://127.0.0.1:8000/health");
+        assert_eq!(
+            default_health_url(Some("9123")),
+            "http://127.0.0.1:9123/health"
+        );
+    }
 }

@@ -1,57 +1,95 @@
-//! The HTTP API every service exposes: `/`, `/health`, `/metrics`, `/openapi.json`,
-//! `/predict` and `/predict_batch`. Bad input is always a 422 naming the field; a missing
-//! model is always a 503; nothing panics on user input.
+//! The HTTP API every service exposes: `/`, `/health`, `/metrics`, `/openapi.json`, `/docs`,
+//! `/predict` and `/predict_batch`. Every error, whatever its status and whoever raised it (a
+//! handler, the router, a panic), answers the same JSON [`ErrorBody`]; bad input is a 422
+//! naming the field; a missing model is a 503; nothing panics on user input.
 
-use std::sync::{Arc, RwLock};
-use std::time::{Instant, SystemTime};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::FutureExt;
+use http_body_util::BodyExt;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
-use crate::artifact::Loaded;
+use crate::api::{BatchResponse, ErrorBody, Health, Links, Root};
+use crate::json::{self, BatchSeed, BodyError};
+use crate::model::{Loaded, ModelSlot};
 use crate::{FieldError, PredictionMeta, Service, API_VERSION};
 
-/// Most items one `/predict_batch` call may carry.
-pub const MAX_BATCH: usize = 1000;
+pub use crate::api::MAX_BATCH;
+
+/// Limits on each request, enforced by the router (the connection limits are in `server`).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    /// Largest body accepted: a 1000-item batch, pretty-printed, fits with room to spare.
+    pub body_bytes: usize,
+    /// Time to receive the whole body once the headers are in.
+    pub body_timeout: Duration,
+    /// Time for the whole request, from its headers to the answer.
+    pub request_timeout: Duration,
+    /// Most bytes of request line and headers together.
+    pub header_bytes: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        Self {
+            body_bytes: 1 << 20,
+            body_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            header_bytes: 16 << 10,
+        }
+    }
+}
 
 /// Shared state of a running service.
 pub struct AppState<S: Service> {
-    /// Swappable so a retrained model can replace the old one without a restart.
-    model: RwLock<Option<Arc<Loaded<S::Model>>>>,
+    pub model: ModelSlot<S>,
     started: Instant,
     metrics: Metrics,
     openapi: String,
+    title: String,
+    limits: RequestLimits,
 }
 
 impl<S: Service> AppState<S> {
+    /// A service with a fixed model (or none), never reloaded: for tests.
     pub fn new(model: Option<Loaded<S::Model>>) -> Arc<Self> {
-        Arc::new(Self {
-            model: RwLock::new(model.map(Arc::new)),
-            started: Instant::now(),
-            metrics: Metrics::new(S::NAME),
-            openapi: crate::openapi::document::<S>(),
-        })
+        Self::with_slot(ModelSlot::fixed(model), RequestLimits::default())
     }
 
-    fn model(&self) -> Option<Arc<Loaded<S::Model>>> {
-        self.model.read().unwrap_or_else(|e| e.into_inner()).clone()
+    /// A service that loads its model from `dir` and reloads it on request.
+    pub fn from_dir(dir: std::path::PathBuf, limits: RequestLimits) -> Arc<Self> {
+        Self::with_slot(ModelSlot::from_dir(dir), limits)
+    }
+
+    fn with_slot(model: ModelSlot<S>, limits: RequestLimits) -> Arc<Self> {
+        let title = S::MANIFEST
+            .title()
+            .unwrap_or_else(|e| panic!("the service.toml embedded at build time: {e:#}"));
+        Arc::new(Self {
+            model,
+            started: Instant::now(),
+            metrics: Metrics::new(S::MANIFEST.name),
+            openapi: crate::openapi::document::<S>(&title),
+            title,
+            limits,
+        })
     }
 }
 
-type Labels = Vec<(&'static str, String)>;
+type Labels = Vec<(&'static str, &'static str)>;
 
 struct Metrics {
     registry: Registry,
@@ -88,60 +126,229 @@ impl Metrics {
 
 /// Builds the service's router around `state`.
 pub fn router<S: Service>(state: Arc<AppState<S>>) -> Router {
+    let docs: Router<Arc<AppState<S>>> = utoipa_swagger_ui::SwaggerUi::new("/docs")
+        .config(utoipa_swagger_ui::Config::from("/openapi.json"))
+        .into();
     Router::new()
         .route("/", get(root::<S>))
         .route("/health", get(health::<S>))
         .route("/metrics", get(metrics::<S>))
         .route("/openapi.json", get(openapi::<S>))
+        // No ReDoc can be had without the network: its old clients land on Swagger UI.
+        .route("/redoc", get(|| async { Redirect::to("/docs/") }))
         .route("/predict", post(predict::<S>))
         .route("/predict_batch", post(predict_batch::<S>))
-        .route_layer(middleware::from_fn_with_state(state.clone(), track::<S>))
+        .merge(docs)
         .fallback(not_found)
+        // The outermost layer runs first: `track` sees the final status of everything.
+        .layer(middleware::from_fn_with_state(state.clone(), guard::<S>))
+        .layer(middleware::from_fn_with_state(state.clone(), track::<S>))
         .with_state(state)
+}
+
+/// A label value from a fixed set, so no request can add a metric series.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+const ENDPOINTS: &[&str] = &[
+    "/",
+    "/health",
+    "/metrics",
+    "/openapi.json",
+    "/predict",
+    "/predict_batch",
+    "/docs",
+    "/docs/",
+    "/docs/{*rest}",
+    "/redoc",
+];
+
+fn endpoint_label(path: Option<&MatchedPath>) -> &'static str {
+    path.and_then(|p| ENDPOINTS.iter().find(|e| **e == p.as_str()))
+        .copied()
+        .unwrap_or("other")
+}
+
+fn status_label(status: StatusCode) -> &'static str {
+    // Status codes are a bounded set; leak-free static strings for the common ones.
+    match status.as_u16() {
+        200 => "200",
+        301..=308 => "3xx",
+        400 => "400",
+        404 => "404",
+        405 => "405",
+        408 => "408",
+        413 => "413",
+        422 => "422",
+        431 => "431",
+        500 => "500",
+        503 => "503",
+        s if s < 500 => "4xx",
+        _ => "5xx",
+    }
 }
 
 async fn track<S: Service>(
     State(state): State<Arc<AppState<S>>>,
-    path: MatchedPath,
     request: Request,
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let method = request.method().clone();
+    let method = method_label(request.method());
+    let endpoint = endpoint_label(request.extensions().get::<MatchedPath>());
     let response = next.run(request).await;
     let elapsed = started.elapsed();
-    let endpoint = path.as_str().to_owned();
-    let status = response.status();
+    let status = status_label(response.status());
     state
         .metrics
         .duration
-        .get_or_create(&vec![
-            ("method", method.to_string()),
-            ("endpoint", endpoint.clone()),
-        ])
+        .get_or_create(&vec![("method", method), ("endpoint", endpoint)])
         .observe(elapsed.as_secs_f64());
     state
         .metrics
         .requests
         .get_or_create(&vec![
-            ("method", method.to_string()),
-            ("endpoint", endpoint.clone()),
-            ("status", status.as_u16().to_string()),
+            ("method", method),
+            ("endpoint", endpoint),
+            ("status", status),
         ])
         .inc();
-    tracing::debug!(%method, endpoint, status = status.as_u16(), micros = elapsed.as_micros() as u64, "request");
+    tracing::debug!(
+        method,
+        endpoint,
+        status,
+        micros = elapsed.as_micros() as u64,
+        "request"
+    );
     response
 }
 
-/// The stable JSON body of every error.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ErrorBody {
-    /// Machine-readable kind: `invalid_request`, `model_not_loaded`, `not_found`.
-    pub error: String,
-    /// The offending request field, as a path (`Age`, `items[3].Age`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-    pub message: String,
+/// Bounds each request (header size, total time), turns a panic into a 500, and gives every
+/// error response the JSON body, whoever made it (axum's 405 is empty, for one).
+async fn guard<S: Service>(
+    State(state): State<Arc<AppState<S>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let limits = state.limits;
+    let header_bytes = request.uri().to_string().len()
+        + request
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if header_bytes > limits.header_bytes {
+        return error_response(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorBody::new(
+                "headers_too_large",
+                format!(
+                    "the request line and headers take {header_bytes} bytes; at most {} are accepted",
+                    limits.header_bytes
+                ),
+            ),
+        );
+    }
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let run = AssertUnwindSafe(next.run(request)).catch_unwind();
+    let response = match tokio::time::timeout(limits.request_timeout, run).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(panic)) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(%method, path, panic = what, "a handler panicked");
+            return error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorBody::new(
+                    "internal_error",
+                    "the service failed on this request; it is logged",
+                ),
+            );
+        }
+        Err(_) => {
+            tracing::warn!(%method, path, seconds = limits.request_timeout.as_secs_f64(), "request timed out");
+            let mut response = error_response(
+                StatusCode::REQUEST_TIMEOUT,
+                ErrorBody::new(
+                    "timeout",
+                    format!(
+                        "the request took longer than {} s",
+                        limits.request_timeout.as_secs_f64()
+                    ),
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
+        }
+    };
+    as_json_error(response).await
+}
+
+fn error_kind(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_request",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "headers_too_large",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_server_error() => "internal_error",
+        _ => "error",
+    }
+}
+
+/// An error response that is not JSON yet becomes one, keeping its status and headers.
+async fn as_json_error(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = match http_body_util::Limited::new(body, 4096).collect().await {
+        Ok(collected) => String::from_utf8_lossy(&collected.to_bytes())
+            .trim()
+            .to_owned(),
+        Err(_) => String::new(),
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        json::shorten_quoted(&text)
+    };
+    let body = serde_json::to_vec(&ErrorBody::new(error_kind(status), message)).unwrap_or_default();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, Body::from(body))
+}
+
+fn error_response(status: StatusCode, body: ErrorBody) -> Response {
+    (status, Json(body)).into_response()
 }
 
 /// Everything a handler can fail with.
@@ -151,6 +358,23 @@ pub enum ApiError {
     /// The body is not parseable JSON at all.
     Malformed(String),
     ModelNotLoaded,
+    PayloadTooLarge(usize),
+    BodyTimeout(Duration),
+    BodyUnreadable(String),
+    /// Our fault, not the client's; logged where it happens.
+    Internal(String),
+}
+
+impl From<BodyError> for ApiError {
+    fn from(e: BodyError) -> Self {
+        match e.field {
+            Some(field) => ApiError::Invalid(FieldError {
+                field,
+                reason: e.message,
+            }),
+            None => ApiError::Malformed(e.message),
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -166,56 +390,67 @@ impl IntoResponse for ApiError {
             ),
             ApiError::Malformed(message) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
-                ErrorBody {
-                    error: "invalid_request".into(),
-                    field: None,
-                    message,
-                },
+                ErrorBody::new("invalid_request", message),
             ),
             ApiError::ModelNotLoaded => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                ErrorBody {
-                    error: "model_not_loaded".into(),
-                    field: None,
-                    message: "no model is loaded: train one (`train --model-dir DIR`) and restart the service".into(),
-                },
+                ErrorBody::new(
+                    "model_not_loaded",
+                    "no model is loaded: train one (`train --model-dir DIR`), then send the service SIGHUP",
+                ),
+            ),
+            ApiError::PayloadTooLarge(limit) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorBody::new(
+                    "payload_too_large",
+                    format!("the body is larger than {limit} bytes"),
+                ),
+            ),
+            ApiError::BodyTimeout(limit) => (
+                StatusCode::REQUEST_TIMEOUT,
+                ErrorBody::new(
+                    "timeout",
+                    format!("the body did not arrive within {} s", limit.as_secs_f64()),
+                ),
+            ),
+            ApiError::BodyUnreadable(message) => (
+                StatusCode::BAD_REQUEST,
+                ErrorBody::new("bad_request", format!("cannot read the body: {message}")),
+            ),
+            ApiError::Internal(message) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorBody::new("internal_error", message),
             ),
         };
-        (status, Json(body)).into_response()
+        error_response(status, body)
     }
 }
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> Response {
-    let body = ErrorBody {
-        error: "not_found".into(),
-        field: None,
-        message: format!("no route for {method} {}; see /openapi.json", uri.path()),
-    };
-    (StatusCode::NOT_FOUND, Json(body)).into_response()
-}
-
-/// `/health`: never claims health without a model.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Health {
-    /// `healthy` or `unhealthy`.
-    pub status: String,
-    pub version: String,
-    pub model_loaded: bool,
-    pub service: String,
-    pub model_version: Option<String>,
-    pub uptime_seconds: f64,
+    error_response(
+        StatusCode::NOT_FOUND,
+        ErrorBody::new(
+            "not_found",
+            format!(
+                "no route for {method} {}; see /docs or /openapi.json",
+                json::shorten_quoted(&format!("`{}`", uri.path())).trim_matches('`')
+            ),
+        ),
+    )
 }
 
 async fn health<S: Service>(State(state): State<Arc<AppState<S>>>) -> (StatusCode, Json<Health>) {
-    let model = state.model();
+    let model = state.model.get();
     let loaded = model.is_some();
     let body = Health {
         status: if loaded { "healthy" } else { "unhealthy" }.into(),
         version: API_VERSION.into(),
         model_loaded: loaded,
-        service: S::NAME.into(),
-        model_version: model.map(|m| m.version.clone()),
+        service: S::MANIFEST.name.into(),
+        timestamp: crate::model::now(),
         uptime_seconds: state.started.elapsed().as_secs_f64(),
+        model: model.map(|m| m.info.clone()).unwrap_or_default(),
+        last_reload: state.model.last_reload(),
     };
     let status = if loaded {
         StatusCode::OK
@@ -225,26 +460,34 @@ async fn health<S: Service>(State(state): State<Arc<AppState<S>>>) -> (StatusCod
     (status, Json(body))
 }
 
-async fn root<S: Service>() -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "name": S::TITLE,
-        "service": S::NAME,
-        "version": API_VERSION,
-        "description": S::DESCRIPTION,
-        "links": {
-            "health": "/health",
-            "predict": "/predict",
-            "predict_batch": "/predict_batch",
-            "metrics": "/metrics",
-            "openapi": "/openapi.json",
+async fn root<S: Service>(State(state): State<Arc<AppState<S>>>) -> Json<Root> {
+    let model = state.model.get();
+    Json(Root {
+        message: format!("{}: {}", state.title, S::DESCRIPTION),
+        name: state.title.clone(),
+        service: S::MANIFEST.name.into(),
+        version: API_VERSION.into(),
+        description: S::DESCRIPTION.into(),
+        model_loaded: model.is_some(),
+        model: model.map(|m| m.info.clone()).unwrap_or_default(),
+        last_reload: state.model.last_reload(),
+        docs: "/docs".into(),
+        health: "/health".into(),
+        links: Links {
+            health: "/health".into(),
+            predict: "/predict".into(),
+            predict_batch: "/predict_batch".into(),
+            metrics: "/metrics".into(),
+            openapi: "/openapi.json".into(),
+            docs: "/docs".into(),
         },
-    }))
+    })
 }
 
 async fn metrics<S: Service>(State(state): State<Arc<AppState<S>>>) -> Response {
     let mut text = String::new();
-    if encode(&mut text, &state.metrics.registry).is_err() {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    if let Err(e) = encode(&mut text, &state.metrics.registry) {
+        return ApiError::Internal(format!("cannot encode the metrics: {e}")).into_response();
     }
     (
         [(
@@ -264,104 +507,86 @@ async fn openapi<S: Service>(State(state): State<Arc<AppState<S>>>) -> Response 
         .into_response()
 }
 
-/// Parses a JSON body, naming the field at fault on failure.
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let value: Result<T, _> = serde_path_to_error::deserialize(&mut de);
-    if value.is_ok() {
-        de.end()
-            .map_err(|e| ApiError::Malformed(format!("the body is not valid JSON: {e}")))?;
+/// Reads the body within the size and time limits.
+async fn read_body(limits: &RequestLimits, request: Request) -> Result<Bytes, ApiError> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limits.body_bytes) {
+        return Err(ApiError::PayloadTooLarge(limits.body_bytes));
     }
-    value.map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            return ApiError::Malformed(format!("the body is not valid JSON: {inner}"));
+    let limited = http_body_util::Limited::new(request.into_body(), limits.body_bytes);
+    match tokio::time::timeout(limits.body_timeout, limited.collect()).await {
+        Err(_) => Err(ApiError::BodyTimeout(limits.body_timeout)),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::PayloadTooLarge(limits.body_bytes))
         }
-        // serde reports a missing field at its parent; name the field itself.
-        let message = inner.to_string();
-        let missing = message
-            .strip_prefix("missing field `")
-            .and_then(|rest| rest.split('`').next());
-        let field = match (missing, path.as_str()) {
-            (Some(name), ".") => name.to_owned(),
-            (Some(name), parent) => format!("{parent}.{name}"),
-            (None, ".") => "(body)".to_owned(),
-            (None, p) => p.to_owned(),
-        };
-        let reason = message
-            .split(" at line ")
-            .next()
-            .unwrap_or(&message)
-            .to_owned();
-        ApiError::Invalid(FieldError { field, reason })
-    })
+        Ok(Err(e)) => Err(ApiError::BodyUnreadable(e.to_string())),
+    }
 }
 
 fn prediction_meta<S: Service>(model: &Loaded<S::Model>) -> PredictionMeta {
     PredictionMeta {
         model_version: model.version.clone(),
-        timestamp: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        timestamp: crate::model::now(),
     }
 }
 
-fn count_predictions<S: Service>(state: &AppState<S>, responses: &[S::Response]) {
-    for response in responses {
+/// Runs the model on `requests`, insisting on one answer per request.
+fn predict_checked<S: Service>(
+    state: &AppState<S>,
+    requests: &[S::Request],
+) -> Result<Vec<S::Response>, ApiError> {
+    let model = state.model.get().ok_or(ApiError::ModelNotLoaded)?;
+    let responses = S::predict(&model.model, requests, &prediction_meta::<S>(&model));
+    if responses.len() != requests.len() {
+        tracing::error!(
+            requests = requests.len(),
+            answers = responses.len(),
+            model_version = %model.version,
+            "the model gave the wrong number of answers"
+        );
+        return Err(ApiError::Internal(format!(
+            "the model gave {} answers for {} requests",
+            responses.len(),
+            requests.len()
+        )));
+    }
+    for response in &responses {
         if let Some((key, value)) = S::prediction_label(response) {
             state
                 .metrics
                 .predictions
-                .get_or_create(&vec![(key, value.to_owned())])
+                .get_or_create(&vec![(key, value)])
                 .inc();
         }
     }
+    Ok(responses)
 }
 
 async fn predict<S: Service>(
     State(state): State<Arc<AppState<S>>>,
-    body: Bytes,
+    request: Request,
 ) -> Result<Json<S::Response>, ApiError> {
-    let request: S::Request = parse(&body)?;
-    S::validate(&request).map_err(ApiError::Invalid)?;
-    let model = state.model().ok_or(ApiError::ModelNotLoaded)?;
-    let mut responses = S::predict(
-        &model.model,
-        std::slice::from_ref(&request),
-        &prediction_meta::<S>(&model),
-    );
-    count_predictions(&state, &responses);
-    Ok(Json(responses.remove(0)))
-}
-
-/// The body of `/predict_batch`.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BatchRequest<T> {
-    /// 1 to 1000 items.
-    pub items: Vec<T>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct BatchResponse<T> {
-    pub predictions: Vec<T>,
-    pub count: usize,
+    let body = read_body(&state.limits, request).await?;
+    let item: S::Request = json::parse(&body)?;
+    S::validate(&item).map_err(ApiError::Invalid)?;
+    let answer = predict_checked(&state, std::slice::from_ref(&item))?
+        .pop()
+        .ok_or_else(|| ApiError::Internal("the model gave no answer".into()))?;
+    Ok(Json(answer))
 }
 
 async fn predict_batch<S: Service>(
     State(state): State<Arc<AppState<S>>>,
-    body: Bytes,
+    request: Request,
 ) -> Result<Json<BatchResponse<S::Response>>, ApiError> {
-    let batch: BatchRequest<S::Request> = parse(&body)?;
-    if batch.items.is_empty() || batch.items.len() > MAX_BATCH {
-        return Err(ApiError::Invalid(FieldError::new(
-            "items",
-            format!(
-                "must hold 1 to {MAX_BATCH} items, got {}",
-                batch.items.len()
-            ),
-        )));
-    }
-    for (i, item) in batch.items.iter().enumerate() {
+    let started = Instant::now();
+    let body = read_body(&state.limits, request).await?;
+    let items: Vec<S::Request> = json::parse_seed(&body, BatchSeed::new(S::BATCH_ALIAS))?;
+    for (i, item) in items.iter().enumerate() {
         S::validate(item).map_err(|e| {
             ApiError::Invalid(FieldError {
                 field: format!("items[{i}].{}", e.field),
@@ -369,11 +594,61 @@ async fn predict_batch<S: Service>(
             })
         })?;
     }
-    let model = state.model().ok_or(ApiError::ModelNotLoaded)?;
-    let predictions = S::predict(&model.model, &batch.items, &prediction_meta::<S>(&model));
-    count_predictions(&state, &predictions);
+    let predictions = predict_checked(&state, &items)?;
+    let count = predictions.len();
     Ok(Json(BatchResponse {
-        count: predictions.len(),
         predictions,
+        count,
+        batch_id: batch_id(),
+        processing_time_seconds: started.elapsed().as_secs_f64(),
+        total: S::BATCH_ALIAS
+            .map(|alias| serde_json::Map::from_iter([(format!("total_{alias}"), count.into())])),
     }))
+}
+
+/// A random identifier in the UUID v4 format the old API used.
+fn batch_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // Each RandomState is freshly keyed from the OS's randomness.
+    let word = || {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+        h.finish()
+    };
+    let (a, b) = (word(), word());
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0x0fff,
+        0x8000 | (b >> 48) & 0x3fff,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_ids_look_like_uuid_v4_and_differ() {
+        let (a, b) = (batch_id(), batch_id());
+        assert_ne!(a, b);
+        let parts: Vec<&str> = a.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(parts[2].starts_with('4'), "{a}");
+    }
+
+    #[test]
+    fn labels_come_from_a_fixed_set() {
+        assert_eq!(method_label(&Method::from_bytes(b"FOO").unwrap()), "other");
+        assert_eq!(method_label(&Method::POST), "POST");
+        assert_eq!(endpoint_label(None), "other");
+        assert_eq!(status_label(StatusCode::IM_A_TEAPOT), "4xx");
+    }
 }

@@ -4,6 +4,25 @@
 //! types and how it predicts) and calls [`main`]; everything else — the command line, the HTTP
 //! API with health, metrics and OpenAPI, artifact I/O, logging and graceful shutdown — lives
 //! here, so the services cannot drift apart.
+//!
+//! # The model directory
+//!
+//! `train --model-dir DIR` never changes a model in place. Each trained model gets its own
+//! directory, and one symlink says which is served:
+//!
+//! ```text
+//! DIR/versions/<model_version>/model.json     the model
+//! DIR/versions/<model_version>/metrics.json   its metrics; `model_version` matches the folder
+//! DIR/current -> versions/<model_version>     relative symlink: what `serve` loads
+//! DIR/.staging-*                              a version being written (removed on failure)
+//! ```
+//!
+//! A version is written in a dot-named staging directory inside DIR and renamed into
+//! `versions/`; then `current` is replaced atomically (a new symlink renamed over it). So the
+//! model and its metrics change together or not at all, whatever interrupts training. The
+//! last 3 versions are kept. `serve` only reads DIR (it may be mounted read-only), loads
+//! `DIR/current/model.json`, validates it fully, and on SIGHUP loads it again and swaps it in
+//! without a restart; a model that fails validation is refused and the old one keeps serving.
 
 use std::path::Path;
 
@@ -11,13 +30,18 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+pub mod api;
 pub mod artifact;
 mod cli;
 mod healthcheck;
 pub mod http;
+pub mod json;
+mod manifest;
 #[cfg(feature = "testkit")]
 pub mod mlflow_testkit;
+pub mod model;
 mod openapi;
+pub mod server;
 pub mod synth;
 pub mod table;
 mod telemetry;
@@ -31,17 +55,23 @@ pub use mlflow;
 
 pub use cli::main;
 pub use http::{router, AppState};
+pub use manifest::Manifest;
 
 /// The API version reported by `/health` and `/`.
 pub const API_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// One model service: its data, its model and its prediction API.
 pub trait Service: Send + Sync + 'static {
-    /// Short lowercase name: the binary, the metric prefix, the model's owner.
-    const NAME: &'static str;
-    /// Human title, e.g. "BankChurn API".
-    const TITLE: &'static str;
+    /// Name and title, from the crate's `service.toml`: `const MANIFEST: Manifest =
+    /// serving::service_manifest!();`
+    const MANIFEST: Manifest;
     const DESCRIPTION: &'static str;
+    /// The model's input features, in order: recorded in every model file and checked when
+    /// one is loaded.
+    const FEATURES: &'static [&'static str];
+    /// Another name `/predict_batch` accepts for its `items` list (an old client's,
+    /// e.g. `customers`); the answer then also carries `total_<name>`.
+    const BATCH_ALIAS: Option<&'static str> = None;
     /// Rows `generate-data` writes by default: the size of the public file.
     const DEFAULT_ROWS: usize;
     /// The model's name in the MLflow model registry, e.g. "BankChurn-Classifier".
@@ -62,9 +92,17 @@ pub trait Service: Send + Sync + 'static {
     /// Trains on the CSV at `data` and returns the model and its held-out metrics.
     fn train(data: &Path, seed: u64) -> anyhow::Result<(Self::Model, serde_json::Value)>;
 
+    /// Checks that a model read from disk can be served: every index in range, trees acyclic,
+    /// the objective and feature count this service predicts with (see
+    /// [`train::check_booster`]). Runs before a model is served; the library then also makes
+    /// a canary prediction on [`Service::example_request`].
+    fn check_model(model: &Self::Model) -> anyhow::Result<()>;
+
     /// Checks ranges and allowed values beyond what the types already enforce.
     fn validate(request: &Self::Request) -> Result<(), FieldError>;
 
+    /// One response per request, in order. A response holds no `null` and no non-finite
+    /// number (the canary check relies on it).
     fn predict(
         model: &Self::Model,
         requests: &[Self::Request],
@@ -76,7 +114,14 @@ pub trait Service: Send + Sync + 'static {
         None
     }
 
-    /// A valid request, used in the OpenAPI document and by tests.
+    /// Constraints between request fields that the derived schema cannot state (e.g. two
+    /// fields that must agree), merged into the request's schema in `/openapi.json`.
+    fn request_schema_extras() -> Option<serde_json::Value> {
+        None
+    }
+
+    /// A valid request, used in the OpenAPI document, by tests, and as the canary every
+    /// loaded model must answer.
     fn example_request() -> Self::Request;
 }
 
@@ -133,7 +178,11 @@ pub fn check_one_of(field: &str, value: &str, allowed: &[&str]) -> Result<(), Fi
     } else {
         Err(FieldError::new(
             field,
-            format!("must be one of {}, got {value:?}", allowed.join(" | ")),
+            format!(
+                "must be one of {}, got {}",
+                allowed.join(" | "),
+                json::quote(value)
+            ),
         ))
     }
 }

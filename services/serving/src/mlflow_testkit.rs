@@ -350,7 +350,7 @@ pub fn succeed(command: &mut Command) -> Output {
 
 /// A file of the model the service serves from `model_dir`.
 pub fn served_file(model_dir: &Path, name: &str) -> PathBuf {
-    model_dir.join(name)
+    model_dir.join(artifact::CURRENT_LINK).join(name)
 }
 
 /// The served model's `metrics.json`.
@@ -363,9 +363,9 @@ pub fn served_metrics(model_dir: &Path) -> Value {
 /// The runs of `S`'s experiment, newest first.
 pub fn runs_of<S: Service>(client: &Client) -> Vec<Run> {
     let experiment = client
-        .get_experiment_by_name(S::NAME)
+        .get_experiment_by_name(S::MANIFEST.name)
         .expect("MLflow answers")
-        .unwrap_or_else(|| panic!("no experiment {}", S::NAME));
+        .unwrap_or_else(|| panic!("no experiment {}", S::MANIFEST.name));
     client
         .search_runs(&[&experiment.experiment_id], "", 100)
         .expect("search runs")
@@ -439,7 +439,7 @@ pub fn tracked_training_is_promoted<S: Service>(binary: &Path) {
     assert_eq!(run.data.tag("mlflow.source.git.commit"), Some("0123abcd"));
     assert_eq!(
         run.data.tag("data_sha256"),
-        Some(crate::tracking::sha256_file(&data).expect("hash").as_str())
+        Some(crate::artifact::file_sha256(&data).expect("hash").as_str())
     );
     assert_eq!(run.data.tag("serving_version"), Some(crate::API_VERSION));
     assert_eq!(
@@ -476,7 +476,7 @@ pub fn tracked_training_is_promoted<S: Service>(binary: &Path) {
         .expect("download model.json");
     assert!(tracked == served, "MLflow holds other model bytes");
     let tracked: Artifact<S::Model> = serde_json::from_slice(&tracked).expect("a model");
-    let served = artifact::load::<S::Model>(&model_dir, S::NAME)
+    let served = crate::model::load::<S>(&model_dir)
         .expect("load")
         .expect("a served model");
     assert_eq!(

@@ -1,112 +1,177 @@
-//! `/openapi.json`, assembled from the service's own request and response types, so the
-//! document cannot drift from what the handlers accept.
+//! `/openapi.json`: the request and response schemas come from the service's own types (their
+//! bounds and allowed values included), the envelopes from [`crate::api`], so the document
+//! states exactly what the handlers accept and answer.
 
-use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};
-use utoipa::openapi::request_body::RequestBodyBuilder;
-use utoipa::openapi::response::ResponseBuilder;
-use utoipa::openapi::{
-    ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApiBuilder, PathsBuilder, Ref, Required,
-};
+use serde_json::{json, Map, Value};
+use utoipa::openapi::{RefOr, Schema};
 use utoipa::ToSchema;
 
-use crate::http::{BatchRequest, BatchResponse, ErrorBody, Health};
+use crate::api::{ErrorBody, Health, LastReload, Links, ModelInfo, Root, MAX_BATCH};
 use crate::{Service, API_VERSION};
 
-fn json_content(schema_name: &str) -> utoipa::openapi::Content {
-    ContentBuilder::new()
-        .schema(Some(Ref::from_schema_name(schema_name)))
-        .build()
+fn schema_ref(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
 }
 
-fn response(description: &str, schema_name: &str) -> utoipa::openapi::Response {
-    ResponseBuilder::new()
-        .description(description)
-        .content("application/json", json_content(schema_name))
-        .build()
+fn json_response(description: &str, schema: &str) -> Value {
+    json!({
+        "description": description,
+        "content": { "application/json": { "schema": schema_ref(schema) } }
+    })
 }
 
-fn post_json(summary: &str, request: &str, ok: &str) -> PathItem {
-    let operation = OperationBuilder::new()
-        .summary(Some(summary))
-        .request_body(Some(
-            RequestBodyBuilder::new()
-                .required(Some(Required::True))
-                .content("application/json", json_content(request))
-                .build(),
-        ))
-        .response("200", response("The prediction", ok))
-        .response(
-            "422",
-            response("Invalid input; `field` names the culprit", "ErrorBody"),
+fn error(description: &str) -> Value {
+    json_response(description, "ErrorBody")
+}
+
+fn post(summary: &str, request: &str, ok: &str) -> Value {
+    json!({
+        "post": {
+            "summary": summary,
+            "requestBody": {
+                "required": true,
+                "content": { "application/json": { "schema": schema_ref(request) } }
+            },
+            "responses": {
+                "200": json_response("The prediction", ok),
+                "400": error("The body could not be read"),
+                "408": error("The body or the whole request took too long"),
+                "413": error("The body is too large"),
+                "422": error("Invalid input; `field` names the culprit"),
+                "431": error("The request line and headers are too large"),
+                "500": error("The service failed; it is logged"),
+                "503": error("No model is loaded"),
+            }
+        }
+    })
+}
+
+fn get(summary: &str, ok: Value) -> Value {
+    json!({
+        "get": {
+            "summary": summary,
+            "responses": { "200": ok, "500": error("The service failed; it is logged") }
+        }
+    })
+}
+
+fn collect<T: ToSchema>(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+    schemas.push((T::name().into_owned(), T::schema()));
+    T::schemas(schemas);
+}
+
+fn batch_request(item: &str, alias: Option<&str>) -> Value {
+    let list = json!({
+        "type": "array",
+        "items": schema_ref(item),
+        "minItems": 1,
+        "maxItems": MAX_BATCH,
+    });
+    let mut schema = json!({
+        "type": "object",
+        "description": format!("1 to {MAX_BATCH} items to predict."),
+        "properties": { "items": list },
+        "additionalProperties": false,
+        "required": ["items"],
+    });
+    if let Some(alias) = alias {
+        schema["properties"][alias] = list;
+        schema["description"] = format!(
+            "1 to {MAX_BATCH} items to predict, under `items` or (as older clients send them) `{alias}`."
         )
-        .response("503", response("No model is loaded", "ErrorBody"));
-    PathItem::new(HttpMethod::Post, operation)
+        .into();
+        let object = schema.as_object_mut().expect("an object");
+        object.remove("required");
+        object.insert(
+            "oneOf".into(),
+            json!([{ "required": ["items"] }, { "required": [alias] }]),
+        );
+    }
+    schema
 }
 
-fn get(summary: &str, ok: Option<&str>) -> PathItem {
-    let ok_response = match ok {
-        Some(schema) => response("OK", schema),
-        None => ResponseBuilder::new().description("OK").build(),
-    };
-    PathItem::new(
-        HttpMethod::Get,
-        OperationBuilder::new()
-            .summary(Some(summary))
-            .response("200", ok_response),
-    )
+fn batch_response(item: &str, alias: Option<&str>) -> Value {
+    let mut schema = json!({
+        "type": "object",
+        "properties": {
+            "predictions": { "type": "array", "items": schema_ref(item) },
+            "count": { "type": "integer", "minimum": 1, "maximum": MAX_BATCH },
+            "batch_id": { "type": "string", "format": "uuid" },
+            "processing_time_seconds": { "type": "number", "minimum": 0 },
+        },
+        "required": ["predictions", "count", "batch_id", "processing_time_seconds"],
+    });
+    if let Some(alias) = alias {
+        let total = format!("total_{alias}");
+        schema["properties"][&total] =
+            json!({ "type": "integer", "minimum": 1, "maximum": MAX_BATCH });
+        schema["required"]
+            .as_array_mut()
+            .expect("a list")
+            .push(total.into());
+    }
+    schema
 }
 
 /// The OpenAPI 3.1 document of service `S`, as JSON text.
-pub fn document<S: Service>() -> String {
-    let request = S::Request::name();
-    let response_name = S::Response::name();
-    let mut health = get("Readiness: 200 when a model is loaded", Some("Health"));
-    if let Some(op) = health.get.as_mut() {
-        op.responses.responses.insert(
-            "503".into(),
-            response("No model is loaded", "Health").into(),
-        );
+pub fn document<S: Service>(title: &str) -> String {
+    let request = S::Request::name().into_owned();
+    let response = S::Response::name().into_owned();
+    let mut schemas = Vec::new();
+    collect::<S::Request>(&mut schemas);
+    collect::<S::Response>(&mut schemas);
+    collect::<Health>(&mut schemas);
+    collect::<Root>(&mut schemas);
+    collect::<Links>(&mut schemas);
+    collect::<LastReload>(&mut schemas);
+    collect::<ModelInfo>(&mut schemas);
+    collect::<ErrorBody>(&mut schemas);
+    let mut components: Map<String, Value> = schemas
+        .into_iter()
+        .map(|(name, schema)| {
+            let value = serde_json::to_value(schema).expect("a schema serializes");
+            (name, value)
+        })
+        .collect();
+    if let (Some(Value::Object(extras)), Some(Value::Object(schema))) =
+        (S::request_schema_extras(), components.get_mut(&request))
+    {
+        schema.extend(extras);
     }
-    let paths = PathsBuilder::new()
-        .path("/", get("Service name, version and links", None))
-        .path("/health", health)
-        .path("/metrics", get("Prometheus metrics (text format)", None))
-        .path("/openapi.json", get("This document", None))
-        .path(
-            "/predict",
-            post_json("Predict one item", &request, &response_name),
-        )
-        .path(
-            "/predict_batch",
-            post_json(
-                "Predict 1 to 1000 items",
-                &BatchRequest::<S::Request>::name(),
-                &BatchResponse::<S::Response>::name(),
-            ),
-        );
-    let mut components = ComponentsBuilder::new()
-        .schema_from::<S::Request>()
-        .schema_from::<S::Response>()
-        .schema_from::<BatchRequest<S::Request>>()
-        .schema_from::<BatchResponse<S::Response>>()
-        .schema_from::<Health>()
-        .schema_from::<ErrorBody>();
-    let mut nested = Vec::new();
-    S::Request::schemas(&mut nested);
-    S::Response::schemas(&mut nested);
-    for (name, schema) in nested {
-        components = components.schema(name, schema);
-    }
-    let doc = OpenApiBuilder::new()
-        .info(
-            InfoBuilder::new()
-                .title(S::TITLE)
-                .version(API_VERSION)
-                .description(Some(S::DESCRIPTION)),
-        )
-        .paths(paths)
-        .components(Some(components.build()))
-        .build();
-    doc.to_json()
-        .expect("an OpenAPI document always serializes")
+    components.insert(
+        "BatchRequest".into(),
+        batch_request(&request, S::BATCH_ALIAS),
+    );
+    components.insert(
+        "BatchResponse".into(),
+        batch_response(&response, S::BATCH_ALIAS),
+    );
+
+    let mut health = get(
+        "Readiness: 200 when a model is loaded",
+        json_response("A model is loaded", "Health"),
+    );
+    health["get"]["responses"]["503"] = json_response("No model is loaded", "Health");
+    let metrics_text = json!({
+        "description": "Prometheus metrics",
+        "content": { "application/openmetrics-text": { "schema": { "type": "string" } } }
+    });
+    let this_document = json!({
+        "description": "This document",
+        "content": { "application/json": { "schema": { "type": "object" } } }
+    });
+    let doc = json!({
+        "openapi": "3.1.0",
+        "info": { "title": title, "version": API_VERSION, "description": S::DESCRIPTION },
+        "paths": {
+            "/": get("Service name, version, model and links", json_response("OK", "Root")),
+            "/health": health,
+            "/metrics": get("Prometheus metrics (text format)", metrics_text),
+            "/openapi.json": get("This document", this_document),
+            "/predict": post("Predict one item", &request, &response),
+            "/predict_batch": post(&format!("Predict 1 to {MAX_BATCH} items"), "BatchRequest", "BatchResponse"),
+        },
+        "components": { "schemas": components },
+    });
+    serde_json::to_string(&doc).expect("an OpenAPI document always serializes")
 }

@@ -11,8 +11,9 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
+use crate::api::MAX_BATCH;
 use crate::artifact::{self, Artifact, FORMAT_VERSION};
-use crate::http::{router, AppState, MAX_BATCH};
+use crate::http::{router, AppState};
 use crate::Service;
 
 /// Sends one request to the router in-process; returns the status and the body (JSON when it
@@ -53,9 +54,10 @@ pub fn train_into<S: Service>(dir: &Path, rows: usize, seed: u64) -> Value {
     S::generate_data(rows, seed, &mut file).expect("generate data");
     let (model, metrics) = S::train(&data, seed).expect("training succeeds on generated data");
     let artifact = Artifact {
-        service: S::NAME.into(),
+        service: S::MANIFEST.name.into(),
         format_version: FORMAT_VERSION,
         seed,
+        features: S::FEATURES.iter().map(|f| f.to_string()).collect(),
         model,
     };
     artifact::save(&dir.join("model"), &artifact, &metrics).expect("save model");
@@ -66,7 +68,7 @@ pub fn train_into<S: Service>(dir: &Path, rows: usize, seed: u64) -> Value {
 pub fn trained_router<S: Service>(rows: usize) -> (tempfile::TempDir, axum::Router) {
     let dir = tempfile::tempdir().expect("tempdir");
     train_into::<S>(dir.path(), rows, 7);
-    let model = artifact::load::<S::Model>(&dir.path().join("model"), S::NAME)
+    let model = crate::model::load::<S>(&dir.path().join("model"))
         .expect("load")
         .expect("a model");
     (dir, router(AppState::<S>::new(Some(model))))
@@ -111,11 +113,45 @@ pub async fn conformance<S: Service>(bad_fields: &[(&str, Value)]) {
     assert_eq!(health["status"], "healthy");
     assert_eq!(health["version"], "1.0.0");
     assert_eq!(health["model_loaded"], true);
+    assert!(
+        health["timestamp"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{health}"
+    );
+    let version = health["model_version"]
+        .as_str()
+        .expect("a model version")
+        .to_owned();
 
     let (status, root) = call(&app, "GET", "/", None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(root["name"], S::TITLE);
     assert_eq!(root["links"]["health"], "/health");
+    // The old API's keys.
+    assert_eq!(root["version"], "1.0.0");
+    assert_eq!(root["docs"], "/docs");
+    assert_eq!(root["health"], "/health");
+    assert!(root["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert_eq!(root["model_version"], version.as_str());
+
+    // Interactive docs, served from the binary.
+    let (status, page) = call(&app, "GET", "/docs/", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.as_str().is_some_and(|p| p.contains("swagger")),
+        "{page}"
+    );
+    let (status, script) = call(&app, "GET", "/docs/swagger-ui-bundle.js", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(script.as_str().is_some_and(|s| s.len() > 100_000));
+    let (status, config) = call(&app, "GET", "/docs/swagger-initializer.js", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        config.as_str().is_some_and(|c| c.contains("/openapi.json")),
+        "{config}"
+    );
+    let (status, _) = call(&app, "GET", "/redoc", None).await;
+    assert!(status.is_redirection());
 
     let (status, spec) = call(&app, "GET", "/openapi.json", None).await;
     assert_eq!(status, StatusCode::OK);
@@ -141,6 +177,16 @@ pub async fn conformance<S: Service>(bad_fields: &[(&str, Value)]) {
     assert_eq!(status, StatusCode::OK, "{batch}");
     assert_eq!(batch["count"], 2);
     assert_eq!(batch["predictions"][0], batch["predictions"][1]);
+    assert!(
+        batch["batch_id"].as_str().is_some_and(|id| id.len() == 36),
+        "{batch}"
+    );
+    assert!(batch["processing_time_seconds"]
+        .as_f64()
+        .is_some_and(|t| t >= 0.0));
+    let batch_schema = &spec["components"]["schemas"]["BatchRequest"]["properties"]["items"];
+    assert_eq!(batch_schema["minItems"], 1);
+    assert_eq!(batch_schema["maxItems"], MAX_BATCH);
 
     // Bad input of every kind: 422, naming the field where there is one.
     expect_invalid(&app, "/predict", "{not json".into(), None).await;
@@ -185,13 +231,82 @@ pub async fn conformance<S: Service>(bad_fields: &[(&str, Value)]) {
         StatusCode::OK
     );
 
-    let (status, _) = call(&app, "GET", "/no-such-page", None).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Every error has the JSON body, whoever raises it.
+    let error_kinds = [
+        (
+            "GET",
+            "/no-such-page",
+            None,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "DELETE",
+            "/predict",
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            "POST",
+            "/predict",
+            Some(format!("[{}0]", "0,".repeat(600_000))),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+    ];
+    for (method, uri, body, status, kind) in error_kinds {
+        let (got, answer) = call(&app, method, uri, body).await;
+        assert_eq!(got, status, "{method} {uri}: {answer}");
+        assert_eq!(answer["error"], kind, "{method} {uri}: {answer}");
+        assert!(answer["message"].is_string(), "{answer}");
+    }
+    let huge_header = Request::builder()
+        .uri("/health")
+        .header("x-padding", "x".repeat(20_000))
+        .body(Body::empty())
+        .expect("a request");
+    let response = app.clone().oneshot(huge_header).await.expect("infallible");
+    assert_eq!(
+        response.status(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+
+    // A huge bad value is quoted short.
+    let field = example::<S>()
+        .as_object()
+        .expect("an object")
+        .keys()
+        .next()
+        .expect("a field")
+        .clone();
+    let long = merged(
+        example::<S>(),
+        &json!({ field.clone(): "z".repeat(500_000) }),
+    );
+    let (status, answer) = call(&app, "POST", "/predict", Some(long.to_string())).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(answer["field"], field.as_str());
+    assert!(answer.to_string().len() < 400, "{answer}");
+
+    // Strange methods and paths share one label each: no request adds a series.
+    for i in 0..50 {
+        let method = format!("M{i}X");
+        call(&app, &method, &format!("/random/{i}"), None).await;
+        call(&app, &method, "/predict", None).await;
+    }
 
     let (status, metrics) = call(&app, "GET", "/metrics", None).await;
     assert_eq!(status, StatusCode::OK);
     let text = metrics.as_str().expect("metrics are text");
-    let prefix = S::NAME;
+    let prefix = S::MANIFEST.name;
+    assert!(!text.contains("M1X") && !text.contains("/random"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{prefix}_requests_total{{method=\"other\",endpoint=\"other\",status=\"404\"}} 50"
+        )),
+        "{text}"
+    );
     assert!(
         text.contains(&format!(
             "{prefix}_requests_total{{method=\"POST\",endpoint=\"/predict\",status=\"200\"}}"
@@ -234,7 +349,14 @@ pub fn training_is_deterministic<S: Service>() {
         strip(train_into::<S>(b.path(), 1200, 3)),
     );
     assert_eq!(ma, mb);
-    let model = |d: &Path| std::fs::read(d.join("model").join(artifact::MODEL_FILE)).unwrap();
+    let model = |d: &Path| {
+        std::fs::read(
+            d.join("model")
+                .join(artifact::CURRENT_LINK)
+                .join(artifact::MODEL_FILE),
+        )
+        .unwrap()
+    };
     assert!(
         model(a.path()) == model(b.path()),
         "same seed, different model bytes"
@@ -289,7 +411,14 @@ pub fn serve_and_healthcheck(binary: &Path) {
             .unwrap()
     };
     let mut server = serve();
-    let healthcheck = || run(&["healthcheck", "--url", &url, "--timeout", "2"]);
+    // No --url: the default follows PORT, as the container's HEALTHCHECK relies on.
+    let healthcheck = || {
+        Command::new(binary)
+            .args(["healthcheck", "--timeout", "2"])
+            .env("PORT", port.to_string())
+            .output()
+            .expect("run the service binary")
+    };
     // No model yet: the server answers, but is not healthy.
     let deadline = Instant::now() + Duration::from_secs(10);
     while crate::healthcheck::get(&url, Duration::from_secs(1)).is_err() {
@@ -326,8 +455,294 @@ pub fn serve_and_healthcheck(binary: &Path) {
         .status()
         .unwrap();
     assert!(term.success());
-    let stopped = Instant::now();
     let status = server.wait().unwrap();
     assert!(status.success(), "exit after SIGTERM: {status:?}");
-    assert!(stopped.elapsed() < Duration::from_secs(5));
+}
+
+/// The title served at `/` and in the OpenAPI document is the one in the crate's service.toml
+/// on disk (`manifest_dir` is the crate's folder), the stack's single source of truth.
+pub async fn title_is_the_service_tomls<S: Service>(manifest_dir: &Path) {
+    let text = std::fs::read_to_string(manifest_dir.join("service.toml")).expect("service.toml");
+    let file: toml::Table = toml::from_str(&text).expect("service.toml parses");
+    let title = file["title"].as_str().expect("a title");
+    let app = router(AppState::<S>::new(None));
+    let (_, root) = call(&app, "GET", "/", None).await;
+    assert_eq!(root["name"], title);
+    let (_, spec) = call(&app, "GET", "/openapi.json", None).await;
+    assert_eq!(spec["info"]["title"], title);
+    let (_, health) = call(&app, "GET", "/health", None).await;
+    assert_eq!(health["service"], S::MANIFEST.name);
+    assert_eq!(
+        manifest_dir.file_name().and_then(|n| n.to_str()),
+        Some(S::MANIFEST.name),
+        "the crate is named after its folder"
+    );
+}
+
+/// Every file under `dir` with its contents (symlinks as their targets), sorted.
+pub fn snapshot(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)
+            .expect("a readable directory")
+            .flatten()
+        {
+            let kind = e.file_type().expect("a file type");
+            if kind.is_symlink() {
+                let target = std::fs::read_link(e.path()).expect("a link");
+                out.push((e.path(), target.into_os_string().into_encoded_bytes()));
+            } else if kind.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push((e.path(), std::fs::read(e.path()).expect("a readable file")));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn train_with(binary: &Path, data: &Path, model_dir: &Path, seed: u64) -> std::process::Output {
+    Command::new(binary)
+        .args(["train", "--data-path"])
+        .arg(data)
+        .arg("--model-dir")
+        .arg(model_dir)
+        .args(["--seed", &seed.to_string()])
+        .output()
+        .expect("run the service binary")
+}
+
+/// Training on data that cannot give a meaningful model fails with a clear error and leaves
+/// the served model byte-identical. `more_bad` adds the service's own cases (name, CSV text,
+/// a phrase the error must contain), e.g. a single class; 1, 2 and 10 rows are always tried.
+pub fn degenerate_data_is_refused<S: Service>(binary: &Path, more_bad: &[(&str, String, &str)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("good.csv");
+    let mut file = std::fs::File::create(&data).unwrap();
+    S::generate_data(1000, 5, &mut file).unwrap();
+    let model_dir = dir.path().join("model");
+    let trained = train_with(binary, &data, &model_dir, 5);
+    assert!(trained.status.success(), "{trained:?}");
+    let before = snapshot(&model_dir);
+
+    let good = std::fs::read_to_string(&data).unwrap();
+    let lines: Vec<&str> = good.lines().collect();
+    let mut cases: Vec<(String, String, &str)> = [1, 2, 10]
+        .iter()
+        .map(|&n| {
+            (
+                format!("{n} rows"),
+                lines[..=n].join("\n") + "\n",
+                "at least",
+            )
+        })
+        .collect();
+    cases.extend(
+        more_bad
+            .iter()
+            .map(|(n, t, p)| (n.to_string(), t.clone(), *p)),
+    );
+    for (name, text, phrase) in cases {
+        let bad = dir.path().join("bad.csv");
+        std::fs::write(&bad, text).unwrap();
+        let output = train_with(binary, &bad, &model_dir, 5);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{name}: trained on it: {stderr}");
+        assert!(stderr.contains(phrase), "{name}: {stderr}");
+        assert!(stderr.contains("untouched"), "{name}: {stderr}");
+        assert!(
+            snapshot(&model_dir) == before,
+            "{name}: the model directory changed"
+        );
+    }
+}
+
+fn spawn_serve(binary: &Path, port: u16, model_dir: &Path, extra: &[&str]) -> std::process::Child {
+    Command::new(binary)
+        .args([
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--model-dir",
+        ])
+        .arg(model_dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn serve")
+}
+
+fn health_of(port: u16) -> Option<(u16, Value)> {
+    let url = format!("http://127.0.0.1:{port}/health");
+    let (status, body) = crate::healthcheck::get(&url, Duration::from_secs(2)).ok()?;
+    Some((status, serde_json::from_str(&body).ok()?))
+}
+
+/// Polls `/health` until `done` holds; a hang guard, not a timing assertion.
+fn wait_for_health(port: u16, what: &str, done: impl Fn(u16, &Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some((status, health)) = health_of(port) {
+            if done(status, &health) {
+                return health;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never saw {what}: {:?}",
+            health_of(port)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn signal(child: &std::process::Child, name: &str) {
+    let sent = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+}
+
+/// Publishes the served model with `edit` applied to its booster as a new version, as a
+/// corrupted or hostile model file would arrive.
+fn publish_edited_model(model_dir: &Path, edit: impl Fn(&mut Value)) {
+    let stored = artifact::read_current(model_dir).unwrap().unwrap();
+    let mut artifact: Artifact<Value> = serde_json::from_slice(&stored.model_bytes).unwrap();
+    edit(&mut artifact.model["booster"]["trees"][0]["nodes"]);
+    artifact::save(model_dir, &artifact, &json!({"edited": true})).unwrap();
+}
+
+/// SIGHUP swaps in a newly trained model without a restart; a lying model (an index out of
+/// range, a cycle) is refused and the old one keeps serving; `/health` tells the outcome.
+/// A service that starts on a lying model stays unhealthy.
+pub fn reload_on_sighup<S: Service>(binary: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data.csv");
+    let mut file = std::fs::File::create(&data).unwrap();
+    S::generate_data(1000, 9, &mut file).unwrap();
+    let model_dir = dir.path().join("model");
+    assert!(train_with(binary, &data, &model_dir, 1).status.success());
+    let port = free_port();
+    let mut server = spawn_serve(binary, port, &model_dir, &[]);
+    let first = wait_for_health(port, "healthy", |s, _| s == 200);
+    assert_eq!(first["last_reload"]["status"], "loaded", "{first}");
+    let v1 = first["model_version"].as_str().unwrap().to_owned();
+
+    assert!(train_with(binary, &data, &model_dir, 2).status.success());
+    signal(&server, "HUP");
+    let second = wait_for_health(port, "the new model", |_, h| {
+        h["model_version"] != v1.as_str()
+    });
+    assert_eq!(second["last_reload"]["status"], "loaded", "{second}");
+    let v2 = second["model_version"].as_str().unwrap().to_owned();
+    let metrics: Value = serde_json::from_slice(
+        &std::fs::read(model_dir.join("current").join(artifact::METRICS_FILE)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        metrics["model_version"],
+        v2.as_str(),
+        "the served version is its metrics'"
+    );
+
+    type Edit = dyn Fn(&mut Value);
+    let lies: [(&str, &Edit); 2] = [
+        ("out of range", &|nodes: &mut Value| {
+            nodes[0]["left_child"] = json!(100_000)
+        }),
+        ("reached twice", &|nodes: &mut Value| {
+            nodes[0]["right_child"] = json!(0)
+        }),
+    ];
+    for (reason, edit) in lies {
+        publish_edited_model(&model_dir, edit);
+        signal(&server, "HUP");
+        let refused = wait_for_health(port, "a refusal", |_, h| {
+            h["last_reload"]["status"] == "refused"
+                && h["last_reload"]["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains(reason))
+        });
+        assert_eq!(refused["model_version"], v2.as_str(), "{refused}");
+        assert_eq!(refused["status"], "healthy");
+        let url = format!("http://127.0.0.1:{port}/health");
+        assert_eq!(
+            crate::healthcheck::get(&url, Duration::from_secs(2))
+                .unwrap()
+                .0,
+            200
+        );
+        // Put the good model back for the next lie.
+        assert!(train_with(binary, &data, &model_dir, 2).status.success());
+    }
+    signal(&server, "TERM");
+    assert!(server.wait().unwrap().success());
+
+    // Starting on a lying model: up, but unhealthy, and saying why.
+    publish_edited_model(&model_dir, |nodes| nodes[0]["left_child"] = json!(0));
+    let mut server = spawn_serve(binary, port, &model_dir, &[]);
+    let health = wait_for_health(port, "unhealthy", |s, _| s == 503);
+    assert_eq!(health["model_loaded"], false);
+    assert_eq!(health["last_reload"]["status"], "refused", "{health}");
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+/// Under a slowloris (many connections, each sending a header line now and then) `/health`
+/// still answers; SIGTERM with a half-sent request pending still ends the process, within the
+/// shutdown deadline rather than when the client gives up.
+pub fn slowloris_and_sigterm<S: Service>(binary: &Path, connections: usize) {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // Timeouts far beyond the test's span: only the shutdown deadline can end it in time.
+    let mut server = spawn_serve(
+        binary,
+        port,
+        &dir.path().join("model"),
+        &[
+            "--header-read-timeout",
+            "300s",
+            "--idle-timeout",
+            "300s",
+            "--shutdown-timeout",
+            "1s",
+        ],
+    );
+    wait_for_health(port, "an answer", |s, _| s == 503);
+    let mut held = Vec::new();
+    for _ in 0..connections {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n")
+            .unwrap();
+        held.push(c);
+    }
+    let asked = Instant::now();
+    let (status, _) = health_of(port).expect("/health answers under a slowloris");
+    eprintln!(
+        "/health under {connections} slowloris connections: {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(status, 503, "no model, so 503, but an answer");
+    let mut half = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    half.write_all(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"a\":")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&server, "TERM");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = server.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "still running after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    drop((held, half));
 }

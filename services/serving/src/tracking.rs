@@ -14,13 +14,11 @@
 //! [`Tracking::record`] takes the model once it is written aside and before it is served.
 
 use std::fmt;
-use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::Service;
 use mlflow::{Client, ClientOptions, Metric, Param, RunStatus, Tag};
@@ -339,7 +337,7 @@ impl Tracking {
         let client = Client::new(uri, options)?;
         let promote = args.promote;
         let plan = Plan {
-            experiment: S::NAME.to_owned(),
+            experiment: S::MANIFEST.name.to_owned(),
             registered_model: (args.register_model || promote)
                 .then(|| S::REGISTERED_MODEL.to_owned()),
             promote,
@@ -407,7 +405,7 @@ impl Tracking {
             }
         }
         let gates: Vec<GateCheck> = self.plan.gates.iter().map(|g| g.check(metrics)).collect();
-        let data_sha256 = sha256_file(model.data_path)?;
+        let data_sha256 = crate::artifact::file_sha256(model.data_path)?;
         let local_version = metrics["model_version"].as_str().unwrap_or("unknown");
         let (params, logged_metrics) = params_and_metrics(metrics);
         let tags = self.run_tags(model, &data_sha256, local_version, &gates);
@@ -554,28 +552,6 @@ fn gates_summary(gates: &[GateCheck]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-/// The SHA-256 of a file, in hex.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 16];
-    loop {
-        let n = file
-            .read(&mut buffer)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
 }
 
 /// Fields of `metrics.json` that are neither params nor metrics: they are tags, or belong to
@@ -794,7 +770,7 @@ mod tests {
         let path = dir.path().join("data.csv");
         std::fs::write(&path, "abc").unwrap();
         assert_eq!(
-            sha256_file(&path).unwrap(),
+            crate::artifact::file_sha256(&path).unwrap(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }

@@ -362,18 +362,60 @@ pub fn fit_binary(
     Ok((booster, chosen))
 }
 
+/// Fewest rows any service trains on: fewer cannot give a held-out evaluation worth reading.
+pub const MIN_ROWS: usize = 50;
+/// Fewest rows of each class a classifier trains on, so that every validation fold and the
+/// held-out part hold both classes.
+pub const MIN_ROWS_PER_CLASS: usize = 10;
+
+/// Refuses a dataset that cannot give a meaningful model: too few rows.
+pub fn ensure_enough_rows(rows: usize, what: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        rows >= MIN_ROWS,
+        "only {rows} {what}: at least {MIN_ROWS} are needed to train and evaluate a model"
+    );
+    Ok(())
+}
+
+/// Refuses a classification dataset that cannot give a meaningful model: too few rows, or
+/// too few of either class in `target` (0/1).
+pub fn ensure_trainable_classes(y: &[f64], target: &str) -> anyhow::Result<()> {
+    ensure_enough_rows(y.len(), "rows")?;
+    let positives = y.iter().filter(|&&t| t == 1.0).count();
+    let negatives = y.len() - positives;
+    anyhow::ensure!(
+        positives > 0 && negatives > 0,
+        "every row has {target} = {}: a classifier needs examples of both classes",
+        if positives > 0 { 1 } else { 0 }
+    );
+    anyhow::ensure!(
+        positives.min(negatives) >= MIN_ROWS_PER_CLASS,
+        "only {} rows with {target} = {}: at least {MIN_ROWS_PER_CLASS} of each class are needed",
+        positives.min(negatives),
+        if positives < negatives { 1 } else { 0 }
+    );
+    Ok(())
+}
+
 /// Trains and evaluates a binary classifier as every classification service does: a seeded
 /// stratified 80/20 split, the class weight chosen out of fold on the training part
 /// ([`fit_binary`]), metrics on the held-out part at threshold 0.5. Returns the metrics as the
-/// common part of `metrics.json`.
+/// common part of `metrics.json`. Refuses data that cannot give a meaningful model
+/// ([`ensure_trainable_classes`]); `target` names the label column in those errors.
 pub fn train_binary_classifier(
     params: BoosterParams,
     x: &Features,
     y: &[f64],
+    target: &str,
     selection: Selection,
     seed: u64,
 ) -> anyhow::Result<(GradientBooster, BinaryTraining, serde_json::Value)> {
+    ensure_trainable_classes(y, target)?;
     let (train_idx, test_idx) = stratified_split(y, 0.2, seed);
+    anyhow::ensure!(
+        !test_idx.is_empty(),
+        "the held-out split is empty: nothing to evaluate on"
+    );
     let (booster, training) = fit_binary(params, x, y, &train_idx, selection, seed)?;
     let probability: Vec<f64> = predict_rows(&booster, x, &test_idx)
         .into_iter()
@@ -399,9 +441,183 @@ pub fn train_binary_classifier(
     Ok((booster, training, metrics))
 }
 
+/// Checks a booster read from disk before it predicts anything: forust indexes its nodes
+/// without bounds checks of its own and walks them until a leaf, so a bad index panics and a
+/// cycle spins forever. Every tree must be a tree (each node reached once from the root),
+/// every split must read one of `features` columns, every value must be finite, and the
+/// objective must be the one the service predicts with.
+pub fn check_booster(
+    booster: &GradientBooster,
+    objective: ObjectiveType,
+    features: usize,
+) -> anyhow::Result<()> {
+    use anyhow::ensure;
+    let name = |o: &ObjectiveType| match o {
+        ObjectiveType::LogLoss => "LogLoss",
+        ObjectiveType::SquaredLoss => "SquaredLoss",
+    };
+    ensure!(
+        name(&booster.objective_type) == name(&objective),
+        "the booster's objective is {}, this service predicts with {}",
+        name(&booster.objective_type),
+        name(&objective)
+    );
+    ensure!(
+        booster.base_score.is_finite(),
+        "the base score is not finite"
+    );
+    // Inputs use NaN for missing values; forust panics on a NaN when `missing` is anything else.
+    ensure!(
+        booster.missing.is_nan(),
+        "the missing-value marker is not NaN"
+    );
+    ensure!(!booster.trees.is_empty(), "the booster has no trees");
+    if let Some(n) = booster.prediction_iteration {
+        ensure!(
+            n <= booster.trees.len(),
+            "it predicts with {n} trees but has {}",
+            booster.trees.len()
+        );
+    }
+    for (t, tree) in booster.trees.iter().enumerate() {
+        let nodes = &tree.nodes;
+        ensure!(!nodes.is_empty(), "tree {t} has no nodes");
+        let mut reached = vec![false; nodes.len()];
+        let mut pending = vec![0usize];
+        reached[0] = true;
+        while let Some(i) = pending.pop() {
+            let node = &nodes[i];
+            ensure!(
+                node.weight_value.is_finite(),
+                "tree {t}, node {i}: the weight is not finite"
+            );
+            if node.is_leaf {
+                continue;
+            }
+            ensure!(
+                node.split_feature < features,
+                "tree {t}, node {i}: splits on feature {} of {features}",
+                node.split_feature
+            );
+            ensure!(
+                !node.split_value.is_nan(),
+                "tree {t}, node {i}: the split value is NaN"
+            );
+            let mut children = vec![node.left_child, node.right_child, node.missing_node];
+            children.sort_unstable();
+            children.dedup();
+            for child in children {
+                ensure!(
+                    child < nodes.len(),
+                    "tree {t}, node {i}: child {child} is out of range ({} nodes)",
+                    nodes.len()
+                );
+                ensure!(
+                    !reached[child],
+                    "tree {t}, node {i}: child {child} is reached twice (a cycle or shared node)"
+                );
+                reached[child] = true;
+                pending.push(child);
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn small_booster() -> GradientBooster {
+        let mut x = Features::new(&["a", "b"]);
+        let mut y = Vec::new();
+        for i in 0..200 {
+            let a = f64::from(i % 17);
+            x.push(&[a, f64::from(i % 5)]);
+            y.push(if a > 8.0 { 1.0 } else { 0.0 });
+        }
+        let idx: Vec<usize> = (0..200).collect();
+        let params = BoosterParams {
+            iterations: 5,
+            ..BoosterParams::default()
+        };
+        fit_booster(
+            ObjectiveType::LogLoss,
+            params,
+            &x,
+            &idx,
+            &y,
+            &vec![1.0; 200],
+            1,
+        )
+        .unwrap()
+    }
+
+    fn first_split(booster: &GradientBooster) -> (usize, usize) {
+        booster
+            .trees
+            .iter()
+            .enumerate()
+            .find_map(|(t, tree)| tree.nodes.iter().position(|n| !n.is_leaf).map(|i| (t, i)))
+            .expect("a tree with a split")
+    }
+
+    #[test]
+    fn a_trained_booster_passes_and_lying_ones_are_refused() {
+        let good = small_booster();
+        check_booster(&good, ObjectiveType::LogLoss, 2).unwrap();
+        let refused = |edit: &dyn Fn(&mut GradientBooster), features: usize| {
+            let mut b: GradientBooster =
+                serde_json::from_str(&serde_json::to_string(&good).unwrap()).unwrap();
+            edit(&mut b);
+            match check_booster(&b, ObjectiveType::LogLoss, features) {
+                Err(e) => e.to_string(),
+                Ok(()) => panic!("not refused"),
+            }
+        };
+        let (t, i) = first_split(&good);
+        let msg = refused(&|b| b.trees[t].nodes[i].left_child = 999, 2);
+        assert!(msg.contains("out of range"), "{msg}");
+        let msg = refused(&|b| b.trees[t].nodes[i].right_child = i, 2);
+        assert!(msg.contains("reached twice"), "{msg}");
+        let msg = refused(&|b| b.trees[t].nodes[i].split_feature = 7, 2);
+        assert!(msg.contains("feature 7 of 2"), "{msg}");
+        let msg = refused(&|_| {}, 0);
+        assert!(
+            msg.contains("of 0"),
+            "a model with more features than served: {msg}"
+        );
+        let msg = refused(&|b| b.trees[t].nodes[0].weight_value = f32::NAN, 2);
+        assert!(msg.contains("not finite"), "{msg}");
+        let msg = refused(&|b| b.prediction_iteration = Some(99), 2);
+        assert!(msg.contains("99 trees"), "{msg}");
+        let msg = refused(&|b| b.trees[t].nodes.clear(), 2);
+        assert!(msg.contains("no nodes"), "{msg}");
+        let err = check_booster(&good, ObjectiveType::SquaredLoss, 2).unwrap_err();
+        assert!(err.to_string().contains("objective"), "{err}");
+    }
+
+    #[test]
+    fn degenerate_classification_data_is_refused() {
+        let err = |y: &[f64]| {
+            ensure_trainable_classes(y, "Exited")
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(&[1.0]).contains("only 1 rows"));
+        assert!(err(&[0.0; 10]).contains("only 10 rows"));
+        assert!(
+            err(&[0.0; 500]).contains("every row has Exited = 0"),
+            "{}",
+            err(&[0.0; 500])
+        );
+        let mut few_positives = vec![0.0; 500];
+        few_positives[..3].fill(1.0);
+        assert!(err(&few_positives).contains("only 3 rows with Exited = 1"));
+        let mut fine = vec![0.0; 100];
+        fine[..20].fill(1.0);
+        ensure_trainable_classes(&fine, "Exited").unwrap();
+    }
 
     #[test]
     fn auc_of_perfect_random_and_inverted_scores() {

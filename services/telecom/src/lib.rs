@@ -11,8 +11,10 @@ use serving::synth::{
 };
 use serving::table::Table;
 use serving::tracking::{Gate, GateKind};
-use serving::train::{self, BinaryTraining, BoosterParams, Features, GradientBooster, Selection};
-use serving::{check_non_negative, FieldError, PredictionMeta, Service};
+use serving::train::{
+    self, BinaryTraining, BoosterParams, Features, GradientBooster, ObjectiveType, Selection,
+};
+use serving::{check_non_negative, FieldError, Manifest, PredictionMeta, Service};
 use utoipa::ToSchema;
 
 pub const COLUMNS: [&str; 5] = ["calls", "minutes", "messages", "mb_used", "is_ultra"];
@@ -81,10 +83,10 @@ pub fn load(path: &Path) -> anyhow::Result<(Features, Vec<f64>)> {
 }
 
 impl Service for Telecom {
-    const NAME: &'static str = "telecom";
-    const TITLE: &'static str = "TelecomAI API";
+    const MANIFEST: Manifest = serving::service_manifest!();
     const DESCRIPTION: &'static str =
         "Recommends the Ultra or the Smart mobile plan from a subscriber's monthly usage.";
+    const FEATURES: &'static [&'static str] = FEATURES;
     const DEFAULT_ROWS: usize = 3_214;
     const REGISTERED_MODEL: &'static str = "TelecomAI-Classifier";
     // The old portfolio's promotion thresholds: accuracy 0.75 and F1 0.50.
@@ -139,9 +141,19 @@ impl Service for Telecom {
 
     fn train(data: &Path, seed: u64) -> anyhow::Result<(Model, serde_json::Value)> {
         let (x, y) = load(data)?;
-        let (booster, training, metrics) =
-            train::train_binary_classifier(PARAMS, &x, &y, Selection::AccuracyAndF1, seed)?;
+        let (booster, training, metrics) = train::train_binary_classifier(
+            PARAMS,
+            &x,
+            &y,
+            "is_ultra",
+            Selection::AccuracyAndF1,
+            seed,
+        )?;
         Ok((Model { booster, training }, metrics))
+    }
+
+    fn check_model(model: &Model) -> anyhow::Result<()> {
+        train::check_booster(&model.booster, ObjectiveType::LogLoss, FEATURES.len())
     }
 
     fn validate(u: &Usage) -> Result<(), FieldError> {

@@ -69,7 +69,52 @@ fn loads_floats_and_rejects_a_bad_target_with_its_line() {
     );
 }
 
+#[tokio::test]
+async fn the_title_is_the_service_tomls() {
+    testkit::title_is_the_service_tomls::<Telecom>(Path::new(env!("CARGO_MANIFEST_DIR"))).await;
+}
+
+#[test]
+fn sighup_swaps_in_a_new_model_and_refuses_a_lying_one() {
+    testkit::reload_on_sighup::<Telecom>(Path::new(env!("CARGO_BIN_EXE_telecom")));
+}
+
+#[test]
+fn health_answers_under_a_slowloris_and_sigterm_ends_a_half_sent_request() {
+    testkit::slowloris_and_sigterm::<Telecom>(Path::new(env!("CARGO_BIN_EXE_telecom")), 300);
+}
+
 #[test]
 fn serve_answers_on_a_real_socket_and_healthcheck_agrees() {
     testkit::serve_and_healthcheck(Path::new(env!("CARGO_BIN_EXE_telecom")));
+}
+
+#[test]
+fn degenerate_data_is_refused_and_the_model_left_as_it_was() {
+    let mut one_class = String::from("calls,minutes,messages,mb_used,is_ultra\n");
+    for i in 0..300 {
+        one_class.push_str(&format!("{i}.0,311.9,83.0,19915.42,1\n"));
+    }
+    testkit::degenerate_data_is_refused::<Telecom>(
+        Path::new(env!("CARGO_BIN_EXE_telecom")),
+        &[("a single class", one_class, "every row has is_ultra = 1")],
+    );
+}
+
+#[tokio::test]
+async fn the_old_api_shape_works_unchanged() {
+    let (_dir, app) = testkit::trained_router::<Telecom>(1000);
+    let (status, answer) = testkit::call(
+        &app,
+        "POST",
+        "/predict",
+        Some(
+            json!({"calls": 85, "minutes": 516.75, "messages": 56, "mb_used": 22696.96})
+                .to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["prediction"] == 0 || answer["prediction"] == 1);
+    assert!((0.0..=1.0).contains(&answer["probability_is_ultra"].as_f64().unwrap()));
 }

@@ -14,7 +14,7 @@ use crate::compose_file::{self, PROJECT};
 use crate::ctx::Ctx;
 use crate::engine;
 use crate::runner::Step;
-use crate::stack::{Kind as ServiceKind, Service};
+use crate::stack::{Kind as ServiceKind, Service, STOP_GRACE_SECONDS};
 
 pub struct Docker {
     /// `docker compose` or `docker-compose`.
@@ -146,8 +146,12 @@ impl Runtime for Docker {
         if self.inspect(ctx, &service.container).is_none() {
             return Ok(false);
         }
-        ctx.runner
-            .run(&Step::new("docker").args(["stop", "--time", "10", &service.container]))?;
+        ctx.runner.run(&Step::new("docker").args([
+            "stop",
+            "--time",
+            &STOP_GRACE_SECONDS.to_string(),
+            &service.container,
+        ]))?;
         self.remove(ctx, service)?;
         Ok(true)
     }
@@ -165,7 +169,7 @@ impl Runtime for Docker {
         ctx.runner.run(&Step::new("docker").args([
             "restart",
             "--time",
-            "10",
+            &STOP_GRACE_SECONDS.to_string(),
             &service.container,
         ]))?;
         Ok(())

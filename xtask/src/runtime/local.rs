@@ -13,10 +13,10 @@ use crate::build::binaries;
 use crate::ctx::Ctx;
 use crate::mlflow;
 use crate::runner::{tail, Background, Step, Stopped};
-use crate::stack::{Kind as ServiceKind, Service};
+use crate::stack::{Kind as ServiceKind, Service, STOP_GRACE_SECONDS};
 
 /// How long a service gets to exit after SIGTERM before SIGKILL.
-const STOP_GRACE: Duration = Duration::from_secs(10);
+const STOP_GRACE: Duration = Duration::from_secs(STOP_GRACE_SECONDS);
 
 #[derive(Default)]
 pub struct Local {

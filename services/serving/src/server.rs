@@ -1,0 +1,279 @@
+//! Connections: accepting, bounding and closing them, and stopping gracefully.
+//!
+//! `axum::serve` has no timeouts and no connection cap, so one slow or idle client per file
+//! descriptor could starve everyone. This loop serves each connection with hyper's HTTP/1
+//! builder instead, which reads request heads under a deadline, and adds what hyper lacks:
+//! - an idle timeout: a connection with no request in flight and no bytes arriving is closed;
+//! - a cap on open connections (a semaphore around accept): past it a client gets an
+//!   immediate JSON 503 instead of waiting in the kernel's backlog;
+//! - graceful shutdown with a deadline: in-flight requests finish, then whatever is left is
+//!   dropped, so a client holding a half-sent request cannot keep the process alive.
+//!
+//! Body and whole-request timeouts are per request, in the router (`http::RequestLimits`).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::{Instant, Sleep};
+use tower::ServiceExt;
+
+/// Limits on connections, each settable on `serve`.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Time from waiting for a request to having all its headers (slowloris).
+    pub header_read_timeout: Duration,
+    /// Time a connection may sit with no request in flight and no bytes arriving.
+    pub idle_timeout: Duration,
+    /// Most connections open at once; lowered to what the open-files limit allows.
+    pub max_connections: usize,
+    /// After SIGTERM, time for in-flight requests to finish before the process exits.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(5),
+            max_connections: 4096,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Most bytes hyper buffers for one request head; heads over `RequestLimits::header_bytes`
+/// (smaller) get the router's JSON 431 before this is reached.
+const MAX_HEAD_BYTES: usize = 64 << 10;
+/// File descriptors kept free for the listener, logs, model files and refusing connections.
+const RESERVED_FDS: u64 = 64;
+
+/// The connection cap the open-files limit allows: past it `accept` fails and every client,
+/// `/health` included, waits in the backlog.
+pub fn effective_max_connections(requested: usize) -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    if !ok || limit.rlim_cur == libc::RLIM_INFINITY {
+        return requested;
+    }
+    let allowed = limit.rlim_cur.saturating_sub(RESERVED_FDS).max(1);
+    requested.min(usize::try_from(allowed).unwrap_or(usize::MAX))
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then stops within the deadline.
+pub async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let max_connections = effective_max_connections(limits.max_connections);
+    if max_connections < limits.max_connections {
+        tracing::warn!(
+            requested = limits.max_connections,
+            allowed = max_connections,
+            "the open-files limit lowers the connection cap"
+        );
+    }
+    let permits = Arc::new(Semaphore::new(max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
+
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // EMFILE and the like: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tokio::spawn(refuse_overloaded(stream, max_connections));
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let io = TokioIo::new(IdleTimeout::new(
+            stream,
+            in_flight.clone(),
+            limits.idle_timeout,
+        ));
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let busy = Busy::new(in_flight.clone());
+            let answer = app.clone().oneshot(request.map(Body::new));
+            async move {
+                let response = answer.await;
+                drop(busy);
+                response
+            }
+        });
+        let connection = graceful.watch(http.serve_connection(io, service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let open = max_connections - permits.available_permits();
+    tracing::info!(
+        open_connections = open,
+        deadline_seconds = limits.shutdown_timeout.as_secs_f64(),
+        "shutting down: finishing in-flight requests"
+    );
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(limits.shutdown_timeout) => {
+            let open = max_connections - permits.available_permits();
+            tracing::warn!(open_connections = open, "shutdown deadline reached: dropping the remaining connections");
+        }
+    }
+}
+
+/// Answers a connection over the cap with a 503 and closes it, without reading its request.
+async fn refuse_overloaded(mut stream: TcpStream, max_connections: usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = serde_json::to_string(&crate::api::ErrorBody::new(
+        "overloaded",
+        format!(
+            "{max_connections} connections are open, the most this service accepts; retry shortly"
+        ),
+    ))
+    .unwrap_or_default();
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await?;
+        // Drain what the client sent, so closing does not reset the connection under it.
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        std::io::Result::Ok(())
+    })
+    .await;
+    tracing::warn!(max_connections, "connection refused: too many open");
+}
+
+/// Counts a request in flight on its connection for as long as it lives.
+struct Busy(Arc<AtomicUsize>);
+
+impl Busy {
+    fn new(in_flight: Arc<AtomicUsize>) -> Self {
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(in_flight)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A socket that reads as closed once it has been idle too long: no request in flight and no
+/// bytes received for `timeout`. hyper then closes the connection as a client would have.
+struct IdleTimeout {
+    stream: TcpStream,
+    in_flight: Arc<AtomicUsize>,
+    timeout: Duration,
+    /// When the connection last became idle; `None` while busy.
+    idle_since: Option<Instant>,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl IdleTimeout {
+    fn new(stream: TcpStream, in_flight: Arc<AtomicUsize>, timeout: Duration) -> Self {
+        Self {
+            stream,
+            in_flight,
+            timeout,
+            idle_since: None,
+            timer: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+}
+
+impl AsyncRead for IdleTimeout {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        if let Poll::Ready(result) = Pin::new(&mut this.stream).poll_read(cx, buf) {
+            if buf.filled().len() > before {
+                this.idle_since = None;
+            }
+            return Poll::Ready(result);
+        }
+        if this.in_flight.load(Ordering::Relaxed) > 0 {
+            this.idle_since = None;
+            return Poll::Pending;
+        }
+        let since = *this.idle_since.get_or_insert_with(Instant::now);
+        let deadline = since + this.timeout;
+        if this.timer.deadline() != deadline {
+            this.timer.as_mut().reset(deadline);
+        }
+        ready!(this.timer.as_mut().poll(cx));
+        // Idle past the deadline: end of stream, which hyper takes as the client leaving.
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for IdleTimeout {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
