@@ -126,7 +126,7 @@ fn service_entry(service: &Service, mlflow_service: &Service) -> ComposeService 
             command = mlflow::server_args(&mlflow::ServerSettings {
                 host: "0.0.0.0".into(),
                 port: service.container_port,
-                store: format!("{MLRUNS}/mlflow.db"),
+                store: format!("{MLRUNS}/{}", mlflow::STORE_FILE),
                 artifacts: format!("{MLRUNS}/artifacts"),
                 // MLflow 3 rejects unknown Host headers: allow the names other containers use,
                 // and the host's loopback for any published port.

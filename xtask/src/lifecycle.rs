@@ -12,7 +12,7 @@ use crate::progress::Task;
 use crate::runner::Step;
 use crate::runtime::Runtime;
 use crate::stack::{Kind, Service};
-use crate::{http, poll, ports};
+use crate::{http, mlflow, poll, ports};
 
 /// The options of every command that brings the stack up.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -74,9 +74,11 @@ pub fn ensure_models(ctx: &Ctx, apis: &[&Service]) -> Result<()> {
 pub fn bring_up(ctx: &Ctx, runtime: &mut dyn Runtime, options: &UpOptions) -> Result<()> {
     let services = selected(ctx, options);
     let apis: Vec<&Service> = services.iter().copied().filter(|s| s.is_api()).collect();
+    check_ports(ctx, runtime, &services)?;
     runtime.build(ctx, &services)?;
     ensure_models(ctx, &apis)?;
 
+    let new_store = !mlflow::store_path(ctx).exists();
     let mut started: Vec<&Service> = Vec::new();
     let result = start_all(ctx, runtime, &services, &mut started)
         .and_then(|()| wait_healthy(ctx, runtime, &services, options.timeout));
@@ -84,13 +86,75 @@ pub fn bring_up(ctx: &Ctx, runtime: &mut dyn Runtime, options: &UpOptions) -> Re
         if !started.is_empty() {
             ctx.reporter.info("stopping what this run started");
             for service in started.iter().rev() {
-                if let Err(stop_error) = runtime.stop(ctx, service) {
-                    ctx.reporter
-                        .warn(format!("cannot stop {}: {stop_error:#}", service.name));
+                match runtime.stop(ctx, service) {
+                    Ok(_) if service.kind == Kind::Mlflow && new_store => {
+                        discard_store(ctx)?;
+                    }
+                    Ok(_) => {}
+                    Err(stop_error) => ctx
+                        .reporter
+                        .warn(format!("cannot stop {}: {stop_error:#}", service.name)),
                 }
             }
         }
         return Err(e);
+    }
+    Ok(())
+}
+
+/// Removes the MLflow store this run created. MLflow builds its schema in steps on its first
+/// start; stopped midway (Ctrl-C, a failed start) it leaves a store it refuses ever after as
+/// out of date. Nothing can have been logged to it yet: the stack never came up.
+fn discard_store(ctx: &Ctx) -> Result<()> {
+    let store = mlflow::store_path(ctx);
+    let name = mlflow::STORE_FILE;
+    // SQLite's journal and write-ahead files sit beside it: `mlflow.db-journal`, `-wal`, `-shm`.
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(ctx.mlruns_dir())
+        .map(|dir| {
+            dir.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(name))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    for file in &files {
+        ctx.runner.remove_path(file)?;
+    }
+    if !files.is_empty() {
+        ctx.reporter.info(format!(
+            "removed the MLflow store this run had begun ({}): a first start stopped midway leaves it half made",
+            ctx.show(&store)
+        ));
+    }
+    Ok(())
+}
+
+/// Fails, naming every holder, when a port a service needs is taken by something that is not
+/// that service: checked before anything is built or started, so a stranger on the last port
+/// costs seconds and leaves nothing half started.
+fn check_ports(ctx: &Ctx, runtime: &dyn Runtime, services: &[&Service]) -> Result<()> {
+    if ctx.dry_run() {
+        return Ok(());
+    }
+    let mut taken = Vec::new();
+    for &service in services {
+        let port = ctx.host_port(service);
+        if ports::in_use(port) && !runtime.state(ctx, service)?.running {
+            taken.push(format!(
+                "for {}, {}",
+                service.name,
+                ports::describe(ctx, port)
+            ));
+        }
+    }
+    if !taken.is_empty() {
+        bail!(
+            "cannot start the stack: {}. Nothing was started. Stop that process, or run this stack on other ports with --port-offset",
+            taken.join("; ")
+        );
     }
     Ok(())
 }
