@@ -135,10 +135,20 @@ fn check_docker(ctx: &Ctx, report: &mut Report) {
 }
 
 fn check_services(ctx: &Ctx, runtime: &dyn Runtime, report: &mut Report) -> Result<()> {
-    for service in &ctx.stack.services {
+    let states = ctx
+        .stack
+        .services
+        .iter()
+        .map(|s| Ok((s, runtime.state(ctx, s)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let running: Vec<&str> = states
+        .iter()
+        .filter(|(_, state)| state.running)
+        .map(|(s, _)| s.name.as_str())
+        .collect();
+    for (service, state) in &states {
         let port = ctx.host_port(service);
         let check = format!("{} port {port}", service.name);
-        let state = runtime.state(ctx, service)?;
         if state.running {
             match http::get(&ctx.health_url(service), Duration::from_secs(3)) {
                 Ok(a) if http::is_healthy(&a) => report.ok(
@@ -185,6 +195,21 @@ fn check_services(ctx: &Ctx, runtime: &dyn Runtime, report: &mut Report) -> Resu
                 )
             };
             report.fail(check, ports::describe_holders(ctx, port, &holders), fix);
+        } else if !running.is_empty() {
+            // Part of the stack runs without it: MLflow stopped under running APIs, say.
+            report.fail(
+                check,
+                format!(
+                    "{} is down while {} {} running",
+                    service.name,
+                    running.join(", "),
+                    if running.len() == 1 { "is" } else { "are" }
+                ),
+                format!(
+                    "read `cargo xtask logs {} --tail 50`, then start it again with `cargo xtask up`",
+                    service.name
+                ),
+            );
         } else {
             report.ok(check, "free");
         }
