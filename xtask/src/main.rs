@@ -11,8 +11,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use commands::{
-    bench, ci, completions, compose, demo, deny, doctor, down, health, images, lint_workflows,
-    logs, restart, sbom, scan, smoke, status, tools as tools_cmd, up,
+    bench, ci, completions, compose, demo, deny, doctor, down, fuzz_api, health, images,
+    lint_workflows, logs, restart, sbom, scan, smoke, status, tools as tools_cmd, up,
 };
 use runtime::Purpose;
 
@@ -105,6 +105,7 @@ enum Command {
     Scan(scan::Scan),
     Sbom(sbom::Sbom),
     LintWorkflows(lint_workflows::LintWorkflows),
+    FuzzApi(fuzz_api::FuzzApi),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -146,6 +147,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Scan(cmd) => cmd.run(ctx),
         Command::Sbom(cmd) => cmd.run(ctx),
         Command::LintWorkflows(cmd) => cmd.run(ctx),
+        Command::FuzzApi(cmd) => cmd.run(ctx),
     }
 }
 
