@@ -120,6 +120,14 @@ fn pipeline(ctx: &Ctx, docker: bool) -> Vec<PipelineStep> {
             vec![xtask(ctx, &["lint-workflows"])],
         ),
         step("deny", "licences, bans, sources, advisories", vec![xtask(ctx, &["deny"])]),
+        step(
+            "fuzz-api",
+            "Schemathesis against each API, valid and invalid requests, 2,000 cases each",
+            vec![xtask(
+                ctx,
+                &["fuzz-api", "--max-examples", FUZZ_MAX_EXAMPLES, "--min-cases", "2000"],
+            )],
+        ),
         docker_step("images", "build the container images", vec![xtask(ctx, &["images"])]),
         docker_step(
             "scan",
@@ -143,14 +151,19 @@ fn pipeline(ctx: &Ctx, docker: bool) -> Vec<PipelineStep> {
         },
         step(
             "e2e",
-            "the end-to-end suites: local runtime, containers (each compose front-end here), a fresh engine",
+            "the end-to-end suites: local runtime, containers (each compose front-end here), a fresh engine, the fault campaign",
             e2e_suites(ctx, docker),
         ),
     ]
 }
 
+/// Schemathesis' cases per operation and phase in CI: at least 2,000 cases per API (measured:
+/// 2,279 to 2,390, positive and negative together).
+const FUZZ_MAX_EXAMPLES: &str = "550";
+
 /// The end-to-end suites: the docker ones only where an engine answers, the container suite
-/// under every compose front-end installed.
+/// under every compose front-end installed. The fault campaign prints what it measured, so its
+/// output is shown even when it passes.
 fn e2e_suites(ctx: &Ctx, docker: bool) -> Vec<Step> {
     let mut suites = vec![e2e(ctx, "e2e_local")];
     if docker {
@@ -159,6 +172,7 @@ fn e2e_suites(ctx: &Ctx, docker: bool) -> Vec<Step> {
         }
         suites.push(e2e(ctx, "e2e_fresh_machine"));
     }
+    suites.push(e2e(ctx, "e2e_faults").arg("--nocapture"));
     suites
 }
 
