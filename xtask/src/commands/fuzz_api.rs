@@ -415,6 +415,8 @@ fn serve_fresh(
                     .arg("--no-mlflow"),
             )
         })?;
+    ctx.runner
+        .plan("serve on a free port (0 below, PORT after it)");
     let port = if ctx.dry_run() { 0 } else { free_port()? };
     let log = dir.join("serve.log");
     let serve = binaries::serve_step(ctx, api, port, &models).env("LOG_FORMAT", "json");
