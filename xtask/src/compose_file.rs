@@ -55,6 +55,9 @@ pub struct ComposeService {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub depends_on: BTreeMap<String, DependsOn>,
     pub user: String,
+    /// docker's init as PID 1, passing signals on.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
     pub read_only: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tmpfs: Vec<String>,
@@ -180,6 +183,10 @@ fn service_entry(service: &Service, mlflow_service: &Service) -> ComposeService 
         volumes,
         depends_on,
         user: USER.into(),
+        // MLflow as PID 1 would ignore SIGTERM until it serves (Python sets no handler), so a
+        // stop during its first start, while it builds its store, waited out the grace period.
+        // The APIs handle SIGTERM themselves from their first instant.
+        init: service.kind == Kind::Mlflow,
         read_only: true,
         tmpfs,
         cap_drop: vec!["ALL".into()],
