@@ -194,8 +194,16 @@ impl FuzzApi {
             return self.modes(ctx, api, "http://127.0.0.1:PORT", schemathesis, reports);
         };
         let outcomes = self.modes(ctx, api, &base, schemathesis, reports);
+        let died = child.exited();
         ctx.runner
             .stop_group(child.pid(), Duration::from_secs(5), Some(&child))?;
+        if let Some(why) = died {
+            bail!(
+                "{} died while fuzzed: {why}; its log:\n{}",
+                api.name,
+                tail(&std::fs::read_to_string(&log).unwrap_or_default(), 30)
+            );
+        }
         let outcomes = outcomes?;
         // A panic or a crash shows in the server's log, whatever the answers were.
         let logged = std::fs::read_to_string(&log).unwrap_or_default();
