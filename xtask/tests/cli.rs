@@ -103,11 +103,10 @@ fn a_stranger_on_a_port_stops_demo_before_anything_is_built_or_started() {
     let output = stack.xtask(&["--runtime", "local", "demo", "--no-mlflow"]);
     assert!(!output.status.success(), "demo ran beside a stranger");
     let err = stderr(&output);
+    // The holder by its pid (its command line may be shortened in the message).
     assert!(
-        err.contains(&format!(
-            "for telecom, port {port} is held by {}",
-            std::env::current_exe().unwrap().display()
-        )) && err.contains(&format!("(pid {})", std::process::id())),
+        err.contains(&format!("for telecom, port {port} is held by "))
+            && err.contains(&format!("(pid {})", std::process::id())),
         "the holder is not named:\n{err}"
     );
     assert!(err.contains("Nothing was started"), "{err}");

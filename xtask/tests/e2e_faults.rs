@@ -823,8 +823,11 @@ fn stranger_on_a_port(target: &Target) -> String {
         err.contains(&format!("port {port} is held by")) && err.contains(&me),
         "the holder is not named:\n{err}"
     );
+    // Its command line first (shortened past 100 characters), then its pid.
+    let exe = std::env::current_exe().unwrap();
+    let command: String = exe.to_string_lossy().chars().take(60).collect();
     assert!(
-        err.contains("e2e_faults"),
+        err.contains(&format!("is held by {command}")),
         "the holder's command is not named:\n{err}"
     );
     assert!(err.contains("Nothing was started"), "{err}");
