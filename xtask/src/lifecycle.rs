@@ -11,7 +11,8 @@ use crate::ctx::Ctx;
 use crate::progress::Task;
 use crate::runner::Step;
 use crate::runtime::Runtime;
-use crate::stack::{Kind, Service};
+use crate::stack::{Endpoint, Kind, Service};
+use crate::training::{self, Tracking, DEFAULT_SEED};
 use crate::{http, poll, ports};
 
 /// The options of every command that brings the stack up.
@@ -34,32 +35,58 @@ pub fn selected<'a>(ctx: &'a Ctx, options: &UpOptions) -> Vec<&'a Service> {
         .collect()
 }
 
-/// Generates a synthetic dataset and trains a model for each API that lacks one.
-pub fn ensure_models(ctx: &Ctx, apis: &[&Service]) -> Result<()> {
-    for api in apis {
-        if ctx.model_file(api).is_file() {
-            continue;
+/// Why an API needs training now: no model yet, or (with MLflow) its model is not in the
+/// registry, e.g. after `mlflow reset`. `None` when it is ready.
+fn needs_training(ctx: &Ctx, api: &Service, mlflow: Option<&str>) -> Result<Option<&'static str>> {
+    let Some(metrics) =
+        training::served_metrics(ctx, api).filter(|_| ctx.model_file(api).is_file())
+    else {
+        return Ok(Some("no model yet"));
+    };
+    match mlflow {
+        Some(uri) if !ctx.dry_run() && !training::is_registered(uri, &metrics)? => {
+            Ok(Some("its model is not registered in MLflow"))
         }
+        _ => Ok(None),
+    }
+}
+
+/// Generates a synthetic dataset and trains a model for each API that lacks one; with
+/// MLflow (`mlflow` is its URL) every run is tracked and the model registered and promoted,
+/// so a new user finds each model's `champion` there.
+pub fn ensure_models(ctx: &Ctx, apis: &[&Service], mlflow: Option<&str>) -> Result<()> {
+    let tracking = match mlflow {
+        Some(uri) => Tracking::On {
+            uri: uri.to_owned(),
+            register: true,
+            promote: true,
+        },
+        None => Tracking::Off,
+    };
+    for api in apis {
+        let Some(why) = needs_training(ctx, api, mlflow)? else {
+            continue;
+        };
         let data = ctx.data_path(api);
         let model_dir = ctx.model_dir(api);
         let binary = binaries::path(ctx, api).to_string_lossy().into_owned();
         ctx.reporter
-            .run_task(format!("train {}", api.name), |task| {
+            .run_task(format!("train {} ({why})", api.name), |task| {
                 if !data.is_file() {
                     task.set_message("generating synthetic data");
                     ctx.runner.run(
                         &Step::new(&binary)
-                            .args(["generate-data", "--seed", "42", "--out"])
+                            .args(["generate-data", "--seed", &DEFAULT_SEED.to_string()])
+                            .arg("--out")
                             .arg(&data),
                     )?;
                 }
                 task.set_message("training");
+                let args = training::train_args(&data, &model_dir, DEFAULT_SEED, &tracking, &[]);
                 ctx.runner.run(
                     &Step::new(&binary)
-                        .args(["train", "--seed", "42", "--data-path"])
-                        .arg(&data)
-                        .arg("--model-dir")
-                        .arg(&model_dir),
+                        .args(args)
+                        .env("GIT_COMMIT", training::git_commit(ctx)),
                 )?;
                 task.note(format!("model in {}", ctx.show(&model_dir)));
                 Ok(())
@@ -70,16 +97,25 @@ pub fn ensure_models(ctx: &Ctx, apis: &[&Service]) -> Result<()> {
 }
 
 /// Builds, trains what is missing, starts what is not running and healthy, and waits.
+/// MLflow comes first, so the models trained meanwhile are tracked and registered in it.
 /// On failure (or Ctrl-C) it stops what it started and names the service with its log tail.
 pub fn bring_up(ctx: &Ctx, runtime: &mut dyn Runtime, options: &UpOptions) -> Result<()> {
     let services = selected(ctx, options);
-    let apis: Vec<&Service> = services.iter().copied().filter(|s| s.is_api()).collect();
+    let (trackers, apis): (Vec<&Service>, Vec<&Service>) = services
+        .iter()
+        .copied()
+        .partition(|s| s.kind == Kind::Mlflow);
     runtime.build(ctx, &services)?;
-    ensure_models(ctx, &apis)?;
 
     let mut started: Vec<&Service> = Vec::new();
-    let result = start_all(ctx, runtime, &services, &mut started)
-        .and_then(|()| wait_healthy(ctx, runtime, &services, options.timeout));
+    let result = (|| {
+        start_all(ctx, runtime, &trackers, &mut started)?;
+        wait_healthy(ctx, runtime, &trackers, options.timeout)?;
+        let mlflow = trackers.first().map(|m| ctx.url(m, ""));
+        ensure_models(ctx, &apis, mlflow.as_deref())?;
+        start_all(ctx, runtime, &apis, &mut started)?;
+        wait_healthy(ctx, runtime, &apis, options.timeout)
+    })();
     if let Err(e) = result {
         if !started.is_empty() {
             ctx.reporter.info("stopping what this run started");
@@ -104,7 +140,10 @@ fn start_all<'a>(
     for &service in services {
         let state = runtime.state(ctx, service)?;
         if state.running {
-            let healthy = http::healthy(&ctx.health_url(service), Duration::from_secs(2));
+            let healthy = service
+                .endpoints()
+                .iter()
+                .all(|e| http::healthy(&ctx.endpoint_health_url(e), Duration::from_secs(2)));
             let stale = runtime.is_stale(ctx, service);
             if healthy && !stale {
                 ctx.reporter
@@ -126,13 +165,15 @@ fn start_all<'a>(
                 .info(format!("restarting {}: {why}", service.name));
             runtime.stop(ctx, service)?;
         }
-        let port = ctx.host_port(service);
-        if !ctx.dry_run() && ports::in_use(port) {
-            bail!(
-                "cannot start {}: {}. Stop that process, or run this stack on other ports with --port-offset",
-                service.name,
-                ports::describe(ctx, port)
-            );
+        for endpoint in service.endpoints() {
+            let port = ctx.endpoint_port(&endpoint);
+            if !ctx.dry_run() && ports::in_use(port) {
+                bail!(
+                    "cannot start {}: {}. Stop that process, or run this stack on other ports with --port-offset",
+                    service.label(&endpoint),
+                    ports::describe(ctx, port)
+                );
+            }
         }
         runtime.start(ctx, service)?;
         started.push(service);
@@ -165,22 +206,28 @@ pub fn wait_healthy(
     services: &[&Service],
     timeout_secs: u64,
 ) -> Result<()> {
+    let endpoints: Vec<(&Service, Endpoint)> = services
+        .iter()
+        .flat_map(|s| s.endpoints().into_iter().map(move |e| (*s, e)))
+        .collect();
     if ctx.dry_run() {
-        for s in services {
+        for (_, e) in &endpoints {
             ctx.runner.plan(format!(
                 "wait until {} answers healthy (timeout {timeout_secs}s)",
-                ctx.health_url(s)
+                ctx.endpoint_health_url(e)
             ));
         }
         return Ok(());
     }
-    let mut pending: Vec<(&Service, Task, String)> = services
-        .iter()
-        .map(|s| {
-            let task = ctx
-                .reporter
-                .task(format!("{} healthy at {}", s.name, ctx.health_url(s)));
-            (*s, task, "it never answered".to_owned())
+    let mut pending: Vec<(&Service, Endpoint, Task, String)> = endpoints
+        .into_iter()
+        .map(|(s, e)| {
+            let task = ctx.reporter.task(format!(
+                "{} healthy at {}",
+                s.label(&e),
+                ctx.endpoint_health_url(&e)
+            ));
+            (s, e, task, "it never answered".to_owned())
         })
         .collect();
     let finished = poll::until(Duration::from_secs(timeout_secs), PROBE_EVERY, || {
@@ -188,8 +235,8 @@ pub fn wait_healthy(
             return Some(Err(Interrupted.into()));
         }
         let mut still = Vec::new();
-        for (service, task, last) in pending.drain(..) {
-            let answer = http::get(&ctx.health_url(service), Duration::from_secs(1));
+        for (service, endpoint, task, last) in pending.drain(..) {
+            let answer = http::get(&ctx.endpoint_health_url(&endpoint), Duration::from_secs(1));
             match &answer {
                 Ok(a) if http::is_healthy(a) => {
                     task.done("");
@@ -206,7 +253,7 @@ pub fn wait_healthy(
                 Ok(a) => format!("it last answered {}: {}", a.status, a.body.trim()),
                 Err(_) => last,
             };
-            still.push((service, task, last));
+            still.push((service, endpoint, task, last));
         }
         pending = still;
         pending.is_empty().then_some(Ok(()))
@@ -214,7 +261,7 @@ pub fn wait_healthy(
     match finished {
         Some(result) => result,
         None => {
-            let (service, task, last) = pending.remove(0);
+            let (service, _, task, last) = pending.remove(0);
             let why = format!("not healthy after {timeout_secs}s; {last}");
             Err(failed_to_start(ctx, runtime, service, task, &why))
         }

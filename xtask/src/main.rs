@@ -10,12 +10,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use commands::{
-    bench, ci, completions, compose, demo, deny, doctor, down, health, images, lint_workflows,
-    logs, restart, sbom, scan, smoke, status, tools as tools_cmd, up,
-};
+use commands as cmd;
 use runtime::Purpose;
 
+mod archive;
 mod build;
 mod commands;
 mod compose_file;
@@ -35,6 +33,7 @@ mod runtime;
 mod scanners;
 mod stack;
 mod tools;
+mod training;
 mod workflows;
 
 /// The task runner of the ML serving stack: BankChurn, CarVision and TelecomAI APIs plus an
@@ -86,25 +85,29 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    Demo(demo::Demo),
-    Up(up::Up),
-    Down(down::Down),
-    Restart(restart::Restart),
-    Status(status::Status),
-    Health(health::Health),
-    Smoke(smoke::Smoke),
-    Logs(logs::Logs),
-    Doctor(doctor::Doctor),
-    Images(images::Images),
-    Bench(bench::Bench),
-    Compose(compose::Compose),
-    Ci(ci::Ci),
-    Completions(completions::Completions),
-    Tools(tools_cmd::Tools),
-    Deny(deny::Deny),
-    Scan(scan::Scan),
-    Sbom(sbom::Sbom),
-    LintWorkflows(lint_workflows::LintWorkflows),
+    Demo(cmd::demo::Demo),
+    Up(cmd::up::Up),
+    Down(cmd::down::Down),
+    Restart(cmd::restart::Restart),
+    Status(cmd::status::Status),
+    Health(cmd::health::Health),
+    Smoke(cmd::smoke::Smoke),
+    Logs(cmd::logs::Logs),
+    Doctor(cmd::doctor::Doctor),
+    Retrain(cmd::retrain::Retrain),
+    Mlflow(cmd::mlflow::Mlflow),
+    Backup(cmd::backup::Backup),
+    Restore(cmd::restore::Restore),
+    Images(cmd::images::Images),
+    Bench(cmd::bench::Bench),
+    Compose(cmd::compose::Compose),
+    Ci(cmd::ci::Ci),
+    Tools(cmd::tools::Tools),
+    Deny(cmd::deny::Deny),
+    Scan(cmd::scan::Scan),
+    Sbom(cmd::sbom::Sbom),
+    LintWorkflows(cmd::lint_workflows::LintWorkflows),
+    Completions(cmd::completions::Completions),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -134,6 +137,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(cmd) => cmd.run(ctx, inspect()?.as_ref()),
         Command::Logs(cmd) => cmd.run(ctx, inspect()?.as_ref()),
         Command::Doctor(cmd) => cmd.run(ctx, inspect()?.as_ref()),
+        Command::Retrain(cmd) => cmd.run(ctx, inspect()?.as_mut()),
+        Command::Mlflow(cmd) => {
+            let mlflow = vec![ctx.stack.mlflow()];
+            cmd.run(ctx, to_run(mlflow)?.as_mut())
+        }
+        Command::Backup(cmd) => cmd.run(ctx, inspect()?.as_ref()),
+        Command::Restore(cmd) => {
+            let services = lifecycle::selected(ctx, &cmd.options);
+            cmd.run(ctx, to_run(services)?.as_mut())
+        }
         Command::Health(cmd) => cmd.run(ctx),
         Command::Smoke(cmd) => cmd.run(ctx),
         Command::Images(cmd) => cmd.run(ctx),

@@ -15,8 +15,12 @@ use crate::stack::Service;
 const COMPLETE_MARKER: &str = ".xtask-complete";
 
 /// The server's environment: no job runner (measured: 0.4 GB and 5 s to start, instead of
-/// 1.3 GB, 39 processes and 9-16 s).
-pub const SERVER_ENV: &[(&str, &str)] = &[("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")];
+/// 1.3 GB, 39 processes and 9-16 s), and two malloc arenas instead of one per thread, which
+/// keeps its resident memory under 400 MiB.
+pub const SERVER_ENV: &[(&str, &str)] = &[
+    ("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),
+    ("MALLOC_ARENA_MAX", "2"),
+];
 
 /// Where and how one MLflow server serves.
 pub struct ServerSettings {

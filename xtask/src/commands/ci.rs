@@ -63,7 +63,8 @@ fn xtask(ctx: &Ctx, args: &[&str]) -> Step {
         .env("XTASK_IN_PIPELINE", "1")
 }
 
-/// The end-to-end suite in `xtask/tests/NAME.rs`.
+/// The end-to-end suite in `xtask/tests/NAME.rs`; what passing tests printed (their
+/// `MEASURED:` lines) is shown too.
 fn e2e(ctx: &Ctx, name: &str) -> Step {
     cargo(
         ctx,
@@ -78,6 +79,7 @@ fn e2e(ctx: &Ctx, name: &str) -> Step {
             "--ignored",
             "--test-threads",
             "1",
+            "--show-output",
         ],
     )
 }
@@ -152,7 +154,7 @@ fn pipeline(ctx: &Ctx, docker: bool) -> Vec<PipelineStep> {
 /// The end-to-end suites: the docker ones only where an engine answers, the container suite
 /// under every compose front-end installed.
 fn e2e_suites(ctx: &Ctx, docker: bool) -> Vec<Step> {
-    let mut suites = vec![e2e(ctx, "e2e_local")];
+    let mut suites = vec![e2e(ctx, "e2e_local"), e2e(ctx, "e2e_mlflow")];
     if docker {
         for frontend in compose_frontends(ctx) {
             suites.push(e2e(ctx, "e2e_docker").env("XTASK_COMPOSE", frontend));

@@ -135,12 +135,12 @@ fn check_docker(ctx: &Ctx, report: &mut Report) {
 }
 
 fn check_services(ctx: &Ctx, runtime: &dyn Runtime, report: &mut Report) -> Result<()> {
-    for service in &ctx.stack.services {
-        let port = ctx.host_port(service);
-        let check = format!("{} port {port}", service.name);
+    for (service, endpoint) in ctx.stack.endpoints() {
+        let port = ctx.endpoint_port(&endpoint);
+        let check = format!("{} port {port}", service.label(&endpoint));
         let state = runtime.state(ctx, service)?;
         if state.running {
-            match http::get(&ctx.health_url(service), Duration::from_secs(3)) {
+            match http::get(&ctx.endpoint_health_url(&endpoint), Duration::from_secs(3)) {
                 Ok(a) if http::is_healthy(&a) => report.ok(
                     check,
                     format!("{} serves it, healthy ({})", service.name, state.id),
