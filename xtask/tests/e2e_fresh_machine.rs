@@ -29,6 +29,7 @@ const BRIDGE: &str = "xtask-test-br0";
 fn ip(args: &[&str]) -> bool {
     Command::new("ip")
         .args(args)
+        .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
 }
@@ -184,7 +185,12 @@ fn down_images_removes_what_the_toolkit_built_and_only_with_consent() {
             .env("DOCKER_HOST", engine.host())
             .output()
             .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        lines.join("\n")
     };
     let images = stack.xtask_with_env(&["images", "bankchurn", "telecom"], &env);
     assert!(images.status.success(), "{}", stderr(&images));

@@ -112,6 +112,17 @@ fn pipeline(ctx: &Ctx, docker: bool) -> Vec<PipelineStep> {
             vec![cargo(ctx, &["test", "--workspace", "--locked"])],
         ),
         step(
+            "add-a-service",
+            "a copy of the workspace with a fourth API folder builds",
+            vec![cargo(
+                ctx,
+                &[
+                    "test", "--locked", "-p", "xtask", "--test", "add_a_service", "--",
+                    "--ignored",
+                ],
+            )],
+        ),
+        step(
             "compose",
             "the compose file matches the service.toml files",
             vec![xtask(ctx, &["compose", "--check"])],

@@ -114,7 +114,7 @@ impl Runtime for Docker {
 
     fn preflight(&self, ctx: &Ctx, services: &[&Service]) -> Result<()> {
         images::preflight(ctx, services, true)
-            .map_err(|e| e.context(format!("Docker Engine {} answers, but", self.engine)))
+            .map_err(|e| anyhow::anyhow!("Docker Engine {} answers, but {e:#}", self.engine))
     }
 
     fn build(&mut self, ctx: &Ctx, services: &[&Service]) -> Result<()> {
