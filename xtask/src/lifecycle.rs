@@ -196,6 +196,9 @@ impl std::error::Error for Interrupted {}
 /// How often a service is probed while it starts: the APIs are healthy milliseconds after
 /// their process starts.
 const PROBE_EVERY: Duration = Duration::from_millis(40);
+/// How often the runtime is asked whether a service that does not answer has exited (on
+/// docker an inspection costs a process: not at every probe).
+const EXIT_CHECK_EVERY: Duration = Duration::from_millis(500);
 
 /// Polls every service's health URL through its published port until all answer healthy,
 /// one exits, or time runs out. Docker's own healthcheck is not waited for: it only runs
@@ -230,7 +233,12 @@ pub fn wait_healthy(
             (s, e, task, "it never answered".to_owned())
         })
         .collect();
+    let mut last_exit_check = std::time::Instant::now();
     let finished = poll::until(Duration::from_secs(timeout_secs), PROBE_EVERY, || {
+        let check_exits = last_exit_check.elapsed() >= EXIT_CHECK_EVERY;
+        if check_exits {
+            last_exit_check = std::time::Instant::now();
+        }
         if ctx.is_interrupted() {
             return Some(Err(Interrupted.into()));
         }
@@ -246,7 +254,8 @@ pub fn wait_healthy(
                 Err(_) => {}
             }
             let refused = answer.as_ref().ok().and_then(refused_model);
-            if let Some(why) = runtime.exited(ctx, service).or(refused) {
+            let exited = || check_exits.then(|| runtime.exited(ctx, service)).flatten();
+            if let Some(why) = refused.or_else(exited) {
                 return Some(Err(failed_to_start(ctx, runtime, service, task, &why)));
             }
             let last = match answer {

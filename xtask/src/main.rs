@@ -132,7 +132,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let services = lifecycle::selected(ctx, &cmd.options);
             cmd.run(ctx, to_run(services)?.as_mut())
         }
-        Command::Restart(cmd) => cmd.run(ctx, to_run(vec![])?.as_mut()),
+        Command::Restart(cmd) => cmd.run(ctx, inspect()?.as_mut()),
         Command::Down(cmd) => cmd.run(ctx, inspect()?.as_mut()),
         Command::Status(cmd) => cmd.run(ctx, inspect()?.as_ref()),
         Command::Logs(cmd) => cmd.run(ctx, inspect()?.as_ref()),

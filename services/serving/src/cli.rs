@@ -72,6 +72,14 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         timeout: u64,
     },
+    /// Ask the running server to load its model again (sends it SIGHUP). In a container,
+    /// `docker exec CONTAINER /app reload`: on Docker 20.10, `docker kill --signal HUP` would
+    /// also mark the container as stopped by hand and turn off its restart policy.
+    Reload {
+        /// The server's process id [default: 1, the server in its container].
+        #[arg(long, default_value_t = 1)]
+        pid: i32,
+    },
 }
 
 /// Connection and request limits of `serve`; durations like `5s`, `500ms`, `1m`.
@@ -192,6 +200,14 @@ fn run<S: Service>(command: Command) -> Result<()> {
             let url =
                 url.unwrap_or_else(|| default_health_url(std::env::var("PORT").ok().as_deref()));
             crate::healthcheck::check(&url, Duration::from_secs(timeout))
+        }
+        Command::Reload { pid } => {
+            let process = rustix::process::Pid::from_raw(pid)
+                .with_context(|| format!("{pid} is not a process id"))?;
+            rustix::process::kill_process(process, rustix::process::Signal::HUP)
+                .with_context(|| format!("cannot signal process {pid}"))?;
+            println!("asked process {pid} to reload its model; its /health tells the outcome");
+            Ok(())
         }
     }
 }

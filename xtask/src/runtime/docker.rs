@@ -5,6 +5,7 @@
 //! `--wait`. Retraining runs in a one-off container of the service's own image.
 
 use std::path::Path;
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use anyhow::{Context, Result};
@@ -20,8 +21,9 @@ use crate::stack::{Kind as ServiceKind, Service, STOP_GRACE_SECONDS};
 use crate::training::{self, Tracking};
 
 pub struct Docker {
-    /// `docker compose` or `docker-compose`.
-    compose: Vec<String>,
+    /// `docker compose` or `docker-compose`, found when first needed: `status` and `restart`
+    /// never run compose, and the lookup costs a process.
+    compose: OnceLock<Result<Vec<String>, String>>,
     engine: String,
 }
 
@@ -31,28 +33,41 @@ fn parse_time(text: &str) -> Option<SystemTime> {
 }
 
 impl Docker {
-    /// Finds the engine and a compose front-end, or says what is missing.
+    /// Finds the engine, or says why none answers.
     pub fn detect(ctx: &Ctx) -> Result<Self> {
-        let engine = engine::version(ctx)?;
-        let compose = engine::compose_frontend(ctx).map_err(|e| {
-            e.context(format!(
-                "Docker Engine {engine} answers, but there is no compose front-end"
-            ))
-        })?;
-        Ok(Self { compose, engine })
+        Ok(Self {
+            compose: OnceLock::new(),
+            engine: engine::version(ctx)?,
+        })
     }
 
     pub fn describe(&self) -> String {
-        format!(
-            "Docker Engine {} with {}",
-            self.engine,
-            self.compose.join(" ")
-        )
+        match self.compose.get() {
+            Some(Ok(command)) => format!("Docker Engine {} with {}", self.engine, command.join(" ")),
+            _ => format!("Docker Engine {}", self.engine),
+        }
     }
 
-    fn compose(&self, ctx: &Ctx, args: &[&str]) -> Step {
-        let mut step = Step::new(&self.compose[0])
-            .args(&self.compose[1..])
+    /// The compose front-end, or what is missing.
+    fn frontend(&self, ctx: &Ctx) -> Result<&[String]> {
+        let found = self.compose.get_or_init(|| {
+            engine::compose_frontend(ctx).map_err(|e| {
+                format!(
+                    "Docker Engine {} answers, but there is no compose front-end: {e:#}",
+                    self.engine
+                )
+            })
+        });
+        match found {
+            Ok(command) => Ok(command),
+            Err(why) => anyhow::bail!("{why}"),
+        }
+    }
+
+    fn compose(&self, ctx: &Ctx, args: &[&str]) -> Result<Step> {
+        let frontend = self.frontend(ctx)?;
+        let mut step = Step::new(&frontend[0])
+            .args(&frontend[1..])
             .args(["-p", PROJECT, "-f"])
             .arg(ctx.root.join(compose_file::FILE))
             .args(args)
@@ -64,7 +79,7 @@ impl Docker {
                 ctx.endpoint_port(&endpoint).to_string(),
             );
         }
-        step
+        Ok(step)
     }
 
     fn inspect(&self, ctx: &Ctx, container: &str) -> Option<Value> {
@@ -113,6 +128,7 @@ impl Runtime for Docker {
     }
 
     fn preflight(&self, ctx: &Ctx, services: &[&Service]) -> Result<()> {
+        self.frontend(ctx)?;
         images::preflight(ctx, services, true)
             .map_err(|e| anyhow::anyhow!("Docker Engine {} answers, but {e:#}", self.engine))
     }
@@ -133,7 +149,7 @@ impl Runtime for Docker {
         ctx.runner.run(&self.compose(
             ctx,
             &["up", "--detach", "--no-deps", "--no-build", &service.name],
-        ))?;
+        )?)?;
         Ok(())
     }
 
@@ -165,7 +181,7 @@ impl Runtime for Docker {
 
     fn stop_shared(&mut self, ctx: &Ctx) -> Result<()> {
         ctx.runner
-            .run(&self.compose(ctx, &["down", "--remove-orphans"]))?;
+            .run(&self.compose(ctx, &["down", "--remove-orphans"])?)?;
         Ok(())
     }
 
@@ -218,11 +234,13 @@ impl Runtime for Docker {
         if !self.state(ctx, service)?.running {
             return Ok(false);
         }
+        // Not `docker kill --signal HUP`: Docker 20.10 then counts the container as stopped by
+        // hand, and its restart policy no longer brings it back after a crash.
         ctx.runner.run(&Step::new("docker").args([
-            "kill",
-            "--signal",
-            "HUP",
+            "exec",
             &service.container,
+            compose_file::API_BINARY,
+            "reload",
         ]))?;
         Ok(true)
     }
@@ -359,7 +377,7 @@ impl Runtime for Docker {
             args.extend(["--tail", n]);
         }
         args.extend(services.iter().map(|s| s.name.as_str()));
-        ctx.runner.run_attached(&self.compose(ctx, &args))
+        ctx.runner.run_attached(&self.compose(ctx, &args)?)
     }
 }
 
