@@ -49,10 +49,21 @@ fn xtask(stack: &common::Stack, args: &[&str]) -> std::process::Output {
     stack.xtask(&full)
 }
 
+/// Takes the docker stack down when the test ends, passed or failed: its bind mounts live in
+/// the test's temporary folder.
+struct DownOnDrop<'a>(&'a common::Stack);
+
+impl Drop for DownOnDrop<'_> {
+    fn drop(&mut self) {
+        xtask(self.0, &["down"]);
+    }
+}
+
 #[test]
 #[ignore = "end-to-end: builds images and runs containers; run by .ci/run"]
 fn images_demo_crash_recovery_restart_and_down() {
     let stack = common::Stack::new();
+    let _down = DownOnDrop(&stack);
     // Images from a clean state: every tag of the stack's images goes (the bootstrapped
     // Python base and docker's layer cache stay).
     for image in ["mlflow", "bankchurn", "carvision", "telecom"] {
