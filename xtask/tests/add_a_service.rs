@@ -57,10 +57,8 @@ fn copy_tree(from: &Path, to: &Path) {
 #[test]
 fn a_new_folder_is_a_new_service_everywhere() {
     let workspace = workspace_with_new_service();
-    let stack = Stack {
-        workspace: Some(workspace.path().to_owned()),
-        ..Stack::new()
-    };
+    let mut stack = Stack::new();
+    stack.workspace = Some(workspace.path().to_owned());
     let run = |args: &[&str]| {
         let mut full = vec!["--runtime", "local"];
         full.extend_from_slice(args);
