@@ -37,6 +37,13 @@ pub struct LinkEntry {
     pub target: String,
 }
 
+/// A timestamp for the names of backups and of what they set aside: `20261127T120000Z`.
+pub fn stamp() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        .to_string()
+        .replace(['-', ':'], "")
+}
+
 impl Manifest {
     pub fn bytes(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()

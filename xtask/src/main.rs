@@ -184,4 +184,18 @@ mod tests {
     fn the_command_line_is_well_formed() {
         super::Cli::command().debug_assert();
     }
+
+    #[test]
+    fn the_readme_shows_every_command() {
+        let readme = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+        )
+        .unwrap();
+        let missing: Vec<String> = super::Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .filter(|name| !readme.contains(&format!("`cargo xtask {name}")))
+            .collect();
+        assert!(missing.is_empty(), "the README does not show {missing:?}");
+    }
 }

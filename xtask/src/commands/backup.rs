@@ -8,7 +8,6 @@ use std::time::Instant;
 use anyhow::Result;
 
 use crate::archive::{self, Source};
-use crate::commands::mlflow::stamp;
 use crate::ctx::Ctx;
 use crate::runtime::Runtime;
 
@@ -27,7 +26,7 @@ pub const STAGING_PREFIX: &str = ".staging-";
 impl Backup {
     pub fn run(self, ctx: &Ctx, runtime: &dyn Runtime) -> Result<()> {
         let started = Instant::now();
-        let now = stamp();
+        let now = archive::stamp();
         let out = self.out.unwrap_or_else(|| {
             ctx.stack_dir
                 .join("backups")

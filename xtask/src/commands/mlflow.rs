@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use crate::ctx::Ctx;
-use crate::lifecycle;
 use crate::runtime::Runtime;
+use crate::{archive, lifecycle};
 
 /// Operate the MLflow tracking server.
 #[derive(clap::Args, Debug)]
@@ -40,13 +40,6 @@ impl Mlflow {
     }
 }
 
-/// A timestamp for folder and file names: `20261127T120000Z`.
-pub fn stamp() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-        .to_string()
-        .replace(['-', ':'], "")
-}
-
 impl Reset {
     fn run(self, ctx: &Ctx, runtime: &mut dyn Runtime) -> Result<()> {
         let mlruns = ctx.mlruns_dir();
@@ -54,7 +47,7 @@ impl Reset {
             .into_iter()
             .filter(|p| p.exists() || ctx.dry_run())
             .collect();
-        let backup = mlruns.join("backups").join(stamp());
+        let backup = mlruns.join("backups").join(archive::stamp());
         let shown: Vec<String> = store.iter().map(|p| ctx.show(p)).collect();
         if !ctx.dry_run() {
             ctx.reporter.confirm(

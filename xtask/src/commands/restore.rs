@@ -9,7 +9,6 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use crate::archive;
-use crate::commands::mlflow::stamp;
 use crate::ctx::Ctx;
 use crate::lifecycle::{self, UpOptions};
 use crate::runtime::Runtime;
@@ -32,7 +31,7 @@ const RESTORED: [&str; 3] = ["mlruns/mlflow.db", "mlruns/artifacts", "models"];
 impl Restore {
     pub fn run(self, ctx: &Ctx, runtime: &mut dyn Runtime) -> Result<()> {
         let started = Instant::now();
-        let now = stamp();
+        let now = archive::stamp();
         let staging = ctx.state_dir().join(format!("restore-{now}"));
         ctx.runner.plan(format!(
             "verify {} into {}",

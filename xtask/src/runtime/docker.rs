@@ -43,7 +43,9 @@ impl Docker {
 
     pub fn describe(&self) -> String {
         match self.compose.get() {
-            Some(Ok(command)) => format!("Docker Engine {} with {}", self.engine, command.join(" ")),
+            Some(Ok(command)) => {
+                format!("Docker Engine {} with {}", self.engine, command.join(" "))
+            }
             _ => format!("Docker Engine {}", self.engine),
         }
     }
