@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 
 use commands::{
     bench, ci, completions, compose, demo, deny, doctor, down, health, images, lint_workflows,
-    logs, restart, sbom, scan, smoke, status, tools as tools_cmd, up,
+    logs, release, restart, sbom, scan, smoke, status, tools as tools_cmd, up, upgrade_deps,
 };
 use runtime::Purpose;
 
@@ -24,11 +24,13 @@ mod engine;
 mod findings;
 mod http;
 mod lifecycle;
+mod lockfiles;
 mod mlflow;
 mod observe;
 mod poll;
 mod ports;
 mod progress;
+mod registry;
 mod report;
 mod runner;
 mod runtime;
@@ -105,6 +107,8 @@ enum Command {
     Scan(scan::Scan),
     Sbom(sbom::Sbom),
     LintWorkflows(lint_workflows::LintWorkflows),
+    UpgradeDeps(upgrade_deps::UpgradeDeps),
+    Release(release::Release),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -146,6 +150,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Scan(cmd) => cmd.run(ctx),
         Command::Sbom(cmd) => cmd.run(ctx),
         Command::LintWorkflows(cmd) => cmd.run(ctx),
+        Command::UpgradeDeps(cmd) => cmd.run(ctx),
+        Command::Release(cmd) => cmd.run(ctx),
     }
 }
 
