@@ -187,6 +187,25 @@ pub fn requirements_from_pylock(header: &str, pylock: &str) -> Result<String> {
     Ok(text)
 }
 
+/// Packages whose version stayed but whose locked wheel changed (another file of the same
+/// release: a newer manylinux build, say), as `name==version`.
+pub fn rewheeled(old: &str, new: &str) -> Vec<String> {
+    let lines = |text: &str| -> BTreeMap<String, String> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (spec, _) = l.split_once(' ')?;
+                Some((spec.to_ascii_lowercase(), l.to_owned()))
+            })
+            .collect()
+    };
+    let (old, new) = (lines(old), lines(new));
+    old.iter()
+        .filter(|(spec, line)| new.get(*spec).is_some_and(|n| n != *line))
+        .map(|(spec, _)| spec.clone())
+        .collect()
+}
+
 /// How far a version moved: by the first of major, minor and patch that differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bump {
@@ -448,6 +467,14 @@ wheels = [
         let mut sorted = body.clone();
         sorted.sort();
         assert_eq!(body, sorted);
+    }
+
+    #[test]
+    fn a_new_wheel_of_the_same_release_is_named() {
+        let old = "# h\ncryptography==50.0.2 --hash=sha256:aa\nsix==1.17.0 --hash=sha256:bb\n";
+        let new = "# h\ncryptography==50.0.2 --hash=sha256:cc\nsix==1.17.0 --hash=sha256:bb\n";
+        assert_eq!(rewheeled(old, new), ["cryptography==50.0.2"]);
+        assert!(rewheeled(old, old).is_empty());
     }
 
     #[test]

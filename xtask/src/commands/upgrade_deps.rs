@@ -172,6 +172,9 @@ fn relock_python(ctx: &Ctx, uv: &Path, lock: &Path, offline: bool) -> Result<()>
 /// The GitHub Actions pinned by commit, on stderr: their tags are as the comments say, and
 /// newer ones are not looked up.
 fn report_actions(ctx: &Ctx) -> Result<()> {
+    if !ctx.root.join(workflows::DIR).is_dir() {
+        return Ok(());
+    }
     let pins = workflows::pinned_actions(&ctx.root)?;
     if pins.is_empty() {
         return Ok(());
@@ -312,11 +315,19 @@ impl UpgradeDeps {
         if python {
             let old =
                 String::from_utf8_lossy(snapshot.before(&lock).unwrap_or_default()).into_owned();
+            let new = read(&lock)?;
             changes.extend(lockfiles::changes(
                 "Python",
                 &lockfiles::requirements_lock(&old),
-                &lockfiles::requirements_lock(&read(&lock)?),
+                &lockfiles::requirements_lock(&new),
             ));
+            let rewheeled = lockfiles::rewheeled(&old, &new);
+            if !rewheeled.is_empty() {
+                eprintln!(
+                    "requirements.lock: same version, another wheel (a new hash): {}",
+                    rewheeled.join(", ")
+                );
+            }
         }
         let table = lockfiles::markdown_table(&changes);
         print!("{table}");
