@@ -162,13 +162,11 @@ fn scan(ctx: &Ctx, trivy: &Trivy, candidate: &Candidate) -> ScanResult {
 /// Scans every candidate; returns the ones cleared to push, or fails naming the rest.
 fn clear<'a>(
     ctx: &Ctx,
+    trivy: &Trivy,
+    policy: &Policy,
     candidates: Vec<Candidate<'a>>,
-    require_vuln_db: bool,
 ) -> Result<(Vec<Cleared<'a>>, Vec<ScanResult>)> {
-    let policy = Policy::load(&ctx.root)?;
-    crate::tools::ensure(ctx, &["trivy"])?;
-    let trivy = Trivy::prepare(ctx, require_vuln_db)?;
-    let results: Vec<ScanResult> = candidates.iter().map(|c| scan(ctx, &trivy, c)).collect();
+    let results: Vec<ScanResult> = candidates.iter().map(|c| scan(ctx, trivy, c)).collect();
     if ctx.dry_run() {
         let cleared = candidates
             .into_iter()
@@ -183,7 +181,7 @@ fn clear<'a>(
         ctx,
         "cargo xtask release: image scan",
         &results,
-        &policy,
+        policy,
         "Fix the findings above (or, for a while, add them to .trivyignore.yaml with an expiry \
          date and a reason)",
     )
@@ -194,7 +192,7 @@ fn clear<'a>(
         .map(|(c, result)| {
             // `report` fails on any failed result; this keeps a failed one from being pushed
             // whatever becomes of it.
-            if !result.passed(&policy) {
+            if !result.passed(policy) {
                 bail!("{} did not pass its scan", c.service.versioned_image());
             }
             Ok(Cleared {
@@ -299,10 +297,14 @@ impl Release {
             self.registry.repository("ml-mlops/SERVICE"),
         ));
 
+        // The scanner and its policy first: a missing one fails in seconds, not after a build.
+        let policy = Policy::load(&ctx.root)?;
+        crate::tools::ensure(ctx, &["trivy"])?;
+        let trivy = Trivy::prepare(ctx, self.require_vuln_db)?;
         images::preflight(ctx, &services, true)?;
         images::build(ctx, &services)?;
         let candidates = candidates(ctx, &services)?;
-        let (cleared, scans) = clear(ctx, candidates, self.require_vuln_db)?;
+        let (cleared, scans) = clear(ctx, &trivy, &policy, candidates)?;
 
         let mut pushed = Vec::new();
         for image in &cleared {
