@@ -22,11 +22,13 @@ mod engine;
 mod findings;
 mod http;
 mod lifecycle;
+mod lockfiles;
 mod mlflow;
 mod observe;
 mod poll;
 mod ports;
 mod progress;
+mod registry;
 mod report;
 mod runner;
 mod runtime;
@@ -107,6 +109,8 @@ enum Command {
     Scan(cmd::scan::Scan),
     Sbom(cmd::sbom::Sbom),
     LintWorkflows(cmd::lint_workflows::LintWorkflows),
+    UpgradeDeps(cmd::upgrade_deps::UpgradeDeps),
+    Release(cmd::release::Release),
     Completions(cmd::completions::Completions),
 }
 
@@ -159,6 +163,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Scan(cmd) => cmd.run(ctx),
         Command::Sbom(cmd) => cmd.run(ctx),
         Command::LintWorkflows(cmd) => cmd.run(ctx),
+        Command::UpgradeDeps(cmd) => cmd.run(ctx),
+        Command::Release(cmd) => cmd.run(ctx),
     }
 }
 

@@ -156,7 +156,7 @@ fn pipeline(ctx: &Ctx, docker: bool) -> Vec<PipelineStep> {
         },
         step(
             "e2e",
-            "the end-to-end suites: local runtime, containers (each compose front-end here), a fresh engine",
+            "the end-to-end suites: local runtime, MLflow, upgrades, containers (each compose front-end here), a fresh engine, the scanners, a release to a local registry",
             e2e_suites(ctx, docker),
         ),
     ]
@@ -165,12 +165,18 @@ fn pipeline(ctx: &Ctx, docker: bool) -> Vec<PipelineStep> {
 /// The end-to-end suites: the docker ones only where an engine answers, the container suite
 /// under every compose front-end installed.
 fn e2e_suites(ctx: &Ctx, docker: bool) -> Vec<Step> {
-    let mut suites = vec![e2e(ctx, "e2e_local"), e2e(ctx, "e2e_mlflow")];
+    let mut suites = vec![
+        e2e(ctx, "e2e_local"),
+        e2e(ctx, "e2e_mlflow"),
+        e2e(ctx, "upgrade_deps"),
+    ];
     if docker {
         for frontend in compose_frontends(ctx) {
             suites.push(e2e(ctx, "e2e_docker").env("XTASK_COMPOSE", frontend));
         }
         suites.push(e2e(ctx, "e2e_fresh_machine"));
+        suites.push(e2e(ctx, "scans"));
+        suites.push(e2e(ctx, "release"));
     }
     suites
 }
