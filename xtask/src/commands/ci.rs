@@ -171,8 +171,14 @@ fn e2e_suites(ctx: &Ctx, docker: bool) -> Vec<Step> {
         e2e(ctx, "upgrade_deps"),
     ];
     if docker {
+        // Images are built from a clean state once; the stack runs under each front-end.
+        suites.push(e2e(ctx, "e2e_docker").args(["--skip", "demo_retrain"]));
         for frontend in compose_frontends(ctx) {
-            suites.push(e2e(ctx, "e2e_docker").env("XTASK_COMPOSE", frontend));
+            suites.push(
+                e2e(ctx, "e2e_docker")
+                    .args(["--exact", "demo_retrain_crash_recovery_restart_and_down"])
+                    .env("XTASK_COMPOSE", frontend),
+            );
         }
         suites.push(e2e(ctx, "e2e_fresh_machine"));
         suites.push(e2e(ctx, "scans"));
