@@ -135,7 +135,6 @@ fn images_build_from_a_clean_state_and_leave_nothing_dangling() {
             "{labels}"
         );
     }
-
 }
 
 /// The stack itself, under the compose front-end `XTASK_COMPOSE` chooses (the pipeline runs
