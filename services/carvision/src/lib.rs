@@ -413,6 +413,7 @@ impl Service for CarVision {
     type Model = Model;
     type Request = Listing;
     type Response = PricePrediction;
+    type Dashboard = serving::dashboard::NoDashboard;
 
     fn generate_data(rows: usize, seed: u64, out: &mut dyn Write) -> anyhow::Result<()> {
         let mut rng = synth::rng(seed);
