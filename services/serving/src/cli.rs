@@ -330,7 +330,9 @@ fn serve<S: Service>(
         let dir = model_dir.clone();
         let dashboard = dashboard_listener.is_some();
         let state = tokio::task::spawn_blocking(move || {
-            http::AppState::<S>::from_dir(dir, requests, dashboard)
+            let state = http::AppState::<S>::from_dir(dir, requests, dashboard);
+            release_freed_memory();
+            state
         })
         .await?;
         tokio::spawn(reload_on_sighup(state.clone()));
@@ -374,7 +376,22 @@ async fn reload_on_sighup<S: Service>(state: std::sync::Arc<http::AppState<S>>) 
     while hangups.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the model");
         let state = state.clone();
-        let _ = tokio::task::spawn_blocking(move || state.model.reload()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            state.model.reload();
+            release_freed_memory();
+        })
+        .await;
+    }
+}
+
+/// Gives the memory freed after loading a model (the file's bytes, the old model and its
+/// dashboard) back to the system. glibc keeps freed memory in its arenas otherwise, and each
+/// reload would leave the process at its peak.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns unused heap pages; it is safe to call at any time.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
