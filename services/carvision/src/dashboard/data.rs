@@ -26,12 +26,15 @@ pub struct Market {
     pub brand: Vec<u32>,
     /// Index into `models`.
     pub model: Vec<u32>,
-    /// Index into [`CONDITIONS`], worst to best.
+    /// Index into the conditions, worst (salvage) to best (new).
     pub condition: Vec<u8>,
     /// Brands, most listed first.
     pub brands: Vec<Name>,
     /// Models, most listed first.
     pub models: Vec<Name>,
+    /// Every row, cheapest first: visiting rows in this order collects any group's prices
+    /// already sorted, so the pages' medians and quartiles need no sorting.
+    pub by_price: Vec<u32>,
     brand_index: HashMap<String, u32>,
     model_index: HashMap<String, u32>,
 }
@@ -144,6 +147,7 @@ impl Market {
             condition: Vec::with_capacity(n),
             brands: Vec::new(),
             models: Vec::new(),
+            by_price: Vec::new(),
             brand_index: HashMap::new(),
             model_index: HashMap::new(),
         };
@@ -179,6 +183,9 @@ impl Market {
             .iter_mut()
             .for_each(|m| *m = renumber[*m as usize]);
         (market.models, market.model_index) = (names, index);
+        let mut order: Vec<u32> = (0..market.price.len() as u32).collect();
+        order.sort_by(|&a, &b| market.price[a as usize].total_cmp(&market.price[b as usize]));
+        market.by_price = order;
         Ok((market, kept))
     }
 

@@ -152,11 +152,14 @@ impl Filters {
             && self.brands.is_empty()
     }
 
-    /// The listings the filters keep. A listing without a model year is kept only while no
-    /// year filter is set.
+    /// The listings the filters keep, cheapest first. A listing without a model year is kept
+    /// only while no year filter is set.
     pub fn apply(&self, market: &Market) -> Vec<usize> {
         let years = self.from_year.is_some() || self.to_year.is_some();
-        (0..market.len())
+        market
+            .by_price
+            .iter()
+            .map(|&i| i as usize)
             .filter(|&i| {
                 let price = market.price[i];
                 self.min_price.is_none_or(|lo| price >= lo)
@@ -202,12 +205,13 @@ impl Filters {
     }
 }
 
-/// Median prices by a key, with how many listings each median stands on.
-fn medians_by<K: Ord + Copy>(
+/// The prices of `rows` grouped by a key. `rows` come cheapest first, so each group is
+/// sorted as it is collected.
+fn prices_by<K: Ord + Copy>(
     rows: &[usize],
     key: impl Fn(usize) -> Option<K>,
     price: &[f64],
-) -> Vec<(K, usize, f64)> {
+) -> BTreeMap<K, Vec<f64>> {
     let mut groups: BTreeMap<K, Vec<f64>> = BTreeMap::new();
     for &i in rows {
         if let Some(k) = key(i) {
@@ -215,11 +219,17 @@ fn medians_by<K: Ord + Copy>(
         }
     }
     groups
+}
+
+/// Median prices by a key, with how many listings each median stands on.
+fn medians_by<K: Ord + Copy>(
+    rows: &[usize],
+    key: impl Fn(usize) -> Option<K>,
+    price: &[f64],
+) -> Vec<(K, usize, f64)> {
+    prices_by(rows, key, price)
         .into_iter()
-        .map(|(k, prices)| {
-            let sorted = stats::sorted(prices.into_iter());
-            (k, sorted.len(), stats::median(&sorted))
-        })
+        .map(|(k, sorted)| (k, sorted.len(), stats::median(&sorted)))
         .collect()
 }
 
@@ -243,8 +253,12 @@ pub struct MarketView {
 }
 
 impl MarketView {
+    /// What the page draws for `rows`, which come cheapest first (see [`Filters::apply`]).
     pub fn of(market: &Market, rows: &[usize]) -> Self {
-        let prices = stats::sorted(rows.iter().map(|&i| market.price[i]));
+        debug_assert!(rows
+            .windows(2)
+            .all(|w| market.price[w[0]] <= market.price[w[1]]));
+        let prices: Vec<f64> = rows.iter().map(|&i| market.price[i]).collect();
         let ages = stats::sorted(rows.iter().filter_map(|&i| market.age[i].map(f64::from)));
         let with_odometer: Vec<usize> = rows
             .iter()
@@ -257,30 +271,33 @@ impl MarketView {
             .step_by(sample_step)
             .map(|&i| (f64::from(market.odometer[i]), market.price[i]))
             .collect();
+        let mut mileage = prices_by(
+            &with_odometer,
+            |i| {
+                let miles = f64::from(market.odometer[i]);
+                MILEAGE_BANDS
+                    .iter()
+                    .position(|&(lo, hi)| miles >= lo && miles < hi)
+            },
+            &market.price,
+        );
         let by_mileage = MILEAGE_BANDS
             .iter()
-            .map(|&(lo, hi)| {
-                let band = stats::sorted(with_odometer.iter().filter_map(|&i| {
-                    let miles = f64::from(market.odometer[i]);
-                    (miles >= lo && miles < hi).then_some(market.price[i])
-                }));
-                (lo, hi, band.len(), stats::median(&band))
+            .enumerate()
+            .map(|(band, &(lo, hi))| {
+                let sorted = mileage.remove(&band).unwrap_or_default();
+                (lo, hi, sorted.len(), stats::median(&sorted))
             })
             .collect();
-        let by_condition = medians_by(rows, |i| Some(market.condition[i]), &market.price)
+        let by_condition = prices_by(rows, |i| Some(market.condition[i]), &market.price)
             .into_iter()
-            .map(|(c, n, _)| {
-                let band = stats::sorted(
-                    rows.iter()
-                        .filter(|&&i| market.condition[i] == c)
-                        .map(|&i| market.price[i]),
-                );
+            .map(|(c, sorted)| {
                 (
                     CONDITIONS[c as usize],
-                    n,
-                    stats::quantile(&band, 0.25),
-                    stats::median(&band),
-                    stats::quantile(&band, 0.75),
+                    sorted.len(),
+                    stats::quantile(&sorted, 0.25),
+                    stats::median(&sorted),
+                    stats::quantile(&sorted, 0.75),
                 )
             })
             .collect();
@@ -306,8 +323,13 @@ pub async fn page(
     let view = dashboard::view(&state)?;
     let market = view.dashboard.market();
     let filters = Filters::parse(&dashboard::query_pairs(&uri), market);
-    let rows = filters.apply(market);
-    let m = MarketView::of(market, &rows);
+    let filtered;
+    let m = if filters.is_empty() {
+        &view.dashboard.unfiltered
+    } else {
+        filtered = MarketView::of(market, &filters.apply(market));
+        &filtered
+    };
     let scope = filters.describe(market);
     let main = html! {
         p.lead { "Prices across the listings the served model was trained on. The filters apply to every chart below and stay in the page's address, so a view can be bookmarked or shared." }
@@ -327,10 +349,10 @@ pub async fn page(
                 (key_figure("median_age", "Median vehicle age", &years(m.median_age), m.median_age, None))
             }
             div.grid-2 {
-                (median_by_year(&m))
-                (depreciation(&m))
-                (price_vs_mileage(&m))
-                (by_condition(&m))
+                (median_by_year(m))
+                (depreciation(m))
+                (price_vs_mileage(m))
+                (by_condition(m))
             }
         }
     };

@@ -35,6 +35,8 @@ pub const DATA_FILE: &str = "training_data.csv";
 pub struct CarVisionDashboard {
     market: Market,
     overview: overview::Summary,
+    /// The market page without filters, its most visited view.
+    unfiltered: market::MarketView,
     evaluation: Evaluation,
 }
 
@@ -75,9 +77,12 @@ impl Dashboard<CarVision> for CarVisionDashboard {
         let evaluation = Evaluation::compute(model, &market, &kept);
         drop(kept);
         let overview = overview::Summary::of(&market);
+        let all: Vec<usize> = market.by_price.iter().map(|&i| i as usize).collect();
+        let unfiltered = market::MarketView::of(&market, &all);
         Ok(Self {
             market,
             overview,
+            unfiltered,
             evaluation,
         })
     }

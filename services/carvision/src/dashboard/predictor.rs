@@ -198,43 +198,53 @@ struct Similar {
     prices: Vec<f64>,
 }
 
+/// The listings of the same model within [`YEARS_AROUND`] model years; if too few, of the
+/// same brand; then of any brand; then all. One pass over the rows, cheapest first, so each
+/// set of prices comes sorted.
 fn similar(market: &Market, listing: &Listing) -> Similar {
     let model = listing.model.trim().to_lowercase();
     let brand = brand_of(&model);
     let year = listing.model_year;
-    let near =
-        |i: usize| market.year[i].is_some_and(|y| (i64::from(y) - year).abs() <= YEARS_AROUND);
+    let (model_id, brand_id) = (market.model_id(&model), market.brand_id(&brand));
+    let mut sets: [Vec<f64>; 3] = Default::default();
+    for &i in &market.by_price {
+        let i = i as usize;
+        let near = market.year[i].is_some_and(|y| (i64::from(y) - year).abs() <= YEARS_AROUND);
+        if !near {
+            continue;
+        }
+        let price = market.price[i];
+        sets[2].push(price);
+        if brand_id == Some(market.brand[i]) {
+            sets[1].push(price);
+            if model_id == Some(market.model[i]) {
+                sets[0].push(price);
+            }
+        }
+    }
     let years = format!(
         "model years {} to {}",
         year - YEARS_AROUND,
         year + YEARS_AROUND
     );
-    let model_id = market.model_id(&model);
-    let brand_id = market.brand_id(&brand);
-    type Keep<'a> = Box<dyn Fn(usize) -> bool + 'a>;
-    let choices: [(String, Keep); 4] = [
-        (
-            format!("{model} listings of {years}"),
-            Box::new(|i| model_id == Some(market.model[i]) && near(i)),
-        ),
-        (
-            format!("{brand} listings of {years}"),
-            Box::new(|i| brand_id == Some(market.brand[i]) && near(i)),
-        ),
-        (format!("listings of {years}"), Box::new(near)),
-        ("all listings".into(), Box::new(|_| true)),
+    let scopes = [
+        format!("{model} listings of {years}"),
+        format!("{brand} listings of {years}"),
+        format!("listings of {years}"),
     ];
-    for (scope, keep) in choices {
-        let prices = stats::sorted(
-            (0..market.len())
-                .filter(|&i| keep(i))
-                .map(|i| market.price[i]),
-        );
-        if prices.len() >= MIN_SIMILAR || scope == "all listings" {
+    for (scope, prices) in scopes.into_iter().zip(sets) {
+        if prices.len() >= MIN_SIMILAR {
             return Similar { scope, prices };
         }
     }
-    unreachable!("the last choice takes every listing")
+    Similar {
+        scope: "all listings".into(),
+        prices: market
+            .by_price
+            .iter()
+            .map(|&i| market.price[i as usize])
+            .collect(),
+    }
 }
 
 /// A feature of the listing in words, with its value.

@@ -1,7 +1,7 @@
 //! A service's dashboard: web pages about the model it serves and the data that model was
 //! trained on, served by the service itself on a second port (`serve --dashboard-port`).
 //!
-//! A service opts in through [`Service::Dashboard`](crate::Service::Dashboard):
+//! A service opts in through [`Service::Dashboard`]:
 //! - `train` asks it for [`Dashboard::version_files`] (e.g. the training rows) and stores them
 //!   in the new model version beside `model.json` and `metrics.json`, in the same atomic
 //!   step, so the model, its metrics and the dashboard's data change together;
