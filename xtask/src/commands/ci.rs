@@ -193,6 +193,24 @@ fn pipeline(ctx: &Ctx, docker: bool) -> Vec<PipelineStep> {
             vec![e2e(ctx, "e2e_mlflow")],
         ),
         step(
+            "e2e-dashboard",
+            "the CarVision Dashboard in headless Chromium",
+            vec![cargo(
+                ctx,
+                &[
+                    "test",
+                    "--locked",
+                    "-p",
+                    "carvision",
+                    "--test",
+                    "browser",
+                    "--",
+                    "--ignored",
+                    "--show-output",
+                ],
+            )],
+        ),
+        step(
             "e2e-upgrades",
             "upgrade-deps on fixture workspaces, rolled back on failure",
             vec![e2e(ctx, "upgrade_deps")],
