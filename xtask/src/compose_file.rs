@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Serialize, Serializer};
 
 use crate::mlflow;
-use crate::stack::{Kind, Service, Stack, STOP_GRACE_SECONDS};
+use crate::stack::{Endpoint, Kind, Service, Stack, STOP_GRACE_SECONDS};
 
 pub const FILE: &str = "compose/docker-compose.demo.yml";
 pub const PROJECT: &str = "ml-mlops";
@@ -21,11 +21,31 @@ pub const USER: &str = "10001:10001";
 pub const API_BINARY: &str = "/app";
 pub const MLFLOW_VENV: &str = "/opt/mlflow";
 /// Where the MLflow container keeps its store (a volume from the stack directory).
-const MLRUNS: &str = "/mlruns";
+pub const MLRUNS: &str = "/mlruns";
 
-/// The environment variable that moves one service's host port (set by `--port-offset`).
-pub fn port_variable(service: &Service) -> String {
-    format!("{}_HOST_PORT", service.name.to_uppercase())
+/// The environment variable that moves one endpoint's host port (set by `--port-offset`):
+/// `BANKCHURN_HOST_PORT`, `CARVISION_DASHBOARD_HOST_PORT`.
+pub fn port_variable(service: &Service, endpoint: &Endpoint) -> String {
+    match endpoint.role {
+        Some(role) => format!("{}_{}_HOST_PORT", service.name, role).to_uppercase(),
+        None => format!("{}_HOST_PORT", service.name.to_uppercase()),
+    }
+}
+
+/// `127.0.0.1:${VAR:-HOST}:CONTAINER` for each endpoint.
+fn published_ports(service: &Service) -> Vec<String> {
+    service
+        .endpoints()
+        .iter()
+        .map(|e| {
+            format!(
+                "127.0.0.1:${{{}:-{}}}:{}",
+                port_variable(service, e),
+                e.host_port,
+                e.container_port
+            )
+        })
+        .collect()
 }
 
 /// The whole file.
@@ -123,7 +143,7 @@ fn healthcheck(service: &Service) -> Healthcheck {
 
 fn service_entry(service: &Service, mlflow_service: &Service) -> ComposeService {
     let stack_dir = "${XTASK_STACK_DIR:-..}";
-    let (command, environment, volumes, depends_on, tmpfs, pids, memory);
+    let (command, mut environment, volumes, depends_on, tmpfs, pids, memory);
     match service.kind {
         Kind::Mlflow => {
             command = mlflow::server_args(&mlflow::ServerSettings {
@@ -164,6 +184,12 @@ fn service_entry(service: &Service, mlflow_service: &Service) -> ComposeService 
                     ),
                 ),
             ]);
+            if let Some(dashboard) = &service.dashboard {
+                environment.insert(
+                    "DASHBOARD_PORT".into(),
+                    dashboard.container_port.to_string(),
+                );
+            }
             volumes = vec![format!("{stack_dir}/models/{}:/models:ro", service.name)];
             depends_on = BTreeMap::from([(
                 mlflow_service.name.clone(),
@@ -193,12 +219,7 @@ fn service_entry(service: &Service, mlflow_service: &Service) -> ComposeService 
         security_opt: vec!["no-new-privileges:true".into()],
         pids_limit: pids,
         mem_limit: memory.into(),
-        ports: vec![format!(
-            "127.0.0.1:${{{}:-{}}}:{}",
-            port_variable(service),
-            service.host_port,
-            service.container_port
-        )],
+        ports: published_ports(service),
         healthcheck: healthcheck(service),
         stop_grace_period: format!("{STOP_GRACE_SECONDS}s"),
         restart: "unless-stopped".into(),
@@ -279,16 +300,32 @@ mod tests {
         for s in &stack.services {
             let entry = &yaml["services"][s.name.as_str()];
             assert_eq!(entry["container_name"].as_str(), Some(s.container.as_str()));
-            assert_eq!(
-                entry["ports"][0].as_str().unwrap(),
-                format!(
-                    "127.0.0.1:${{{}:-{}}}:{}",
-                    port_variable(s),
-                    s.host_port,
-                    s.container_port
-                )
-            );
+            let ports: Vec<&str> = entry["ports"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_str().unwrap())
+                .collect();
+            let expected: Vec<String> = s
+                .endpoints()
+                .iter()
+                .map(|e| {
+                    format!(
+                        "127.0.0.1:${{{}:-{}}}:{}",
+                        port_variable(s, e),
+                        e.host_port,
+                        e.container_port
+                    )
+                })
+                .collect();
+            assert_eq!(ports, expected);
             assert_eq!(entry["networks"][0].as_str(), Some(NETWORK));
+            if let Some(dashboard) = &s.dashboard {
+                assert_eq!(
+                    entry["environment"]["DASHBOARD_PORT"].as_str(),
+                    Some(dashboard.container_port.to_string().as_str())
+                );
+            }
         }
         assert_eq!(yaml["networks"][NETWORK]["name"].as_str(), Some(NETWORK));
     }

@@ -8,7 +8,7 @@ use anyhow::Result;
 
 use crate::progress::Reporter;
 use crate::runner::{PathAliases, Runner};
-use crate::stack::{Service, Stack};
+use crate::stack::{Endpoint, Service, Stack};
 
 pub struct Ctx {
     /// The workspace root.
@@ -109,6 +109,11 @@ impl Ctx {
         service.host_port + self.port_offset
     }
 
+    /// An endpoint's port on the host, shifted by `--port-offset`.
+    pub fn endpoint_port(&self, endpoint: &Endpoint) -> u16 {
+        endpoint.host_port + self.port_offset
+    }
+
     /// `http://127.0.0.1:PORT/PATH`: the stack is reached only through published host ports.
     pub fn url(&self, service: &Service, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.host_port(service))
@@ -116,6 +121,14 @@ impl Ctx {
 
     pub fn health_url(&self, service: &Service) -> String {
         self.url(service, &service.health_path)
+    }
+
+    pub fn endpoint_url(&self, endpoint: &Endpoint, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.endpoint_port(endpoint))
+    }
+
+    pub fn endpoint_health_url(&self, endpoint: &Endpoint) -> String {
+        self.endpoint_url(endpoint, &endpoint.health_path)
     }
 
     pub fn data_path(&self, service: &Service) -> PathBuf {

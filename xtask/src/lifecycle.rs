@@ -11,7 +11,8 @@ use crate::ctx::Ctx;
 use crate::progress::Task;
 use crate::runner::Step;
 use crate::runtime::Runtime;
-use crate::stack::{Kind, Service};
+use crate::stack::{Endpoint, Kind, Service};
+use crate::training::{self, Tracking, DEFAULT_SEED};
 use crate::{http, mlflow, poll, ports};
 
 /// The options of every command that brings the stack up.
@@ -34,32 +35,58 @@ pub fn selected<'a>(ctx: &'a Ctx, options: &UpOptions) -> Vec<&'a Service> {
         .collect()
 }
 
-/// Generates a synthetic dataset and trains a model for each API that lacks one.
-pub fn ensure_models(ctx: &Ctx, apis: &[&Service]) -> Result<()> {
-    for api in apis {
-        if ctx.model_file(api).is_file() {
-            continue;
+/// Why an API needs training now: no model yet, or (with MLflow) its model is not in the
+/// registry, e.g. after `mlflow reset`. `None` when it is ready.
+fn needs_training(ctx: &Ctx, api: &Service, mlflow: Option<&str>) -> Result<Option<&'static str>> {
+    let Some(metrics) =
+        training::served_metrics(ctx, api).filter(|_| ctx.model_file(api).is_file())
+    else {
+        return Ok(Some("no model yet"));
+    };
+    match mlflow {
+        Some(uri) if !ctx.dry_run() && !training::is_registered(uri, &metrics)? => {
+            Ok(Some("its model is not registered in MLflow"))
         }
+        _ => Ok(None),
+    }
+}
+
+/// Generates a synthetic dataset and trains a model for each API that lacks one; with
+/// MLflow (`mlflow` is its URL) every run is tracked and the model registered and promoted,
+/// so a new user finds each model's `champion` there.
+pub fn ensure_models(ctx: &Ctx, apis: &[&Service], mlflow: Option<&str>) -> Result<()> {
+    let tracking = match mlflow {
+        Some(uri) => Tracking::On {
+            uri: uri.to_owned(),
+            register: true,
+            promote: true,
+        },
+        None => Tracking::Off,
+    };
+    for api in apis {
+        let Some(why) = needs_training(ctx, api, mlflow)? else {
+            continue;
+        };
         let data = ctx.data_path(api);
         let model_dir = ctx.model_dir(api);
         let binary = binaries::path(ctx, api).to_string_lossy().into_owned();
         ctx.reporter
-            .run_task(format!("train {}", api.name), |task| {
+            .run_task(format!("train {} ({why})", api.name), |task| {
                 if !data.is_file() {
                     task.set_message("generating synthetic data");
                     ctx.runner.run(
                         &Step::new(&binary)
-                            .args(["generate-data", "--seed", "42", "--out"])
+                            .args(["generate-data", "--seed", &DEFAULT_SEED.to_string()])
+                            .arg("--out")
                             .arg(&data),
                     )?;
                 }
                 task.set_message("training");
+                let args = training::train_args(&data, &model_dir, DEFAULT_SEED, &tracking, &[]);
                 ctx.runner.run(
                     &Step::new(&binary)
-                        .args(["train", "--seed", "42", "--data-path"])
-                        .arg(&data)
-                        .arg("--model-dir")
-                        .arg(&model_dir),
+                        .args(args)
+                        .env("GIT_COMMIT", training::git_commit(ctx)),
                 )?;
                 task.note(format!("model in {}", ctx.show(&model_dir)));
                 Ok(())
@@ -70,24 +97,35 @@ pub fn ensure_models(ctx: &Ctx, apis: &[&Service]) -> Result<()> {
 }
 
 /// Builds, trains what is missing, starts what is not running and healthy, and waits.
+/// MLflow comes first, so the models trained meanwhile are tracked and registered in it.
 /// On failure (or Ctrl-C) it stops what it started and names the service with its log tail.
 pub fn bring_up(ctx: &Ctx, runtime: &mut dyn Runtime, options: &UpOptions) -> Result<()> {
     let services = selected(ctx, options);
-    let apis: Vec<&Service> = services.iter().copied().filter(|s| s.is_api()).collect();
+    let (trackers, apis): (Vec<&Service>, Vec<&Service>) = services
+        .iter()
+        .copied()
+        .partition(|s| s.kind == Kind::Mlflow);
     check_ports(ctx, runtime, &services)?;
     runtime.build(ctx, &services)?;
-    ensure_models(ctx, &apis)?;
 
-    let new_store = !mlflow::store_path(ctx).exists();
+    // A store MLflow has not finished building yet: see `discard_store`.
+    let mut unfinished_store = !mlflow::store_path(ctx).exists();
     let mut started: Vec<&Service> = Vec::new();
-    let result = start_all(ctx, runtime, &services, &mut started)
-        .and_then(|()| wait_healthy(ctx, runtime, &services, options.timeout));
+    let result = (|| {
+        start_all(ctx, runtime, &trackers, &mut started)?;
+        wait_healthy(ctx, runtime, &trackers, options.timeout)?;
+        unfinished_store = false;
+        let mlflow = trackers.first().map(|m| ctx.url(m, ""));
+        ensure_models(ctx, &apis, mlflow.as_deref())?;
+        start_all(ctx, runtime, &apis, &mut started)?;
+        wait_healthy(ctx, runtime, &apis, options.timeout)
+    })();
     if let Err(e) = result {
         if !started.is_empty() {
             ctx.reporter.info("stopping what this run started");
             for service in started.iter().rev() {
                 match runtime.stop(ctx, service) {
-                    Ok(_) if service.kind == Kind::Mlflow && new_store => {
+                    Ok(_) if service.kind == Kind::Mlflow && unfinished_store => {
                         discard_store(ctx)?;
                     }
                     Ok(_) => {}
@@ -102,9 +140,9 @@ pub fn bring_up(ctx: &Ctx, runtime: &mut dyn Runtime, options: &UpOptions) -> Re
     Ok(())
 }
 
-/// Removes the MLflow store this run created. MLflow builds its schema in steps on its first
-/// start; stopped midway (Ctrl-C, a failed start) it leaves a store it refuses ever after as
-/// out of date. Nothing can have been logged to it yet: the stack never came up.
+/// Removes the MLflow store this run created before MLflow ever answered. MLflow builds its
+/// schema in steps on its first start; stopped midway (Ctrl-C, a failed start) it leaves a
+/// store it refuses ever after as out of date. Nothing can have been logged to it yet.
 fn discard_store(ctx: &Ctx) -> Result<()> {
     let store = mlflow::store_path(ctx);
     let name = mlflow::STORE_FILE;
@@ -141,13 +179,16 @@ fn check_ports(ctx: &Ctx, runtime: &dyn Runtime, services: &[&Service]) -> Resul
     }
     let mut taken = Vec::new();
     for &service in services {
-        let port = ctx.host_port(service);
-        if ports::in_use(port) && !runtime.state(ctx, service)?.running {
-            taken.push(format!(
-                "for {}, {}",
-                service.name,
-                ports::describe(ctx, port)
-            ));
+        let ours = runtime.state(ctx, service)?.running;
+        for endpoint in service.endpoints() {
+            let port = ctx.endpoint_port(&endpoint);
+            if !ours && ports::in_use(port) {
+                taken.push(format!(
+                    "for {}, {}",
+                    service.label(&endpoint),
+                    ports::describe(ctx, port)
+                ));
+            }
         }
     }
     if !taken.is_empty() {
@@ -168,7 +209,10 @@ fn start_all<'a>(
     for &service in services {
         let state = runtime.state(ctx, service)?;
         if state.running {
-            let healthy = http::healthy(&ctx.health_url(service), Duration::from_secs(2));
+            let healthy = service
+                .endpoints()
+                .iter()
+                .all(|e| http::healthy(&ctx.endpoint_health_url(e), Duration::from_secs(2)));
             let stale = runtime.is_stale(ctx, service);
             if healthy && !stale {
                 ctx.reporter
@@ -190,13 +234,15 @@ fn start_all<'a>(
                 .info(format!("restarting {}: {why}", service.name));
             runtime.stop(ctx, service)?;
         }
-        let port = ctx.host_port(service);
-        if !ctx.dry_run() && ports::in_use(port) {
-            bail!(
-                "cannot start {}: {}. Stop that process, or run this stack on other ports with --port-offset",
-                service.name,
-                ports::describe(ctx, port)
-            );
+        for endpoint in service.endpoints() {
+            let port = ctx.endpoint_port(&endpoint);
+            if !ctx.dry_run() && ports::in_use(port) {
+                bail!(
+                    "cannot start {}: {}. Stop that process, or run this stack on other ports with --port-offset",
+                    service.label(&endpoint),
+                    ports::describe(ctx, port)
+                );
+            }
         }
         runtime.start(ctx, service)?;
         started.push(service);
@@ -219,6 +265,9 @@ impl std::error::Error for Interrupted {}
 /// How often a service is probed while it starts: the APIs are healthy milliseconds after
 /// their process starts.
 const PROBE_EVERY: Duration = Duration::from_millis(40);
+/// How often the runtime is asked whether a service that does not answer has exited (on
+/// docker an inspection costs a process: not at every probe).
+const EXIT_CHECK_EVERY: Duration = Duration::from_millis(500);
 
 /// Polls every service's health URL through its published port until all answer healthy,
 /// one exits, or time runs out. Docker's own healthcheck is not waited for: it only runs
@@ -229,31 +278,42 @@ pub fn wait_healthy(
     services: &[&Service],
     timeout_secs: u64,
 ) -> Result<()> {
+    let endpoints: Vec<(&Service, Endpoint)> = services
+        .iter()
+        .flat_map(|s| s.endpoints().into_iter().map(move |e| (*s, e)))
+        .collect();
     if ctx.dry_run() {
-        for s in services {
+        for (_, e) in &endpoints {
             ctx.runner.plan(format!(
                 "wait until {} answers healthy (timeout {timeout_secs}s)",
-                ctx.health_url(s)
+                ctx.endpoint_health_url(e)
             ));
         }
         return Ok(());
     }
-    let mut pending: Vec<(&Service, Task, String)> = services
-        .iter()
-        .map(|s| {
-            let task = ctx
-                .reporter
-                .task(format!("{} healthy at {}", s.name, ctx.health_url(s)));
-            (*s, task, "it never answered".to_owned())
+    let mut pending: Vec<(&Service, Endpoint, Task, String)> = endpoints
+        .into_iter()
+        .map(|(s, e)| {
+            let task = ctx.reporter.task(format!(
+                "{} healthy at {}",
+                s.label(&e),
+                ctx.endpoint_health_url(&e)
+            ));
+            (s, e, task, "it never answered".to_owned())
         })
         .collect();
+    let mut last_exit_check = std::time::Instant::now();
     let finished = poll::until(Duration::from_secs(timeout_secs), PROBE_EVERY, || {
+        let check_exits = last_exit_check.elapsed() >= EXIT_CHECK_EVERY;
+        if check_exits {
+            last_exit_check = std::time::Instant::now();
+        }
         if ctx.is_interrupted() {
             return Some(Err(Interrupted.into()));
         }
         let mut still = Vec::new();
-        for (service, task, last) in pending.drain(..) {
-            let answer = http::get(&ctx.health_url(service), Duration::from_secs(1));
+        for (service, endpoint, task, last) in pending.drain(..) {
+            let answer = http::get(&ctx.endpoint_health_url(&endpoint), Duration::from_secs(1));
             match &answer {
                 Ok(a) if http::is_healthy(a) => {
                     task.done("");
@@ -263,14 +323,15 @@ pub fn wait_healthy(
                 Err(_) => {}
             }
             let refused = answer.as_ref().ok().and_then(refused_model);
-            if let Some(why) = runtime.exited(ctx, service).or(refused) {
+            let exited = || check_exits.then(|| runtime.exited(ctx, service)).flatten();
+            if let Some(why) = refused.or_else(exited) {
                 return Some(Err(failed_to_start(ctx, runtime, service, task, &why)));
             }
             let last = match answer {
                 Ok(a) => format!("it last answered {}: {}", a.status, a.body.trim()),
                 Err(_) => last,
             };
-            still.push((service, task, last));
+            still.push((service, endpoint, task, last));
         }
         pending = still;
         pending.is_empty().then_some(Ok(()))
@@ -278,7 +339,7 @@ pub fn wait_healthy(
     match finished {
         Some(result) => result,
         None => {
-            let (service, task, last) = pending.remove(0);
+            let (service, _, task, last) = pending.remove(0);
             let why = format!("not healthy after {timeout_secs}s; {last}");
             Err(failed_to_start(ctx, runtime, service, task, &why))
         }

@@ -10,12 +10,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use commands::{
-    bench, ci, completions, compose, demo, deny, doctor, down, fuzz_api, health, images,
-    lint_workflows, logs, restart, sbom, scan, smoke, status, tools as tools_cmd, up,
-};
+use commands as cmd;
 use runtime::Purpose;
 
+mod archive;
 mod build;
 mod commands;
 mod compose_file;
@@ -24,17 +22,20 @@ mod engine;
 mod findings;
 mod http;
 mod lifecycle;
+mod lockfiles;
 mod mlflow;
 mod observe;
 mod poll;
 mod ports;
 mod progress;
+mod registry;
 mod report;
 mod runner;
 mod runtime;
 mod scanners;
 mod stack;
 mod tools;
+mod training;
 mod workflows;
 
 /// The task runner of the ML serving stack: BankChurn, CarVision and TelecomAI APIs plus an
@@ -86,26 +87,32 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    Demo(demo::Demo),
-    Up(up::Up),
-    Down(down::Down),
-    Restart(restart::Restart),
-    Status(status::Status),
-    Health(health::Health),
-    Smoke(smoke::Smoke),
-    Logs(logs::Logs),
-    Doctor(doctor::Doctor),
-    Images(images::Images),
-    Bench(bench::Bench),
-    Compose(compose::Compose),
-    Ci(ci::Ci),
-    Completions(completions::Completions),
-    Tools(tools_cmd::Tools),
-    Deny(deny::Deny),
-    Scan(scan::Scan),
-    Sbom(sbom::Sbom),
-    LintWorkflows(lint_workflows::LintWorkflows),
-    FuzzApi(fuzz_api::FuzzApi),
+    Demo(cmd::demo::Demo),
+    Up(cmd::up::Up),
+    Down(cmd::down::Down),
+    Restart(cmd::restart::Restart),
+    Status(cmd::status::Status),
+    Health(cmd::health::Health),
+    Smoke(cmd::smoke::Smoke),
+    Logs(cmd::logs::Logs),
+    Doctor(cmd::doctor::Doctor),
+    Retrain(cmd::retrain::Retrain),
+    Mlflow(cmd::mlflow::Mlflow),
+    Backup(cmd::backup::Backup),
+    Restore(cmd::restore::Restore),
+    Images(cmd::images::Images),
+    Bench(cmd::bench::Bench),
+    Compose(cmd::compose::Compose),
+    Ci(cmd::ci::Ci),
+    Tools(cmd::tools::Tools),
+    Deny(cmd::deny::Deny),
+    Scan(cmd::scan::Scan),
+    Sbom(cmd::sbom::Sbom),
+    LintWorkflows(cmd::lint_workflows::LintWorkflows),
+    FuzzApi(cmd::fuzz_api::FuzzApi),
+    UpgradeDeps(cmd::upgrade_deps::UpgradeDeps),
+    Release(cmd::release::Release),
+    Completions(cmd::completions::Completions),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -130,11 +137,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let services = lifecycle::selected(ctx, &cmd.options);
             cmd.run(ctx, to_run(services)?.as_mut())
         }
-        Command::Restart(cmd) => cmd.run(ctx, to_run(vec![])?.as_mut()),
+        Command::Restart(cmd) => cmd.run(ctx, inspect()?.as_mut()),
         Command::Down(cmd) => cmd.run(ctx, inspect()?.as_mut()),
         Command::Status(cmd) => cmd.run(ctx, inspect()?.as_ref()),
         Command::Logs(cmd) => cmd.run(ctx, inspect()?.as_ref()),
         Command::Doctor(cmd) => cmd.run(ctx, inspect()?.as_ref()),
+        Command::Retrain(cmd) => cmd.run(ctx, inspect()?.as_mut()),
+        Command::Mlflow(cmd) => {
+            let mlflow = vec![ctx.stack.mlflow()];
+            cmd.run(ctx, to_run(mlflow)?.as_mut())
+        }
+        Command::Backup(cmd) => cmd.run(ctx, inspect()?.as_ref()),
+        Command::Restore(cmd) => {
+            let services = lifecycle::selected(ctx, &cmd.options);
+            cmd.run(ctx, to_run(services)?.as_mut())
+        }
         Command::Health(cmd) => cmd.run(ctx),
         Command::Smoke(cmd) => cmd.run(ctx),
         Command::Images(cmd) => cmd.run(ctx),
@@ -148,6 +165,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sbom(cmd) => cmd.run(ctx),
         Command::LintWorkflows(cmd) => cmd.run(ctx),
         Command::FuzzApi(cmd) => cmd.run(ctx),
+        Command::UpgradeDeps(cmd) => cmd.run(ctx),
+        Command::Release(cmd) => cmd.run(ctx),
     }
 }
 
@@ -172,5 +191,19 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_readme_shows_every_command() {
+        let readme = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+        )
+        .unwrap();
+        let missing: Vec<String> = super::Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .filter(|name| !readme.contains(&format!("`cargo xtask {name}")))
+            .collect();
+        assert!(missing.is_empty(), "the README does not show {missing:?}");
     }
 }

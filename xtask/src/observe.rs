@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::ctx::Ctx;
 use crate::runtime::Runtime;
-use crate::stack::{Expectation, Service};
+use crate::stack::{Endpoint, Expectation, Service};
 use crate::{http, report};
 
 #[derive(Debug, Serialize)]
@@ -81,9 +81,17 @@ pub fn row(ctx: &Ctx, runtime: &dyn Runtime, service: &Service) -> Result<Row> {
         .running
         .then(|| http::get(&ctx.health_url(service), Duration::from_secs(2)).ok())
         .flatten();
+    // Every listener must answer healthy (an API and its dashboard).
+    let others_healthy = || {
+        service
+            .endpoints()
+            .iter()
+            .skip(1)
+            .all(|e| http::healthy(&ctx.endpoint_health_url(e), Duration::from_secs(2)))
+    };
     let health = match (&answer, state.running) {
         (_, false) => "unknown",
-        (Some(a), true) if http::is_healthy(a) => "healthy",
+        (Some(a), true) if http::is_healthy(a) && others_healthy() => "healthy",
         (_, true) => "unhealthy",
     }
     .to_owned();
@@ -209,15 +217,34 @@ fn check_field(answer: &Value, expect: &Expectation) -> Result<(), String> {
     Ok(())
 }
 
-pub fn health_check(ctx: &Ctx, service: &Service) -> Check {
-    let url = ctx.health_url(service);
+fn health_check(ctx: &Ctx, service: &Service, endpoint: &Endpoint) -> Check {
+    let url = ctx.endpoint_health_url(endpoint);
     let result = match http::get(&url, Duration::from_secs(5)) {
         Ok(a) if http::is_healthy(&a) => Ok(format!("{} healthy", a.status)),
         Ok(a) => Err(format!("answered {}: {}", a.status, a.body.trim())),
         Err(e) => Err(format!("unreachable: {e:#}")),
     };
     Check {
-        name: format!("{} GET {}", service.name, service.health_path),
+        name: format!("{} GET {}", service.label(endpoint), endpoint.health_path),
+        result,
+    }
+}
+
+/// A page a person opens (a dashboard's `/`): 200 and an HTML document.
+fn page_check(ctx: &Ctx, service: &Service, endpoint: &Endpoint) -> Check {
+    let result = match http::get(&ctx.endpoint_url(endpoint, "/"), Duration::from_secs(10)) {
+        Ok(a) if a.status == 200 && a.body.to_ascii_lowercase().contains("<html") => {
+            Ok(format!("200, {} bytes of HTML", a.body.len()))
+        }
+        Ok(a) => Err(format!(
+            "answered {} without an HTML page: {}",
+            a.status,
+            a.body.chars().take(200).collect::<String>()
+        )),
+        Err(e) => Err(format!("unreachable: {e:#}")),
+    };
+    Check {
+        name: format!("{} GET /", service.label(endpoint)),
         result,
     }
 }
@@ -256,7 +283,17 @@ fn prediction_check(ctx: &Ctx, service: &Service) -> Option<Check> {
 pub fn run_checks(ctx: &Ctx, services: &[&Service]) -> Vec<Check> {
     let mut checks = Vec::new();
     for service in services {
-        ctx.runner.plan(format!("GET {}", ctx.health_url(service)));
+        let endpoints = service.endpoints();
+        for endpoint in &endpoints {
+            ctx.runner
+                .plan(format!("GET {}", ctx.endpoint_health_url(endpoint)));
+            if endpoint.role.is_some() {
+                ctx.runner.plan(format!(
+                    "GET {}  # an HTML page",
+                    ctx.endpoint_url(endpoint, "/")
+                ));
+            }
+        }
         if let Some(smoke) = &service.smoke {
             ctx.runner.plan(format!(
                 "POST {} {}",
@@ -270,8 +307,13 @@ pub fn run_checks(ctx: &Ctx, services: &[&Service]) -> Vec<Check> {
         if ctx.dry_run() {
             continue;
         }
-        checks.push(health_check(ctx, service));
+        for endpoint in &endpoints {
+            checks.push(health_check(ctx, service, endpoint));
+        }
         checks.extend(prediction_check(ctx, service));
+        for endpoint in endpoints.iter().filter(|e| e.role.is_some()) {
+            checks.push(page_check(ctx, service, endpoint));
+        }
     }
     for check in &checks {
         match &check.result {

@@ -39,6 +39,27 @@ pub struct Service {
     pub dataset: Option<String>,
     pub smoke: Option<Smoke>,
     pub mlflow: Option<MlflowSettings>,
+    /// A second HTTP listener of the same process, serving a dashboard (APIs only).
+    pub dashboard: Option<DashboardSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardSettings {
+    pub host_port: u16,
+    pub container_port: u16,
+    pub health_path: String,
+}
+
+/// One HTTP listener a service publishes on the host: its API (or MLflow's server), or its
+/// dashboard. Ports, health waits, status, health and smoke checks go through these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `None` for the service's own listener, `Some("dashboard")` for the second one.
+    pub role: Option<&'static str>,
+    pub host_port: u16,
+    pub container_port: u16,
+    pub health_path: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -70,6 +91,31 @@ pub struct MlflowSettings {
 impl Service {
     pub fn is_api(&self) -> bool {
         self.kind == Kind::Api
+    }
+
+    /// The listeners it publishes: its own first, then the dashboard's.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        let main = Endpoint {
+            role: None,
+            host_port: self.host_port,
+            container_port: self.container_port,
+            health_path: self.health_path.clone(),
+        };
+        let dashboard = self.dashboard.as_ref().map(|d| Endpoint {
+            role: Some("dashboard"),
+            host_port: d.host_port,
+            container_port: d.container_port,
+            health_path: d.health_path.clone(),
+        });
+        [main].into_iter().chain(dashboard).collect()
+    }
+
+    /// How an endpoint is named in reports: `carvision`, `carvision dashboard`.
+    pub fn label(&self, endpoint: &Endpoint) -> String {
+        match endpoint.role {
+            Some(role) => format!("{} {role}", self.name),
+            None => self.name.clone(),
+        }
     }
 
     /// The image repository (tags: the workspace version and the git revision).
@@ -139,15 +185,27 @@ impl Stack {
         Ok(stack)
     }
 
+    /// Every published endpoint, with its service.
+    pub fn endpoints(&self) -> impl Iterator<Item = (&Service, Endpoint)> {
+        self.services
+            .iter()
+            .flat_map(|s| s.endpoints().into_iter().map(move |e| (s, e)))
+    }
+
     /// Fails when `offset` moves a service's host port past 65535.
     pub fn check_port_offset(&self, offset: u16) -> Result<()> {
-        for service in &self.services {
-            if service.host_port.checked_add(offset).is_none() {
+        let highest = self
+            .endpoints()
+            .map(|(_, e)| e.host_port)
+            .max()
+            .unwrap_or(0);
+        for (service, endpoint) in self.endpoints() {
+            if endpoint.host_port.checked_add(offset).is_none() {
                 bail!(
                     "--port-offset {offset} moves {}'s port {} past 65535: choose an offset of at most {}",
-                    service.name,
-                    service.host_port,
-                    u16::MAX - self.services.iter().map(|s| s.host_port).max().unwrap_or(0)
+                    service.label(&endpoint),
+                    endpoint.host_port,
+                    u16::MAX - highest
                 );
             }
         }
@@ -163,16 +221,21 @@ impl Stack {
         if mlflow != 1 {
             bail!("the stack needs exactly one MLflow service, found {mlflow}");
         }
-        for (i, a) in self.services.iter().enumerate() {
-            for b in &self.services[i + 1..] {
-                if a.host_port == b.host_port {
+        let endpoints: Vec<(&Service, Endpoint)> = self.endpoints().collect();
+        for (i, (a, ae)) in endpoints.iter().enumerate() {
+            for (b, be) in &endpoints[i + 1..] {
+                if ae.host_port == be.host_port {
                     bail!(
                         "{} and {} both claim host port {}",
-                        a.name,
-                        b.name,
-                        a.host_port
+                        a.label(ae),
+                        b.label(be),
+                        ae.host_port
                     );
                 }
+            }
+        }
+        for (i, a) in self.services.iter().enumerate() {
+            for b in &self.services[i + 1..] {
                 if a.container == b.container {
                     bail!(
                         "{} and {} share container name {}",
@@ -187,6 +250,9 @@ impl Stack {
                     "API service {} needs `dataset` and `[smoke]` in its service.toml",
                     a.name
                 );
+            }
+            if a.dashboard.is_some() && !a.is_api() {
+                bail!("{}: only an API can serve a dashboard", a.name);
             }
             if a.kind == Kind::Mlflow && a.mlflow.is_none() {
                 bail!(
@@ -300,6 +366,34 @@ mod tests {
         let err = stack_of(&[("a", &api("a-api", 8001))]).unwrap_err();
         assert!(
             err.to_string().contains("exactly one MLflow service"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_dashboard_is_a_second_endpoint_whose_port_counts_too() {
+        let with_dashboard = format!(
+            "{}[dashboard]\nhost_port = 8501\ncontainer_port = 8501\nhealth_path = '/health'\n",
+            api("a-api", 8001)
+        );
+        let stack = stack_of(&[("a", &with_dashboard), ("m", MLFLOW)]).unwrap();
+        let a = stack.get("a").unwrap();
+        let labels: Vec<String> = a.endpoints().iter().map(|e| a.label(e)).collect();
+        assert_eq!(labels, ["a", "a dashboard"]);
+        // 8001 + 57100 fits, 8501 + 57100 does not.
+        let err = stack.check_port_offset(57_100).unwrap_err().to_string();
+        assert!(
+            err.contains("moves a dashboard's port 8501 past 65535"),
+            "{err}"
+        );
+        let clash = format!(
+            "{}[dashboard]\nhost_port = 5000\ncontainer_port = 8501\nhealth_path = '/health'\n",
+            api("a-api", 8001)
+        );
+        let err = stack_of(&[("a", &clash), ("m", MLFLOW)]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("m and a dashboard both claim host port 5000"),
             "{err}"
         );
     }

@@ -204,6 +204,65 @@ pub fn check_step(step: &RunStep) -> Vec<String> {
     problems
 }
 
+/// An action a workflow uses, pinned to a commit, with the tag its comment says it stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinnedAction {
+    /// `actions/checkout`, `github/codeql-action/upload-sarif`.
+    pub action: String,
+    pub commit: String,
+    /// The `# v7.0.1` comment beside the pin, if any.
+    pub tag: Option<String>,
+    /// The workflows that use it, by file name.
+    pub files: Vec<String>,
+}
+
+/// Every `uses: OWNER/REPO[/PATH]@<40 hex digits>` of the workflows under `root`, once per
+/// action and commit, in name order. Actions pinned by tag or branch are not listed.
+pub fn pinned_actions(root: &Path) -> Result<Vec<PinnedAction>> {
+    let mut pins: Vec<PinnedAction> = Vec::new();
+    for path in files(root)? {
+        let text = std::fs::read_to_string(&path)?;
+        let file = path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        for line in text.lines() {
+            let line = line.trim_start().trim_start_matches("- ").trim_start();
+            let Some(rest) = line.strip_prefix("uses:") else {
+                continue;
+            };
+            let (reference, comment) = match rest.split_once('#') {
+                Some((r, c)) => (r.trim(), Some(c.trim())),
+                None => (rest.trim(), None),
+            };
+            let reference = reference.trim_matches(|c| c == '"' || c == '\'');
+            let Some((action, commit)) = reference.split_once('@') else {
+                continue;
+            };
+            if commit.len() != 40 || !commit.chars().all(|c| c.is_ascii_hexdigit()) {
+                continue;
+            }
+            let tag = comment
+                .and_then(|c| c.split_whitespace().next())
+                .map(str::to_owned);
+            match pins
+                .iter_mut()
+                .find(|p| p.action == action && p.commit == commit)
+            {
+                Some(pin) if !pin.files.contains(&file) => pin.files.push(file.clone()),
+                Some(_) => {}
+                None => pins.push(PinnedAction {
+                    action: action.to_owned(),
+                    commit: commit.to_owned(),
+                    tag,
+                    files: vec![file.clone()],
+                }),
+            }
+        }
+    }
+    pins.sort_by(|a, b| (&a.action, &a.commit).cmp(&(&b.action, &b.commit)));
+    Ok(pins)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +311,47 @@ mod tests {
         assert!(problems[0].contains("--no-such-flag"), "{problems:?}");
         let problems = check_step(&step("curl https://example.invalid | sh"));
         assert_eq!(problems.len(), 2, "{problems:?}");
+    }
+
+    #[test]
+    fn actions_pinned_by_commit_are_listed_with_their_tags() {
+        let dir = tempfile::tempdir().unwrap();
+        let workflows = dir.path().join(DIR);
+        std::fs::create_dir_all(&workflows).unwrap();
+        let sha = "3d3c42e5aac5ba805825da76410c181273ba90b1";
+        std::fs::write(
+            workflows.join("a.yml"),
+            format!(
+                "jobs:\n  x:\n    steps:\n      - uses: actions/checkout@{sha} # v7.0.1\n      \
+                 - uses: actions/setup-node@v4\n      - name: up\n        uses: \"github/codeql-action/upload-sarif@{sha}\"\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            workflows.join("b.yml"),
+            format!("jobs:\n  y:\n    steps:\n      - uses: actions/checkout@{sha} # v7.0.1\n"),
+        )
+        .unwrap();
+        let pins = pinned_actions(dir.path()).unwrap();
+        assert_eq!(
+            pins,
+            [
+                PinnedAction {
+                    action: "actions/checkout".into(),
+                    commit: sha.into(),
+                    tag: Some("v7.0.1".into()),
+                    files: vec!["a.yml".into(), "b.yml".into()],
+                },
+                PinnedAction {
+                    action: "github/codeql-action/upload-sarif".into(),
+                    commit: sha.into(),
+                    tag: None,
+                    files: vec!["a.yml".into()],
+                },
+            ]
+        );
+        let ours = pinned_actions(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()).unwrap();
+        assert!(ours.iter().all(|p| p.tag.is_some()), "{ours:?}");
     }
 
     /// The workflows call only commands and flags the toolkit has: a renamed flag or a

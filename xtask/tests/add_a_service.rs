@@ -57,10 +57,8 @@ fn copy_tree(from: &Path, to: &Path) {
 #[test]
 fn a_new_folder_is_a_new_service_everywhere() {
     let workspace = workspace_with_new_service();
-    let stack = Stack {
-        workspace: Some(workspace.path().to_owned()),
-        ..Stack::new()
-    };
+    let mut stack = Stack::new();
+    stack.workspace = Some(workspace.path().to_owned());
     let run = |args: &[&str]| {
         let mut full = vec!["--runtime", "local"];
         full.extend_from_slice(args);
@@ -145,4 +143,27 @@ fn a_new_folder_is_a_new_service_everywhere() {
     } else {
         eprintln!("SKIPPED the images plan: no Docker engine answers");
     }
+}
+
+/// The new folder is a real service: it compiles against the serving library with nothing
+/// else edited (the workspace picks it up from `services/*`). Slow: it type-checks the
+/// serving library in the copy; `.ci/run` runs it.
+#[test]
+#[ignore = "type-checks a copy of the workspace; run by .ci/run"]
+fn the_new_folder_compiles_as_a_workspace_crate() {
+    let workspace = workspace_with_new_service();
+    let shared_target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    let check = std::process::Command::new("cargo")
+        .args(["check", "--package", NAME, "--offline"])
+        .current_dir(workspace.path())
+        // This workspace's target: the registry crates are checked already, only the copy's
+        // own crates (at other paths) are checked anew.
+        .env("CARGO_TARGET_DIR", &shared_target)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
 }

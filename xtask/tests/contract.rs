@@ -8,7 +8,8 @@ use std::path::Path;
 
 use common::{stderr, Stack};
 
-/// `(container, host port)` of each row of the README's stack table.
+/// `(container, host port)` of each row of the README's stack table (a row may list several
+/// ports: an API and its dashboard).
 fn readme_table() -> BTreeSet<(String, u16)> {
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
@@ -22,16 +23,16 @@ fn readme_table() -> BTreeSet<(String, u16)> {
         .skip_while(|l| !l.starts_with("| service"))
         .skip(2)
         .take_while(|l| l.starts_with('|'))
-        .map(|row| {
+        .flat_map(|row| {
             let cells: Vec<&str> = row.split('|').map(str::trim).collect();
             let container = cells[2].trim_matches('`').to_owned();
-            let port = cells[3]
+            let ports: Vec<u16> = cells[3]
                 .split(|c: char| !c.is_ascii_digit())
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap_or_else(|_| panic!("no port in {row}"));
-            (container, port)
+                .filter(|n| !n.is_empty())
+                .map(|n| n.parse().unwrap())
+                .collect();
+            assert!(!ports.is_empty(), "no port in {row}");
+            ports.into_iter().map(move |p| (container.clone(), p))
         })
         .collect()
 }
@@ -49,14 +50,32 @@ fn the_readme_table_is_the_stack_the_toolkit_runs() {
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
     let rows: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    // Every published port, as the status rows list them (`127.0.0.1:8002, 127.0.0.1:8501`
+    // on the local runtime; stopped services list none, so read the URLs and the compose
+    // file's ports instead).
+    let compose = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../compose/docker-compose.demo.yml"),
+    )
+    .unwrap();
+    let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&compose).unwrap();
     let served: BTreeSet<(String, u16)> = rows
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| {
-            let url = r["url"].as_str().unwrap();
-            let port = url.rsplit(':').next().unwrap().parse().unwrap();
-            (r["container"].as_str().unwrap().to_owned(), port)
+        .flat_map(|r| {
+            let container = r["container"].as_str().unwrap().to_owned();
+            let service = r["service"].as_str().unwrap();
+            yaml["services"][service]["ports"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    // 127.0.0.1:${VAR:-8002}:8000
+                    let published = p.as_str().unwrap().split(":-").nth(1).unwrap();
+                    let port = published.split('}').next().unwrap().parse().unwrap();
+                    (container.clone(), port)
+                })
+                .collect::<Vec<_>>()
         })
         .collect();
     assert_eq!(readme_table(), served);

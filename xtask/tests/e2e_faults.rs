@@ -56,6 +56,8 @@ fn workspace() -> PathBuf {
 struct ServiceInfo {
     container: String,
     host_port: u16,
+    /// Every port it publishes: its own, and its dashboard's where it has one.
+    ports: Vec<u16>,
     /// The smoke request: path and JSON body.
     smoke: Option<(String, Value)>,
 }
@@ -69,9 +71,15 @@ fn service(name: &str) -> ServiceInfo {
             serde_json::to_value(&smoke["request"]).unwrap(),
         )
     });
+    let port = |t: &toml::Table| u16::try_from(t["host_port"].as_integer().unwrap()).unwrap();
+    let host_port = port(&table);
+    let ports = std::iter::once(host_port)
+        .chain(table.get("dashboard").and_then(|d| d.as_table()).map(port))
+        .collect();
     ServiceInfo {
         container: table["container"].as_str().unwrap().to_owned(),
-        host_port: u16::try_from(table["host_port"].as_integer().unwrap()).unwrap(),
+        host_port,
+        ports,
         smoke,
     }
 }
@@ -177,9 +185,11 @@ impl Target {
                     .map(|pid| format!("pid {pid}"))
                     .collect();
                 for name in ["mlflow"].into_iter().chain(APIS) {
-                    let port = self.port(name);
-                    if !common::port_free(port) {
-                        left.push(format!("port {port} ({name})"));
+                    for base in service(name).ports {
+                        let port = self.stack.port(base);
+                        if !common::port_free(port) {
+                            left.push(format!("port {port} ({name})"));
+                        }
                     }
                 }
                 left
@@ -851,13 +861,13 @@ fn stranger_on_a_port(target: &Target) -> String {
 fn ctrl_c_during_demo(target: &Target) -> String {
     let demo = target.spawn_xtask(&["demo"]);
     let deadline = Instant::now() + Duration::from_secs(600);
-    // Every service started: MLflow takes seconds more to answer, so demo is still waiting.
-    let all_started = || match target.runtime {
-        Runtime::Docker => stack_containers().len() == 4,
-        Runtime::Local => target.stack.pid_files().len() == 4,
+    // MLflow starts first and takes seconds to build its store and answer: demo waits for it.
+    let mlflow_started = || match target.runtime {
+        Runtime::Docker => stack_containers().contains(&service("mlflow").container),
+        Runtime::Local => !target.stack.pid_files().is_empty(),
     };
-    while !all_started() {
-        assert!(Instant::now() < deadline, "demo never started the services");
+    while !mlflow_started() {
+        assert!(Instant::now() < deadline, "demo never started MLflow");
         std::thread::sleep(Duration::from_millis(50));
     }
     let pids: Vec<i32> = match target.runtime {

@@ -22,12 +22,30 @@ struct CleanEngine {
     daemon: Child,
 }
 
+/// The test engine's own bridge: with `--bridge none` dockerd deletes `docker0`, the bridge
+/// of the machine's engine, so it gets one of its own instead.
+const BRIDGE: &str = "xtask-test-br0";
+
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 impl CleanEngine {
     fn start() -> Option<Self> {
         if !rustix::process::geteuid().is_root() || which::which("dockerd").is_err() {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
+        ip(&["link", "delete", BRIDGE]);
+        assert!(
+            ip(&["link", "add", BRIDGE, "type", "bridge"])
+                && ip(&["addr", "add", "10.253.253.1/24", "dev", BRIDGE]),
+            "cannot create the test engine's bridge"
+        );
         let config = dir.path().join("daemon.json");
         std::fs::write(&config, "{}").unwrap();
         let path = |name: &str| dir.path().join(name);
@@ -42,8 +60,8 @@ impl CleanEngine {
             .arg(format!("unix://{}", path("docker.sock").display()))
             .arg("--config-file")
             .arg(&config)
-            // Nothing runs on this engine: it needs no bridge and must not touch iptables.
-            .args(["--bridge", "none", "--iptables=false"])
+            // Its own bridge, and no iptables rules: nothing of the machine's engine changes.
+            .args(["--bridge", BRIDGE, "--iptables=false", "--ip-masq=false"])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(path("dockerd.log")).unwrap())
             .spawn()
@@ -79,6 +97,7 @@ impl Drop for CleanEngine {
             .arg(self.daemon.id().to_string())
             .status();
         let _ = self.daemon.wait();
+        ip(&["link", "delete", BRIDGE]);
     }
 }
 
@@ -166,7 +185,12 @@ fn down_images_removes_what_the_toolkit_built_and_only_with_consent() {
             .env("DOCKER_HOST", engine.host())
             .output()
             .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        lines.join("\n")
     };
     let images = stack.xtask_with_env(&["images", "bankchurn", "telecom"], &env);
     assert!(images.status.success(), "{}", stderr(&images));

@@ -250,6 +250,7 @@ impl Service for BankChurn {
     type Model = Model;
     type Request = Customer;
     type Response = ChurnPrediction;
+    type Dashboard = serving::dashboard::NoDashboard;
 
     fn generate_data(rows: usize, seed: u64, out: &mut dyn Write) -> anyhow::Result<()> {
         let mut rng = synth::rng(seed);

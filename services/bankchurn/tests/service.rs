@@ -218,3 +218,8 @@ async fn old_clients_batches_and_integers_written_as_floats_are_accepted() {
         "{answer}"
     );
 }
+
+#[test]
+fn serve_refuses_a_dashboard_port_it_has_no_dashboard_for() {
+    testkit::dashboard_port_is_refused::<BankChurn>(Path::new(env!("CARGO_BIN_EXE_bankchurn")));
+}

@@ -1,5 +1,7 @@
 //! CarVision: what is this used car worth? A gradient-boosted regressor on the columns of the
-//! public `vehicles_us.csv`.
+//! public `vehicles_us.csv`, and a dashboard of the market it was trained on (`dashboard`).
+
+pub mod dashboard;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -280,10 +282,17 @@ pub struct Model {
 
 /// A listing reduced to what the features need, before the target encodings.
 pub struct Parsed {
-    brand: String,
-    model: String,
+    pub(crate) brand: String,
+    pub(crate) model: String,
     /// The numeric features, with NaN for the two encoded slots.
-    row: [f64; 11],
+    pub(crate) row: [f64; 11],
+}
+
+/// Where each feature sits in a [`Parsed`] row.
+pub(crate) mod column {
+    pub const MODEL_YEAR: usize = 0;
+    pub const CONDITION: usize = 3;
+    pub const ODOMETER: usize = 6;
 }
 
 fn brand_of(model: &str) -> String {
@@ -363,6 +372,38 @@ pub fn load(path: &Path) -> anyhow::Result<(Vec<Parsed>, Vec<f64>)> {
     Ok((listings, prices))
 }
 
+/// Reads the rows of a CSV held in memory as [`load`] reads a file, calling `each` with the
+/// year the listing was posted too (`None` when `date_posted` has no readable year: training
+/// never reads that column, so nothing else may reject it).
+pub(crate) fn read_rows(
+    bytes: Vec<u8>,
+    mut each: impl FnMut(Parsed, f64, Option<i32>),
+) -> anyhow::Result<()> {
+    Table::from_reader(Box::new(std::io::Cursor::new(bytes)), &COLUMNS)?.for_each_row(|r| {
+        let (listing, price) = parse_row(r)?;
+        let posted = r
+            .text("date_posted")
+            .get(..4)
+            .and_then(|y| y.parse::<i32>().ok())
+            .filter(|y| (1900..=2200).contains(y));
+        each(listing, price, posted);
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// The rows training keeps: those priced within the band, in file order.
+pub(crate) fn in_band(prices: &[f64]) -> Vec<usize> {
+    (0..prices.len())
+        .filter(|&i| (PRICE_BAND.0..=PRICE_BAND.1).contains(&prices[i]))
+        .collect()
+}
+
+/// The seeded split of the `n` kept rows into training and held-out rows.
+pub(crate) fn split(n: usize, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    train::random_split(n, 0.2, seed)
+}
+
 fn encoded_row(p: &Parsed, brand: &TargetEncoding, model: &TargetEncoding) -> [f64; 11] {
     let brand_value = brand.get(&p.brand).unwrap_or(brand.prior);
     let mut row = p.row;
@@ -413,6 +454,7 @@ impl Service for CarVision {
     type Model = Model;
     type Request = Listing;
     type Response = PricePrediction;
+    type Dashboard = dashboard::CarVisionDashboard;
 
     fn generate_data(rows: usize, seed: u64, out: &mut dyn Write) -> anyhow::Result<()> {
         let mut rng = synth::rng(seed);
@@ -514,9 +556,7 @@ impl Service for CarVision {
 
     fn train(data: &Path, seed: u64) -> anyhow::Result<(Model, serde_json::Value)> {
         let (all_listings, all_prices) = load(data)?;
-        let keep: Vec<usize> = (0..all_prices.len())
-            .filter(|&i| (PRICE_BAND.0..=PRICE_BAND.1).contains(&all_prices[i]))
-            .collect();
+        let keep = in_band(&all_prices);
         train::ensure_enough_rows(
             keep.len(),
             &format!(
@@ -532,7 +572,7 @@ impl Service for CarVision {
                 .map(|&i| (pairs[i].take().expect("each row kept once"), all_prices[i]))
                 .unzip()
         };
-        let (train_idx, test_idx) = train::random_split(prices.len(), 0.2, seed);
+        let (train_idx, test_idx) = split(prices.len(), seed);
 
         // Out-of-fold encodings for the training rows, so the booster never sees a row's own
         // price inside its features; the test rows and serving use encodings from all of them.
@@ -670,6 +710,29 @@ impl Service for CarVision {
             drive: None,
             is_4wd: Some(true),
         }
+    }
+}
+
+/// How each feature moved one listing's price: exact Shapley values of the trees (forust's
+/// `Shapley` contributions on the raw prediction), in dollars.
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    /// What the model predicts before looking at this listing: its average prediction.
+    pub base: f64,
+    /// One per feature, in [`Service::FEATURES`] order; `base` plus all of them is `raw`.
+    pub contributions: Vec<f64>,
+    /// The model's raw output (the price before it is floored at zero).
+    pub raw: f64,
+}
+
+/// Explains the prediction for `listing` (which must be valid: see [`Service::validate`]).
+pub fn explain(model: &Model, listing: &Listing) -> Explanation {
+    let row = encoded_row(&parse_listing(listing), &model.brand, &model.model);
+    let (contributions, base) = train::shapley_contributions(&model.booster, &row);
+    Explanation {
+        raw: base + contributions.iter().sum::<f64>(),
+        base,
+        contributions,
     }
 }
 

@@ -208,3 +208,13 @@ async fn a_million_zeros_in_a_flag_are_refused_while_parsing() {
     assert_eq!(status, 422);
     assert_eq!(answer["field"], "is_4wd");
 }
+
+#[test]
+fn the_dashboard_port_serves_the_model_the_api_serves_and_follows_a_reload() {
+    testkit::dashboard_follows_the_model::<CarVision>(Path::new(env!("CARGO_BIN_EXE_carvision")));
+}
+
+#[test]
+fn the_dashboard_needs_a_port_of_its_own() {
+    testkit::dashboard_port_is_refused::<CarVision>(Path::new(env!("CARGO_BIN_EXE_carvision")));
+}

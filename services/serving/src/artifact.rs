@@ -3,6 +3,10 @@
 //! symlink naming the served one. A version is staged in a dot-named directory, renamed into
 //! place, and only then does `current` switch (a new symlink renamed over the old), so the
 //! model and its metrics change together or not at all, whatever interrupts `train`.
+//!
+//! A version may hold more files beside the two (a dashboard's data, [`VersionFile`]): they
+//! are staged and published with the model, and `metrics.json` records each one's SHA-256
+//! under `version_files`, so a reader can tell that a file belongs to its model.
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -31,6 +35,48 @@ pub struct Artifact<M> {
     /// The model's input features, in order.
     pub features: Vec<String>,
     pub model: M,
+}
+
+/// The key of `metrics.json` that maps each extra file of a version to its SHA-256.
+pub const VERSION_FILES_KEY: &str = "version_files";
+
+/// A file stored in a model version beside `model.json` and `metrics.json`.
+#[derive(Debug, Clone)]
+pub struct VersionFile {
+    /// A plain file name (no folders), neither of the two the library writes.
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+impl VersionFile {
+    pub fn new(name: impl Into<String>, bytes: Vec<u8>) -> Self {
+        Self {
+            name: name.into(),
+            bytes,
+        }
+    }
+}
+
+/// `{name: sha256}` of `files`, as `metrics.json` records them under [`VERSION_FILES_KEY`].
+pub fn describe_files(files: &[VersionFile]) -> serde_json::Value {
+    files
+        .iter()
+        .map(|f| (f.name.clone(), sha256_hex(&f.bytes).into()))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+fn check_file_name(name: &str) -> Result<()> {
+    let plain = !name.is_empty()
+        && !name.starts_with('.')
+        && !name.contains(['/', '\\'])
+        && name != MODEL_FILE
+        && name != METRICS_FILE;
+    anyhow::ensure!(
+        plain,
+        "{name:?} cannot be stored in a model version: a file needs a plain name other than {MODEL_FILE} and {METRICS_FILE}"
+    );
+    Ok(())
 }
 
 /// The SHA-256 of `bytes`, in hex.
@@ -77,28 +123,31 @@ pub fn set_readable(file: &std::fs::File) -> io::Result<()> {
 pub(crate) enum Step {
     Model,
     Metrics,
+    Files,
     Publish,
     Link,
 }
 
-/// Saves the model and its metrics as a new version in `dir` and makes it the current one;
-/// returns the model version. One training at a time per directory: a run cleans up what an
-/// interrupted run left behind.
+/// Saves the model, its metrics and `files` as a new version in `dir` and makes it the
+/// current one; returns the model version. One training at a time per directory: a run
+/// cleans up what an interrupted run left behind.
 pub fn save<M: Serialize>(
     dir: &Path,
     artifact: &Artifact<M>,
     metrics: &serde_json::Value,
+    files: &[VersionFile],
 ) -> Result<String> {
-    save_with_faults(dir, artifact, metrics, &mut |_| Ok(()))
+    save_with_faults(dir, artifact, metrics, files, &mut |_| Ok(()))
 }
 
 pub(crate) fn save_with_faults<M: Serialize>(
     dir: &Path,
     artifact: &Artifact<M>,
     metrics: &serde_json::Value,
+    files: &[VersionFile],
     fault: &mut dyn FnMut(Step) -> io::Result<()>,
 ) -> Result<String> {
-    save_steps(dir, artifact, metrics, fault).map_err(|e| explain_full_disk(e, dir))
+    save_steps(dir, artifact, metrics, files, fault).map_err(|e| explain_full_disk(e, dir))
 }
 
 /// A full disk is said in so many words, with the file system's free space and what to do:
@@ -161,8 +210,12 @@ fn save_steps<M: Serialize>(
     dir: &Path,
     artifact: &Artifact<M>,
     metrics: &serde_json::Value,
+    files: &[VersionFile],
     fault: &mut dyn FnMut(Step) -> io::Result<()>,
 ) -> Result<String> {
+    for file in files {
+        check_file_name(&file.name)?;
+    }
     let versions = dir.join(VERSIONS_DIR);
     std::fs::create_dir_all(&versions)
         .with_context(|| format!("cannot create model directory {}", versions.display()))?;
@@ -172,6 +225,9 @@ fn save_steps<M: Serialize>(
     let version = version_of(&model_bytes);
     let mut metrics = metrics.clone();
     metrics["model_version"] = version.clone().into();
+    if !files.is_empty() {
+        metrics[VERSION_FILES_KEY] = describe_files(files);
+    }
 
     // Removed on drop: every failure below leaves no staging directory behind.
     let staging = tempfile::Builder::new()
@@ -192,6 +248,9 @@ fn save_steps<M: Serialize>(
         Step::Metrics,
         fault,
     )?;
+    for file in files {
+        write(&file.name, &file.bytes, Step::Files, fault)?;
+    }
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(staging.path(), std::fs::Permissions::from_mode(0o755))?;
@@ -384,6 +443,30 @@ pub fn read_current(dir: &Path) -> Result<Option<Stored>> {
     }))
 }
 
+/// Reads the extra file `name` of the version in `version_dir` (whose `metrics.json` is
+/// `metrics`), checking it is the very file `train` stored with that model.
+pub fn read_version_file(
+    version_dir: &Path,
+    metrics: &serde_json::Value,
+    name: &str,
+) -> Result<Vec<u8>> {
+    check_file_name(name)?;
+    let path = version_dir.join(name);
+    let Some(expected) = metrics[VERSION_FILES_KEY][name].as_str() else {
+        anyhow::bail!(
+            "model version {} has no {name}: it was trained by a build that did not store it; retrain the model",
+            metrics["model_version"].as_str().unwrap_or("?")
+        );
+    };
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    anyhow::ensure!(
+        sha256_hex(&bytes) == expected,
+        "{} was changed after training: its SHA-256 is not the one {METRICS_FILE} records",
+        path.display()
+    );
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,6 +509,7 @@ mod tests {
             dir.path(),
             &artifact(vec![1.5]),
             &serde_json::json!({"f1": 0.5}),
+            &[],
         )
         .unwrap();
         let link = std::fs::read_link(dir.path().join(CURRENT_LINK)).unwrap();
@@ -461,6 +545,7 @@ mod tests {
                     dir.path(),
                     &artifact(vec![f64::from(i)]),
                     &serde_json::json!({}),
+                    &[],
                 )
                 .unwrap(),
             );
@@ -471,6 +556,7 @@ mod tests {
             dir.path(),
             &artifact(vec![4.0]),
             &serde_json::json!({"again": true}),
+            &[],
         )
         .unwrap();
         assert_eq!(again, versions[4]);
@@ -490,12 +576,19 @@ mod tests {
 
     #[test]
     fn a_failure_at_any_step_leaves_the_old_model_and_no_staging_files() {
-        for step in [Step::Model, Step::Metrics, Step::Publish, Step::Link] {
+        for step in [
+            Step::Model,
+            Step::Metrics,
+            Step::Files,
+            Step::Publish,
+            Step::Link,
+        ] {
             let dir = tempfile::tempdir().unwrap();
             let old = save(
                 dir.path(),
                 &artifact(vec![1.0]),
                 &serde_json::json!({"n": 1}),
+                &[],
             )
             .unwrap();
             let before = snapshot(dir.path());
@@ -503,6 +596,7 @@ mod tests {
                 dir.path(),
                 &artifact(vec![2.0]),
                 &serde_json::json!({"n": 2}),
+                &[VersionFile::new("data.csv", b"a,b\n".to_vec())],
                 &mut |at| {
                     if at == step {
                         Err(io::Error::from_raw_os_error(28)) // ENOSPC: the disk is full
@@ -546,7 +640,13 @@ mod tests {
         std::fs::create_dir_all(&stale).unwrap();
         std::fs::write(stale.join(MODEL_FILE), vec![b'x'; 1000]).unwrap();
         std::os::unix::fs::symlink("versions/gone", dir.path().join(".staging-link-1-2")).unwrap();
-        save(dir.path(), &artifact(vec![1.0]), &serde_json::json!({})).unwrap();
+        save(
+            dir.path(),
+            &artifact(vec![1.0]),
+            &serde_json::json!({}),
+            &[],
+        )
+        .unwrap();
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -557,7 +657,13 @@ mod tests {
     #[test]
     fn a_model_changed_after_training_or_mismatched_metrics_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let v = save(dir.path(), &artifact(vec![1.0]), &serde_json::json!({})).unwrap();
+        let v = save(
+            dir.path(),
+            &artifact(vec![1.0]),
+            &serde_json::json!({}),
+            &[],
+        )
+        .unwrap();
         let version_dir = dir.path().join(VERSIONS_DIR).join(&v);
         std::fs::write(
             version_dir.join(METRICS_FILE),
@@ -569,6 +675,61 @@ mod tests {
         std::fs::write(version_dir.join(MODEL_FILE), b"{}").unwrap();
         let err = read_current(dir.path()).err().unwrap();
         assert!(err.to_string().contains("changed after training"), "{err}");
+    }
+
+    #[test]
+    fn extra_files_are_published_with_their_model_and_checked_on_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = VersionFile::new("data.csv", b"price\n9400\n".to_vec());
+        let v = save(
+            dir.path(),
+            &artifact(vec![1.0]),
+            &serde_json::json!({}),
+            std::slice::from_ref(&data),
+        )
+        .unwrap();
+        let stored = read_current(dir.path()).unwrap().unwrap();
+        let version_dir = stored.path.parent().unwrap();
+        assert_eq!(
+            read_version_file(version_dir, &stored.metrics, "data.csv").unwrap(),
+            data.bytes
+        );
+        assert_eq!(
+            stored.metrics[VERSION_FILES_KEY]["data.csv"],
+            sha256_hex(&data.bytes).as_str()
+        );
+
+        // A version without the file says so; an edited file is refused.
+        let err = read_version_file(version_dir, &stored.metrics, "other.csv").unwrap_err();
+        assert!(err.to_string().contains("retrain"), "{err}");
+        std::fs::write(version_dir.join("data.csv"), b"price\n1\n").unwrap();
+        let err = read_version_file(version_dir, &stored.metrics, "data.csv").unwrap_err();
+        assert!(err.to_string().contains("changed after training"), "{err}");
+
+        // A new model replaces the file with its own, and an old one keeps its file.
+        let w = save(
+            dir.path(),
+            &artifact(vec![2.0]),
+            &serde_json::json!({}),
+            &[VersionFile::new("data.csv", b"price\n1\n".to_vec())],
+        )
+        .unwrap();
+        assert_ne!(v, w);
+        let stored = read_current(dir.path()).unwrap().unwrap();
+        let bytes =
+            read_version_file(stored.path.parent().unwrap(), &stored.metrics, "data.csv").unwrap();
+        assert_eq!(bytes, b"price\n1\n");
+
+        for bad in ["", ".hidden", "../x", "a/b", MODEL_FILE, METRICS_FILE] {
+            let err = save(
+                dir.path(),
+                &artifact(vec![3.0]),
+                &serde_json::json!({}),
+                &[VersionFile::new(bad, Vec::new())],
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains("plain name"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::artifact::{self, Artifact, FORMAT_VERSION};
+use crate::dashboard::Dashboard;
 use crate::http::RequestLimits;
 use crate::server::ConnectionLimits;
 use crate::tracking::{StagedModel, Tracking, TrackingArgs};
@@ -56,6 +57,10 @@ enum Command {
     Serve {
         #[arg(long, env = "PORT", default_value_t = 8000)]
         port: u16,
+        /// Also serve the service's dashboard on this port (same host, limits and shutdown);
+        /// its /health says 200 once it can draw its pages. Only for a service with one.
+        #[arg(long, env = "DASHBOARD_PORT")]
+        dashboard_port: Option<u16>,
         #[arg(long, env = "HOST", default_value = "0.0.0.0")]
         host: std::net::IpAddr,
         #[arg(long, env = "MODEL_DIR", default_value = "models")]
@@ -71,6 +76,14 @@ enum Command {
         /// Seconds to wait for an answer.
         #[arg(long, default_value_t = 3)]
         timeout: u64,
+    },
+    /// Ask the running server to load its model again (sends it SIGHUP). In a container,
+    /// `docker exec CONTAINER /app reload`: on Docker 20.10, `docker kill --signal HUP` would
+    /// also mark the container as stopped by hand and turn off its restart policy.
+    Reload {
+        /// The server's process id [default: 1, the server in its container].
+        #[arg(long, default_value_t = 1)]
+        pid: i32,
     },
 }
 
@@ -176,13 +189,16 @@ fn run<S: Service>(command: Command) -> Result<()> {
         } => train::<S>(&data_path, &model_dir, seed, &tracking),
         Command::Serve {
             port,
+            dashboard_port,
             host,
             model_dir,
             limits,
         } => {
+            check_dashboard_port::<S>(port, dashboard_port)?;
             let (connections, requests) = limits.split();
             serve::<S>(
                 SocketAddr::new(host, port),
+                dashboard_port.map(|p| SocketAddr::new(host, p)),
                 model_dir,
                 connections,
                 requests,
@@ -193,7 +209,32 @@ fn run<S: Service>(command: Command) -> Result<()> {
                 url.unwrap_or_else(|| default_health_url(std::env::var("PORT").ok().as_deref()));
             crate::healthcheck::check(&url, Duration::from_secs(timeout))
         }
+        Command::Reload { pid } => {
+            let process = rustix::process::Pid::from_raw(pid)
+                .with_context(|| format!("{pid} is not a process id"))?;
+            rustix::process::kill_process(process, rustix::process::Signal::HUP)
+                .with_context(|| format!("cannot signal process {pid}"))?;
+            println!("asked process {pid} to reload its model; its /health tells the outcome");
+            Ok(())
+        }
     }
+}
+
+/// A dashboard port only for a service with a dashboard, and never the API's own port.
+fn check_dashboard_port<S: Service>(port: u16, dashboard_port: Option<u16>) -> Result<()> {
+    let Some(dashboard_port) = dashboard_port else {
+        return Ok(());
+    };
+    anyhow::ensure!(
+        S::Dashboard::ENABLED,
+        "{} has no dashboard: drop --dashboard-port {dashboard_port} (or unset DASHBOARD_PORT)",
+        S::MANIFEST.name
+    );
+    anyhow::ensure!(
+        dashboard_port != port || port == 0,
+        "--dashboard-port {dashboard_port} is the API's --port too: give the dashboard a port of its own"
+    );
+    Ok(())
 }
 
 fn generate<S: Service>(rows: usize, seed: u64, out: &Path) -> Result<()> {
@@ -241,6 +282,16 @@ fn train<S: Service>(
         .unwrap_or_default()
         .into();
     metrics["data_sha256"] = artifact::file_sha256(data)?.into();
+    // What the dashboard draws, stored in the version with the model it describes.
+    let files = S::Dashboard::version_files(data).with_context(|| {
+        format!(
+            "preparing the dashboard's data from {} failed; the served model is untouched",
+            data.display()
+        )
+    })?;
+    if !files.is_empty() {
+        metrics[artifact::VERSION_FILES_KEY] = artifact::describe_files(&files);
+    }
     metrics["training_seconds"] = started.elapsed().as_secs_f64().into();
     let artifact = Artifact {
         service: name.to_owned(),
@@ -268,7 +319,7 @@ fn train<S: Service>(
             .map_err(|e| anyhow::anyhow!("{e}; {}", unchanged()))?;
         outcome.record_in(&mut metrics);
     }
-    let version = artifact::save(model_dir, &artifact, &metrics)?;
+    let version = artifact::save(model_dir, &artifact, &metrics, &files)?;
     metrics["model_version"] = version.clone().into();
     tracing::info!(model_version = %version, model_dir = %model_dir.display(), seconds = started.elapsed().as_secs_f64(), "trained");
     println!("{}", serde_json::to_string_pretty(&metrics)?);
@@ -277,28 +328,54 @@ fn train<S: Service>(
 
 fn serve<S: Service>(
     addr: SocketAddr,
+    dashboard_addr: Option<SocketAddr>,
     model_dir: PathBuf,
     connections: ConnectionLimits,
     requests: RequestLimits,
 ) -> Result<()> {
+    use futures_util::FutureExt;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-            format!(
-                "cannot listen on {addr}: is another process using port {}?",
-                addr.port()
-            )
-        })?;
+        let listener = bind(addr, "").await?;
+        let dashboard_listener = match dashboard_addr {
+            Some(addr) => Some(bind(addr, " for the dashboard").await?),
+            None => None,
+        };
         let dir = model_dir.clone();
-        let state = tokio::task::spawn_blocking(move || http::AppState::<S>::from_dir(dir, requests))
-            .await?;
+        let dashboard = dashboard_listener.is_some();
+        let state = tokio::task::spawn_blocking(move || {
+            let state = http::AppState::<S>::from_dir(dir, requests, dashboard);
+            release_freed_memory();
+            state
+        })
+        .await?;
         tokio::spawn(reload_on_sighup(state.clone()));
         tracing::info!(%addr, service = S::MANIFEST.name, model_dir = %model_dir.display(), "listening");
-        crate::server::serve(listener, http::router(state), connections, shutdown_signal()).await;
+        // Both ports stop on the same signal, each finishing its in-flight requests.
+        let shutdown = shutdown_signal().shared();
+        let api = crate::server::serve(listener, http::router(state.clone()), connections, shutdown.clone());
+        match dashboard_listener {
+            Some(listener) => {
+                let addr = listener.local_addr()?;
+                tracing::info!(%addr, dashboard = S::Dashboard::TITLE, "dashboard listening");
+                let pages = crate::server::serve(listener, crate::dashboard::router(state), connections, shutdown);
+                tokio::join!(api, pages);
+            }
+            None => api.await,
+        }
         tracing::info!("stopped");
         Ok(())
+    })
+}
+
+async fn bind(addr: SocketAddr, purpose: &str) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "cannot listen on {addr}{purpose}: is another process using port {}?",
+            addr.port()
+        )
     })
 }
 
@@ -315,7 +392,22 @@ async fn reload_on_sighup<S: Service>(state: std::sync::Arc<http::AppState<S>>) 
     while hangups.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the model");
         let state = state.clone();
-        let _ = tokio::task::spawn_blocking(move || state.model.reload()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            state.model.reload();
+            release_freed_memory();
+        })
+        .await;
+    }
+}
+
+/// Gives the memory freed after loading a model (the file's bytes, the old model and its
+/// dashboard) back to the system. glibc keeps freed memory in its arenas otherwise, and each
+/// reload would leave the process at its peak.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns unused heap pages; it is safe to call at any time.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -66,12 +66,22 @@ pub struct AppState<S: Service> {
 impl<S: Service> AppState<S> {
     /// A service with a fixed model (or none), never reloaded: for tests.
     pub fn new(model: Option<Loaded<S::Model>>) -> Arc<Self> {
-        Self::with_slot(ModelSlot::fixed(model), RequestLimits::default())
+        Self::with_slot(ModelSlot::fixed(model, false), RequestLimits::default())
     }
 
-    /// A service that loads its model from `dir` and reloads it on request.
-    pub fn from_dir(dir: std::path::PathBuf, limits: RequestLimits) -> Arc<Self> {
-        Self::with_slot(ModelSlot::from_dir(dir), limits)
+    /// Like [`AppState::new`], with the model's dashboard prepared: for tests.
+    pub fn with_dashboard(model: Option<Loaded<S::Model>>) -> Arc<Self> {
+        Self::with_slot(ModelSlot::fixed(model, true), RequestLimits::default())
+    }
+
+    /// A service that loads its model from `dir` and reloads it on request; with
+    /// `dashboard`, each model's dashboard is prepared with it.
+    pub fn from_dir(dir: std::path::PathBuf, limits: RequestLimits, dashboard: bool) -> Arc<Self> {
+        Self::with_slot(ModelSlot::from_dir(dir, dashboard), limits)
+    }
+
+    pub(crate) fn limits(&self) -> RequestLimits {
+        self.limits
     }
 
     fn with_slot(model: ModelSlot<S>, limits: RequestLimits) -> Arc<Self> {
@@ -203,9 +213,30 @@ async fn track<S: Service>(
     request: Request,
     next: Next,
 ) -> Response {
+    let endpoint = endpoint_label(request.extensions().get::<MatchedPath>());
+    timed(&state, endpoint, request, next).await
+}
+
+/// The dashboard's requests, all under one endpoint label.
+pub(crate) async fn track_dashboard<S: Service>(
+    State(state): State<Arc<AppState<S>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    timed(&state, DASHBOARD_ENDPOINT, request, next).await
+}
+
+/// The endpoint label of every request to the dashboard's port.
+const DASHBOARD_ENDPOINT: &str = "dashboard";
+
+async fn timed<S: Service>(
+    state: &AppState<S>,
+    endpoint: &'static str,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let method = method_label(request.method());
-    let endpoint = endpoint_label(request.extensions().get::<MatchedPath>());
     let response = next.run(request).await;
     let elapsed = started.elapsed();
     let status = status_label(response.status());
@@ -240,7 +271,20 @@ async fn guard<S: Service>(
     request: Request,
     next: Next,
 ) -> Response {
-    let limits = state.limits;
+    match bounded(state.limits, request, next, error_response).await {
+        Ok(response) => as_json_error(response).await,
+        Err(response) => response,
+    }
+}
+
+/// Runs a request within `limits`: `Err` is the answer (made by `render`) when the headers
+/// are too large, the request takes too long, or its handler panics.
+pub(crate) async fn bounded(
+    limits: RequestLimits,
+    request: Request,
+    next: Next,
+    render: fn(StatusCode, ErrorBody) -> Response,
+) -> Result<Response, Response> {
     let header_bytes = request.uri().to_string().len()
         + request
             .headers()
@@ -248,7 +292,7 @@ async fn guard<S: Service>(
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum::<usize>();
     if header_bytes > limits.header_bytes {
-        return error_response(
+        return Err(render(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorBody::new(
                 "headers_too_large",
@@ -257,13 +301,13 @@ async fn guard<S: Service>(
                     limits.header_bytes
                 ),
             ),
-        );
+        ));
     }
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let run = AssertUnwindSafe(next.run(request)).catch_unwind();
-    let response = match tokio::time::timeout(limits.request_timeout, run).await {
-        Ok(Ok(response)) => response,
+    match tokio::time::timeout(limits.request_timeout, run).await {
+        Ok(Ok(response)) => Ok(response),
         Ok(Err(panic)) => {
             let what = panic
                 .downcast_ref::<&str>()
@@ -271,17 +315,17 @@ async fn guard<S: Service>(
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
             tracing::error!(%method, path, panic = what, "a handler panicked");
-            return error_response(
+            Err(render(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 ErrorBody::new(
                     "internal_error",
                     "the service failed on this request; it is logged",
                 ),
-            );
+            ))
         }
         Err(_) => {
             tracing::warn!(%method, path, seconds = limits.request_timeout.as_secs_f64(), "request timed out");
-            let mut response = error_response(
+            let mut response = render(
                 StatusCode::REQUEST_TIMEOUT,
                 ErrorBody::new(
                     "timeout",
@@ -294,10 +338,9 @@ async fn guard<S: Service>(
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return response;
+            Err(response)
         }
-    };
-    as_json_error(response).await
+    }
 }
 
 fn error_kind(status: StatusCode) -> &'static str {
@@ -534,13 +577,13 @@ fn prediction_meta<S: Service>(model: &Loaded<S::Model>) -> PredictionMeta {
     }
 }
 
-/// Runs the model on `requests`, insisting on one answer per request.
+/// Runs `model` on `requests`, insisting on one answer per request.
 fn predict_checked<S: Service>(
     state: &AppState<S>,
+    model: &Loaded<S::Model>,
     requests: &[S::Request],
 ) -> Result<Vec<S::Response>, ApiError> {
-    let model = state.model.get().ok_or(ApiError::ModelNotLoaded)?;
-    let responses = S::predict(&model.model, requests, &prediction_meta::<S>(&model));
+    let responses = S::predict(&model.model, requests, &prediction_meta::<S>(model));
     if responses.len() != requests.len() {
         tracing::error!(
             requests = requests.len(),
@@ -566,17 +609,27 @@ fn predict_checked<S: Service>(
     Ok(responses)
 }
 
+/// What `POST /predict` does with a body: parse it, validate it, and predict with `model`.
+/// The dashboard's predictions go through here too.
+pub(crate) fn predict_body<S: Service>(
+    state: &AppState<S>,
+    model: Option<&Loaded<S::Model>>,
+    body: &[u8],
+) -> Result<S::Response, ApiError> {
+    let item: S::Request = json::parse(body)?;
+    S::validate(&item).map_err(ApiError::Invalid)?;
+    let model = model.ok_or(ApiError::ModelNotLoaded)?;
+    predict_checked(state, model, std::slice::from_ref(&item))?
+        .pop()
+        .ok_or_else(|| ApiError::Internal("the model gave no answer".into()))
+}
+
 async fn predict<S: Service>(
     State(state): State<Arc<AppState<S>>>,
     request: Request,
 ) -> Result<Json<S::Response>, ApiError> {
     let body = read_body(&state.limits, request).await?;
-    let item: S::Request = json::parse(&body)?;
-    S::validate(&item).map_err(ApiError::Invalid)?;
-    let answer = predict_checked(&state, std::slice::from_ref(&item))?
-        .pop()
-        .ok_or_else(|| ApiError::Internal("the model gave no answer".into()))?;
-    Ok(Json(answer))
+    predict_body(&state, state.model.get().as_deref(), &body).map(Json)
 }
 
 async fn predict_batch<S: Service>(
@@ -594,7 +647,8 @@ async fn predict_batch<S: Service>(
             })
         })?;
     }
-    let predictions = predict_checked(&state, &items)?;
+    let model = state.model.get().ok_or(ApiError::ModelNotLoaded)?;
+    let predictions = predict_checked(&state, &model, &items)?;
     let count = predictions.len();
     Ok(Json(BatchResponse {
         predictions,

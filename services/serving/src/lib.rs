@@ -20,7 +20,8 @@
 //! A version is written in a dot-named staging directory inside DIR and renamed into
 //! `versions/`; then `current` is replaced atomically (a new symlink renamed over it). So the
 //! model and its metrics change together or not at all, whatever interrupts training. The
-//! last 3 versions are kept. `serve` only reads DIR (it may be mounted read-only), loads
+//! last 3 versions are kept. A service with a dashboard stores the dashboard's data in each
+//! version too ([`dashboard`]), so the pages always describe the model they sit beside. `serve` only reads DIR (it may be mounted read-only), loads
 //! `DIR/current/model.json`, validates it fully, and on SIGHUP loads it again and swaps it in
 //! without a restart; a model that fails validation is refused and the old one keeps serving.
 
@@ -33,6 +34,7 @@ use utoipa::ToSchema;
 pub mod api;
 pub mod artifact;
 mod cli;
+pub mod dashboard;
 mod healthcheck;
 pub mod http;
 pub mod json;
@@ -50,6 +52,8 @@ pub mod testkit;
 pub mod tracking;
 pub mod train;
 
+/// The web framework, for services' dashboard pages (the same version the library serves).
+pub use axum;
 /// The MLflow REST client, from the MLflow service's own crate.
 pub use mlflow;
 
@@ -61,7 +65,7 @@ pub use manifest::Manifest;
 pub const API_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// One model service: its data, its model and its prediction API.
-pub trait Service: Send + Sync + 'static {
+pub trait Service: Sized + Send + Sync + 'static {
     /// Name and title, from the crate's `service.toml`: `const MANIFEST: Manifest =
     /// serving::service_manifest!();`
     const MANIFEST: Manifest;
@@ -85,6 +89,9 @@ pub trait Service: Send + Sync + 'static {
     /// One item to predict, as posted to `/predict`.
     type Request: DeserializeOwned + Serialize + ToSchema + Send + 'static;
     type Response: Serialize + ToSchema + Send + 'static;
+    /// The web pages served beside the API with `serve --dashboard-port`, and the data `train`
+    /// stores for them in each model version; [`dashboard::NoDashboard`] for none.
+    type Dashboard: dashboard::Dashboard<Self>;
 
     /// Writes a synthetic CSV with exactly the public dataset's columns.
     fn generate_data(rows: usize, seed: u64, out: &mut dyn std::io::Write) -> anyhow::Result<()>;

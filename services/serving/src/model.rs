@@ -10,14 +10,44 @@ use anyhow::{Context, Result};
 
 use crate::api::{LastReload, ModelInfo};
 use crate::artifact::{self, Artifact, FORMAT_VERSION};
+use crate::dashboard::Dashboard;
 use crate::{PredictionMeta, Service};
 
 /// A validated model, with where it came from.
 pub struct Loaded<M> {
     pub model: M,
     pub version: String,
+    /// The model file, inside its version directory.
     pub path: PathBuf,
     pub info: ModelInfo,
+    /// The seed it was trained with (of the split and the booster).
+    pub seed: u64,
+    /// Its `metrics.json`.
+    pub metrics: serde_json::Value,
+}
+
+impl<M> Loaded<M> {
+    /// A model that was never on disk: for tests.
+    pub fn in_memory(model: M, version: &str) -> Self {
+        Self {
+            model,
+            version: version.to_owned(),
+            path: PathBuf::from(artifact::MODEL_FILE),
+            info: ModelInfo {
+                model_version: Some(version.to_owned()),
+                ..ModelInfo::default()
+            },
+            seed: 0,
+            metrics: serde_json::json!({ "model_version": version }),
+        }
+    }
+
+    /// Reads a file `train` stored in this model's version beside it (see
+    /// [`artifact::VersionFile`]), checking it is the one stored with this model.
+    pub fn read_version_file(&self, name: &str) -> Result<Vec<u8>> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        artifact::read_version_file(dir, &self.metrics, name)
+    }
 }
 
 /// Loads the current model of `dir` and validates it for service `S`; `Ok(None)` when none
@@ -61,6 +91,7 @@ fn validate<S: Service>(stored: artifact::Stored) -> Result<Loaded<S::Model>> {
     };
     Ok(Loaded {
         model: artifact.model,
+        seed: artifact.seed,
         info: ModelInfo {
             model_version: Some(stored.version.clone()),
             registry_model: text("registry_model"),
@@ -69,6 +100,7 @@ fn validate<S: Service>(stored: artifact::Stored) -> Result<Loaded<S::Model>> {
         },
         version: stored.version,
         path: stored.path,
+        metrics: stored.metrics,
     })
 }
 
@@ -119,30 +151,60 @@ pub(crate) fn now() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
-/// The model being served and the outcome of the last attempt to load one.
+/// The model being served and the outcome of the last attempt to load one; with the
+/// dashboard on, also the dashboard of that model, swapped with it as one.
 pub struct ModelSlot<S: Service> {
-    served: RwLock<Option<Arc<Loaded<S::Model>>>>,
+    served: RwLock<Served<S>>,
     last_reload: RwLock<Option<LastReload>>,
     /// Where reloads read from; `None` for a fixed model (tests).
     dir: Option<PathBuf>,
+    /// Whether each model's dashboard is prepared when it is loaded.
+    dashboard: bool,
+}
+
+struct Served<S: Service> {
+    model: Option<Arc<Loaded<S::Model>>>,
+    /// The dashboard of `model`, or why it cannot be shown; `None` with the dashboard off or
+    /// no model.
+    dashboard: Option<Result<Arc<S::Dashboard>, String>>,
+}
+
+/// The served model with its dashboard: always of the same model version.
+pub struct DashboardView<S: Service> {
+    pub model: Arc<Loaded<S::Model>>,
+    pub dashboard: Arc<S::Dashboard>,
 }
 
 impl<S: Service> ModelSlot<S> {
-    /// A slot holding `model`, never reloaded.
-    pub fn fixed(model: Option<Loaded<S::Model>>) -> Self {
+    /// A slot holding `model`, never reloaded; with `dashboard`, its dashboard is prepared now.
+    pub fn fixed(model: Option<Loaded<S::Model>>, dashboard: bool) -> Self {
+        let model = model.map(Arc::new);
+        let prepared = model
+            .as_ref()
+            .filter(|_| dashboard)
+            .map(|m| prepare_dashboard::<S>(m));
         Self {
-            served: RwLock::new(model.map(Arc::new)),
+            served: RwLock::new(Served {
+                model,
+                dashboard: prepared,
+            }),
             last_reload: RwLock::new(None),
             dir: None,
+            dashboard,
         }
     }
 
-    /// A slot that loads from `dir` now and on every [`ModelSlot::reload`].
-    pub fn from_dir(dir: PathBuf) -> Self {
+    /// A slot that loads from `dir` now and on every [`ModelSlot::reload`]; with `dashboard`,
+    /// each model's dashboard is prepared as it is loaded.
+    pub fn from_dir(dir: PathBuf, dashboard: bool) -> Self {
         let slot = Self {
-            served: RwLock::new(None),
+            served: RwLock::new(Served {
+                model: None,
+                dashboard: None,
+            }),
             last_reload: RwLock::new(None),
             dir: Some(dir),
+            dashboard,
         };
         slot.reload();
         slot
@@ -152,7 +214,27 @@ impl<S: Service> ModelSlot<S> {
         self.served
             .read()
             .unwrap_or_else(|e| e.into_inner())
+            .model
             .clone()
+    }
+
+    /// The served model and its dashboard, or why the dashboard cannot be shown.
+    pub fn dashboard(&self) -> Result<DashboardView<S>, String> {
+        let served = self.served.read().unwrap_or_else(|e| e.into_inner());
+        let Some(model) = served.model.clone() else {
+            return Err(match self.last_reload().and_then(|r| r.reason) {
+                Some(reason) => format!("no model is loaded: {reason}"),
+                None => "no model is loaded: train one (`train --model-dir DIR`), then send the service SIGHUP".into(),
+            });
+        };
+        match &served.dashboard {
+            Some(Ok(dashboard)) => Ok(DashboardView {
+                model,
+                dashboard: dashboard.clone(),
+            }),
+            Some(Err(reason)) => Err(reason.clone()),
+            None => Err("the dashboard is off in this process (serve --dashboard-port)".into()),
+        }
     }
 
     pub fn last_reload(&self) -> Option<LastReload> {
@@ -163,7 +245,9 @@ impl<S: Service> ModelSlot<S> {
     }
 
     /// Reads the model directory again and swaps in its model if it is valid; a refused or
-    /// absent model leaves the served one in place. Blocking: reads and validates the file.
+    /// absent model leaves the served one in place. With the dashboard on, the new model's
+    /// dashboard is prepared first and swapped in with it. Blocking: reads and validates the
+    /// files.
     pub fn reload(&self) -> LastReload {
         let Some(dir) = &self.dir else {
             return self.record(
@@ -177,7 +261,12 @@ impl<S: Service> ModelSlot<S> {
             Ok(Some(model)) => {
                 let version = model.version.clone();
                 let unchanged = self.get().is_some_and(|m| m.version == version);
-                *self.served.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(model));
+                let model = Arc::new(model);
+                let dashboard = self.dashboard.then(|| prepare_dashboard::<S>(&model));
+                *self.served.write().unwrap_or_else(|e| e.into_inner()) = Served {
+                    model: Some(model),
+                    dashboard,
+                };
                 let status = if unchanged { "unchanged" } else { "loaded" };
                 tracing::info!(model_version = %version, status, millis = started.elapsed().as_millis() as u64, model_dir = %dir.display(), "model loaded");
                 self.record(status, None, Some(version))
@@ -208,5 +297,28 @@ impl<S: Service> ModelSlot<S> {
         };
         *self.last_reload.write().unwrap_or_else(|e| e.into_inner()) = Some(outcome.clone());
         outcome
+    }
+}
+
+/// Prepares the dashboard of `model`; a failure (or a panic) becomes the reason it cannot be
+/// shown, logged, while the API keeps serving the model.
+fn prepare_dashboard<S: Service>(model: &Loaded<S::Model>) -> Result<Arc<S::Dashboard>, String> {
+    let started = std::time::Instant::now();
+    let prepared =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| S::Dashboard::load(model)))
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("preparing it panicked")));
+    match prepared {
+        Ok(dashboard) => {
+            tracing::info!(model_version = %model.version, millis = started.elapsed().as_millis() as u64, "dashboard prepared");
+            Ok(Arc::new(dashboard))
+        }
+        Err(e) => {
+            let reason = format!(
+                "the dashboard cannot show model version {}: {e:#}",
+                model.version
+            );
+            tracing::error!(%reason, "dashboard not prepared");
+            Err(reason)
+        }
     }
 }

@@ -47,12 +47,17 @@ pub async fn call(
     (status, value)
 }
 
-/// Generates `rows` of synthetic data and trains on it into `dir`; returns the metrics.
+/// Generates `rows` of synthetic data and trains on it into `dir` (the model in `dir/model`,
+/// with the dashboard's data, as `train` stores them); returns the metrics.
 pub fn train_into<S: Service>(dir: &Path, rows: usize, seed: u64) -> Value {
+    use crate::dashboard::Dashboard;
     let data = dir.join("data.csv");
     let mut file = std::fs::File::create(&data).expect("create data file");
     S::generate_data(rows, seed, &mut file).expect("generate data");
-    let (model, metrics) = S::train(&data, seed).expect("training succeeds on generated data");
+    drop(file);
+    let (model, mut metrics) = S::train(&data, seed).expect("training succeeds on generated data");
+    metrics["data_file"] = "data.csv".into();
+    let files = S::Dashboard::version_files(&data).expect("the dashboard's data");
     let artifact = Artifact {
         service: S::MANIFEST.name.into(),
         format_version: FORMAT_VERSION,
@@ -60,7 +65,7 @@ pub fn train_into<S: Service>(dir: &Path, rows: usize, seed: u64) -> Value {
         features: S::FEATURES.iter().map(|f| f.to_string()).collect(),
         model,
     };
-    artifact::save(&dir.join("model"), &artifact, &metrics).expect("save model");
+    artifact::save(&dir.join("model"), &artifact, &metrics, &files).expect("save model");
     metrics
 }
 
@@ -72,6 +77,20 @@ pub fn trained_router<S: Service>(rows: usize) -> (tempfile::TempDir, axum::Rout
         .expect("load")
         .expect("a model");
     (dir, router(AppState::<S>::new(Some(model))))
+}
+
+/// A model trained on `rows` generated rows with its dashboard prepared: the dashboard's
+/// router and the API's, sharing the model as `serve --dashboard-port` does.
+pub fn trained_dashboard<S: Service>(
+    rows: usize,
+) -> (tempfile::TempDir, axum::Router, axum::Router) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    train_into::<S>(dir.path(), rows, 7);
+    let model = crate::model::load::<S>(&dir.path().join("model"))
+        .expect("load")
+        .expect("a model");
+    let state = AppState::<S>::with_dashboard(Some(model));
+    (dir, crate::dashboard::router(state.clone()), router(state))
 }
 
 fn example<S: Service>() -> Value {
@@ -615,7 +634,7 @@ fn publish_edited_model(model_dir: &Path, edit: impl Fn(&mut Value)) {
     let stored = artifact::read_current(model_dir).unwrap().unwrap();
     let mut artifact: Artifact<Value> = serde_json::from_slice(&stored.model_bytes).unwrap();
     edit(&mut artifact.model["booster"]["trees"][0]["nodes"]);
-    artifact::save(model_dir, &artifact, &json!({"edited": true})).unwrap();
+    artifact::save(model_dir, &artifact, &json!({"edited": true}), &[]).unwrap();
 }
 
 /// SIGHUP swaps in a newly trained model without a restart; a lying model (an index out of
@@ -745,4 +764,105 @@ pub fn slowloris_and_sigterm<S: Service>(binary: &Path, connections: usize) {
     };
     assert!(status.success(), "{status:?}");
     drop((held, half));
+}
+
+fn page(port: u16, path: &str) -> (u16, String) {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    crate::healthcheck::get(&url, Duration::from_secs(5)).expect("the dashboard answers")
+}
+
+/// `serve --dashboard-port`: the dashboard answers on its own port beside the API, shows the
+/// served model, and after a new training and SIGHUP shows the new one; SIGTERM stops both.
+/// The API must not answer on the dashboard's port, nor the dashboard on the API's.
+pub fn dashboard_follows_the_model<S: Service>(binary: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data.csv");
+    let mut file = std::fs::File::create(&data).unwrap();
+    S::generate_data(1500, 4, &mut file).unwrap();
+    drop(file);
+    let model_dir = dir.path().join("model");
+    assert!(train_with(binary, &data, &model_dir, 1).status.success());
+    let (port, dashboard) = (free_port(), free_port());
+    let mut server = spawn_serve(
+        binary,
+        port,
+        &model_dir,
+        &["--dashboard-port", &dashboard.to_string()],
+    );
+    let first = wait_for_health(dashboard, "the dashboard healthy", |s, _| s == 200);
+    assert_eq!(first["status"], "healthy", "{first}");
+    let v1 = first["model_version"].as_str().unwrap().to_owned();
+    let (status, overview) = page(dashboard, "/");
+    assert_eq!(status, 200);
+    assert!(
+        overview.contains(&v1),
+        "the overview names the served model"
+    );
+    let (status, _) = page(port, "/health");
+    assert_eq!(status, 200, "the API answers beside it");
+    let (status, _) = page(dashboard, "/predict_batch");
+    assert_eq!(
+        status, 404,
+        "the API's routes are not on the dashboard's port"
+    );
+
+    assert!(train_with(binary, &data, &model_dir, 2).status.success());
+    signal(&server, "HUP");
+    let second = wait_for_health(dashboard, "the new model on the dashboard", |s, h| {
+        s == 200 && h["model_version"] != v1.as_str()
+    });
+    let v2 = second["model_version"].as_str().unwrap();
+    let (_, overview) = page(dashboard, "/");
+    assert!(
+        overview.contains(v2) && !overview.contains(&v1),
+        "the overview is the new model's"
+    );
+    let (_, api) = health_of(port).unwrap();
+    assert_eq!(api["model_version"], v2, "the API serves the same model");
+    signal(&server, "TERM");
+    assert!(server.wait().unwrap().success());
+}
+
+/// `serve --dashboard-port` of a service without a dashboard fails at once, saying so; so
+/// does a dashboard port equal to the API's.
+pub fn dashboard_port_is_refused<S: Service>(binary: &Path) {
+    use crate::dashboard::Dashboard;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let serve = |dashboard_port: u16| {
+        Command::new(binary)
+            .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--dashboard-port",
+                &dashboard_port.to_string(),
+                "--model-dir",
+            ])
+            .arg(dir.path())
+            .output()
+            .expect("run the service binary")
+    };
+    let out = serve(port);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    if S::Dashboard::ENABLED {
+        assert!(stderr.contains("a port of its own"), "{stderr}");
+    } else {
+        assert!(stderr.contains("has no dashboard"), "{stderr}");
+        let out = serve(free_port());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{} has no dashboard", S::MANIFEST.name)),
+            "{stderr}"
+        );
+        // From the environment too, as a container would set it.
+        let out = Command::new(binary)
+            .args(["serve", "--port", &port.to_string(), "--model-dir"])
+            .arg(dir.path())
+            .env("DASHBOARD_PORT", free_port().to_string())
+            .output()
+            .expect("run the service binary");
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("DASHBOARD_PORT"));
+    }
 }

@@ -134,6 +134,19 @@ pub fn probability_contributions(booster: &GradientBooster, row: &[f64]) -> (Vec
     (c, base)
 }
 
+/// How much each feature moved this row's raw prediction: exact Shapley values of the trees
+/// (forust's "Shapley" method). Returns one value per feature and the base (the model's
+/// average raw prediction); base plus contributions is the raw prediction. For regressors.
+pub fn shapley_contributions(booster: &GradientBooster, row: &[f64]) -> (Vec<f64>, f64) {
+    let mut c = booster.predict_contributions(
+        &Matrix::new(row, 1, row.len()),
+        forust_ml::gradientbooster::ContributionsMethod::Shapley,
+        false,
+    );
+    let base = c.pop().unwrap_or(0.0);
+    (c, base)
+}
+
 pub fn sigmoid(log_odds: f64) -> f64 {
     1.0 / (1.0 + (-log_odds).exp())
 }

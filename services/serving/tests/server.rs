@@ -36,6 +36,7 @@ impl Service for Mock {
     type Model = ();
     type Request = Ask;
     type Response = Answer;
+    type Dashboard = serving::dashboard::NoDashboard;
 
     fn generate_data(_: usize, _: u64, _: &mut dyn Write) -> anyhow::Result<()> {
         Ok(())
@@ -63,12 +64,7 @@ impl Service for Mock {
 }
 
 fn app() -> axum::Router {
-    router(AppState::<Mock>::new(Some(Loaded {
-        model: (),
-        version: "test".into(),
-        path: "model.json".into(),
-        info: Default::default(),
-    })))
+    router(AppState::<Mock>::new(Some(Loaded::in_memory((), "test"))))
 }
 
 /// A server on an ephemeral port; dropping the sender stops it.
@@ -223,6 +219,7 @@ async fn a_body_that_stops_arriving_is_a_json_408() {
             body_timeout: Duration::from_millis(300),
             ..RequestLimits::default()
         },
+        false,
     );
     let server = start(router(state), limits()).await;
     let port = server.port;

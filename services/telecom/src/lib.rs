@@ -98,6 +98,7 @@ impl Service for Telecom {
     type Model = Model;
     type Request = Usage;
     type Response = PlanPrediction;
+    type Dashboard = serving::dashboard::NoDashboard;
 
     fn generate_data(rows: usize, seed: u64, out: &mut dyn Write) -> anyhow::Result<()> {
         let mut rng = synth::rng(seed);

@@ -118,3 +118,8 @@ async fn the_old_api_shape_works_unchanged() {
     assert!(answer["prediction"] == 0 || answer["prediction"] == 1);
     assert!((0.0..=1.0).contains(&answer["probability_is_ultra"].as_f64().unwrap()));
 }
+
+#[test]
+fn serve_refuses_a_dashboard_port_it_has_no_dashboard_for() {
+    testkit::dashboard_port_is_refused::<Telecom>(Path::new(env!("CARGO_BIN_EXE_telecom")));
+}

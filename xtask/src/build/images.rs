@@ -13,9 +13,9 @@ use anyhow::{bail, Context, Result};
 
 use super::{binaries, mlflow_base, sha256_hex};
 use crate::ctx::Ctx;
-use crate::engine;
 use crate::runner::Step;
 use crate::stack::{Kind, Service, IMAGE_PREFIX};
+use crate::{engine, mlflow};
 
 /// The label holding a fingerprint of everything an image is built from.
 const INPUTS_LABEL: &str = "io.ml-mlops.inputs";
@@ -76,7 +76,10 @@ fn inputs_fingerprint(ctx: &Ctx, service: &Service) -> Result<String> {
     let mut bytes = read(&dockerfile(ctx, service))?;
     match service.kind {
         Kind::Api => bytes.extend(read(&binaries::path(ctx, service))?),
-        Kind::Mlflow => bytes.extend(read(&service.dir.join("requirements.lock"))?),
+        Kind::Mlflow => {
+            bytes.extend(read(&service.dir.join("requirements.lock"))?);
+            bytes.extend(read(&service.dir.join(mlflow::LAUNCHER))?);
+        }
     }
     Ok(sha256_hex(&bytes))
 }
@@ -116,10 +119,10 @@ fn stage(ctx: &Ctx, service: &Service, wheels: Option<&Path>) -> Result<PathBuf>
             .runner
             .link_or_copy(&binaries::path(ctx, service), &context.join("app"))?,
         Kind::Mlflow => {
-            ctx.runner.link_or_copy(
-                &service.dir.join("requirements.lock"),
-                &context.join("requirements.lock"),
-            )?;
+            for file in ["requirements.lock", mlflow::LAUNCHER] {
+                ctx.runner
+                    .link_or_copy(&service.dir.join(file), &context.join(file))?;
+            }
             let dest = context.join("wheelhouse");
             ctx.runner.create_dir(&dest)?;
             let wheels = wheels.context("MLflow needs its wheelhouse")?;

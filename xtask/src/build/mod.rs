@@ -10,10 +10,12 @@ use sha2::{Digest, Sha256};
 /// The SHA-256 of `bytes` as lowercase hex: the toolkit's cache keys and fingerprints (stable
 /// across Rust releases, unlike `DefaultHasher`).
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(bytes))
+}
+
+/// Bytes as lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -18,7 +18,8 @@ pub struct Ci {
     /// Go on after a failed step, and report every failure at the end.
     #[arg(long)]
     pub keep_going: bool,
-    /// Only these steps, comma-separated, in pipeline order.
+    /// Only these steps, comma-separated, in pipeline order; a group's name (`e2e`,
+    /// `e2e-docker`) stands for all its steps.
     #[arg(long, value_delimiter = ',', value_name = "STEP,...")]
     pub steps: Vec<String>,
     /// All steps but these, comma-separated.
@@ -36,8 +37,8 @@ pub struct Ci {
 
 /// One named part of the pipeline.
 struct PipelineStep {
-    name: &'static str,
-    about: &'static str,
+    name: String,
+    about: String,
     commands: Vec<Step>,
     /// Runs even after an earlier step failed (it cleans up).
     always: bool,
@@ -63,7 +64,8 @@ fn xtask(ctx: &Ctx, args: &[&str]) -> Step {
         .env("XTASK_IN_PIPELINE", "1")
 }
 
-/// The end-to-end suite in `xtask/tests/NAME.rs`.
+/// The end-to-end suite in `xtask/tests/NAME.rs`; what passing tests printed (their
+/// `MEASURED:` lines) is shown too.
 fn e2e(ctx: &Ctx, name: &str) -> Step {
     cargo(
         ctx,
@@ -78,36 +80,66 @@ fn e2e(ctx: &Ctx, name: &str) -> Step {
             "--ignored",
             "--test-threads",
             "1",
+            "--show-output",
         ],
     )
 }
 
 fn pipeline(ctx: &Ctx, docker: bool) -> Vec<PipelineStep> {
-    let step = |name, about, commands| PipelineStep {
-        name,
-        about,
+    let step = |name: &str, about: &str, commands| PipelineStep {
+        name: name.to_owned(),
+        about: about.to_owned(),
         commands,
         always: false,
         needs_docker: false,
     };
-    let docker_step = |name, about, commands| PipelineStep {
+    let docker_step = |name: &str, about: &str, commands| PipelineStep {
         needs_docker: true,
         ..step(name, about, commands)
     };
-    vec![
-        step("fmt", "formatting", vec![cargo(ctx, &["fmt", "--all", "--check"])]),
+    let mut steps = vec![
+        step(
+            "fmt",
+            "formatting",
+            vec![cargo(ctx, &["fmt", "--all", "--check"])],
+        ),
         step(
             "clippy",
             "lints, warnings as errors",
             vec![cargo(
                 ctx,
-                &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"],
+                &[
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--locked",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
             )],
         ),
         step(
             "test",
             "the README's test command",
             vec![cargo(ctx, &["test", "--workspace", "--locked"])],
+        ),
+        step(
+            "add-a-service",
+            "a copy of the workspace with a fourth API folder builds",
+            vec![cargo(
+                ctx,
+                &[
+                    "test",
+                    "--locked",
+                    "-p",
+                    "xtask",
+                    "--test",
+                    "add_a_service",
+                    "--",
+                    "--ignored",
+                ],
+            )],
         ),
         step(
             "compose",
@@ -119,16 +151,30 @@ fn pipeline(ctx: &Ctx, docker: bool) -> Vec<PipelineStep> {
             "the GitHub workflows: actionlint, zizmor, schema, commands",
             vec![xtask(ctx, &["lint-workflows"])],
         ),
-        step("deny", "licences, bans, sources, advisories", vec![xtask(ctx, &["deny"])]),
+        step(
+            "deny",
+            "licences, bans, sources, advisories",
+            vec![xtask(ctx, &["deny"])],
+        ),
         step(
             "fuzz-api",
             "Schemathesis against each API, valid and invalid requests, 2,000 cases each",
             vec![xtask(
                 ctx,
-                &["fuzz-api", "--max-examples", FUZZ_MAX_EXAMPLES, "--min-cases", "2000"],
+                &[
+                    "fuzz-api",
+                    "--max-examples",
+                    FUZZ_MAX_EXAMPLES,
+                    "--min-cases",
+                    "2000",
+                ],
             )],
         ),
-        docker_step("images", "build the container images", vec![xtask(ctx, &["images"])]),
+        docker_step(
+            "images",
+            "build the container images",
+            vec![xtask(ctx, &["images"])],
+        ),
         docker_step(
             "scan",
             "Trivy and hadolint on the images, the repository and the Dockerfiles",
@@ -143,37 +189,104 @@ fn pipeline(ctx: &Ctx, docker: bool) -> Vec<PipelineStep> {
             ],
         ),
         PipelineStep {
-            name: "down",
-            about: "stop the demo stack",
-            commands: vec![xtask(ctx, &["--runtime", "docker", "down"])],
             always: true,
-            needs_docker: true,
+            ..docker_step(
+                "down",
+                "stop the demo stack",
+                vec![xtask(ctx, &["--runtime", "docker", "down"])],
+            )
         },
         step(
-            "e2e",
-            "the end-to-end suites: local runtime, containers (each compose front-end here), a fresh engine, the fault campaign",
-            e2e_suites(ctx, docker),
+            "e2e-local",
+            "the local runtime end to end",
+            vec![e2e(ctx, "e2e_local")],
         ),
-    ]
+        step(
+            "e2e-mlflow",
+            "tracking, registry, retrain under load, backup, reset, restore",
+            vec![e2e(ctx, "e2e_mlflow")],
+        ),
+        step(
+            "e2e-dashboard",
+            "the CarVision Dashboard in headless Chromium",
+            vec![cargo(
+                ctx,
+                &[
+                    "test",
+                    "--locked",
+                    "-p",
+                    "carvision",
+                    "--test",
+                    "browser",
+                    "--",
+                    "--ignored",
+                    "--show-output",
+                ],
+            )],
+        ),
+        step(
+            "e2e-upgrades",
+            "upgrade-deps on fixture workspaces, rolled back on failure",
+            vec![e2e(ctx, "upgrade_deps")],
+        ),
+        docker_step(
+            "e2e-docker-images",
+            "every image built from a clean state, nothing left dangling",
+            vec![e2e(ctx, "e2e_docker").args(["--skip", "demo_retrain"])],
+        ),
+    ];
+    if docker {
+        // Users have either compose front-end: the stack runs under each one installed.
+        for frontend in compose_frontends(ctx) {
+            steps.push(docker_step(
+                &format!("e2e-docker-{frontend}"),
+                &format!(
+                    "the stack in containers, with {}",
+                    if frontend == "plugin" {
+                        "the docker compose plugin"
+                    } else {
+                        "docker-compose 1.x"
+                    }
+                ),
+                vec![e2e(ctx, "e2e_docker")
+                    .args(["--exact", "demo_retrain_crash_recovery_restart_and_down"])
+                    .env("XTASK_COMPOSE", frontend)],
+            ));
+        }
+    }
+    steps.extend([
+        docker_step(
+            "e2e-fresh-machine",
+            "a clean engine without debootstrap: demo falls back, docker fails fast",
+            vec![e2e(ctx, "e2e_fresh_machine")],
+        ),
+        docker_step(
+            "e2e-scans",
+            "the scanners on planted findings, with the real tools",
+            vec![e2e(ctx, "scans")],
+        ),
+        docker_step(
+            "e2e-release",
+            "build, scan and push to a registry on this machine",
+            vec![e2e(ctx, "release")],
+        ),
+        // Not a docker step: its local campaign runs anywhere, the docker one skips itself.
+        step(
+            "e2e-faults",
+            "the fault campaign: kill -9 under load, slowloris, bad models, MLflow down, full disk",
+            vec![e2e(ctx, "e2e_faults")],
+        ),
+    ]);
+    steps
 }
 
 /// Schemathesis' cases per operation and phase in CI: at least 2,000 cases per API (measured:
 /// 2,358 to 2,580, positive and negative together; about 4 minutes for the three APIs).
 const FUZZ_MAX_EXAMPLES: &str = "550";
 
-/// The end-to-end suites: the docker ones only where an engine answers, the container suite
-/// under every compose front-end installed. The fault campaign prints what it measured, so its
-/// output is shown even when it passes.
-fn e2e_suites(ctx: &Ctx, docker: bool) -> Vec<Step> {
-    let mut suites = vec![e2e(ctx, "e2e_local")];
-    if docker {
-        for frontend in compose_frontends(ctx) {
-            suites.push(e2e(ctx, "e2e_docker").env("XTASK_COMPOSE", frontend));
-        }
-        suites.push(e2e(ctx, "e2e_fresh_machine"));
-    }
-    suites.push(e2e(ctx, "e2e_faults").arg("--nocapture"));
-    suites
+/// Whether `selector` (from `--steps` or `--skip`) names `step`: its name, or a group of it.
+fn selects(selector: &str, step: &str) -> bool {
+    step == selector || step.starts_with(&format!("{selector}-"))
 }
 
 /// The compose front-ends installed here (`plugin`, `legacy`): the docker suite runs under
@@ -206,9 +319,9 @@ impl Ci {
                 .warn(format!("{why:#}: the steps that need Docker are skipped"));
         }
         let all = pipeline(ctx, engine.is_ok());
-        let names: Vec<&str> = all.iter().map(|s| s.name).collect();
+        let names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
         for wanted in self.steps.iter().chain(&self.skip) {
-            if !names.contains(&wanted.as_str()) {
+            if !names.iter().any(|n| selects(wanted, n)) {
                 bail!(
                     "no step named {wanted:?}; the steps are {}",
                     names.join(", ")
@@ -217,9 +330,9 @@ impl Ci {
         }
         if self.list {
             for step in &all {
-                println!("{:<16} {}", step.name, step.about);
+                println!("{:<20} {}", step.name, step.about);
                 for command in &step.commands {
-                    println!("{:<16}   $ {}", "", command.display(&ctx.runner.aliases));
+                    println!("{:<20}   $ {}", "", command.display(&ctx.runner.aliases));
                 }
             }
             return Ok(());
@@ -227,8 +340,8 @@ impl Ci {
         let chosen: Vec<&PipelineStep> = all
             .iter()
             .filter(|s| {
-                let named = self.steps.is_empty() || self.steps.iter().any(|n| n == s.name);
-                named && !self.skip.iter().any(|n| n == s.name)
+                let named = self.steps.is_empty() || self.steps.iter().any(|n| selects(n, &s.name));
+                named && !self.skip.iter().any(|n| selects(n, &s.name))
             })
             .collect();
 
@@ -236,16 +349,16 @@ impl Ci {
         let mut failed = false;
         for step in chosen {
             if step.needs_docker && engine.is_err() {
-                results.push((step.name, Outcome::Skipped("no Docker engine answers")));
+                results.push((&step.name, Outcome::Skipped("no Docker engine answers")));
                 continue;
             }
             if failed && !self.keep_going && !step.always {
-                results.push((step.name, Outcome::Skipped("an earlier step failed")));
+                results.push((&step.name, Outcome::Skipped("an earlier step failed")));
                 continue;
             }
             let outcome = run_step(ctx, step);
             failed |= matches!(outcome, Outcome::Failed(..));
-            results.push((step.name, outcome));
+            results.push((&step.name, outcome));
         }
         if ctx.dry_run() {
             return Ok(());
@@ -307,5 +420,19 @@ fn run_step(ctx: &Ctx, step: &PipelineStep) -> Outcome {
             ctx.reporter.error(&format!("ci step {}", step.name), &why);
             Outcome::Failed(elapsed, why)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::selects;
+
+    #[test]
+    fn a_group_selects_its_steps() {
+        assert!(selects("e2e", "e2e-docker-plugin"));
+        assert!(selects("e2e-docker", "e2e-docker-plugin"));
+        assert!(selects("fmt", "fmt"));
+        assert!(!selects("e2e-dock", "e2e-docker-plugin"));
+        assert!(!selects("e2e", "test"));
     }
 }

@@ -135,22 +135,18 @@ fn check_docker(ctx: &Ctx, report: &mut Report) {
 }
 
 fn check_services(ctx: &Ctx, runtime: &dyn Runtime, report: &mut Report) -> Result<()> {
-    let states = ctx
-        .stack
-        .services
-        .iter()
-        .map(|s| Ok((s, runtime.state(ctx, s)?)))
-        .collect::<Result<Vec<_>>>()?;
-    let running: Vec<&str> = states
-        .iter()
-        .filter(|(_, state)| state.running)
-        .map(|(s, _)| s.name.as_str())
-        .collect();
-    for (service, state) in &states {
-        let port = ctx.host_port(service);
-        let check = format!("{} port {port}", service.name);
+    let mut running: Vec<&str> = Vec::new();
+    for service in &ctx.stack.services {
+        if runtime.state(ctx, service)?.running {
+            running.push(&service.name);
+        }
+    }
+    for (service, endpoint) in ctx.stack.endpoints() {
+        let port = ctx.endpoint_port(&endpoint);
+        let check = format!("{} port {port}", service.label(&endpoint));
+        let state = runtime.state(ctx, service)?;
         if state.running {
-            match http::get(&ctx.health_url(service), Duration::from_secs(3)) {
+            match http::get(&ctx.endpoint_health_url(&endpoint), Duration::from_secs(3)) {
                 Ok(a) if http::is_healthy(&a) => report.ok(
                     check,
                     format!("{} serves it, healthy ({})", service.name, state.id),

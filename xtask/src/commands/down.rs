@@ -51,9 +51,8 @@ impl Down {
         }
         let held: Vec<String> = ctx
             .stack
-            .services
-            .iter()
-            .map(|s| ctx.host_port(s))
+            .endpoints()
+            .map(|(_, e)| ctx.endpoint_port(&e))
             .filter(|&p| ports::in_use(p))
             .map(|p| ports::describe(ctx, p))
             .collect();

@@ -18,27 +18,24 @@ impl Health {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
         let mut unhealthy = Vec::new();
         for service in ctx.stack.select(&self.services)? {
-            let url = ctx.health_url(service);
-            ctx.runner.plan(format!("GET {url}"));
-            if ctx.dry_run() {
-                continue;
-            }
-            match http::get(&url, Duration::from_secs(5)) {
-                Ok(answer) => {
-                    let ok = http::is_healthy(&answer);
-                    println!(
-                        "{:<10} {} {}",
-                        service.name,
-                        answer.status,
-                        answer.body.trim()
-                    );
-                    if !ok {
-                        unhealthy.push(service.name.clone());
-                    }
+            for endpoint in service.endpoints() {
+                let url = ctx.endpoint_health_url(&endpoint);
+                ctx.runner.plan(format!("GET {url}"));
+                if ctx.dry_run() {
+                    continue;
                 }
-                Err(e) => {
-                    println!("{:<10} unreachable: {e:#}", service.name);
-                    unhealthy.push(service.name.clone());
+                let label = service.label(&endpoint);
+                match http::get(&url, Duration::from_secs(5)) {
+                    Ok(answer) => {
+                        println!("{label:<10} {} {}", answer.status, answer.body.trim());
+                        if !http::is_healthy(&answer) {
+                            unhealthy.push(label);
+                        }
+                    }
+                    Err(e) => {
+                        println!("{label:<10} unreachable: {e:#}");
+                        unhealthy.push(label);
+                    }
                 }
             }
         }

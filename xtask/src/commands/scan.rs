@@ -20,9 +20,8 @@ use anyhow::{Context, Result};
 use crate::ctx::Ctx;
 use crate::engine;
 use crate::findings::{self, Policy, ScanResult};
-use crate::runner::Step;
 use crate::scanners::trivy::Trivy;
-use crate::scanners::{cargo_deny, compose_rule, hadolint, reports_dir, skip_dirs};
+use crate::scanners::{cargo_deny, compose_rule, hadolint, reports_dir, save_image, skip_dirs};
 
 /// Scan the images, the repository and the Rust dependencies: HIGH and CRITICAL fail.
 ///
@@ -70,27 +69,6 @@ fn unit(
     }
 }
 
-/// An image saved as an archive, re-saved only when the image changed (its id is kept beside
-/// the archive).
-fn archive(ctx: &Ctx, image: &str, id: &str, dir: &Path, name: &str) -> Result<PathBuf> {
-    let tar = dir.join(format!("{name}.tar"));
-    let stamp = dir.join(format!("{name}.tar.id"));
-    let current = std::fs::read_to_string(&stamp).unwrap_or_default();
-    if current.trim() == id && tar.is_file() {
-        return Ok(tar);
-    }
-    ctx.runner.create_dir(dir)?;
-    ctx.runner.remove_path(&stamp)?;
-    ctx.runner.run(
-        &Step::new("docker")
-            .args(["save", "--output"])
-            .arg(&tar)
-            .arg(image),
-    )?;
-    ctx.runner.write_file(&stamp, id)?;
-    Ok(tar)
-}
-
 struct Image {
     name: String,
     reference: String,
@@ -131,7 +109,7 @@ fn trivy_lane(ctx: &Ctx, trivy: &Trivy, images: &[Image], reports: &Path) -> Vec
     for image in images {
         let result = unit(ctx, &image.reference, "trivy image", || {
             let id = image.id.clone().map_err(anyhow::Error::msg)?;
-            let tar = archive(ctx, &image.reference, &id, &archives, &image.name)?;
+            let tar = save_image(ctx, &image.reference, &id, &archives, &image.name)?;
             let json = reports.join(format!("json/trivy-image-{}.json", image.name));
             let result = trivy.image(ctx, &image.reference, &tar, &json)?;
             let sarif = reports.join(format!("sarif/trivy-image-{}.sarif", image.name));

@@ -1,24 +1,29 @@
 //! The docker runtime: the images of `cargo xtask images`, run as the compose project of
 //! `compose/docker-compose.demo.yml` with either front-end (the v2 plugin or docker-compose
 //! 1.29). Containers are removed before they are created again (1.29 can crash recreating
-//! them), and health is read from `docker inspect`, not from compose's `--wait`.
+//! them); readiness is probed on the published ports (see `lifecycle`), not with compose's
+//! `--wait`. Retraining runs in a one-off container of the service's own image.
 
+use std::path::Path;
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::Value;
 
-use super::{Kind, Runtime, ServiceState};
+use super::{Kind, Runtime, ServiceState, SQLITE_BACKUP};
 use crate::build::images;
-use crate::compose_file::{self, PROJECT};
+use crate::compose_file::{self, MLRUNS as MLRUNS_IN_CONTAINER, PROJECT};
 use crate::ctx::Ctx;
 use crate::engine;
 use crate::runner::Step;
 use crate::stack::{Kind as ServiceKind, Service, STOP_GRACE_SECONDS};
+use crate::training::{self, Tracking};
 
 pub struct Docker {
-    /// `docker compose` or `docker-compose`.
-    compose: Vec<String>,
+    /// `docker compose` or `docker-compose`, found when first needed: `status` and `restart`
+    /// never run compose, and the lookup costs a process.
+    compose: OnceLock<Result<Vec<String>, String>>,
     engine: String,
 }
 
@@ -28,40 +33,55 @@ fn parse_time(text: &str) -> Option<SystemTime> {
 }
 
 impl Docker {
-    /// Finds the engine and a compose front-end, or says what is missing.
+    /// Finds the engine, or says why none answers.
     pub fn detect(ctx: &Ctx) -> Result<Self> {
-        let engine = engine::version(ctx)?;
-        let compose = engine::compose_frontend(ctx).map_err(|e| {
-            e.context(format!(
-                "Docker Engine {engine} answers, but there is no compose front-end"
-            ))
-        })?;
-        Ok(Self { compose, engine })
+        Ok(Self {
+            compose: OnceLock::new(),
+            engine: engine::version(ctx)?,
+        })
     }
 
     pub fn describe(&self) -> String {
-        format!(
-            "Docker Engine {} with {}",
-            self.engine,
-            self.compose.join(" ")
-        )
+        match self.compose.get() {
+            Some(Ok(command)) => {
+                format!("Docker Engine {} with {}", self.engine, command.join(" "))
+            }
+            _ => format!("Docker Engine {}", self.engine),
+        }
     }
 
-    fn compose(&self, ctx: &Ctx, args: &[&str]) -> Step {
-        let mut step = Step::new(&self.compose[0])
-            .args(&self.compose[1..])
+    /// The compose front-end, or what is missing.
+    fn frontend(&self, ctx: &Ctx) -> Result<&[String]> {
+        let found = self.compose.get_or_init(|| {
+            engine::compose_frontend(ctx).map_err(|e| {
+                format!(
+                    "Docker Engine {} answers, but there is no compose front-end: {e:#}",
+                    self.engine
+                )
+            })
+        });
+        match found {
+            Ok(command) => Ok(command),
+            Err(why) => anyhow::bail!("{why}"),
+        }
+    }
+
+    fn compose(&self, ctx: &Ctx, args: &[&str]) -> Result<Step> {
+        let frontend = self.frontend(ctx)?;
+        let mut step = Step::new(&frontend[0])
+            .args(&frontend[1..])
             .args(["-p", PROJECT, "-f"])
             .arg(ctx.root.join(compose_file::FILE))
             .args(args)
             .env("XTASK_STACK_DIR", &ctx.stack_dir)
             .cwd(&ctx.root);
-        for service in &ctx.stack.services {
+        for (service, endpoint) in ctx.stack.endpoints() {
             step = step.env(
-                &compose_file::port_variable(service),
-                ctx.host_port(service).to_string(),
+                &compose_file::port_variable(service, &endpoint),
+                ctx.endpoint_port(&endpoint).to_string(),
             );
         }
-        step
+        Ok(step)
     }
 
     fn inspect(&self, ctx: &Ctx, container: &str) -> Option<Value> {
@@ -72,22 +92,25 @@ impl Docker {
         all.get(0).cloned()
     }
 
-    /// The containers run as an unprivileged user: MLflow must be able to write its store.
-    fn prepare_mlruns(&self, ctx: &Ctx) -> Result<()> {
-        let mlruns = ctx.mlruns_dir();
-        ctx.runner.create_dir(&mlruns.join("artifacts"))?;
+    /// The containers run as an unprivileged user: it must be able to write `dir` (MLflow's
+    /// store, or a model directory while a one-off container trains into it).
+    fn writable_by_containers(&self, ctx: &Ctx, dir: &Path) -> Result<()> {
+        ctx.runner.create_dir(dir)?;
         if rustix::process::geteuid().is_root() {
-            ctx.runner.run(
-                &Step::new("chown")
-                    .args(["-R", compose_file::USER])
-                    .arg(&mlruns),
-            )?;
+            ctx.runner
+                .run(&Step::new("chown").args(["-R", compose_file::USER]).arg(dir))?;
         } else {
             // Not root: open the folders to the container's user instead.
             ctx.runner
-                .run(&Step::new("chmod").args(["-R", "a+rwX"]).arg(&mlruns))?;
+                .run(&Step::new("chmod").args(["-R", "a+rwX"]).arg(dir))?;
         }
         Ok(())
+    }
+
+    /// MLflow's address on the stack's network, as the containers reach it.
+    fn mlflow_in_network(ctx: &Ctx) -> String {
+        let mlflow = ctx.stack.mlflow();
+        format!("http://{}:{}", mlflow.name, mlflow.container_port)
     }
 
     fn remove(&self, ctx: &Ctx, service: &Service) -> Result<()> {
@@ -107,8 +130,9 @@ impl Runtime for Docker {
     }
 
     fn preflight(&self, ctx: &Ctx, services: &[&Service]) -> Result<()> {
+        self.frontend(ctx)?;
         images::preflight(ctx, services, true)
-            .map_err(|e| e.context(format!("Docker Engine {} answers, but", self.engine)))
+            .map_err(|e| anyhow::anyhow!("Docker Engine {} answers, but {e:#}", self.engine))
     }
 
     fn build(&mut self, ctx: &Ctx, services: &[&Service]) -> Result<()> {
@@ -117,7 +141,8 @@ impl Runtime for Docker {
 
     fn start(&mut self, ctx: &Ctx, service: &Service) -> Result<()> {
         if service.kind == ServiceKind::Mlflow {
-            self.prepare_mlruns(ctx)?;
+            ctx.runner.create_dir(&ctx.mlruns_dir().join("artifacts"))?;
+            self.writable_by_containers(ctx, &ctx.mlruns_dir())?;
         }
         // Removing first keeps docker-compose 1.29 from recreating (and crashing on) it.
         if self.inspect(ctx, &service.container).is_some() {
@@ -126,7 +151,7 @@ impl Runtime for Docker {
         ctx.runner.run(&self.compose(
             ctx,
             &["up", "--detach", "--no-deps", "--no-build", &service.name],
-        ))?;
+        )?)?;
         Ok(())
     }
 
@@ -158,7 +183,7 @@ impl Runtime for Docker {
 
     fn stop_shared(&mut self, ctx: &Ctx) -> Result<()> {
         ctx.runner
-            .run(&self.compose(ctx, &["down", "--remove-orphans"]))?;
+            .run(&self.compose(ctx, &["down", "--remove-orphans"])?)?;
         Ok(())
     }
 
@@ -207,6 +232,110 @@ impl Runtime for Docker {
         })
     }
 
+    fn reload(&self, ctx: &Ctx, service: &Service) -> Result<bool> {
+        if !self.state(ctx, service)?.running {
+            return Ok(false);
+        }
+        // Not `docker kill --signal HUP`: Docker 20.10 then counts the container as stopped by
+        // hand, and its restart policy no longer brings it back after a crash.
+        ctx.runner.run(&Step::new("docker").args([
+            "exec",
+            &service.container,
+            compose_file::API_BINARY,
+            "reload",
+        ]))?;
+        Ok(true)
+    }
+
+    fn train(
+        &mut self,
+        ctx: &Ctx,
+        service: &Service,
+        data: &Path,
+        seed: u64,
+        tracking: &Tracking,
+        extra: &[String],
+    ) -> Result<()> {
+        if !engine::image_exists(ctx, &service.versioned_image()) {
+            images::build(ctx, &[service])?;
+        }
+        let model_dir = ctx.model_dir(service);
+        self.writable_by_containers(ctx, &model_dir)?;
+        let file_name = data
+            .file_name()
+            .with_context(|| format!("{} is not a file", data.display()))?;
+        let in_container = Path::new("/data").join(file_name);
+        // Inside the stack's network MLflow has another address than from the host.
+        let (tracking, network) = match tracking {
+            Tracking::On {
+                register, promote, ..
+            } => (
+                Tracking::On {
+                    uri: Self::mlflow_in_network(ctx),
+                    register: *register,
+                    promote: *promote,
+                },
+                compose_file::NETWORK,
+            ),
+            Tracking::Off => (Tracking::Off, "none"),
+        };
+        let args =
+            training::train_args(&in_container, Path::new("/models"), seed, &tracking, extra);
+        let mount = |from: &Path, to: &Path, mode: &str| {
+            format!("{}:{}{mode}", from.display(), to.display())
+        };
+        let data = std::fs::canonicalize(data)
+            .with_context(|| format!("cannot read {}", data.display()))?;
+        ctx.runner.run(
+            &Step::new("docker")
+                .args([
+                    "run",
+                    "--rm",
+                    "--network",
+                    network,
+                    "--user",
+                    compose_file::USER,
+                ])
+                .args(["--read-only", "--cap-drop", "ALL"])
+                .args([
+                    "--security-opt",
+                    "no-new-privileges:true",
+                    "--tmpfs",
+                    "/tmp",
+                ])
+                .args(["--volume", &mount(&data, &in_container, ":ro")])
+                .args(["--volume", &mount(&model_dir, Path::new("/models"), "")])
+                .args([
+                    "--env",
+                    &format!("GIT_COMMIT={}", training::git_commit(ctx)),
+                ])
+                .args(["--env", "LOG_FORMAT=json"])
+                .arg(service.versioned_image())
+                .args(args),
+        )?;
+        Ok(())
+    }
+
+    fn backup_database(&self, ctx: &Ctx, dest: &Path) -> Result<bool> {
+        let mlflow = ctx.stack.mlflow();
+        if !self.state(ctx, mlflow)?.running {
+            return Ok(false);
+        }
+        let name = dest
+            .strip_prefix(ctx.mlruns_dir())
+            .context("the database copy must go inside mlruns/")?;
+        let inside = Path::new(MLRUNS_IN_CONTAINER).join(name);
+        ctx.runner.run(
+            &Step::new("docker")
+                .args(["exec", &mlflow.container])
+                .arg(format!("{}/bin/python", compose_file::MLFLOW_VENV))
+                .args(["-c", SQLITE_BACKUP])
+                .arg(format!("{MLRUNS_IN_CONTAINER}/mlflow.db"))
+                .arg(inside),
+        )?;
+        Ok(true)
+    }
+
     fn is_stale(&self, ctx: &Ctx, service: &Service) -> bool {
         let Some(info) = self.inspect(ctx, &service.container) else {
             return false;
@@ -250,7 +379,7 @@ impl Runtime for Docker {
             args.extend(["--tail", n]);
         }
         args.extend(services.iter().map(|s| s.name.as_str()));
-        ctx.runner.run_attached(&self.compose(ctx, &args))
+        ctx.runner.run_attached(&self.compose(ctx, &args)?)
     }
 }
 

@@ -8,12 +8,15 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 
-use super::{Kind, Runtime, ServiceState};
+use rustix::process::Signal;
+
+use super::{Kind, Runtime, ServiceState, SQLITE_BACKUP};
 use crate::build::binaries;
 use crate::ctx::Ctx;
 use crate::mlflow;
 use crate::runner::{tail, Background, Step, Stopped};
 use crate::stack::{Kind as ServiceKind, Service, STOP_GRACE_SECONDS};
+use crate::training::{self, Tracking};
 
 /// How long a service gets to exit after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(STOP_GRACE_SECONDS);
@@ -71,14 +74,23 @@ impl Local {
     fn start_step(ctx: &Ctx, service: &Service) -> Step {
         match service.kind {
             ServiceKind::Mlflow => mlflow::server_step(ctx, service),
-            ServiceKind::Api => binaries::serve_step(
-                ctx,
-                service,
-                ctx.host_port(service),
-                &ctx.model_dir(service),
-            )
-            .env("MLFLOW_TRACKING_URI", ctx.url(ctx.stack.mlflow(), ""))
-            .cwd(&ctx.stack_dir),
+            ServiceKind::Api => {
+                let mut step = binaries::serve_step(
+                    ctx,
+                    service,
+                    ctx.host_port(service),
+                    &ctx.model_dir(service),
+                )
+                .env("MLFLOW_TRACKING_URI", ctx.url(ctx.stack.mlflow(), ""))
+                .cwd(&ctx.stack_dir);
+                for endpoint in service.endpoints().iter().filter(|e| e.role.is_some()) {
+                    step = step.args([
+                        format!("--{}-port", endpoint.role.unwrap_or_default()),
+                        ctx.endpoint_port(endpoint).to_string(),
+                    ]);
+                }
+                step
+            }
         }
     }
 }
@@ -156,11 +168,60 @@ impl Runtime for Local {
                 running: true,
                 since: Some(p.written),
                 id: format!("pid {}", p.pid),
-                ports: format!("127.0.0.1:{}", ctx.host_port(service)),
+                ports: service
+                    .endpoints()
+                    .iter()
+                    .map(|e| format!("127.0.0.1:{}", ctx.endpoint_port(e)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 ..ServiceState::default()
             },
             None => ServiceState::default(),
         })
+    }
+
+    fn reload(&self, ctx: &Ctx, service: &Service) -> Result<bool> {
+        let Some(p) = self.running(ctx, service) else {
+            return Ok(false);
+        };
+        ctx.runner
+            .plan(format!("kill -HUP {}  # {}", p.pid, service.name));
+        if !ctx.dry_run() {
+            ctx.runner.signal_group(p.pid, Signal::HUP)?;
+        }
+        Ok(true)
+    }
+
+    fn train(
+        &mut self,
+        ctx: &Ctx,
+        service: &Service,
+        data: &Path,
+        seed: u64,
+        tracking: &Tracking,
+        extra: &[String],
+    ) -> Result<()> {
+        let args = training::train_args(data, &ctx.model_dir(service), seed, tracking, extra);
+        ctx.runner.run(
+            &Step::new(binaries::path(ctx, service).to_string_lossy())
+                .args(args)
+                .env("GIT_COMMIT", training::git_commit(ctx)),
+        )?;
+        Ok(())
+    }
+
+    fn backup_database(&self, ctx: &Ctx, dest: &Path) -> Result<bool> {
+        if self.running(ctx, ctx.stack.mlflow()).is_none() {
+            return Ok(false);
+        }
+        let python = mlflow::venv_dir(ctx).join("bin/python");
+        ctx.runner.run(
+            &Step::new(python.to_string_lossy())
+                .args(["-c", SQLITE_BACKUP])
+                .arg(ctx.mlruns_dir().join("mlflow.db"))
+                .arg(dest),
+        )?;
+        Ok(true)
     }
 
     fn is_stale(&self, ctx: &Ctx, service: &Service) -> bool {

@@ -1,6 +1,7 @@
 //! Where the stack runs: host processes (`local`) or containers (`docker`). Commands talk to a
 //! [`Runtime`]; health, smoke and the orchestration in `lifecycle` are the same for both.
 
+use std::path::Path;
 use std::time::SystemTime;
 
 use anyhow::Result;
@@ -8,6 +9,7 @@ use clap::ValueEnum;
 
 use crate::ctx::Ctx;
 use crate::stack::Service;
+use crate::training::Tracking;
 
 pub mod docker;
 pub mod local;
@@ -36,6 +38,14 @@ pub enum Purpose {
     /// Look at or stop what runs (`status`, `logs`, `down`, `doctor`).
     Inspect,
 }
+
+/// SQLite's online backup API, from Python's standard library: `SCRIPT SOURCE DEST`.
+pub const SQLITE_BACKUP: &str = "import sqlite3, sys\n\
+src = sqlite3.connect(f'file:{sys.argv[1]}?mode=ro', uri=True)\n\
+dst = sqlite3.connect(sys.argv[2])\n\
+src.backup(dst)\n\
+dst.close()\n\
+src.close()\n";
 
 /// What a runtime knows about one service.
 #[derive(Debug, Clone, Default)]
@@ -81,6 +91,25 @@ pub trait Runtime {
         Ok(())
     }
     fn state(&self, ctx: &Ctx, service: &Service) -> Result<ServiceState>;
+    /// Asks a running API to load its model again (SIGHUP); `Ok(false)` if it is not running.
+    fn reload(&self, ctx: &Ctx, service: &Service) -> Result<bool>;
+    /// Trains the service's model on `data` (a file on the host) where the service runs: a
+    /// host process, or a one-off container of its image with the data mounted read-only and
+    /// the model directory its only writable mount. `tracking` names MLflow as the host
+    /// reaches it; `extra` goes to `train` as it is (e.g. gate flags).
+    fn train(
+        &mut self,
+        ctx: &Ctx,
+        service: &Service,
+        data: &Path,
+        seed: u64,
+        tracking: &Tracking,
+        extra: &[String],
+    ) -> Result<()>;
+    /// Copies MLflow's SQLite database to `dest` (inside the stack's `mlruns/`) while the
+    /// server runs, through SQLite's online backup in the server's own Python: a consistent
+    /// copy. `Ok(false)` when MLflow is not running (a plain copy is then consistent).
+    fn backup_database(&self, ctx: &Ctx, dest: &Path) -> Result<bool>;
     /// Whether a running service predates what it runs from, and must restart to pick it up.
     fn is_stale(&self, ctx: &Ctx, service: &Service) -> bool;
     fn log_tail(&self, ctx: &Ctx, service: &Service, lines: usize) -> String;

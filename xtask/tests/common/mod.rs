@@ -111,6 +111,20 @@ impl Stack {
     }
 }
 
+/// A test that fails half way must not leave its stack running: every process group the
+/// local runtime recorded is killed when the stack directory goes.
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for pid in self.pids() {
+            if pid_alive(pid) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{pid}")])
+                    .status();
+            }
+        }
+    }
+}
+
 impl Stack {
     /// The pids recorded in the local runtime's pid files.
     pub fn pids(&self) -> Vec<i32> {

@@ -1,0 +1,454 @@
+//! The backup archive: a gzipped tar whose first entry, `manifest.json`, lists every file with
+//! its size and SHA-256 and every symlink with its target. Reading verifies all of it into a
+//! staging folder, so `restore` knows the archive is whole before it touches anything.
+
+use std::io::{Read, Write};
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub const MANIFEST: &str = "manifest.json";
+const FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub format: u32,
+    /// UTC, RFC 3339.
+    pub created: String,
+    pub toolkit_version: String,
+    pub files: Vec<FileEntry>,
+    pub links: Vec<LinkEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileEntry {
+    /// Relative to the stack directory, `/`-separated.
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LinkEntry {
+    pub path: String,
+    /// Relative to the link's folder (e.g. `current -> versions/3f2a9c1e0b4d`).
+    pub target: String,
+}
+
+/// A timestamp for the names of backups and of what they set aside: `20261127T120000Z`.
+pub fn stamp() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        .to_string()
+        .replace(['-', ':'], "")
+}
+
+impl Manifest {
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+}
+
+/// What goes into an archive: a file or a folder on disk, and its path in the archive.
+pub struct Source {
+    pub archive_path: String,
+    pub disk_path: PathBuf,
+}
+
+/// Files and symlinks under `source`, skipping names that start with `skip_prefix` (staging
+/// leftovers of an interrupted training).
+fn collect(
+    source: &Source,
+    skip_prefix: &str,
+    files: &mut Vec<(String, PathBuf)>,
+    links: &mut Vec<LinkEntry>,
+) -> Result<()> {
+    let meta = std::fs::symlink_metadata(&source.disk_path)
+        .with_context(|| format!("cannot read {}", source.disk_path.display()))?;
+    if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(&source.disk_path)?;
+        links.push(LinkEntry {
+            path: source.archive_path.clone(),
+            target: target.to_string_lossy().into_owned(),
+        });
+    } else if meta.is_dir() {
+        let mut entries: Vec<_> =
+            std::fs::read_dir(&source.disk_path)?.collect::<std::io::Result<_>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(skip_prefix) {
+                continue;
+            }
+            let child = Source {
+                archive_path: format!("{}/{name}", source.archive_path),
+                disk_path: entry.path(),
+            };
+            collect(&child, skip_prefix, files, links)?;
+        }
+    } else {
+        files.push((source.archive_path.clone(), source.disk_path.clone()));
+    }
+    Ok(())
+}
+
+/// Writes `out` (atomically: a failed backup leaves no half archive) from `sources`.
+pub fn write(out: &Path, sources: &[Source], skip_prefix: &str, created: &str) -> Result<Manifest> {
+    let (mut files, mut links) = (Vec::new(), Vec::new());
+    for source in sources {
+        collect(source, skip_prefix, &mut files, &mut links)?;
+    }
+    let mut manifest = Manifest {
+        format: FORMAT,
+        created: created.to_owned(),
+        toolkit_version: env!("CARGO_PKG_VERSION").to_owned(),
+        files: Vec::new(),
+        links,
+    };
+    for (path, disk) in &files {
+        let (size, sha256) = hash_file(disk)?;
+        manifest.files.push(FileEntry {
+            path: path.clone(),
+            size,
+            sha256,
+        });
+    }
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".backup-")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    {
+        let gz = flate2::write::GzEncoder::new(tmp.as_file(), flate2::Compression::fast());
+        let mut tar = tar::Builder::new(gz);
+        tar.follow_symlinks(false);
+        let manifest_bytes = serde_json::to_vec_pretty(&manifest)?;
+        append_bytes(&mut tar, MANIFEST, &manifest_bytes)?;
+        for ((path, disk), entry) in files.iter().zip(&manifest.files) {
+            let mut file = std::fs::File::open(disk)?;
+            let mut header = tar::Header::new_gnu();
+            header.set_size(entry.size);
+            header.set_mode(0o644);
+            header.set_cksum();
+            // The size hashed is the size written: a file that grows meanwhile is cut to it.
+            tar.append_data(&mut header, path, (&mut file).take(entry.size))
+                .with_context(|| format!("cannot archive {}", disk.display()))?;
+        }
+        for link in &manifest.links {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_size(0);
+            header.set_mode(0o777);
+            tar.append_link(&mut header, &link.path, &link.target)?;
+        }
+        tar.into_inner()?.finish()?;
+    }
+    tmp.as_file().sync_all()?;
+    tmp.persist(out)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(manifest)
+}
+
+fn append_bytes<W: Write>(tar: &mut tar::Builder<W>, path: &str, bytes: &[u8]) -> Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(bytes.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(&mut header, path, bytes)?;
+    Ok(())
+}
+
+/// Size and SHA-256 of a file, read in chunks.
+pub fn hash_file(path: &Path) -> Result<(u64, String)> {
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut hasher = HashingWriter::new(std::io::sink());
+    let size = std::io::copy(&mut file, &mut hasher)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok((size, hasher.hex()))
+}
+
+/// Hashes what passes through it.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> HashingWriter<W> {
+    fn new(inner: W) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+        }
+    }
+
+    fn hex(self) -> String {
+        crate::build::hex(&self.hasher.finalize())
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A relative path of normal components only (no `..`, no root): where an entry may go.
+fn safe_relative(path: &str) -> Result<PathBuf> {
+    let p = Path::new(path);
+    if path.is_empty() || !p.components().all(|c| matches!(c, Component::Normal(_))) {
+        bail!("the archive names an unsafe path {path:?}");
+    }
+    Ok(p.to_owned())
+}
+
+/// Reads `archive` into the empty folder `staging`, verifying every file against the
+/// manifest (size and SHA-256), that nothing is missing or added, and that every path stays
+/// inside. Any problem is an error; the caller deletes `staging`.
+pub fn extract_verified(archive: &Path, staging: &Path) -> Result<Manifest> {
+    let file = std::fs::File::open(archive)
+        .with_context(|| format!("cannot open {}", archive.display()))?;
+    let corrupt =
+        |e: std::io::Error| anyhow::anyhow!("{} is truncated or corrupt: {e}", archive.display());
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut entries = tar.entries().map_err(corrupt)?;
+    let manifest: Manifest = {
+        let mut first = entries
+            .next()
+            .context("the archive is empty")?
+            .map_err(corrupt)?;
+        let name = first
+            .path()
+            .map_err(corrupt)?
+            .to_string_lossy()
+            .into_owned();
+        if name != MANIFEST {
+            bail!(
+                "{} is not a backup of this toolkit: it does not start with {MANIFEST}",
+                archive.display()
+            );
+        }
+        let mut text = Vec::new();
+        first.read_to_end(&mut text).map_err(corrupt)?;
+        serde_json::from_slice(&text)
+            .with_context(|| format!("{}: its {MANIFEST} is not valid", archive.display()))?
+    };
+    if manifest.format != FORMAT {
+        bail!(
+            "{} has backup format {}; this toolkit reads format {FORMAT}",
+            archive.display(),
+            manifest.format
+        );
+    }
+    let mut seen_files = std::collections::BTreeSet::new();
+    let mut seen_links = std::collections::BTreeSet::new();
+    for entry in entries {
+        let mut entry = entry.map_err(corrupt)?;
+        let name = entry
+            .path()
+            .map_err(corrupt)?
+            .to_string_lossy()
+            .into_owned();
+        let relative = safe_relative(&name)?;
+        let target = staging.join(&relative);
+        std::fs::create_dir_all(target.parent().expect("a joined path has a parent"))?;
+        match entry.header().entry_type() {
+            tar::EntryType::Regular => {
+                let expected = manifest
+                    .files
+                    .iter()
+                    .find(|f| f.path == name)
+                    .with_context(|| format!("{name} is in the archive but not in its manifest"))?;
+                let mut out = HashingWriter::new(std::fs::File::create(&target)?);
+                let size = std::io::copy(&mut entry, &mut out).map_err(corrupt)?;
+                let sha256 = out.hex();
+                if size != expected.size || sha256 != expected.sha256 {
+                    bail!(
+                        "{name} does not match the manifest (size {size}, SHA-256 {sha256}; expected {} and {}): the archive was changed after it was written",
+                        expected.size,
+                        expected.sha256
+                    );
+                }
+                seen_files.insert(name);
+            }
+            tar::EntryType::Symlink => {
+                let link_target = entry
+                    .link_name()
+                    .map_err(corrupt)?
+                    .context("a symlink without a target")?
+                    .to_string_lossy()
+                    .into_owned();
+                let expected = manifest
+                    .links
+                    .iter()
+                    .find(|l| l.path == name)
+                    .with_context(|| format!("{name} is in the archive but not in its manifest"))?;
+                if expected.target != link_target {
+                    bail!(
+                        "{name} points to {link_target:?}, the manifest says {:?}",
+                        expected.target
+                    );
+                }
+                // The target stays inside the folder the link lives in.
+                safe_relative(&link_target)?;
+                std::os::unix::fs::symlink(&link_target, &target)?;
+                seen_links.insert(name);
+            }
+            other => bail!("{name}: unexpected entry type {other:?} in the archive"),
+        }
+    }
+    let missing: Vec<&str> = manifest
+        .files
+        .iter()
+        .map(|f| f.path.as_str())
+        .filter(|p| !seen_files.contains(*p))
+        .chain(
+            manifest
+                .links
+                .iter()
+                .map(|l| l.path.as_str())
+                .filter(|p| !seen_links.contains(*p)),
+        )
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{} is incomplete: the manifest lists {} that the archive lacks",
+            archive.display(),
+            missing.join(", ")
+        );
+    }
+    Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A folder like a stack's: a database, artifacts, a versioned model with `current`.
+    fn stack_like(root: &Path) {
+        std::fs::create_dir_all(root.join("mlruns/artifacts/1/abc")).unwrap();
+        std::fs::write(root.join("mlruns/mlflow.db"), b"SQLite format 3\0 pretend").unwrap();
+        std::fs::write(root.join("mlruns/artifacts/1/abc/model.json"), b"{\"m\":1}").unwrap();
+        std::fs::create_dir_all(root.join("models/api/versions/v1")).unwrap();
+        std::fs::write(root.join("models/api/versions/v1/model.json"), b"{}").unwrap();
+        std::os::unix::fs::symlink("versions/v1", root.join("models/api/current")).unwrap();
+        std::fs::create_dir_all(root.join("models/api/.staging-x")).unwrap();
+    }
+
+    fn sources(root: &Path) -> Vec<Source> {
+        ["mlruns/mlflow.db", "mlruns/artifacts", "models"]
+            .iter()
+            .map(|p| Source {
+                archive_path: p.to_string(),
+                disk_path: root.join(p),
+            })
+            .collect()
+    }
+
+    fn backup() -> (tempfile::TempDir, PathBuf, Manifest) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("stack");
+        stack_like(&root);
+        let out = dir.path().join("backup.tar.gz");
+        let manifest = write(&out, &sources(&root), ".staging-", "2026-11-27T12:00:00Z").unwrap();
+        (dir, out, manifest)
+    }
+
+    #[test]
+    fn a_backup_round_trips_files_links_and_checksums() {
+        let (dir, out, manifest) = backup();
+        let paths: Vec<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "mlruns/mlflow.db",
+                "mlruns/artifacts/1/abc/model.json",
+                "models/api/versions/v1/model.json"
+            ]
+        );
+        assert_eq!(manifest.links[0].target, "versions/v1");
+        let staging = dir.path().join("restored");
+        std::fs::create_dir(&staging).unwrap();
+        let read = extract_verified(&out, &staging).unwrap();
+        assert_eq!(read, manifest);
+        assert_eq!(
+            std::fs::read(staging.join("models/api/current/model.json")).unwrap(),
+            b"{}"
+        );
+        assert!(!staging.join("models/api/.staging-x").exists());
+    }
+
+    #[test]
+    fn a_truncated_archive_is_refused() {
+        let (dir, out, _) = backup();
+        let bytes = std::fs::read(&out).unwrap();
+        std::fs::write(&out, &bytes[..bytes.len() / 2]).unwrap();
+        let staging = dir.path().join("restored");
+        std::fs::create_dir(&staging).unwrap();
+        let err = extract_verified(&out, &staging).unwrap_err().to_string();
+        assert!(
+            err.contains("truncated or corrupt") || err.contains("incomplete"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_changed_file_is_refused_by_its_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("stack");
+        stack_like(&root);
+        let out = dir.path().join("backup.tar.gz");
+        write(&out, &sources(&root), ".staging-", "now").unwrap();
+        // Rewrite the archive with one byte of one file changed but the manifest kept: a
+        // tampered archive whose gzip and tar framing are valid.
+        let staging = dir.path().join("first");
+        std::fs::create_dir(&staging).unwrap();
+        let manifest = extract_verified(&out, &staging).unwrap();
+        std::fs::write(
+            staging.join("mlruns/mlflow.db"),
+            b"SQLite format 3\0 pretenD",
+        )
+        .unwrap();
+        let gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&out).unwrap(),
+            flate2::Compression::fast(),
+        );
+        let mut tar = tar::Builder::new(gz);
+        append_bytes(&mut tar, MANIFEST, &serde_json::to_vec(&manifest).unwrap()).unwrap();
+        for f in &manifest.files {
+            append_bytes(
+                &mut tar,
+                &f.path,
+                &std::fs::read(staging.join(&f.path)).unwrap(),
+            )
+            .unwrap();
+        }
+        tar.into_inner().unwrap().finish().unwrap();
+        let again = dir.path().join("second");
+        std::fs::create_dir(&again).unwrap();
+        let err = extract_verified(&out, &again).unwrap_err().to_string();
+        assert!(
+            err.contains("mlruns/mlflow.db does not match the manifest"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn paths_that_escape_are_refused() {
+        assert!(safe_relative("models/a/model.json").is_ok());
+        assert!(safe_relative("../etc/passwd").is_err());
+        assert!(safe_relative("/etc/passwd").is_err());
+        assert!(safe_relative("models/../../x").is_err());
+    }
+}

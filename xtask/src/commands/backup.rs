@@ -1,0 +1,103 @@
+//! `cargo xtask backup [--out FILE]`: disaster recovery's first half. One archive holds a
+//! consistent copy of MLflow's database (SQLite's online backup while the server runs), its
+//! artifacts and the served models, with a manifest of SHA-256 checksums.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+
+use crate::archive::{self, Source};
+use crate::ctx::Ctx;
+use crate::runtime::Runtime;
+
+/// Back up the MLflow store and the models into one verifiable archive.
+#[derive(clap::Args, Debug)]
+pub struct Backup {
+    /// Where to write the archive [default: backups/ml-mlops-<time>.tar.gz in the stack
+    /// directory].
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// Names in the model folders that belong to an unfinished training, not to a model.
+pub const STAGING_PREFIX: &str = ".staging-";
+
+impl Backup {
+    pub fn run(self, ctx: &Ctx, runtime: &dyn Runtime) -> Result<()> {
+        let started = Instant::now();
+        let now = archive::stamp();
+        let out = self.out.unwrap_or_else(|| {
+            ctx.stack_dir
+                .join("backups")
+                .join(format!("ml-mlops-{now}.tar.gz"))
+        });
+        let mlruns = ctx.mlruns_dir();
+        let database = mlruns.join("mlflow.db");
+        // A consistent copy beside the database, archived under the database's name.
+        let snapshot = mlruns.join(format!(".backup-{now}.db"));
+        ctx.runner.plan(format!(
+            "copy {} consistently to {}",
+            database.display(),
+            snapshot.display()
+        ));
+        ctx.runner.plan(format!(
+            "archive it, {}/artifacts and {}/models into {}",
+            mlruns.display(),
+            ctx.stack_dir.display(),
+            out.display()
+        ));
+        if ctx.dry_run() {
+            return Ok(());
+        }
+        let mut sources = Vec::new();
+        let online = database.is_file() && runtime.backup_database(ctx, &snapshot)?;
+        if online {
+            sources.push(Source {
+                archive_path: "mlruns/mlflow.db".into(),
+                disk_path: snapshot.clone(),
+            });
+        } else if database.is_file() {
+            // MLflow is stopped: nothing writes the file, so a plain copy is consistent.
+            sources.push(Source {
+                archive_path: "mlruns/mlflow.db".into(),
+                disk_path: database.clone(),
+            });
+        }
+        for (archive_path, disk_path) in [
+            ("mlruns/artifacts", mlruns.join("artifacts")),
+            ("models", ctx.stack_dir.join("models")),
+        ] {
+            if disk_path.exists() {
+                sources.push(Source {
+                    archive_path: archive_path.into(),
+                    disk_path,
+                });
+            }
+        }
+        if sources.is_empty() {
+            anyhow::bail!(
+                "nothing to back up in {}: no MLflow store and no models",
+                ctx.show(&ctx.stack_dir)
+            );
+        }
+        let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let result = archive::write(&out, &sources, STAGING_PREFIX, &created);
+        if online {
+            std::fs::remove_file(&snapshot).ok();
+        }
+        let manifest = result?;
+        let (size, sha256) = archive::hash_file(&out)?;
+        println!(
+            "{}: {} files and {} links ({:.1} MB of data, {:.1} MB archived) in {:.1}s\nSHA-256 {sha256}\nRestore with `cargo xtask restore {}`",
+            ctx.show(&out),
+            manifest.files.len(),
+            manifest.links.len(),
+            manifest.bytes() as f64 / 1e6,
+            size as f64 / 1e6,
+            started.elapsed().as_secs_f64(),
+            ctx.show(&out)
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,385 @@
+//! `cargo xtask release`: build the images once, scan exactly what was built, push only what
+//! passed, and check the registry holds what was pushed.
+//!
+//! Every image is known by its ID from the moment it is built: the archive Trivy scans is
+//! checked to hold that ID, the registry tag is made from the ID (not from a local tag that
+//! could move), and after the push the registry's manifest must carry the pushed digest and
+//! that ID as its configuration. One image that fails its scan stops the release before
+//! anything is pushed.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use crate::build::images;
+use crate::ctx::Ctx;
+use crate::findings::{self, Policy, ScanResult};
+use crate::registry::{self, Registry};
+use crate::runner::Step;
+use crate::scanners::trivy::Trivy;
+use crate::scanners::{archived_image_id, reports_dir, save_image};
+use crate::stack::Service;
+use crate::{engine, report};
+
+/// Build, scan and push the images to a registry; print and record their digests.
+///
+/// Builds the images once, scans exactly those image IDs with Trivy (HIGH and CRITICAL fail,
+/// as in `scan`), and pushes only when every one passed: tagged from its ID as
+/// HOST[/NAMESPACE]/ml-mlops/SERVICE:TAG. After the push the registry's digest for each tag
+/// must be the pushed one. The digests are printed and written to
+/// target/xtask/reports/release-TAG.json.
+#[derive(clap::Args, Debug)]
+pub struct Release {
+    /// Where to push: HOST[:PORT][/NAMESPACE], e.g. ghcr.io/my-org (lowercased: registries
+    /// refuse capitals).
+    #[arg(long, value_name = "HOST[:PORT][/NAMESPACE]", value_parser = parse_registry)]
+    pub registry: Registry,
+    /// The image tag [default: the workspace version]. A git tag's `v` is dropped (`v1.0.0`
+    /// is `1.0.0`); it must be the workspace version, or that version with a `-suffix`.
+    #[arg(long, value_name = "VERSION", value_parser = parse_tag)]
+    pub tag: Option<String>,
+    /// Fail when vulnerabilities cannot be checked (no Trivy vulnerability database).
+    #[arg(long)]
+    pub require_vuln_db: bool,
+    /// Only these services (all by default).
+    pub services: Vec<String>,
+}
+
+fn parse_registry(text: &str) -> Result<Registry, String> {
+    Registry::parse(text).map_err(|e| format!("{e:#}"))
+}
+
+fn parse_tag(text: &str) -> Result<String, String> {
+    let tag = match text.strip_prefix('v') {
+        Some(rest) if rest.starts_with(|c: char| c.is_ascii_digit()) => rest,
+        _ => text,
+    };
+    registry::check_tag(tag).map_err(|e| format!("{e:#}"))?;
+    Ok(tag.to_owned())
+}
+
+/// The version every image is built and labelled with.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// An image built for this release, known by its ID.
+struct Candidate<'a> {
+    service: &'a Service,
+    id: String,
+}
+
+/// An image whose scan passed: only these are tagged and pushed.
+struct Cleared<'a> {
+    service: &'a Service,
+    id: String,
+}
+
+#[derive(Serialize)]
+struct Pushed {
+    service: String,
+    image_id: String,
+    /// `HOST/NAMESPACE/ml-mlops/SERVICE:TAG`.
+    tag: String,
+    digest: String,
+    /// `HOST/NAMESPACE/ml-mlops/SERVICE@sha256:...`: what to deploy.
+    reference: String,
+    push_seconds: f64,
+}
+
+#[derive(Serialize)]
+struct Record<'a> {
+    registry: String,
+    tag: &'a str,
+    version: &'a str,
+    images: &'a [Pushed],
+    scans: &'a [ScanResult],
+}
+
+fn short(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    &hex[..hex.len().min(12)]
+}
+
+/// The ID each service's image has right after the build; from here on only the ID is used.
+fn candidates<'a>(ctx: &Ctx, services: &[&'a Service]) -> Result<Vec<Candidate<'a>>> {
+    services
+        .iter()
+        .map(|&service| {
+            let reference = service.versioned_image();
+            let id = match engine::image_inspect(ctx, &reference, "{{.Id}}") {
+                Some(id) => id,
+                None if ctx.dry_run() => format!("<the ID of {reference}>"),
+                None => bail!("{reference} was not built"),
+            };
+            Ok(Candidate { service, id })
+        })
+        .collect()
+}
+
+/// Saves the image by ID and checks the archive holds exactly that image (an archive of
+/// `scan` is reused when it does).
+fn archive(ctx: &Ctx, candidate: &Candidate) -> Result<PathBuf> {
+    let dir = ctx.root.join("target/xtask/images");
+    let name = &candidate.service.name;
+    let id = &candidate.id;
+    let tar = save_image(ctx, id, id, &dir, name)?;
+    if ctx.dry_run() {
+        return Ok(tar);
+    }
+    if archived_image_id(ctx, &tar).ok().as_ref() == Some(id) {
+        return Ok(tar);
+    }
+    // An archive saved under another ID (a tag that moved while `scan` saved it): again, by ID.
+    ctx.runner
+        .remove_path(&dir.join(format!("{name}.tar.id")))?;
+    let tar = save_image(ctx, id, id, &dir, name)?;
+    let held = archived_image_id(ctx, &tar)?;
+    if &held != id {
+        bail!("`docker save {id}` wrote an archive of {held}");
+    }
+    Ok(tar)
+}
+
+fn scan(ctx: &Ctx, trivy: &Trivy, candidate: &Candidate) -> ScanResult {
+    let service = candidate.service;
+    let target = format!("{} ({})", service.versioned_image(), short(&candidate.id));
+    let task = ctx.reporter.task(format!("trivy image: {target}"));
+    let json = reports_dir(ctx).join(format!("json/release-trivy-image-{}.json", service.name));
+    let result = archive(ctx, candidate).and_then(|tar| trivy.image(ctx, &target, &tar, &json));
+    match result {
+        Ok(result) => {
+            task.done(format!("{} findings", result.findings.len()));
+            result
+        }
+        Err(e) => {
+            task.fail("error");
+            ScanResult::failed(target, "trivy image", format!("{e:#}"))
+        }
+    }
+}
+
+/// Scans every candidate; returns the ones cleared to push, or fails naming the rest.
+fn clear<'a>(
+    ctx: &Ctx,
+    trivy: &Trivy,
+    policy: &Policy,
+    candidates: Vec<Candidate<'a>>,
+) -> Result<(Vec<Cleared<'a>>, Vec<ScanResult>)> {
+    let results: Vec<ScanResult> = candidates.iter().map(|c| scan(ctx, trivy, c)).collect();
+    if ctx.dry_run() {
+        let cleared = candidates
+            .into_iter()
+            .map(|c| Cleared {
+                service: c.service,
+                id: c.id,
+            })
+            .collect();
+        return Ok((cleared, results));
+    }
+    findings::report(
+        ctx,
+        "cargo xtask release: image scan",
+        &results,
+        policy,
+        "Fix the findings above (or, for a while, add them to .trivyignore.yaml with an expiry \
+         date and a reason)",
+    )
+    .context("refusing to push: nothing was pushed")?;
+    let cleared = candidates
+        .into_iter()
+        .zip(&results)
+        .map(|(c, result)| {
+            // `report` fails on any failed result; this keeps a failed one from being pushed
+            // whatever becomes of it.
+            if !result.passed(policy) {
+                bail!("{} did not pass its scan", c.service.versioned_image());
+            }
+            Ok(Cleared {
+                service: c.service,
+                id: c.id,
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok((cleared, results))
+}
+
+/// Tags the image from its ID, pushes it, and checks the registry holds what was pushed.
+fn push(ctx: &Ctx, registry: &Registry, tag: &str, image: &Cleared) -> Result<Pushed> {
+    let repository = registry.repository(&image.service.image());
+    let target = format!("{repository}:{tag}");
+    let started = Instant::now();
+    ctx.runner
+        .run(&Step::new("docker").args(["tag", &image.id, &target]))?;
+    if !ctx.dry_run() {
+        let tagged = engine::image_inspect(ctx, &target, "{{.Id}}");
+        if tagged.as_ref() != Some(&image.id) {
+            bail!(
+                "{target} is {} right after tagging, not the scanned {}",
+                tagged.as_deref().unwrap_or("absent"),
+                image.id
+            );
+        }
+    }
+    let output = ctx
+        .runner
+        .run(&Step::new("docker").args(["push", &target]))?;
+    let push_seconds = started.elapsed().as_secs_f64();
+    let mut inspect = Step::new("docker").args(["manifest", "inspect", "--verbose"]);
+    if registry.is_loopback() {
+        inspect = inspect.arg("--insecure");
+    }
+    let inspect = inspect.arg(&target);
+    if ctx.dry_run() {
+        ctx.runner.run(&inspect)?;
+        ctx.runner.plan(format!(
+            "check the registry's digest of {target} is the pushed one, with {} as its image",
+            image.id
+        ));
+        return Ok(Pushed {
+            service: image.service.name.clone(),
+            image_id: image.id.clone(),
+            tag: target,
+            digest: String::new(),
+            reference: String::new(),
+            push_seconds,
+        });
+    }
+    let digest = registry::pushed_digest(&output)
+        .with_context(|| format!("`docker push {target}` reported no digest:\n{output}"))?;
+    let remote = ctx.runner.run(&inspect)?;
+    let remote = registry::remote_manifest(&remote)
+        .with_context(|| format!("cannot read the registry's manifest of {target}"))?;
+    if remote.digest != digest {
+        bail!(
+            "the registry's digest for {target} is {}, not the pushed {digest}: something else \
+             pushed to this tag",
+            remote.digest
+        );
+    }
+    if let Some(config) = remote.config.as_ref().filter(|c| **c != image.id) {
+        bail!(
+            "the registry's {target} is image {config}, not the scanned {}",
+            image.id
+        );
+    }
+    Ok(Pushed {
+        service: image.service.name.clone(),
+        image_id: image.id.clone(),
+        reference: format!("{repository}@{digest}"),
+        tag: target,
+        digest,
+        push_seconds,
+    })
+}
+
+impl Release {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let started = Instant::now();
+        let tag = self.tag.clone().unwrap_or_else(|| VERSION.to_owned());
+        if tag != VERSION && !tag.starts_with(&format!("{VERSION}-")) {
+            bail!(
+                "--tag {tag}: the images are built and labelled as version {VERSION} (the \
+                 workspace version in Cargo.toml); release that, a `{VERSION}-suffix`, or bump \
+                 the version first"
+            );
+        }
+        let services = ctx.stack.select(&self.services)?;
+        let engine = engine::version(ctx)
+            .map_err(|e| e.context("releasing images needs a Docker engine"))?;
+        ctx.reporter.info(format!(
+            "release {} as {}:{tag} (Docker Engine {engine})",
+            services
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.registry.repository("ml-mlops/SERVICE"),
+        ));
+
+        // The scanner and its policy first: a missing one fails in seconds, not after a build.
+        let policy = Policy::load(&ctx.root)?;
+        crate::tools::ensure(ctx, &["trivy"])?;
+        let trivy = Trivy::prepare(ctx, self.require_vuln_db)?;
+        images::preflight(ctx, &services, true)?;
+        images::build(ctx, &services)?;
+        let candidates = candidates(ctx, &services)?;
+        let (cleared, scans) = clear(ctx, &trivy, &policy, candidates)?;
+
+        let mut pushed = Vec::new();
+        for image in &cleared {
+            let title = format!(
+                "push {} as {}:{tag}",
+                short(&image.id),
+                self.registry.repository(&image.service.image())
+            );
+            let result = ctx
+                .reporter
+                .run_task(title, |_| push(ctx, &self.registry, &tag, image));
+            match result {
+                Ok(p) => pushed.push(p),
+                Err(e) if pushed.is_empty() => return Err(e.context("nothing was pushed")),
+                Err(e) => {
+                    let done: Vec<&str> = pushed.iter().map(|p| p.reference.as_str()).collect();
+                    return Err(e.context(format!(
+                        "the release is incomplete: already pushed {}",
+                        done.join(", ")
+                    )));
+                }
+            }
+        }
+        if ctx.dry_run() {
+            return Ok(());
+        }
+
+        let record = Record {
+            registry: self.registry.to_string(),
+            tag: &tag,
+            version: VERSION,
+            images: &pushed,
+            scans: &scans,
+        };
+        let file = reports_dir(ctx).join(format!("release-{tag}.json"));
+        ctx.runner.write_file(
+            &file,
+            serde_json::to_string_pretty(&record).context("cannot write the release record")?,
+        )?;
+        let rows: Vec<Vec<String>> = pushed
+            .iter()
+            .map(|p| {
+                vec![
+                    p.service.clone(),
+                    short(&p.image_id).to_owned(),
+                    p.reference.clone(),
+                    format!("{:.1} s", p.push_seconds),
+                ]
+            })
+            .collect();
+        let headers = ["SERVICE", "IMAGE ID", "PUSHED", "PUSH"];
+        println!("\n{}", report::table(&headers, &rows));
+        println!(
+            "\ntag {tag}; every digest checked against the registry; record: {}; released in \
+             {:.1} s",
+            ctx.show(&file),
+            started.elapsed().as_secs_f64()
+        );
+        ctx.reporter.summary(&format!(
+            "### Release {tag}\n\n{}",
+            report::markdown(&headers, &rows)
+        ));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn git_tags_lose_their_v_and_bad_tags_are_refused() {
+        assert_eq!(parse_tag("v1.0.0").unwrap(), "1.0.0");
+        assert_eq!(parse_tag("1.0.0-rc.1").unwrap(), "1.0.0-rc.1");
+        assert_eq!(parse_tag("vnext").unwrap(), "vnext");
+        assert!(parse_tag("1.0.0+build").is_err());
+    }
+}

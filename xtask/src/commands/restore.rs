@@ -1,0 +1,106 @@
+//! `cargo xtask restore FILE`: disaster recovery's second half. The whole archive is read and
+//! verified (every checksum, nothing missing or added) before anything is touched; then the
+//! stack stops, the MLflow store and the models are put back (what was there is kept aside in
+//! mlruns/backups/), and the stack comes up healthy.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::archive;
+use crate::ctx::Ctx;
+use crate::lifecycle::{self, UpOptions};
+use crate::runtime::Runtime;
+
+/// Restore a backup made by `cargo xtask backup`, and bring the stack up healthy.
+#[derive(clap::Args, Debug)]
+pub struct Restore {
+    /// The archive.
+    pub archive: PathBuf,
+    /// Do not ask before replacing the current store and models (needed without a terminal).
+    #[arg(long)]
+    pub yes: bool,
+    #[command(flatten)]
+    pub options: UpOptions,
+}
+
+/// What a backup replaces, relative to the stack directory.
+const RESTORED: [&str; 3] = ["mlruns/mlflow.db", "mlruns/artifacts", "models"];
+
+impl Restore {
+    pub fn run(self, ctx: &Ctx, runtime: &mut dyn Runtime) -> Result<()> {
+        let started = Instant::now();
+        let now = archive::stamp();
+        let staging = ctx.state_dir().join(format!("restore-{now}"));
+        ctx.runner.plan(format!(
+            "verify {} into {}",
+            self.archive.display(),
+            staging.display()
+        ));
+        let manifest = if ctx.dry_run() {
+            None
+        } else {
+            std::fs::create_dir_all(&staging)?;
+            let verified = archive::extract_verified(&self.archive, &staging);
+            if verified.is_err() {
+                std::fs::remove_dir_all(&staging).ok();
+            }
+            Some(verified.map_err(|e| e.context("nothing was changed"))?)
+        };
+        let kept = ctx
+            .mlruns_dir()
+            .join("backups")
+            .join(format!("before-restore-{now}"));
+        if let Some(manifest) = &manifest {
+            let confirmed = ctx.reporter.confirm(
+                &format!(
+                    "replace the MLflow store and the models with the backup of {} ({} files); the current ones go to {}",
+                    manifest.created,
+                    manifest.files.len(),
+                    ctx.show(&kept)
+                ),
+                self.yes,
+            );
+            if let Err(e) = confirmed {
+                std::fs::remove_dir_all(&staging).ok();
+                return Err(e);
+            }
+        }
+        // Stop what uses the data, APIs first.
+        for service in ctx.stack.services.iter().rev() {
+            runtime.stop(ctx, service)?;
+        }
+        for relative in RESTORED {
+            let current = ctx.stack_dir.join(relative);
+            let restored = staging.join(relative);
+            move_path(ctx, &current, &kept.join(relative))?;
+            move_path(ctx, &restored, &current)?;
+        }
+        ctx.runner.remove_path(&staging)?;
+        lifecycle::bring_up(ctx, runtime, &self.options)?;
+        if !ctx.dry_run() {
+            println!(
+                "restored {} and brought the stack up healthy in {:.1}s; what was there before is in {}",
+                self.archive.display(),
+                started.elapsed().as_secs_f64(),
+                ctx.show(&kept)
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Renames `from` to `to` (creating `to`'s folder), if `from` exists.
+fn move_path(ctx: &Ctx, from: &Path, to: &Path) -> Result<()> {
+    ctx.runner
+        .plan(format!("mv {} {}", from.display(), to.display()));
+    if ctx.dry_run() || std::fs::symlink_metadata(from).is_err() {
+        return Ok(());
+    }
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::rename(from, to)
+        .with_context(|| format!("cannot move {} to {}", from.display(), to.display()))
+}

@@ -1,0 +1,217 @@
+//! `cargo xtask retrain SERVICE`: the runbook's retraining step. Train where the service runs
+//! (a one-off container of its own image on docker, a process on the local runtime), track
+//! and register the run in MLflow, then swap the new model into the running service with no
+//! downtime (SIGHUP: it validates the model and keeps serving the old one if it refuses it).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::ctx::Ctx;
+use crate::runtime::Runtime;
+use crate::stack::Kind;
+use crate::training::{self, Tracking};
+use crate::{http, poll};
+
+/// Retrain an API's model, register it, and swap it into the running service.
+///
+/// Arguments after `--` go to the service's `train` as they are, e.g. gates:
+/// `cargo xtask retrain bankchurn --promote -- --min-f1 0.6`.
+#[derive(clap::Args, Debug)]
+pub struct Retrain {
+    /// The API, as `cargo xtask status` lists it.
+    pub service: String,
+    /// The CSV to train on [default: the service's dataset in the stack's data/ folder].
+    #[arg(long, value_name = "CSV")]
+    pub data_path: Option<PathBuf>,
+    /// Register the model as a new version in MLflow's model registry.
+    #[arg(long)]
+    pub register_model: bool,
+    /// Register it and move the `champion` alias to it when every promotion gate passes;
+    /// a failed gate keeps the served model and exits non-zero.
+    #[arg(long)]
+    pub promote: bool,
+    /// Seed of the train/test split and of the booster: another seed gives another model.
+    #[arg(long, default_value_t = training::DEFAULT_SEED)]
+    pub seed: u64,
+    /// Train without MLflow (nothing tracked, nothing registered).
+    #[arg(long, conflicts_with_all = ["register_model", "promote"])]
+    pub no_mlflow: bool,
+    /// Seconds the running service gets to load the new model.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub timeout: u64,
+    /// Passed to `train` as they are.
+    #[arg(last = true, value_name = "TRAIN ARGS")]
+    pub train_args: Vec<String>,
+}
+
+impl Retrain {
+    pub fn run(self, ctx: &Ctx, runtime: &mut dyn Runtime) -> Result<()> {
+        let service = ctx.stack.get(&self.service)?;
+        if service.kind != Kind::Api {
+            bail!("{} has no model to retrain; the APIs do", service.name);
+        }
+        let data = self
+            .data_path
+            .clone()
+            .unwrap_or_else(|| ctx.data_path(service));
+        if !ctx.dry_run() && !data.is_file() {
+            bail!(
+                "no data file at {}: pass --data-path, or run `cargo xtask demo` to generate the synthetic one",
+                ctx.show(&data)
+            );
+        }
+        let tracking = self.tracking(ctx, runtime)?;
+        let before = training::served_metrics(ctx, service);
+        ctx.reporter
+            .run_task(
+                format!("train {} on {}", service.name, ctx.show(&data)),
+                |_| runtime.train(ctx, service, &data, self.seed, &tracking, &self.train_args),
+            )
+            .map_err(|e| {
+                e.context(format!(
+                    "retraining {} failed; the served model and the registry are as they were",
+                    service.name
+                ))
+            })?;
+        if ctx.dry_run() {
+            ctx.runner.plan(format!(
+                "send SIGHUP to {} and wait until its /health serves the new version",
+                service.name
+            ));
+            return Ok(());
+        }
+        let after = training::served_metrics(ctx, service)
+            .context("training finished but wrote no metrics.json")?;
+        let version = after["model_version"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let asked_at = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+        if !runtime.reload(ctx, service)? {
+            ctx.reporter.info(format!(
+                "{} is not running: it serves model {version} from its next start",
+                service.name
+            ));
+            return Ok(());
+        }
+        wait_for_model(ctx, service, &version, &asked_at, self.timeout)?;
+        println!("{}", summary(&service.name, before.as_ref(), &after));
+        Ok(())
+    }
+
+    /// MLflow tracks the run whenever it answers; registering needs it.
+    fn tracking(&self, ctx: &Ctx, runtime: &dyn Runtime) -> Result<Tracking> {
+        if self.no_mlflow {
+            return Ok(Tracking::Off);
+        }
+        let mlflow = ctx.stack.mlflow();
+        let answers = ctx.dry_run()
+            || runtime.state(ctx, mlflow)?.running
+                && http::healthy(&ctx.health_url(mlflow), Duration::from_secs(3));
+        if answers {
+            return Ok(Tracking::On {
+                uri: ctx.url(mlflow, ""),
+                register: self.register_model,
+                promote: self.promote,
+            });
+        }
+        if self.register_model || self.promote {
+            bail!(
+                "MLflow does not answer at {}: start it (`cargo xtask up`) to register the model",
+                ctx.health_url(mlflow)
+            );
+        }
+        ctx.reporter.info(format!(
+            "MLflow does not answer at {}: training without tracking",
+            ctx.health_url(mlflow)
+        ));
+        Ok(Tracking::Off)
+    }
+}
+
+/// Waits until the service's last reload, since `asked_at` (RFC 3339 with milliseconds,
+/// as the service writes it), serves `version`, or refused the new model.
+fn wait_for_model(
+    ctx: &Ctx,
+    service: &crate::stack::Service,
+    version: &str,
+    asked_at: &str,
+    timeout: u64,
+) -> Result<()> {
+    let url = ctx.health_url(service);
+    let outcome = poll::until(
+        Duration::from_secs(timeout),
+        Duration::from_millis(50),
+        || {
+            let health = http::get(&url, Duration::from_secs(2)).ok()?.json()?;
+            let reload = &health["last_reload"];
+            if reload["at"].as_str().is_none_or(|at| at < asked_at) {
+                return None; // the signal has not been handled yet
+            }
+            match reload["status"].as_str() {
+                Some("loaded" | "unchanged") if health["model_version"] == version => Some(Ok(())),
+                Some("refused" | "absent") => Some(Err(reload["reason"]
+                    .as_str()
+                    .unwrap_or("no reason given")
+                    .to_owned())),
+                _ => None,
+            }
+        },
+    );
+    match outcome {
+        Some(Ok(())) => Ok(()),
+        Some(Err(reason)) => bail!(
+            "{} refused the new model {version} and keeps serving the old one: {reason}",
+            service.name
+        ),
+        None => bail!(
+            "{} did not load model {version} within {timeout}s; see `cargo xtask logs {}`",
+            service.name,
+            service.name
+        ),
+    }
+}
+
+/// `bankchurn: model 3f2a… -> 9c1e… (BankChurn-Classifier v3 @champion)`.
+fn summary(name: &str, before: Option<&Value>, after: &Value) -> String {
+    let version = |m: &Value| m["model_version"].as_str().unwrap_or("?").to_owned();
+    let old = before.map_or_else(|| "none".to_owned(), version);
+    let registry = match (
+        after["registry_model"].as_str(),
+        after["registry_version"].as_str(),
+    ) {
+        (Some(model), Some(v)) => {
+            let alias = after["registry_alias"]
+                .as_str()
+                .map(|a| format!(" @{a}"))
+                .unwrap_or_default();
+            format!(" ({model} v{v}{alias})")
+        }
+        _ => String::new(),
+    };
+    format!(
+        "{name}: serving model {} (was {old}){registry}",
+        version(after)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn the_summary_names_old_and_new_and_the_registry() {
+        let after = json!({"model_version": "9c1e", "registry_model": "M", "registry_version": "3", "registry_alias": "champion"});
+        assert_eq!(
+            super::summary("api", Some(&json!({"model_version": "3f2a"})), &after),
+            "api: serving model 9c1e (was 3f2a) (M v3 @champion)"
+        );
+        assert_eq!(
+            super::summary("api", None, &json!({"model_version": "9c1e"})),
+            "api: serving model 9c1e (was none)"
+        );
+    }
+}

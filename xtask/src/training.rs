@@ -1,0 +1,151 @@
+//! Training a service's model with the service's own `train` (on the host, or in a one-off
+//! container of its image on the docker runtime), tracked in MLflow when it runs, and reading
+//! back what a model directory serves.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::ctx::Ctx;
+use crate::http;
+use crate::stack::Service;
+
+/// The seed the stack's models are trained with unless told otherwise.
+pub const DEFAULT_SEED: u64 = 42;
+
+/// How a training run reaches MLflow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tracking {
+    /// `--no-mlflow`, even when the caller's environment sets `MLFLOW_TRACKING_URI`.
+    Off,
+    /// Logged as a run; with `register` a new registry version, with `promote` the
+    /// `champion` alias when the gates pass.
+    On {
+        uri: String,
+        register: bool,
+        promote: bool,
+    },
+}
+
+/// The arguments of `SERVICE train` (paths as the training process sees them), followed by
+/// `extra` (e.g. gate flags).
+pub fn train_args(
+    data: &Path,
+    model_dir: &Path,
+    seed: u64,
+    tracking: &Tracking,
+    extra: &[String],
+) -> Vec<String> {
+    let mut args = vec![
+        "train".to_owned(),
+        "--seed".to_owned(),
+        seed.to_string(),
+        "--data-path".to_owned(),
+        data.to_string_lossy().into_owned(),
+        "--model-dir".to_owned(),
+        model_dir.to_string_lossy().into_owned(),
+    ];
+    match tracking {
+        Tracking::Off => args.push("--no-mlflow".to_owned()),
+        Tracking::On {
+            uri,
+            register,
+            promote,
+        } => {
+            args.extend(["--mlflow-uri".to_owned(), uri.clone()]);
+            if *promote {
+                args.push("--promote".to_owned());
+            } else if *register {
+                args.push("--register-model".to_owned());
+            }
+        }
+    }
+    args.extend(extra.iter().cloned());
+    args
+}
+
+/// The checkout's commit, recorded with each training run (containers have no git).
+pub fn git_commit(ctx: &Ctx) -> String {
+    crate::build::images::revision(ctx).commit
+}
+
+/// The served version's `metrics.json`, if a model was trained.
+pub fn served_metrics(ctx: &Ctx, service: &Service) -> Option<Value> {
+    let bytes = std::fs::read(ctx.model_file(service).with_file_name("metrics.json")).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Whether MLflow at `uri` still holds the registry version the served model's metrics name
+/// (it does not after `mlflow reset`, or when the model was trained without MLflow).
+pub fn is_registered(uri: &str, metrics: &Value) -> Result<bool> {
+    let (Some(model), Some(version)) = (
+        metrics["registry_model"].as_str(),
+        metrics["registry_version"].as_str(),
+    ) else {
+        return Ok(false);
+    };
+    let url = format!(
+        "{uri}/api/2.0/mlflow/model-versions/get?name={}&version={}",
+        encode(model),
+        encode(version)
+    );
+    let answer = http::get(&url, Duration::from_secs(10))
+        .with_context(|| format!("cannot ask MLflow at {uri} about {model} v{version}"))?;
+    match answer.status {
+        200 => Ok(true),
+        404 => Ok(false),
+        other => bail!(
+            "MLflow at {uri} answered {other} about {model} v{version}: {}",
+            answer.body.trim()
+        ),
+    }
+}
+
+/// Percent-encodes a query value.
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracking_decides_the_mlflow_flags() {
+        let args = |t: &Tracking| train_args(Path::new("d.csv"), Path::new("m"), 7, t, &[]);
+        assert!(args(&Tracking::Off).ends_with(&["--no-mlflow".to_owned()]));
+        let promote = Tracking::On {
+            uri: "http://mlflow:5000".into(),
+            register: true,
+            promote: true,
+        };
+        assert_eq!(
+            args(&promote)[7..],
+            ["--mlflow-uri", "http://mlflow:5000", "--promote"]
+        );
+        let extra = train_args(
+            Path::new("d.csv"),
+            Path::new("m"),
+            7,
+            &Tracking::Off,
+            &["--min-f1".into(), "0.6".into()],
+        );
+        assert!(extra.ends_with(&["--min-f1".to_owned(), "0.6".to_owned()]));
+    }
+
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(encode("BankChurn-Classifier"), "BankChurn-Classifier");
+        assert_eq!(encode("a b&c"), "a%20b%26c");
+    }
+}

@@ -1,0 +1,348 @@
+//! End to end with a real MLflow server, on the local runtime: the demo registers every model,
+//! `retrain` swaps a new one in under load with no failed request, a bad data file changes
+//! nothing, and backup, reset and restore bring back the same runs and registered versions;
+//! truncated and tampered archives are refused before anything is touched.
+//!
+//! Slow: `.ci/run` runs it on purpose:
+//! `cargo test -p xtask --test e2e_mlflow -- --ignored --test-threads 1`.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{stderr, stdout, Stack};
+use serde_json::{json, Value};
+
+/// The registered models of the demo.
+const MODELS: [&str; 3] = [
+    "BankChurn-Classifier",
+    "CarVision-Regressor",
+    "TelecomAI-Classifier",
+];
+
+struct Mlflow {
+    url: String,
+}
+
+/// `(model, version, run id)` of every registered version, and `(model, version)` of each
+/// model's champion.
+type Registry = (
+    BTreeSet<(String, String, String)>,
+    BTreeSet<(String, String)>,
+);
+
+impl Mlflow {
+    fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let url = format!("{}/api/2.0/mlflow/{path}", self.url);
+        let response = if method == "GET" {
+            let query: Vec<String> = body
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap()))
+                .collect();
+            agent.get(&format!("{url}?{}", query.join("&"))).call()
+        } else {
+            agent
+                .post(&url)
+                .header("content-type", "application/json")
+                .send(body.to_string())
+        }
+        .unwrap();
+        let text = response.into_body().read_to_string().unwrap();
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    /// Every run id of every experiment.
+    fn runs(&self) -> BTreeSet<String> {
+        let experiments = self.call("POST", "experiments/search", json!({"max_results": 100}));
+        let ids: Vec<Value> = experiments["experiments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| e["experiment_id"].clone())
+            .collect();
+        let runs = self.call(
+            "POST",
+            "runs/search",
+            json!({"experiment_ids": ids, "max_results": 1000}),
+        );
+        runs["runs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| r["info"]["run_id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    fn registry(&self) -> Registry {
+        let mut versions = BTreeSet::new();
+        let mut champions = BTreeSet::new();
+        for model in MODELS {
+            let found = self.call(
+                "GET",
+                "model-versions/search",
+                json!({"filter": format!("name='{model}'")}),
+            );
+            for v in found["model_versions"].as_array().into_iter().flatten() {
+                versions.insert((
+                    model.to_owned(),
+                    v["version"].as_str().unwrap().to_owned(),
+                    v["run_id"].as_str().unwrap().to_owned(),
+                ));
+            }
+            let champion = self.call(
+                "GET",
+                "registered-models/alias",
+                json!({"name": model, "alias": "champion"}),
+            );
+            if let Some(v) = champion["model_version"]["version"].as_str() {
+                champions.insert((model.to_owned(), v.to_owned()));
+            }
+        }
+        (versions, champions)
+    }
+}
+
+fn xtask(stack: &Stack, args: &[&str]) -> std::process::Output {
+    let mut full = vec!["--runtime", "local"];
+    full.extend_from_slice(args);
+    stack.xtask(&full)
+}
+
+fn health(stack: &Stack, base: u16) -> Value {
+    let url = format!("http://127.0.0.1:{}/health", stack.port(base));
+    let text = ureq::get(&url)
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Posts BankChurn's smoke request from `threads` clients until stopped; counts sent and
+/// failed requests.
+struct Load {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(url: String, threads: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let body =
+            json!({"CreditScore": 619, "Geography": "Germany", "Gender": "Female", "Age": 52,
+            "Tenure": 2.0, "Balance": 125000.0, "NumOfProducts": 1, "HasCrCard": 1,
+            "IsActiveMember": 0, "EstimatedSalary": 101348.88})
+            .to_string();
+        let threads = (0..threads)
+            .map(|_| {
+                let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
+                let (url, body) = (url.clone(), body.clone());
+                std::thread::spawn(move || {
+                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .build()
+                        .into();
+                    while !stop.load(Ordering::Relaxed) {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        let ok = agent
+                            .post(&url)
+                            .header("content-type", "application/json")
+                            .send(body.as_str())
+                            .is_ok_and(|r| r.status() == 200);
+                        if !ok {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            sent,
+            failed,
+            threads,
+        }
+    }
+
+    fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Every file under `dir` with its bytes, to prove nothing changed.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let meta = std::fs::symlink_metadata(entry.path()).unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if meta.file_type().is_symlink() {
+                out.push((
+                    entry.path().display().to_string(),
+                    std::fs::read_link(entry.path())
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned()
+                        .into_bytes(),
+                ));
+            } else {
+                out.push((
+                    entry.path().display().to_string(),
+                    std::fs::read(entry.path()).unwrap(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+#[ignore = "end-to-end: a real MLflow server and the local stack; run by .ci/run"]
+fn tracked_models_retrain_without_downtime_and_survive_backup_reset_restore() {
+    let stack = Stack::new();
+    let demo = xtask(&stack, &["demo"]);
+    assert!(demo.status.success(), "demo failed:\n{}", stderr(&demo));
+    let mlflow = Mlflow {
+        url: format!("http://127.0.0.1:{}", stack.port(5000)),
+    };
+
+    // The demo registered each model, with a champion, and the APIs say which they serve.
+    let (versions, champions) = mlflow.registry();
+    assert_eq!(champions.len(), 3, "champions: {champions:?}");
+    assert!(versions.len() >= 3);
+    let served = health(&stack, 8001);
+    assert_eq!(served["registry_model"], "BankChurn-Classifier", "{served}");
+    assert_eq!(served["registry_alias"], "champion", "{served}");
+    let status = stdout(&xtask(&stack, &["status"]));
+    assert!(status.contains("BankChurn-Classifier v"), "{status}");
+
+    // Retrain under load: a new model (another seed), swapped in with no failed request.
+    let old_version = served["model_version"].as_str().unwrap().to_owned();
+    let load = Load::start(format!("http://127.0.0.1:{}/predict", stack.port(8001)), 4);
+    std::thread::sleep(Duration::from_millis(500));
+    let retrain = xtask(
+        &stack,
+        &["retrain", "bankchurn", "--promote", "--seed", "7"],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (sent, failed) = load.finish();
+    assert!(retrain.status.success(), "{}", stderr(&retrain));
+    eprintln!("MEASURED: retrain swap under load: {sent} requests sent, {failed} failed");
+    assert_eq!(failed, 0, "requests failed during the swap");
+    let served = health(&stack, 8001);
+    assert_ne!(served["model_version"], old_version.as_str());
+    assert!(
+        stdout(&retrain).contains(&format!("(was {old_version})")),
+        "{}",
+        stdout(&retrain)
+    );
+    let (_, champions_after) = mlflow.registry();
+    assert_ne!(champions_after, champions, "the champion did not move");
+
+    // A bad data file: refused; the served model and the registry as they were.
+    let bad = stack.path().join("bad.csv");
+    std::fs::write(&bad, "RowNumber,CustomerId\n1,2\n").unwrap();
+    let model_dir = stack.path().join("models/bankchurn");
+    let before = (snapshot(&model_dir), mlflow.registry());
+    let refused = xtask(
+        &stack,
+        &[
+            "retrain",
+            "bankchurn",
+            "--promote",
+            "--data-path",
+            bad.to_str().unwrap(),
+        ],
+    );
+    assert!(!refused.status.success(), "retrain accepted a bad file");
+    assert!(stderr(&refused).contains("the served model and the registry are as they were"));
+    assert_eq!((snapshot(&model_dir), mlflow.registry()), before);
+
+    // Backup, reset, restore: the same runs and registered versions, by id.
+    let runs = mlflow.runs();
+    let registry = mlflow.registry();
+    let archive = stack.path().join("backup.tar.gz");
+    let backup = xtask(&stack, &["backup", "--out", archive.to_str().unwrap()]);
+    assert!(backup.status.success(), "{}", stderr(&backup));
+
+    let reset = xtask(&stack, &["mlflow", "reset"]);
+    assert!(!reset.status.success(), "reset without --yes");
+    assert!(stderr(&reset).contains("pass --yes"));
+    let reset = xtask(&stack, &["mlflow", "reset", "--yes"]);
+    assert!(reset.status.success(), "{}", stderr(&reset));
+    assert!(mlflow.runs().is_empty(), "reset kept runs");
+
+    // A truncated and a tampered archive are refused, and nothing is touched.
+    let bytes = std::fs::read(&archive).unwrap();
+    let truncated = stack.path().join("truncated.tar.gz");
+    std::fs::write(&truncated, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let tampered = stack.path().join("tampered.tar.gz");
+    let mut changed = bytes.clone();
+    let middle = changed.len() / 2;
+    changed[middle] ^= 0x01;
+    std::fs::write(&tampered, &changed).unwrap();
+    let untouched = (snapshot(&stack.path().join("mlruns")), snapshot(&model_dir));
+    for bad in [&truncated, &tampered] {
+        let refused = xtask(&stack, &["restore", bad.to_str().unwrap(), "--yes"]);
+        assert!(!refused.status.success(), "restored {}", bad.display());
+        assert!(
+            stderr(&refused).contains("nothing was changed"),
+            "{}",
+            stderr(&refused)
+        );
+        assert_eq!(
+            (snapshot(&stack.path().join("mlruns")), snapshot(&model_dir)),
+            untouched,
+            "{} changed the stack",
+            bad.display()
+        );
+    }
+
+    let started = Instant::now();
+    let restore = xtask(&stack, &["restore", archive.to_str().unwrap(), "--yes"]);
+    let took = started.elapsed();
+    assert!(restore.status.success(), "{}", stderr(&restore));
+    eprintln!("MEASURED: restore to a healthy stack took {took:.1?}");
+    assert_eq!(mlflow.runs(), runs, "the runs differ after restore");
+    assert_eq!(
+        mlflow.registry(),
+        registry,
+        "the registry differs after restore"
+    );
+    assert_eq!(
+        health(&stack, 8001)["model_version"],
+        served["model_version"]
+    );
+
+    let down = xtask(&stack, &["down"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+}

@@ -1,0 +1,470 @@
+//! `cargo xtask release` against a real registry on this machine: Debian's `docker-registry`
+//! (the CNCF distribution registry) run as a process on a loopback port, its storage in a
+//! temporary folder. The workspace released is `fixtures/release`: one small API built into
+//! an image, then scanned by the real Trivy. Ignored by default (a Docker engine, the registry
+//! and Trivy); `cargo xtask ci` runs them in its e2e step.
+#![allow(clippy::disallowed_methods)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn docker(args: &[&str]) -> Output {
+    Command::new("docker").args(args).output().unwrap()
+}
+
+fn docker_answers() -> bool {
+    docker(&["version", "--format", "{{.Server.Version}}"])
+        .status
+        .success()
+}
+
+fn image_id(reference: &str) -> Option<String> {
+    let out = docker(&["image", "inspect", "--format", "{{.Id}}", reference]);
+    out.status.success().then(|| stdout(&out).trim().to_owned())
+}
+
+/// Runs the real xtask binary in `dir`, the workspace it works on.
+fn xtask(dir: &Path, args: &[&str]) -> Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("GITHUB_ACTIONS")
+        .env_remove("GITHUB_STEP_SUMMARY")
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .unwrap();
+    eprintln!(
+        "$ xtask {}\n--- stdout\n{}--- stderr\n{}",
+        args.join(" "),
+        stdout(&output),
+        stderr(&output)
+    );
+    output
+}
+
+/// The distribution registry as a host process on a free loopback port; stopped when
+/// dropped.
+struct Registry {
+    process: Child,
+    port: u16,
+    _storage: tempfile::TempDir,
+}
+
+impl Registry {
+    /// `None` (after saying SKIPPED) when the `docker-registry` binary is not installed.
+    fn start(test: &str) -> Option<Self> {
+        let Ok(binary) = which::which("docker-registry") else {
+            eprintln!("SKIPPED {test}: docker-registry is not installed (apt-get install docker-registry)");
+            return None;
+        };
+        let storage = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = storage.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
+                 storage:\n  filesystem:\n    rootdirectory: {}\n\
+                 http:\n  addr: 127.0.0.1:{port}\n",
+                storage.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let process = Command::new(binary)
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let registry = Self {
+            process,
+            port,
+            _storage: storage,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while registry.get("/v2/").is_none() {
+            assert!(Instant::now() < deadline, "the registry did not answer");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(registry)
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A GET on the registry's API: the status, the `Docker-Content-Digest` header and the
+    /// body. `None` while nothing listens.
+    fn get(&self, path: &str) -> Option<(u16, Option<String>, String)> {
+        TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        let response = ureq::get(format!("http://{}{path}", self.host()))
+            .header(
+                "Accept",
+                "application/vnd.docker.distribution.manifest.v2+json",
+            )
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .ok()?;
+        let status = response.status().as_u16();
+        let digest = response
+            .headers()
+            .get("Docker-Content-Digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = response.into_body().read_to_string().unwrap_or_default();
+        Some((status, digest, body))
+    }
+
+    fn repositories(&self) -> Vec<String> {
+        let (_, _, body) = self.get("/v2/_catalog").unwrap();
+        let catalog: serde_json::Value = serde_json::from_str(&body).unwrap();
+        catalog["repositories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// The fixture workspace with its service named `service` and built on `base`; every image
+/// the test leaves under that name is removed when dropped.
+struct Workspace {
+    dir: tempfile::TempDir,
+    service: String,
+    /// Images made for the test (bases), removed when dropped.
+    extra_images: Vec<String>,
+}
+
+fn copy_templated(from: &Path, to: &Path, replace: &dyn Fn(&str) -> String) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let name = replace(&entry.file_name().to_string_lossy());
+        let target = to.join(name);
+        if entry.path().is_dir() {
+            copy_templated(&entry.path(), &target, replace);
+        } else {
+            let text = std::fs::read_to_string(entry.path()).unwrap();
+            std::fs::write(target, replace(&text)).unwrap();
+        }
+    }
+}
+
+impl Workspace {
+    fn new(name: &str, base: &str) -> Self {
+        let service = format!("{name}{}", std::process::id());
+        let dir = tempfile::tempdir().unwrap();
+        let fill = |text: &str| {
+            text.replace("{{service}}", &service)
+                .replace("{{base}}", base)
+        };
+        copy_templated(
+            &repo().join("xtask/tests/fixtures/release"),
+            dir.path(),
+            &fill,
+        );
+        for file in [
+            "trivy.yaml",
+            ".trivyignore.yaml",
+            "services/mlflow/service.toml",
+        ] {
+            let to = dir.path().join(file);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(repo().join(file), to).unwrap();
+        }
+        Self {
+            dir,
+            service,
+            extra_images: Vec::new(),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn image(&self) -> String {
+        format!("ml-mlops/{}:1.0.0", self.service)
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        // Every tag of the built image (the version, the revision, the registry's), then the
+        // bases the test made.
+        if let Some(id) = image_id(&self.image()) {
+            docker(&["image", "rm", "--force", &id]);
+        }
+        for image in &self.extra_images {
+            docker(&["image", "rm", "--force", image]);
+        }
+    }
+}
+
+/// A GitHub personal access token's shape, made at run time so the repository holds none.
+fn fake_github_token() -> String {
+    let alphabet = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let body: String = (0..36)
+        .map(|i| alphabet[(i * 11 + 5) % alphabet.len()] as char)
+        .collect();
+    format!("ghp_{body}")
+}
+
+/// An image of one file, `docker import`ed from a small tar.
+fn import_image(image: &str, file: &str, contents: &str) {
+    let scratch = tempfile::tempdir().unwrap();
+    let layer = scratch.path().join("layer");
+    let path = layer.join(file);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, contents).unwrap();
+    let tar = scratch.path().join("layer.tar");
+    let packed = Command::new("tar")
+        .arg("-C")
+        .arg(&layer)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(packed.success());
+    let imported = docker(&["import", tar.to_str().unwrap(), image]);
+    assert!(imported.status.success(), "{}", stderr(&imported));
+}
+
+#[test]
+fn malformed_registries_and_tags_are_refused_before_any_work() {
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["release", "--registry", "https://ghcr.io/org"],
+            "without a scheme",
+        ),
+        (
+            &[
+                "release",
+                "--registry",
+                "ghcr.io/org",
+                "--tag",
+                "1.0.0+build",
+            ],
+            "not a valid image tag",
+        ),
+        (
+            &["release", "--registry", "ghcr.io/org", "--tag", "v9.9.9"],
+            "the images are built and labelled as version 1.0.0",
+        ),
+    ];
+    for (args, reason) in cases {
+        let output = xtask(&repo(), args);
+        assert!(!output.status.success(), "{args:?} passed");
+        assert!(
+            stderr(&output).contains(reason),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+}
+
+#[test]
+fn a_dry_run_plans_build_scan_tag_push_and_check() {
+    if !docker_answers() {
+        eprintln!("SKIPPED: no Docker engine answers");
+        return;
+    }
+    let ws = Workspace::new("reldry", "scratch");
+    let output = xtask(
+        ws.path(),
+        &[
+            "--dry-run",
+            "release",
+            &ws.service,
+            "--registry",
+            "127.0.0.1:5999/Team",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let plan = stdout(&output);
+    let target = format!("127.0.0.1:5999/team/ml-mlops/{}:1.0.0", ws.service);
+    for step in [
+        format!("docker build --tag {}", ws.image()),
+        "docker save --output".to_owned(),
+        "trivy image --cache-dir".to_owned(),
+        format!("docker tag '<the ID of {}>' {target}", ws.image()),
+        format!("docker push {target}"),
+        format!("docker manifest inspect --verbose --insecure {target}"),
+    ] {
+        assert!(plan.contains(&step), "{step:?} is not planned:\n{plan}");
+    }
+    assert!(image_id(&ws.image()).is_none(), "a dry run built");
+}
+
+#[test]
+#[ignore = "needs a Docker engine and docker-registry; runs the real Trivy"]
+fn release_pushes_the_scanned_image_and_the_registry_serves_it_back_by_digest() {
+    if !docker_answers() {
+        eprintln!("SKIPPED: no Docker engine answers");
+        return;
+    }
+    let Some(registry) = Registry::start("release_pushes_the_scanned_image") else {
+        return;
+    };
+    let ws = Workspace::new("relok", "scratch");
+    // Capitals in the namespace, as a GitHub owner may have: lowercased.
+    let namespace = "Release-Test";
+    let started = Instant::now();
+    let output = xtask(
+        ws.path(),
+        &[
+            "release",
+            &ws.service,
+            "--registry",
+            &format!("{}/{namespace}", registry.host()),
+        ],
+    );
+    eprintln!("released in {:.1} s", started.elapsed().as_secs_f64());
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    let built = image_id(&ws.image()).expect("the image was built");
+    let repository = format!("{}/release-test/ml-mlops/{}", registry.host(), ws.service);
+    let report = stdout(&output);
+    let scanned = report
+        .lines()
+        .find(|l| l.contains("trivy image"))
+        .unwrap_or_else(|| panic!("no scan row:\n{report}"));
+    assert!(scanned.contains("✓ pass"), "{report}");
+    assert!(
+        scanned.contains(&built["sha256:".len()..][..12]),
+        "{report}"
+    );
+
+    // The record: the image ID that was scanned, pushed under the default tag (the version).
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(ws.path().join("target/xtask/reports/release-1.0.0.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let pushed = &record["images"][0];
+    assert_eq!(pushed["image_id"], built);
+    assert_eq!(pushed["tag"], format!("{repository}:1.0.0"));
+    let digest = pushed["digest"].as_str().unwrap().to_owned();
+    let reference = format!("{repository}@{digest}");
+    assert_eq!(pushed["reference"], reference);
+    assert!(
+        report.contains(&reference),
+        "the digest is not printed:\n{report}"
+    );
+
+    // The registry's own answer for the tag is that digest.
+    let (status, served, _) = registry
+        .get(&format!(
+            "/v2/release-test/ml-mlops/{}/manifests/1.0.0",
+            ws.service
+        ))
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(served.as_deref(), Some(digest.as_str()));
+
+    // Without the local registry tag, a pull by digest brings back the very image.
+    let untagged = docker(&["image", "rm", &format!("{repository}:1.0.0")]);
+    assert!(untagged.status.success(), "{}", stderr(&untagged));
+    let pulled = docker(&["pull", &reference]);
+    assert!(pulled.status.success(), "{}", stderr(&pulled));
+    assert_eq!(image_id(&reference).as_deref(), Some(built.as_str()));
+}
+
+#[test]
+#[ignore = "needs a Docker engine and docker-registry; runs the real Trivy"]
+fn an_image_that_fails_its_scan_stops_the_release_and_nothing_is_pushed() {
+    if !docker_answers() {
+        eprintln!("SKIPPED: no Docker engine answers");
+        return;
+    }
+    let Some(registry) = Registry::start("an_image_that_fails_its_scan") else {
+        return;
+    };
+    // A base image with a token planted in it, built from scratch with `docker import`.
+    let base = format!("xtask-release-test/planted{}:1", std::process::id());
+    let mut ws = Workspace::new("relsecret", &base);
+    ws.extra_images.push(base.clone());
+    import_image(
+        &base,
+        "etc/deploy.env",
+        &format!("GITHUB_TOKEN={}\n", fake_github_token()),
+    );
+
+    let output = xtask(
+        ws.path(),
+        &[
+            "release",
+            &ws.service,
+            "--registry",
+            &format!("{}/team", registry.host()),
+            "--tag",
+            "1.0.0-rc.1",
+        ],
+    );
+    assert!(!output.status.success(), "the release passed");
+    let report = stdout(&output);
+    assert!(
+        report.contains("CRITICAL github-pat GitHub Personal Access Token"),
+        "{report}"
+    );
+    assert!(
+        !report.contains(&fake_github_token()),
+        "the report shows the secret"
+    );
+    let log = stderr(&output);
+    assert!(
+        log.contains("refusing to push: nothing was pushed"),
+        "{log}"
+    );
+    assert!(!log.contains("▶ push"), "a push was started:\n{log}");
+
+    // Nothing reached the registry, and nothing was tagged for it.
+    assert!(
+        image_id(&ws.image()).is_some(),
+        "the candidate was not built"
+    );
+    assert_eq!(registry.repositories(), Vec::<String>::new());
+    let tagged = docker(&[
+        "images",
+        "--quiet",
+        "--filter",
+        &format!("reference={}/*/*/*", registry.host()),
+    ]);
+    assert_eq!(
+        stdout(&tagged).trim(),
+        "",
+        "an image was tagged for the registry"
+    );
+}
