@@ -281,7 +281,7 @@ fn pipeline(ctx: &Ctx, docker: bool) -> Vec<PipelineStep> {
 }
 
 /// Schemathesis' cases per operation and phase in CI: at least 2,000 cases per API (measured:
-/// 2,358 to 2,580, positive and negative together; about 4 minutes for the three APIs).
+/// 2,358 to 2,580, positive and negative together; 95-115 s for the three APIs).
 const FUZZ_MAX_EXAMPLES: &str = "550";
 
 /// Whether `selector` (from `--steps` or `--skip`) names `step`: its name, or a group of it.
