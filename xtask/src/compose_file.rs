@@ -75,6 +75,9 @@ pub struct ComposeService {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub depends_on: BTreeMap<String, DependsOn>,
     pub user: String,
+    /// docker's init as PID 1, passing signals on.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
     pub read_only: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tmpfs: Vec<String>,
@@ -146,7 +149,7 @@ fn service_entry(service: &Service, mlflow_service: &Service) -> ComposeService 
             command = mlflow::server_args(&mlflow::ServerSettings {
                 host: "0.0.0.0".into(),
                 port: service.container_port,
-                store: format!("{MLRUNS}/mlflow.db"),
+                store: format!("{MLRUNS}/{}", mlflow::STORE_FILE),
                 artifacts: format!("{MLRUNS}/artifacts"),
                 // MLflow 3 rejects unknown Host headers: allow the names other containers use,
                 // and the host's loopback for any published port.
@@ -206,6 +209,10 @@ fn service_entry(service: &Service, mlflow_service: &Service) -> ComposeService 
         volumes,
         depends_on,
         user: USER.into(),
+        // MLflow as PID 1 would ignore SIGTERM until it serves (Python sets no handler), so a
+        // stop during its first start, while it builds its store, waited out the grace period.
+        // The APIs handle SIGTERM themselves from their first instant.
+        init: service.kind == Kind::Mlflow,
         read_only: true,
         tmpfs,
         cap_drop: vec!["ALL".into()],

@@ -13,7 +13,7 @@ use crate::runner::Step;
 use crate::runtime::Runtime;
 use crate::stack::{Endpoint, Kind, Service};
 use crate::training::{self, Tracking, DEFAULT_SEED};
-use crate::{http, poll, ports};
+use crate::{http, mlflow, poll, ports};
 
 /// The options of every command that brings the stack up.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -105,12 +105,16 @@ pub fn bring_up(ctx: &Ctx, runtime: &mut dyn Runtime, options: &UpOptions) -> Re
         .iter()
         .copied()
         .partition(|s| s.kind == Kind::Mlflow);
+    check_ports(ctx, runtime, &services)?;
     runtime.build(ctx, &services)?;
 
+    // A store MLflow has not finished building yet: see `discard_store`.
+    let mut unfinished_store = !mlflow::store_path(ctx).exists();
     let mut started: Vec<&Service> = Vec::new();
     let result = (|| {
         start_all(ctx, runtime, &trackers, &mut started)?;
         wait_healthy(ctx, runtime, &trackers, options.timeout)?;
+        unfinished_store = false;
         let mlflow = trackers.first().map(|m| ctx.url(m, ""));
         ensure_models(ctx, &apis, mlflow.as_deref())?;
         start_all(ctx, runtime, &apis, &mut started)?;
@@ -120,13 +124,78 @@ pub fn bring_up(ctx: &Ctx, runtime: &mut dyn Runtime, options: &UpOptions) -> Re
         if !started.is_empty() {
             ctx.reporter.info("stopping what this run started");
             for service in started.iter().rev() {
-                if let Err(stop_error) = runtime.stop(ctx, service) {
-                    ctx.reporter
-                        .warn(format!("cannot stop {}: {stop_error:#}", service.name));
+                match runtime.stop(ctx, service) {
+                    Ok(_) if service.kind == Kind::Mlflow && unfinished_store => {
+                        discard_store(ctx)?;
+                    }
+                    Ok(_) => {}
+                    Err(stop_error) => ctx
+                        .reporter
+                        .warn(format!("cannot stop {}: {stop_error:#}", service.name)),
                 }
             }
         }
         return Err(e);
+    }
+    Ok(())
+}
+
+/// Removes the MLflow store this run created before MLflow ever answered. MLflow builds its
+/// schema in steps on its first start; stopped midway (Ctrl-C, a failed start) it leaves a
+/// store it refuses ever after as out of date. Nothing can have been logged to it yet.
+fn discard_store(ctx: &Ctx) -> Result<()> {
+    let store = mlflow::store_path(ctx);
+    let name = mlflow::STORE_FILE;
+    // SQLite's journal and write-ahead files sit beside it: `mlflow.db-journal`, `-wal`, `-shm`.
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(ctx.mlruns_dir())
+        .map(|dir| {
+            dir.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(name))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    for file in &files {
+        ctx.runner.remove_path(file)?;
+    }
+    if !files.is_empty() {
+        ctx.reporter.info(format!(
+            "removed the MLflow store this run had begun ({}): a first start stopped midway leaves it half made",
+            ctx.show(&store)
+        ));
+    }
+    Ok(())
+}
+
+/// Fails, naming every holder, when a port a service needs is taken by something that is not
+/// that service: checked before anything is built or started, so a stranger on the last port
+/// costs seconds and leaves nothing half started.
+fn check_ports(ctx: &Ctx, runtime: &dyn Runtime, services: &[&Service]) -> Result<()> {
+    if ctx.dry_run() {
+        return Ok(());
+    }
+    let mut taken = Vec::new();
+    for &service in services {
+        let ours = runtime.state(ctx, service)?.running;
+        for endpoint in service.endpoints() {
+            let port = ctx.endpoint_port(&endpoint);
+            if !ours && ports::in_use(port) {
+                taken.push(format!(
+                    "for {}, {}",
+                    service.label(&endpoint),
+                    ports::describe(ctx, port)
+                ));
+            }
+        }
+    }
+    if !taken.is_empty() {
+        bail!(
+            "cannot start the stack: {}. Nothing was started. Stop that process, or run this stack on other ports with --port-offset",
+            taken.join("; ")
+        );
     }
     Ok(())
 }

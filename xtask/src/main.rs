@@ -109,6 +109,7 @@ enum Command {
     Scan(cmd::scan::Scan),
     Sbom(cmd::sbom::Sbom),
     LintWorkflows(cmd::lint_workflows::LintWorkflows),
+    FuzzApi(cmd::fuzz_api::FuzzApi),
     UpgradeDeps(cmd::upgrade_deps::UpgradeDeps),
     Release(cmd::release::Release),
     Completions(cmd::completions::Completions),
@@ -163,6 +164,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Scan(cmd) => cmd.run(ctx),
         Command::Sbom(cmd) => cmd.run(ctx),
         Command::LintWorkflows(cmd) => cmd.run(ctx),
+        Command::FuzzApi(cmd) => cmd.run(ctx),
         Command::UpgradeDeps(cmd) => cmd.run(ctx),
         Command::Release(cmd) => cmd.run(ctx),
     }

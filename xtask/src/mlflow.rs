@@ -146,13 +146,21 @@ pub fn ensure_installed(ctx: &Ctx) -> Result<()> {
     })
 }
 
+/// The SQLite store's file name in `mlruns/`, on the host and in the container alike.
+pub const STORE_FILE: &str = "mlflow.db";
+
+/// The store of this stack on the host.
+pub fn store_path(ctx: &Ctx) -> PathBuf {
+    ctx.mlruns_dir().join(STORE_FILE)
+}
+
 /// The local server: on loopback at the service's host port, the store in `mlruns/`.
 pub fn server_step(ctx: &Ctx, service: &Service) -> Step {
     let mlruns = ctx.mlruns_dir();
     let args = server_args(&ServerSettings {
         host: "127.0.0.1".into(),
         port: ctx.host_port(service),
-        store: mlruns.join("mlflow.db").to_string_lossy().into_owned(),
+        store: store_path(ctx).to_string_lossy().into_owned(),
         artifacts: mlruns.join("artifacts").to_string_lossy().into_owned(),
         allowed_hosts: None,
     });

@@ -377,6 +377,7 @@ mod tests {
             "hadolint",
             "check-jsonschema",
             "uv",
+            "schemathesis",
         ] {
             assert!(names.contains(&expected), "{expected} is not pinned");
         }
@@ -415,6 +416,7 @@ mod tests {
                 "1.17.0",
             ),
             ("cargo-upgrade v0.13.13\n", "0.13.13"),
+            ("schemathesis, version 4.32.5\n", "4.32.5"),
         ];
         for (output, version) in cases {
             assert_eq!(parse_version(output).as_deref(), Some(version), "{output}");

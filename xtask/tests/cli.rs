@@ -106,6 +106,29 @@ fn doctor_names_the_process_holding_a_port() {
 }
 
 #[test]
+fn a_stranger_on_a_port_stops_demo_before_anything_is_built_or_started() {
+    let stack = Stack::new();
+    let port = stack.port(8003);
+    let _stranger = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let output = stack.xtask(&["--runtime", "local", "demo", "--no-mlflow"]);
+    assert!(!output.status.success(), "demo ran beside a stranger");
+    let err = stderr(&output);
+    // The holder by its pid (its command line may be shortened in the message).
+    assert!(
+        err.contains(&format!("for telecom, port {port} is held by "))
+            && err.contains(&format!("(pid {})", std::process::id())),
+        "the holder is not named:\n{err}"
+    );
+    assert!(err.contains("Nothing was started"), "{err}");
+    assert!(
+        !err.contains("build "),
+        "it built before checking the ports:\n{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(stack.path()).unwrap().collect();
+    assert!(left.is_empty(), "it wrote {left:?}");
+}
+
+#[test]
 fn unknown_services_are_named_with_the_choices() {
     let stack = Stack::new();
     let output = stack.xtask(&["--runtime", "local", "logs", "nosuch"]);

@@ -147,6 +147,72 @@ pub(crate) fn save_with_faults<M: Serialize>(
     files: &[VersionFile],
     fault: &mut dyn FnMut(Step) -> io::Result<()>,
 ) -> Result<String> {
+    save_steps(dir, artifact, metrics, files, fault).map_err(|e| explain_full_disk(e, dir))
+}
+
+/// A full disk is said in so many words, with the file system's free space and what to do:
+/// the bare "No space left on device" names only a staging file that no longer exists.
+fn explain_full_disk(error: anyhow::Error, dir: &Path) -> anyhow::Error {
+    let full = error.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::StorageFull)
+    });
+    if !full {
+        return error;
+    }
+    let space = disk_space(dir)
+        .map(|(free, size)| format!(" ({} free of {})", bytes(free), bytes(size)))
+        .unwrap_or_default();
+    error.context(format!(
+        "the disk holding {} is full{space}: free space there and train again; the served model and its files are unchanged",
+        dir.display()
+    ))
+}
+
+/// Free and total bytes of the file system holding `path`.
+fn disk_space(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: an all-zero statvfs is a valid value of a plain C struct.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `stat` is a valid struct to write into.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    // The field types differ between platforms (u32 on macOS, u64 on Linux).
+    fn widen(n: impl Into<u64>) -> u64 {
+        n.into()
+    }
+    let block = widen(stat.f_frsize).max(1);
+    Some((
+        widen(stat.f_bavail).saturating_mul(block),
+        widen(stat.f_blocks).saturating_mul(block),
+    ))
+}
+
+/// `512 B`, `1.5 KiB`, `2.0 MiB`, `3.2 GiB`.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+fn save_steps<M: Serialize>(
+    dir: &Path,
+    artifact: &Artifact<M>,
+    metrics: &serde_json::Value,
+    files: &[VersionFile],
+    fault: &mut dyn FnMut(Step) -> io::Result<()>,
+) -> Result<String> {
     for file in files {
         check_file_name(&file.name)?;
     }
@@ -540,9 +606,14 @@ mod tests {
                 },
             )
             .unwrap_err();
+            let message = format!("{err:#}");
+            assert!(message.contains("No space left"), "{step:?}: {message}");
             assert!(
-                format!("{err:#}").contains("No space left"),
-                "{step:?}: {err:#}"
+                message.starts_with(&format!(
+                    "the disk holding {} is full (",
+                    dir.path().display()
+                )) && message.contains("the served model and its files are unchanged"),
+                "{step:?}: {message}"
             );
             assert_eq!(
                 snapshot(dir.path()),
@@ -551,6 +622,15 @@ mod tests {
             );
             assert_eq!(read_current(dir.path()).unwrap().unwrap().version, old);
         }
+    }
+
+    #[test]
+    fn sizes_read_as_binary_units() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(2 << 20), "2.0 MiB");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        let (free, size) = disk_space(Path::new("/")).unwrap();
+        assert!(free <= size && size > 0);
     }
 
     #[test]

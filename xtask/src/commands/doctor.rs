@@ -135,6 +135,12 @@ fn check_docker(ctx: &Ctx, report: &mut Report) {
 }
 
 fn check_services(ctx: &Ctx, runtime: &dyn Runtime, report: &mut Report) -> Result<()> {
+    let mut running: Vec<&str> = Vec::new();
+    for service in &ctx.stack.services {
+        if runtime.state(ctx, service)?.running {
+            running.push(&service.name);
+        }
+    }
     for (service, endpoint) in ctx.stack.endpoints() {
         let port = ctx.endpoint_port(&endpoint);
         let check = format!("{} port {port}", service.label(&endpoint));
@@ -185,6 +191,21 @@ fn check_services(ctx: &Ctx, runtime: &dyn Runtime, report: &mut Report) -> Resu
                 )
             };
             report.fail(check, ports::describe_holders(ctx, port, &holders), fix);
+        } else if !running.is_empty() {
+            // Part of the stack runs without it: MLflow stopped under running APIs, say.
+            report.fail(
+                check,
+                format!(
+                    "{} is down while {} {} running",
+                    service.name,
+                    running.join(", "),
+                    if running.len() == 1 { "is" } else { "are" }
+                ),
+                format!(
+                    "read `cargo xtask logs {} --tail 50`, then start it again with `cargo xtask up`",
+                    service.name
+                ),
+            );
         } else {
             report.ok(check, "free");
         }
