@@ -44,6 +44,9 @@ struct PipelineStep {
     always: bool,
     /// Skipped, saying so, where no Docker engine answers.
     needs_docker: bool,
+    /// Programs the step needs beyond the toolkit's own (system packages): skipped, saying
+    /// which to install, where one is missing.
+    needs: &'static [&'static str],
 }
 
 /// `cargo ARGS...` in the workspace.
@@ -92,6 +95,7 @@ fn pipeline(ctx: &Ctx, docker: bool) -> Vec<PipelineStep> {
         commands,
         always: false,
         needs_docker: false,
+        needs: &[],
     };
     let docker_step = |name: &str, about: &str, commands| PipelineStep {
         needs_docker: true,
@@ -206,24 +210,28 @@ fn pipeline(ctx: &Ctx, docker: bool) -> Vec<PipelineStep> {
             "tracking, registry, retrain under load, backup, reset, restore",
             vec![e2e(ctx, "e2e_mlflow")],
         ),
-        step(
-            "e2e-dashboard",
-            "the CarVision Dashboard in headless Chromium",
-            vec![cargo(
-                ctx,
-                &[
-                    "test",
-                    "--locked",
-                    "-p",
-                    "carvision",
-                    "--test",
-                    "browser",
-                    "--",
-                    "--ignored",
-                    "--show-output",
-                ],
-            )],
-        ),
+        PipelineStep {
+            // Debian's packages `chromium` and `chromium-driver`.
+            needs: &["chromium", "chromedriver"],
+            ..step(
+                "e2e-dashboard",
+                "the CarVision Dashboard in headless Chromium",
+                vec![cargo(
+                    ctx,
+                    &[
+                        "test",
+                        "--locked",
+                        "-p",
+                        "carvision",
+                        "--test",
+                        "browser",
+                        "--",
+                        "--ignored",
+                        "--show-output",
+                    ],
+                )],
+            )
+        },
         step(
             "e2e-upgrades",
             "upgrade-deps on fixture workspaces, rolled back on failure",
@@ -349,11 +357,30 @@ impl Ci {
         let mut failed = false;
         for step in chosen {
             if step.needs_docker && engine.is_err() {
-                results.push((&step.name, Outcome::Skipped("no Docker engine answers")));
+                results.push((
+                    &step.name,
+                    Outcome::Skipped("no Docker engine answers".into()),
+                ));
+                continue;
+            }
+            let missing: Vec<&str> = step
+                .needs
+                .iter()
+                .copied()
+                .filter(|program| which::which(program).is_err())
+                .collect();
+            if !missing.is_empty() {
+                let why = format!("{} not installed", missing.join(" and "));
+                ctx.reporter
+                    .warn(format!("ci step {}: skipped, {why}", step.name));
+                results.push((&step.name, Outcome::Skipped(why)));
                 continue;
             }
             if failed && !self.keep_going && !step.always {
-                results.push((&step.name, Outcome::Skipped("an earlier step failed")));
+                results.push((
+                    &step.name,
+                    Outcome::Skipped("an earlier step failed".into()),
+                ));
                 continue;
             }
             let outcome = run_step(ctx, step);
@@ -391,7 +418,7 @@ impl Ci {
 enum Outcome {
     Passed(Duration),
     Failed(Duration, String),
-    Skipped(&'static str),
+    Skipped(String),
 }
 
 impl std::fmt::Display for Outcome {
