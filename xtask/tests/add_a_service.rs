@@ -154,7 +154,8 @@ fn the_new_folder_compiles_as_a_workspace_crate() {
     let workspace = workspace_with_new_service();
     let shared_target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
     let check = std::process::Command::new("cargo")
-        .args(["check", "--package", NAME, "--offline"])
+        // Not --offline: on a fresh machine some registry crates may not be downloaded yet.
+        .args(["check", "--package", NAME])
         .current_dir(workspace.path())
         // This workspace's target: the registry crates are checked already, only the copy's
         // own crates (at other paths) are checked anew.
