@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{stderr, stdout, Stack};
+use common::{copy_dir, stderr, stdout, Stack};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -1275,13 +1275,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap().flatten() {
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
 }
 
 /// MLflow stopped under running APIs: they keep answering; `status` says MLflow is stopped and

@@ -5,35 +5,16 @@
 //! and Trivy); `cargo xtask ci` runs them in its e2e step.
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn docker(args: &[&str]) -> Output {
-    Command::new("docker").args(args).output().unwrap()
-}
-
-fn docker_answers() -> bool {
-    docker(&["version", "--format", "{{.Server.Version}}"])
-        .status
-        .success()
-}
+use common::{
+    docker, docker_answers, fake_github_token, repo, stderr, stdout, xtask_in, FixtureImage,
+};
 
 fn image_id(reference: &str) -> Option<String> {
     let out = docker(&["image", "inspect", "--format", "{{.Id}}", reference]);
@@ -42,21 +23,7 @@ fn image_id(reference: &str) -> Option<String> {
 
 /// Runs the real xtask binary in `dir`, the workspace it works on.
 fn xtask(dir: &Path, args: &[&str]) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("GITHUB_ACTIONS")
-        .env_remove("GITHUB_STEP_SUMMARY")
-        .env_remove("CARGO_TARGET_DIR")
-        .output()
-        .unwrap();
-    eprintln!(
-        "$ xtask {}\n--- stdout\n{}--- stderr\n{}",
-        args.join(" "),
-        stdout(&output),
-        stderr(&output)
-    );
-    output
+    xtask_in(dir, args, &[])
 }
 
 /// The distribution registry as a host process on a free loopback port; stopped when
@@ -163,8 +130,6 @@ impl Drop for Registry {
 struct Workspace {
     dir: tempfile::TempDir,
     service: String,
-    /// Images made for the test (bases), removed when dropped.
-    extra_images: Vec<String>,
 }
 
 fn copy_templated(from: &Path, to: &Path, replace: &dyn Fn(&str) -> String) {
@@ -203,11 +168,7 @@ impl Workspace {
             std::fs::create_dir_all(to.parent().unwrap()).unwrap();
             std::fs::copy(repo().join(file), to).unwrap();
         }
-        Self {
-            dir,
-            service,
-            extra_images: Vec::new(),
-        }
+        Self { dir, service }
     }
 
     fn path(&self) -> &Path {
@@ -221,45 +182,11 @@ impl Workspace {
 
 impl Drop for Workspace {
     fn drop(&mut self) {
-        // Every tag of the built image (the version, the revision, the registry's), then the
-        // bases the test made.
+        // Every tag of the built image (the version, the revision, the registry's).
         if let Some(id) = image_id(&self.image()) {
             docker(&["image", "rm", "--force", &id]);
         }
-        for image in &self.extra_images {
-            docker(&["image", "rm", "--force", image]);
-        }
     }
-}
-
-/// A GitHub personal access token's shape, made at run time so the repository holds none.
-fn fake_github_token() -> String {
-    let alphabet = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    let body: String = (0..36)
-        .map(|i| alphabet[(i * 11 + 5) % alphabet.len()] as char)
-        .collect();
-    format!("ghp_{body}")
-}
-
-/// An image of one file, `docker import`ed from a small tar.
-fn import_image(image: &str, file: &str, contents: &str) {
-    let scratch = tempfile::tempdir().unwrap();
-    let layer = scratch.path().join("layer");
-    let path = layer.join(file);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, contents).unwrap();
-    let tar = scratch.path().join("layer.tar");
-    let packed = Command::new("tar")
-        .arg("-C")
-        .arg(&layer)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(packed.success());
-    let imported = docker(&["import", tar.to_str().unwrap(), image]);
-    assert!(imported.status.success(), "{}", stderr(&imported));
 }
 
 #[test]
@@ -414,13 +341,13 @@ fn an_image_that_fails_its_scan_stops_the_release_and_nothing_is_pushed() {
     };
     // A base image with a token planted in it, built from scratch with `docker import`.
     let base = format!("xtask-release-test/planted{}:1", std::process::id());
-    let mut ws = Workspace::new("relsecret", &base);
-    ws.extra_images.push(base.clone());
-    import_image(
+    // Declared first, dropped last: the image built on it goes before it.
+    let _base = FixtureImage::new(
         &base,
         "etc/deploy.env",
         &format!("GITHUB_TOKEN={}\n", fake_github_token()),
     );
+    let ws = Workspace::new("relsecret", &base);
 
     let output = xtask(
         ws.path(),

@@ -10,15 +10,12 @@
 //! licence the policy refuses.
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
+use common::{copy_dir, fake_github_token, repo, stderr, stdout, xtask_in, FixtureImage};
 
 fn fixtures() -> PathBuf {
     repo().join("xtask/tests/fixtures")
@@ -31,31 +28,7 @@ fn xtask(dir: &Path, args: &[&str]) -> Output {
 
 /// Runs xtask with extra environment variables (GitHub Actions' own, say).
 fn xtask_env(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    command
-        .args(args)
-        .current_dir(dir)
-        .env_remove("GITHUB_ACTIONS")
-        .env_remove("GITHUB_STEP_SUMMARY");
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let output = command.output().unwrap();
-    eprintln!(
-        "$ xtask {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
+    xtask_in(dir, args, env)
 }
 
 /// The table row of `target` and `scanner`.
@@ -64,29 +37,6 @@ fn row<'a>(report: &'a str, target: &str, scanner: &str) -> &'a str {
         .lines()
         .find(|l| l.starts_with(target) && l.contains(scanner))
         .unwrap_or_else(|| panic!("no row for {target} / {scanner}:\n{report}"))
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-/// A GitHub personal access token's shape, made at run time so the repository holds none.
-fn fake_github_token() -> String {
-    let body: String = (0..36)
-        .map(|i| {
-            let alphabet = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-            alphabet[(i * 7 + 3) % alphabet.len()] as char
-        })
-        .collect();
-    format!("ghp_{body}")
 }
 
 /// A workspace of the test's own, with the repository's policy files (deny.toml, trivy.yaml)
@@ -530,10 +480,6 @@ fn an_ignore_entry_hides_its_finding_until_it_expires() {
     );
 }
 
-fn docker(args: &[&str]) -> Output {
-    Command::new("docker").args(args).output().unwrap()
-}
-
 /// Replaces the workspace's stack with two fixture services, named so no real image is
 /// touched: an API and an MLflow. Returns their names.
 fn fixture_stack(ws: &Workspace, tag: &str) -> (String, String) {
@@ -553,48 +499,6 @@ fn fixture_stack(ws: &Workspace, tag: &str) -> (String, String) {
             .replace("telecom-api", "fixture-api"),
     );
     (api, mlflow)
-}
-
-/// An image of one file, `docker import`ed from a tar; removed when dropped.
-struct FixtureImage(String);
-
-impl FixtureImage {
-    fn new(image: &str, file: &str, contents: &str) -> Self {
-        let scratch = tempfile::tempdir().unwrap();
-        let layer = scratch.path().join("layer");
-        let path = layer.join(file);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, contents).unwrap();
-        let tar = scratch.path().join("layer.tar");
-        let packed = Command::new("tar")
-            .arg("-C")
-            .arg(&layer)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(packed.success());
-        let imported = docker(&[
-            "import",
-            "--change",
-            "USER 10001",
-            tar.to_str().unwrap(),
-            image,
-        ]);
-        assert!(
-            imported.status.success(),
-            "{}",
-            String::from_utf8_lossy(&imported.stderr)
-        );
-        Self(image.to_owned())
-    }
-}
-
-impl Drop for FixtureImage {
-    fn drop(&mut self) {
-        docker(&["image", "rm", "--force", &self.0]);
-    }
 }
 
 #[test]

@@ -5,31 +5,16 @@
 //! 7 minutes), so these are ignored by default; `cargo xtask ci` runs them in its e2e step.
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
+use common::{copy_dir, repo, stderr, stdout, xtask_in};
 
 fn fixture(name: &str) -> PathBuf {
     repo().join("xtask/tests/fixtures/upgrade-deps").join(name)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 /// The fixture workspace, with `overlay`'s files on top, MLflow's service from this repository
@@ -57,29 +42,7 @@ fn workspace(overlay: Option<&str>) -> tempfile::TempDir {
 
 /// Runs the real xtask binary in `dir`, the workspace it works on.
 fn xtask(dir: &Path, args: &[&str]) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("GITHUB_ACTIONS")
-        .env_remove("GITHUB_STEP_SUMMARY")
-        .env_remove("CARGO_TARGET_DIR")
-        .output()
-        .unwrap();
-    eprintln!(
-        "$ xtask {}\n--- stdout\n{}--- stderr\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
+    xtask_in(dir, args, &[])
 }
 
 /// Every manifest and lock file under `root` (build output aside), with its bytes.

@@ -413,22 +413,7 @@ pub fn serve_and_healthcheck(binary: &Path) {
 
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}/health");
-    let serve = || {
-        Command::new(binary)
-            .args([
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--model-dir",
-                model_dir.to_str().unwrap(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let serve = || spawn_serve(binary, port, &model_dir, &[]);
     let mut server = serve();
     // No --url: the default follows PORT, as the container's HEALTHCHECK relies on.
     let healthcheck = || {

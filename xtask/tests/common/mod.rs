@@ -178,3 +178,99 @@ pub fn docker_answers() -> bool {
         .output()
         .is_ok_and(|o| o.status.success())
 }
+
+/// The repository the tests run from.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// Runs the real xtask binary in `dir`, the workspace it works on (found from its current
+/// directory), as outside GitHub Actions, with extra environment variables.
+pub fn xtask_in(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_remove("GITHUB_ACTIONS")
+        .env_remove("GITHUB_STEP_SUMMARY")
+        .env_remove("CARGO_TARGET_DIR");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().unwrap();
+    eprintln!(
+        "$ xtask {}\n--- stdout\n{}--- stderr\n{}",
+        args.join(" "),
+        stdout(&output),
+        stderr(&output)
+    );
+    output
+}
+
+/// Copies a folder and everything below it.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker").args(args).output().unwrap()
+}
+
+/// An image of one file (owned by a non-root user), `docker import`ed from a small tar;
+/// removed when dropped.
+pub struct FixtureImage(String);
+
+impl FixtureImage {
+    pub fn new(image: &str, file: &str, contents: &str) -> Self {
+        let scratch = tempfile::tempdir().unwrap();
+        let layer = scratch.path().join("layer");
+        let path = layer.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, contents).unwrap();
+        let tar = scratch.path().join("layer.tar");
+        let packed = Command::new("tar")
+            .arg("-C")
+            .arg(&layer)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(packed.success());
+        let imported = docker(&[
+            "import",
+            "--change",
+            "USER 10001",
+            tar.to_str().unwrap(),
+            image,
+        ]);
+        assert!(imported.status.success(), "{}", stderr(&imported));
+        Self(image.to_owned())
+    }
+}
+
+impl Drop for FixtureImage {
+    fn drop(&mut self) {
+        docker(&["image", "rm", "--force", &self.0]);
+    }
+}
+
+/// A GitHub personal access token's shape, made at run time so the repository holds none.
+pub fn fake_github_token() -> String {
+    let alphabet = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let body: String = (0..36)
+        .map(|i| alphabet[(i * 7 + 3) % alphabet.len()] as char)
+        .collect();
+    format!("ghp_{body}")
+}
