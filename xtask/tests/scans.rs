@@ -191,7 +191,7 @@ fn a_tool_on_path_is_used_only_at_the_pinned_version_and_an_ignored_one_is_named
 }
 
 #[test]
-#[ignore = "runs the real cargo-deny (installed on first use: about 4 minutes)"]
+#[ignore = "runs the real cargo-deny (installed on first use: 2 to 4 minutes)"]
 fn deny_passes_on_our_own_workspace() {
     let output = xtask(&repo(), &["deny"]);
     assert!(output.status.success(), "{}", stderr(&output));

@@ -1,7 +1,7 @@
 //! `cargo xtask upgrade-deps` with the real tools on a workspace of the test's own
 //! (`fixtures/upgrade-deps`, copied into a temporary folder, with MLflow's service.toml,
 //! requirements.lock and the upgrade workflow from this repository): cargo, cargo-edit's
-//! `cargo upgrade` and uv, against crates.io and PyPI. cargo-edit compiles on first use (4 to
+//! `cargo upgrade` and uv, against crates.io and PyPI. cargo-edit compiles on first use (2 to
 //! 7 minutes), so these are ignored by default; `cargo xtask ci` runs them in its e2e step.
 #![allow(clippy::disallowed_methods)]
 
