@@ -134,6 +134,20 @@ pub fn bring_up(ctx: &Ctx, runtime: &mut dyn Runtime, options: &UpOptions) -> Re
                         .warn(format!("cannot stop {}: {stop_error:#}", service.name)),
                 }
             }
+            // With nothing of the stack left running, what the services shared (compose's
+            // network) goes too, as after `down`; a stack that was partly up keeps it.
+            let none_running = ctx
+                .stack
+                .services
+                .iter()
+                .all(|s| runtime.state(ctx, s).is_ok_and(|state| !state.running));
+            if none_running {
+                if let Err(shared_error) = runtime.stop_shared(ctx) {
+                    ctx.reporter.warn(format!(
+                        "cannot remove what the stack's services share: {shared_error:#}"
+                    ));
+                }
+            }
         }
         return Err(e);
     }

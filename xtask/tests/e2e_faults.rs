@@ -910,11 +910,8 @@ fn ctrl_c_during_demo(target: &Target) -> String {
             "--filter",
             "name=^ml-mlops-network$",
         ]);
-        if left.is_empty() {
-            ", no network"
-        } else {
-            ", network kept"
-        }
+        assert!(left.is_empty(), "the stack's network is left after Ctrl-C");
+        ", no network"
     } else {
         ""
     };
