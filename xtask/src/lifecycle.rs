@@ -151,6 +151,36 @@ pub fn bring_up(ctx: &Ctx, runtime: &mut dyn Runtime, options: &UpOptions) -> Re
         }
         return Err(e);
     }
+    remember_mlflow_choice(ctx, options)
+}
+
+/// Marks a stack brought up without MLflow on purpose (`--no-mlflow`), so `doctor` does not
+/// take MLflow's absence for a fault; bringing MLflow up or `down` removes the mark.
+fn without_mlflow_marker(ctx: &Ctx) -> std::path::PathBuf {
+    ctx.state_dir().join("without-mlflow")
+}
+
+/// Whether the stack was last brought up with `--no-mlflow`.
+pub fn runs_without_mlflow(ctx: &Ctx) -> bool {
+    without_mlflow_marker(ctx).is_file()
+}
+
+fn remember_mlflow_choice(ctx: &Ctx, options: &UpOptions) -> Result<()> {
+    let has_mlflow = ctx.stack.services.iter().any(|s| s.kind == Kind::Mlflow);
+    if options.no_mlflow && has_mlflow {
+        ctx.runner
+            .write_file(&without_mlflow_marker(ctx), "brought up with --no-mlflow\n")
+    } else {
+        forget_mlflow_choice(ctx)
+    }
+}
+
+/// Removes the `--no-mlflow` mark (the stack goes down, or MLflow comes up).
+pub fn forget_mlflow_choice(ctx: &Ctx) -> Result<()> {
+    let marker = without_mlflow_marker(ctx);
+    if marker.exists() {
+        ctx.runner.remove_path(&marker)?;
+    }
     Ok(())
 }
 

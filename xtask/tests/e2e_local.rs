@@ -132,3 +132,41 @@ fn ctrl_c_during_up_stops_what_it_started() {
     assert!(stderr(&output).contains("interrupted; stopped what this run had started"));
     stack.assert_stopped(&pids, &PORTS, "Ctrl-C");
 }
+
+#[test]
+#[ignore = "end-to-end: builds release binaries and runs the stack; run by .ci/run"]
+fn doctor_takes_mlflow_left_out_on_purpose_for_a_choice_not_a_fault() {
+    let stack = Stack::new();
+    let marker = stack.path().join(".xtask/without-mlflow");
+    let mlflow_line = |report: &str| -> String {
+        let label = format!("mlflow port {}", stack.port(5000));
+        report
+            .lines()
+            .find(|l| l.contains(&label))
+            .unwrap_or_else(|| panic!("no line for {label}:\n{report}"))
+            .to_owned()
+    };
+
+    let up = stack.xtask(&["--runtime", "local", "up", "--no-mlflow"]);
+    assert!(up.status.success(), "{}", stderr(&up));
+    assert!(marker.is_file(), "--no-mlflow is not remembered");
+    let doctor = stack.xtask(&["--runtime", "local", "doctor"]);
+    let line = mlflow_line(&stdout(&doctor));
+    assert!(
+        line.starts_with('!') && line.contains("brought up with --no-mlflow"),
+        "{line}"
+    );
+
+    // MLflow brought up again: the choice is forgotten, and MLflow is checked as before.
+    let up = stack.xtask(&["--runtime", "local", "up"]);
+    assert!(up.status.success(), "{}", stderr(&up));
+    assert!(!marker.exists(), "the --no-mlflow mark outlived MLflow's start");
+    let doctor = stack.xtask(&["--runtime", "local", "doctor"]);
+    assert!(mlflow_line(&stdout(&doctor)).starts_with('✓'));
+
+    let up = stack.xtask(&["--runtime", "local", "up", "--no-mlflow"]);
+    assert!(up.status.success(), "{}", stderr(&up));
+    let down = stack.xtask(&["--runtime", "local", "down"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    assert!(!marker.exists(), "down left the --no-mlflow mark");
+}

@@ -11,7 +11,7 @@ use crate::ctx::Ctx;
 use crate::runner::Step;
 use crate::runtime::{Kind as RuntimeKind, Runtime};
 use crate::stack::Kind;
-use crate::{engine, http, mlflow, ports};
+use crate::{engine, http, lifecycle, mlflow, ports};
 
 /// Diagnose the machine and the stack: toolchain, engine, image prerequisites, ports, models,
 /// MLflow, Python, disk.
@@ -191,6 +191,18 @@ fn check_services(ctx: &Ctx, runtime: &dyn Runtime, report: &mut Report) -> Resu
                 )
             };
             report.fail(check, ports::describe_holders(ctx, port, &holders), fix);
+        } else if !running.is_empty()
+            && service.kind == Kind::Mlflow
+            && lifecycle::runs_without_mlflow(ctx)
+        {
+            report.warn(
+                check,
+                format!(
+                    "{} is not running: the stack was brought up with --no-mlflow, so training is not tracked",
+                    service.name
+                ),
+                "start it with `cargo xtask up`",
+            );
         } else if !running.is_empty() {
             // Part of the stack runs without it: MLflow stopped under running APIs, say.
             report.fail(

@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 use crate::build::images;
 use crate::ctx::Ctx;
 use crate::engine;
+use crate::lifecycle;
 use crate::ports;
 use crate::runtime::Runtime;
 
@@ -34,6 +35,7 @@ impl Down {
             }
         }
         runtime.stop_shared(ctx)?;
+        lifecycle::forget_mlflow_choice(ctx)?;
         if self.volumes {
             self.delete_data(ctx)?;
         }
