@@ -160,7 +160,10 @@ fn doctor_takes_mlflow_left_out_on_purpose_for_a_choice_not_a_fault() {
     // MLflow brought up again: the choice is forgotten, and MLflow is checked as before.
     let up = stack.xtask(&["--runtime", "local", "up"]);
     assert!(up.status.success(), "{}", stderr(&up));
-    assert!(!marker.exists(), "the --no-mlflow mark outlived MLflow's start");
+    assert!(
+        !marker.exists(),
+        "the --no-mlflow mark outlived MLflow's start"
+    );
     let doctor = stack.xtask(&["--runtime", "local", "doctor"]);
     assert!(mlflow_line(&stdout(&doctor)).starts_with('✓'));
 
