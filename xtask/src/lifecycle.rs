@@ -151,7 +151,7 @@ pub fn bring_up(ctx: &Ctx, runtime: &mut dyn Runtime, options: &UpOptions) -> Re
         }
         return Err(e);
     }
-    remember_mlflow_choice(ctx, options)
+    remember_mlflow_choice(ctx, runtime, options)
 }
 
 /// Marks a stack brought up without MLflow on purpose (`--no-mlflow`), so `doctor` does not
@@ -165,9 +165,15 @@ pub fn runs_without_mlflow(ctx: &Ctx) -> bool {
     without_mlflow_marker(ctx).is_file()
 }
 
-fn remember_mlflow_choice(ctx: &Ctx, options: &UpOptions) -> Result<()> {
-    let has_mlflow = ctx.stack.services.iter().any(|s| s.kind == Kind::Mlflow);
-    if options.no_mlflow && has_mlflow {
+fn remember_mlflow_choice(ctx: &Ctx, runtime: &dyn Runtime, options: &UpOptions) -> Result<()> {
+    // Left out, not merely left alone: `up --no-mlflow` beside a running MLflow marks nothing.
+    let mlflow_left_out = ctx
+        .stack
+        .services
+        .iter()
+        .filter(|s| s.kind == Kind::Mlflow)
+        .any(|s| runtime.state(ctx, s).is_ok_and(|state| !state.running));
+    if options.no_mlflow && mlflow_left_out {
         ctx.runner
             .write_file(&without_mlflow_marker(ctx), "brought up with --no-mlflow\n")
     } else {

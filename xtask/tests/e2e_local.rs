@@ -167,8 +167,16 @@ fn doctor_takes_mlflow_left_out_on_purpose_for_a_choice_not_a_fault() {
     let doctor = stack.xtask(&["--runtime", "local", "doctor"]);
     assert!(mlflow_line(&stdout(&doctor)).starts_with('✓'));
 
+    // Beside a running MLflow, --no-mlflow leaves it alone: nothing is left out.
     let up = stack.xtask(&["--runtime", "local", "up", "--no-mlflow"]);
     assert!(up.status.success(), "{}", stderr(&up));
+    assert!(!marker.exists(), "a running MLflow was marked as left out");
+
+    let down = stack.xtask(&["--runtime", "local", "down"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    let up = stack.xtask(&["--runtime", "local", "up", "--no-mlflow"]);
+    assert!(up.status.success(), "{}", stderr(&up));
+    assert!(marker.is_file());
     let down = stack.xtask(&["--runtime", "local", "down"]);
     assert!(down.status.success(), "{}", stderr(&down));
     assert!(!marker.exists(), "down left the --no-mlflow mark");
