@@ -6,10 +6,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-use crate::build::binaries;
 use crate::ctx::Ctx;
 use crate::progress::Task;
-use crate::runner::Step;
 use crate::runtime::Runtime;
 use crate::stack::{Endpoint, Kind, Service};
 use crate::training::{self, Tracking, DEFAULT_SEED};
@@ -69,25 +67,23 @@ pub fn ensure_models(ctx: &Ctx, apis: &[&Service], mlflow: Option<&str>) -> Resu
         };
         let data = ctx.data_path(api);
         let model_dir = ctx.model_dir(api);
-        let binary = binaries::path(ctx, api).to_string_lossy().into_owned();
         ctx.reporter
             .run_task(format!("train {} ({why})", api.name), |task| {
                 if !data.is_file() {
                     task.set_message("generating synthetic data");
-                    ctx.runner.run(
-                        &Step::new(&binary)
-                            .args(["generate-data", "--seed", &DEFAULT_SEED.to_string()])
-                            .arg("--out")
-                            .arg(&data),
-                    )?;
+                    ctx.runner
+                        .run(&training::generate_data_step(ctx, api, &data))?;
                 }
                 task.set_message("training");
-                let args = training::train_args(&data, &model_dir, DEFAULT_SEED, &tracking, &[]);
-                ctx.runner.run(
-                    &Step::new(&binary)
-                        .args(args)
-                        .env("GIT_COMMIT", training::git_commit(ctx)),
-                )?;
+                ctx.runner.run(&training::host_train_step(
+                    ctx,
+                    api,
+                    &data,
+                    &model_dir,
+                    DEFAULT_SEED,
+                    &tracking,
+                    &[],
+                ))?;
                 task.note(format!("model in {}", ctx.show(&model_dir)));
                 Ok(())
             })
@@ -167,13 +163,12 @@ pub fn runs_without_mlflow(ctx: &Ctx) -> bool {
 
 fn remember_mlflow_choice(ctx: &Ctx, runtime: &dyn Runtime, options: &UpOptions) -> Result<()> {
     // Left out, not merely left alone: `up --no-mlflow` beside a running MLflow marks nothing.
-    let mlflow_left_out = ctx
-        .stack
-        .services
-        .iter()
-        .filter(|s| s.kind == Kind::Mlflow)
-        .any(|s| runtime.state(ctx, s).is_ok_and(|state| !state.running));
-    if options.no_mlflow && mlflow_left_out {
+    let mlflow_left_out = || {
+        runtime
+            .state(ctx, ctx.stack.mlflow())
+            .is_ok_and(|state| !state.running)
+    };
+    if options.no_mlflow && mlflow_left_out() {
         ctx.runner
             .write_file(&without_mlflow_marker(ctx), "brought up with --no-mlflow\n")
     } else {

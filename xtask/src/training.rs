@@ -8,8 +8,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+use crate::build::{binaries, images};
 use crate::ctx::Ctx;
 use crate::http;
+use crate::runner::Step;
 use crate::stack::Service;
 
 /// The seed the stack's models are trained with unless told otherwise.
@@ -68,7 +70,34 @@ pub fn train_args(
 
 /// The checkout's commit, recorded with each training run (containers have no git).
 pub fn git_commit(ctx: &Ctx) -> String {
-    crate::build::images::revision(ctx).commit
+    images::commit(ctx)
+}
+
+/// `SERVICE generate-data` on the host: the synthetic dataset, with the default seed.
+pub fn generate_data_step(ctx: &Ctx, service: &Service, out: &Path) -> Step {
+    Step::new(binaries::path(ctx, service).to_string_lossy())
+        .args([
+            "generate-data",
+            "--seed",
+            &DEFAULT_SEED.to_string(),
+            "--out",
+        ])
+        .arg(out)
+}
+
+/// `SERVICE train` on the host, with the commit it records.
+pub fn host_train_step(
+    ctx: &Ctx,
+    service: &Service,
+    data: &Path,
+    model_dir: &Path,
+    seed: u64,
+    tracking: &Tracking,
+    extra: &[String],
+) -> Step {
+    Step::new(binaries::path(ctx, service).to_string_lossy())
+        .args(train_args(data, model_dir, seed, tracking, extra))
+        .env("GIT_COMMIT", git_commit(ctx))
 }
 
 /// The served version's `metrics.json`, if a model was trained.

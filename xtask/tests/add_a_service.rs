@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{stderr, stdout, Stack};
+use common::{copy_dir, stderr, stdout, Stack};
 
 const NAME: &str = "fraud";
 
@@ -38,20 +38,8 @@ fn workspace_with_new_service() -> tempfile::TempDir {
         std::fs::copy(&from, &to).unwrap();
     }
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/new_service");
-    copy_tree(&fixture, &copy.path().join("services").join(NAME));
+    copy_dir(&fixture, &copy.path().join("services").join(NAME));
     copy
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 #[test]

@@ -9,7 +9,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{stderr, stdout};
+use common::{health_json, stderr, stdout};
 
 const CONTAINERS: [&str; 4] = [
     "mlflow-server",
@@ -191,23 +191,14 @@ fn demo_retrain_crash_recovery_restart_and_down() {
 
     // Retraining on docker: a one-off container of the service's image trains into the model
     // directory, and the running API swaps the new model in.
-    let health = |port: u16| -> serde_json::Value {
-        let text = ureq::get(&format!("http://127.0.0.1:{port}/health"))
-            .call()
-            .unwrap()
-            .into_body()
-            .read_to_string()
-            .unwrap();
-        serde_json::from_str(&text).unwrap()
-    };
-    let before = health(8001);
+    let before = health_json(8001);
     assert_eq!(before["registry_alias"], "champion", "{before}");
     let retrain = xtask(
         &stack,
         &["retrain", "bankchurn", "--promote", "--seed", "7"],
     );
     assert!(retrain.status.success(), "{}", stderr(&retrain));
-    let after = health(8001);
+    let after = health_json(8001);
     assert_ne!(after["model_version"], before["model_version"]);
     assert_ne!(after["registry_version"], before["registry_version"]);
     assert_eq!(after["last_reload"]["status"], "loaded", "{after}");

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{stderr, stdout, Stack};
+use common::{health_json, stderr, stdout, Stack};
 use serde_json::{json, Value};
 
 /// The registered models of the demo.
@@ -117,20 +117,6 @@ fn xtask(stack: &Stack, args: &[&str]) -> std::process::Output {
     let mut full = vec!["--runtime", "local"];
     full.extend_from_slice(args);
     stack.xtask(&full)
-}
-
-fn health(stack: &Stack, base: u16) -> Value {
-    let url = format!("http://127.0.0.1:{}/health", stack.port(base));
-    let text = ureq::get(&url)
-        .config()
-        .http_status_as_error(false)
-        .build()
-        .call()
-        .unwrap()
-        .into_body()
-        .read_to_string()
-        .unwrap();
-    serde_json::from_str(&text).unwrap()
 }
 
 /// Posts BankChurn's smoke request from `threads` clients until stopped; counts sent and
@@ -239,7 +225,7 @@ fn tracked_models_retrain_without_downtime_and_survive_backup_reset_restore() {
     let (versions, champions) = mlflow.registry();
     assert_eq!(champions.len(), 3, "champions: {champions:?}");
     assert!(versions.len() >= 3);
-    let served = health(&stack, 8001);
+    let served = health_json(stack.port(8001));
     assert_eq!(served["registry_model"], "BankChurn-Classifier", "{served}");
     assert_eq!(served["registry_alias"], "champion", "{served}");
     let status = stdout(&xtask(&stack, &["status"]));
@@ -258,7 +244,7 @@ fn tracked_models_retrain_without_downtime_and_survive_backup_reset_restore() {
     assert!(retrain.status.success(), "{}", stderr(&retrain));
     eprintln!("MEASURED: retrain swap under load: {sent} requests sent, {failed} failed");
     assert_eq!(failed, 0, "requests failed during the swap");
-    let served = health(&stack, 8001);
+    let served = health_json(stack.port(8001));
     assert_ne!(served["model_version"], old_version.as_str());
     assert!(
         stdout(&retrain).contains(&format!("(was {old_version})")),
@@ -339,7 +325,7 @@ fn tracked_models_retrain_without_downtime_and_survive_backup_reset_restore() {
         "the registry differs after restore"
     );
     assert_eq!(
-        health(&stack, 8001)["model_version"],
+        health_json(stack.port(8001))["model_version"],
         served["model_version"]
     );
 

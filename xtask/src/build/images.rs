@@ -35,11 +35,8 @@ pub struct Revision {
 }
 
 pub fn revision(ctx: &Ctx) -> Revision {
-    let git = |args: &[&str]| {
-        ctx.runner
-            .query_stdout(&Step::new("git").args(args).cwd(&ctx.root))
-    };
-    let commit = git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let git = |args: &[&str]| git(ctx, args);
+    let commit = commit(ctx);
     let dirty =
         git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
     let short: String = commit.chars().take(12).collect();
@@ -56,6 +53,16 @@ pub fn revision(ctx: &Ctx) -> Revision {
         created: git(&["log", "-1", "--format=%cI"])
             .unwrap_or_else(|| "1970-01-01T00:00:00Z".into()),
     }
+}
+
+fn git(ctx: &Ctx, args: &[&str]) -> Option<String> {
+    ctx.runner
+        .query_stdout(&Step::new("git").args(args).cwd(&ctx.root))
+}
+
+/// The checkout's commit (`unknown` outside a git checkout).
+pub fn commit(ctx: &Ctx) -> String {
+    git(ctx, &["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into())
 }
 
 fn dockerfile(ctx: &Ctx, service: &Service) -> PathBuf {

@@ -67,16 +67,16 @@ fn xtask(ctx: &Ctx, args: &[&str]) -> Step {
         .env("XTASK_IN_PIPELINE", "1")
 }
 
-/// The end-to-end suite in `xtask/tests/NAME.rs`; what passing tests printed (their
-/// `MEASURED:` lines) is shown too.
-fn e2e(ctx: &Ctx, name: &str) -> Step {
+/// The ignored (slow) tests of `PACKAGE/tests/NAME.rs`, one at a time; what passing tests
+/// printed (their `MEASURED:` lines) is shown too.
+fn ignored_tests(ctx: &Ctx, package: &str, name: &str) -> Step {
     cargo(
         ctx,
         &[
             "test",
             "--locked",
             "-p",
-            "xtask",
+            package,
             "--test",
             name,
             "--",
@@ -86,6 +86,11 @@ fn e2e(ctx: &Ctx, name: &str) -> Step {
             "--show-output",
         ],
     )
+}
+
+/// The end-to-end suite in `xtask/tests/NAME.rs`.
+fn e2e(ctx: &Ctx, name: &str) -> Step {
+    ignored_tests(ctx, "xtask", name)
 }
 
 fn pipeline(ctx: &Ctx, docker: bool) -> Vec<PipelineStep> {
@@ -131,19 +136,7 @@ fn pipeline(ctx: &Ctx, docker: bool) -> Vec<PipelineStep> {
         step(
             "add-a-service",
             "a copy of the workspace with a fourth API folder builds",
-            vec![cargo(
-                ctx,
-                &[
-                    "test",
-                    "--locked",
-                    "-p",
-                    "xtask",
-                    "--test",
-                    "add_a_service",
-                    "--",
-                    "--ignored",
-                ],
-            )],
+            vec![e2e(ctx, "add_a_service")],
         ),
         step(
             "compose",
@@ -216,20 +209,7 @@ fn pipeline(ctx: &Ctx, docker: bool) -> Vec<PipelineStep> {
             ..step(
                 "e2e-dashboard",
                 "the CarVision Dashboard in headless Chromium",
-                vec![cargo(
-                    ctx,
-                    &[
-                        "test",
-                        "--locked",
-                        "-p",
-                        "carvision",
-                        "--test",
-                        "browser",
-                        "--",
-                        "--ignored",
-                        "--show-output",
-                    ],
-                )],
+                vec![ignored_tests(ctx, "carvision", "browser")],
             )
         },
         step(

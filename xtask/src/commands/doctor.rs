@@ -135,16 +135,24 @@ fn check_docker(ctx: &Ctx, report: &mut Report) {
 }
 
 fn check_services(ctx: &Ctx, runtime: &dyn Runtime, report: &mut Report) -> Result<()> {
-    let mut running: Vec<&str> = Vec::new();
-    for service in &ctx.stack.services {
-        if runtime.state(ctx, service)?.running {
-            running.push(&service.name);
-        }
-    }
+    // One inspection per service (on docker each is a process), for all its endpoints.
+    let states = ctx
+        .stack
+        .services
+        .iter()
+        .map(|service| Ok((service.name.as_str(), runtime.state(ctx, service)?)))
+        .collect::<Result<std::collections::HashMap<_, _>>>()?;
+    let running: Vec<&str> = ctx
+        .stack
+        .services
+        .iter()
+        .map(|s| s.name.as_str())
+        .filter(|name| states[name].running)
+        .collect();
     for (service, endpoint) in ctx.stack.endpoints() {
         let port = ctx.endpoint_port(&endpoint);
         let check = format!("{} port {port}", service.label(&endpoint));
-        let state = runtime.state(ctx, service)?;
+        let state = &states[service.name.as_str()];
         if state.running {
             match http::get(&ctx.endpoint_health_url(&endpoint), Duration::from_secs(3)) {
                 Ok(a) if http::is_healthy(&a) => report.ok(

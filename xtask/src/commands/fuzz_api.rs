@@ -13,6 +13,7 @@ use crate::build::binaries;
 use crate::ctx::Ctx;
 use crate::runner::{tail, Background, Step};
 use crate::stack::Service;
+use crate::training::{self, Tracking, DEFAULT_SEED};
 use crate::{http, poll, report, tools};
 
 /// Fuzz every API over HTTP with Schemathesis, from its /openapi.json: valid and invalid
@@ -404,24 +405,21 @@ fn serve_fresh(
     api: &Service,
     dir: &Path,
 ) -> Result<Option<(Background, String, PathBuf)>> {
-    let binary = binaries::path(ctx, api).to_string_lossy().into_owned();
     let data = dir.join("data.csv");
     let models = dir.join("model");
     ctx.reporter
         .run_task(format!("train {} for fuzzing", api.name), |_| {
-            ctx.runner.run(
-                &Step::new(&binary)
-                    .args(["generate-data", "--seed", "42", "--out"])
-                    .arg(&data),
-            )?;
-            ctx.runner.run(
-                &Step::new(&binary)
-                    .args(["train", "--seed", "42", "--data-path"])
-                    .arg(&data)
-                    .arg("--model-dir")
-                    .arg(&models)
-                    .arg("--no-mlflow"),
-            )
+            ctx.runner
+                .run(&training::generate_data_step(ctx, api, &data))?;
+            ctx.runner.run(&training::host_train_step(
+                ctx,
+                api,
+                &data,
+                &models,
+                DEFAULT_SEED,
+                &Tracking::Off,
+                &[],
+            ))
         })?;
     ctx.runner
         .plan("serve on a free port (0 below, PORT after it)");

@@ -201,12 +201,10 @@ impl Runtime for Local {
         tracking: &Tracking,
         extra: &[String],
     ) -> Result<()> {
-        let args = training::train_args(data, &ctx.model_dir(service), seed, tracking, extra);
-        ctx.runner.run(
-            &Step::new(binaries::path(ctx, service).to_string_lossy())
-                .args(args)
-                .env("GIT_COMMIT", training::git_commit(ctx)),
-        )?;
+        let model_dir = ctx.model_dir(service);
+        ctx.runner.run(&training::host_train_step(
+            ctx, service, data, &model_dir, seed, tracking, extra,
+        ))?;
         Ok(())
     }
 

@@ -210,6 +210,20 @@ pub fn xtask_in(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Output {
     output
 }
 
+/// What `GET /health` on a local port answers, whatever its status (a 503 has a body too).
+pub fn health_json(port: u16) -> serde_json::Value {
+    let text = ureq::get(&format!("http://127.0.0.1:{port}/health"))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
 /// Copies a folder and everything below it.
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
