@@ -2,6 +2,7 @@
 //! its size and SHA-256 and every symlink with its target. Reading verifies all of it into a
 //! staging folder, so `restore` knows the archive is whole before it touches anything.
 
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 
@@ -10,6 +11,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub const MANIFEST: &str = "manifest.json";
+/// Where the MLflow database stands in an archive (and in the stack directory).
+pub const DATABASE: &str = "mlruns/mlflow.db";
+/// What a backup holds and a restore replaces, relative to the stack directory.
+pub const CONTENTS: [&str; 3] = [DATABASE, "mlruns/artifacts", "models"];
 const FORMAT: u32 = 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -251,8 +256,19 @@ pub fn extract_verified(archive: &Path, staging: &Path) -> Result<Manifest> {
             manifest.format
         );
     }
-    let mut seen_files = std::collections::BTreeSet::new();
-    let mut seen_links = std::collections::BTreeSet::new();
+    // Looked up once per entry: an archive of MLflow's artifacts can hold many files.
+    let files: HashMap<&str, &FileEntry> = manifest
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), f))
+        .collect();
+    let links: HashMap<&str, &LinkEntry> = manifest
+        .links
+        .iter()
+        .map(|l| (l.path.as_str(), l))
+        .collect();
+    let mut seen_files = HashSet::new();
+    let mut seen_links = HashSet::new();
     for entry in entries {
         let mut entry = entry.map_err(corrupt)?;
         let name = entry
@@ -265,10 +281,8 @@ pub fn extract_verified(archive: &Path, staging: &Path) -> Result<Manifest> {
         std::fs::create_dir_all(target.parent().expect("a joined path has a parent"))?;
         match entry.header().entry_type() {
             tar::EntryType::Regular => {
-                let expected = manifest
-                    .files
-                    .iter()
-                    .find(|f| f.path == name)
+                let expected = files
+                    .get(name.as_str())
                     .with_context(|| format!("{name} is in the archive but not in its manifest"))?;
                 let mut out = HashingWriter::new(std::fs::File::create(&target)?);
                 let size = std::io::copy(&mut entry, &mut out).map_err(corrupt)?;
@@ -289,10 +303,8 @@ pub fn extract_verified(archive: &Path, staging: &Path) -> Result<Manifest> {
                     .context("a symlink without a target")?
                     .to_string_lossy()
                     .into_owned();
-                let expected = manifest
-                    .links
-                    .iter()
-                    .find(|l| l.path == name)
+                let expected = links
+                    .get(name.as_str())
                     .with_context(|| format!("{name} is in the archive but not in its manifest"))?;
                 if expected.target != link_target {
                     bail!(

@@ -12,6 +12,11 @@ use serde::{Serialize, Serializer};
 use crate::mlflow;
 use crate::stack::{Endpoint, Kind, Service, Stack, STOP_GRACE_SECONDS};
 
+/// MLflow's address on the stack's network, as the containers reach it (its service name).
+pub fn mlflow_in_network(mlflow: &Service) -> String {
+    format!("http://{}:{}", mlflow.name, mlflow.container_port)
+}
+
 pub const FILE: &str = "compose/docker-compose.demo.yml";
 pub const PROJECT: &str = "ml-mlops";
 pub const NETWORK: &str = "ml-mlops-network";
@@ -178,10 +183,7 @@ fn service_entry(service: &Service, mlflow_service: &Service) -> ComposeService 
                 ("LOG_FORMAT".into(), "json".into()),
                 (
                     "MLFLOW_TRACKING_URI".into(),
-                    format!(
-                        "http://{}:{}",
-                        mlflow_service.name, mlflow_service.container_port
-                    ),
+                    mlflow_in_network(mlflow_service),
                 ),
             ]);
             if let Some(dashboard) = &service.dashboard {

@@ -9,6 +9,7 @@ use anyhow::Result;
 
 use crate::archive::{self, Source};
 use crate::ctx::Ctx;
+use crate::mlflow;
 use crate::runtime::Runtime;
 
 /// Back up the MLflow store and the models into one verifiable archive.
@@ -33,7 +34,7 @@ impl Backup {
                 .join(format!("ml-mlops-{now}.tar.gz"))
         });
         let mlruns = ctx.mlruns_dir();
-        let database = mlruns.join("mlflow.db");
+        let database = mlflow::store_path(ctx);
         // A consistent copy beside the database, archived under the database's name.
         let snapshot = mlruns.join(format!(".backup-{now}.db"));
         ctx.runner.plan(format!(
@@ -51,24 +52,22 @@ impl Backup {
             return Ok(());
         }
         let mut sources = Vec::new();
-        let online = database.is_file() && runtime.backup_database(ctx, &snapshot)?;
-        if online {
+        let mut online = false;
+        if database.is_file() {
+            online = runtime.backup_database(ctx, &snapshot)?;
             sources.push(Source {
-                archive_path: "mlruns/mlflow.db".into(),
-                disk_path: snapshot.clone(),
-            });
-        } else if database.is_file() {
-            // MLflow is stopped: nothing writes the file, so a plain copy is consistent.
-            sources.push(Source {
-                archive_path: "mlruns/mlflow.db".into(),
-                disk_path: database.clone(),
+                archive_path: archive::DATABASE.into(),
+                // MLflow stopped: nothing writes the file, so a plain copy is consistent.
+                disk_path: if online {
+                    snapshot.clone()
+                } else {
+                    database.clone()
+                },
             });
         }
-        for (archive_path, disk_path) in [
-            ("mlruns/artifacts", mlruns.join("artifacts")),
-            ("models", ctx.stack_dir.join("models")),
-        ] {
-            if disk_path.exists() {
+        for archive_path in archive::CONTENTS {
+            let disk_path = ctx.stack_dir.join(archive_path);
+            if archive_path != archive::DATABASE && disk_path.exists() {
                 sources.push(Source {
                     archive_path: archive_path.into(),
                     disk_path,

@@ -11,7 +11,7 @@ use crate::build::binaries;
 use crate::ctx::Ctx;
 use crate::runner::Step;
 use crate::stack::Service;
-use crate::{http, poll, report};
+use crate::{http, poll, ports, report};
 
 /// Measure train time, model load time, idle memory, and /predict under load (needs `wrk`).
 #[derive(clap::Args, Debug)]
@@ -88,12 +88,6 @@ fn rss_mib(pid: u32) -> Option<f64> {
         .parse()
         .ok()?;
     Some(kb / 1024.0)
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 struct Measured {
@@ -210,7 +204,7 @@ impl Bench {
             .count()
             .saturating_sub(1);
 
-        let port = free_port()?;
+        let port = ports::free_port()?;
         let url = format!("http://127.0.0.1:{port}");
         let log = dir.join("serve.log");
         let serve = binaries::serve_step(ctx, api, port, &models).env("LOG_FORMAT", "json");

@@ -14,7 +14,7 @@ use crate::ctx::Ctx;
 use crate::runner::{tail, Background, Step};
 use crate::stack::Service;
 use crate::training::{self, Tracking, DEFAULT_SEED};
-use crate::{http, poll, report, tools};
+use crate::{http, poll, ports, report, tools};
 
 /// Fuzz every API over HTTP with Schemathesis, from its /openapi.json: valid and invalid
 /// requests, every check; fails on any 5xx or answer that breaks the document.
@@ -133,12 +133,6 @@ struct Outcome {
     dir: PathBuf,
     /// Schemathesis' own output, for the failures it explains (with curl lines).
     output: String,
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 impl FuzzApi {
@@ -423,7 +417,11 @@ fn serve_fresh(
         })?;
     ctx.runner
         .plan("serve on a free port (0 below, PORT after it)");
-    let port = if ctx.dry_run() { 0 } else { free_port()? };
+    let port = if ctx.dry_run() {
+        0
+    } else {
+        ports::free_port()?
+    };
     let log = dir.join("serve.log");
     let serve = binaries::serve_step(ctx, api, port, &models).env("LOG_FORMAT", "json");
     let Some(child) = ctx.runner.spawn_service(&serve, &log)? else {

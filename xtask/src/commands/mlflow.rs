@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use crate::ctx::Ctx;
 use crate::runtime::Runtime;
-use crate::{archive, lifecycle};
+use crate::{archive, lifecycle, mlflow};
 
 /// Operate the MLflow tracking server.
 #[derive(clap::Args, Debug)]
@@ -43,7 +43,7 @@ impl Mlflow {
 impl Reset {
     fn run(self, ctx: &Ctx, runtime: &mut dyn Runtime) -> Result<()> {
         let mlruns = ctx.mlruns_dir();
-        let store: Vec<PathBuf> = [mlruns.join("mlflow.db"), mlruns.join("artifacts")]
+        let store: Vec<PathBuf> = [mlflow::store_path(ctx), mlruns.join("artifacts")]
             .into_iter()
             .filter(|p| p.exists() || ctx.dry_run())
             .collect();
@@ -64,14 +64,7 @@ impl Reset {
         ctx.runner.create_dir(&backup)?;
         for path in &store {
             let name = path.file_name().expect("store paths have names");
-            ctx.runner.plan(format!(
-                "mv {} {}",
-                path.display(),
-                backup.join(name).display()
-            ));
-            if !ctx.dry_run() {
-                std::fs::rename(path, backup.join(name))?;
-            }
+            ctx.runner.rename(path, &backup.join(name))?;
         }
         runtime.start(ctx, mlflow)?;
         lifecycle::wait_healthy(ctx, runtime, &[mlflow], self.timeout)?;

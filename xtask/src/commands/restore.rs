@@ -3,10 +3,10 @@
 //! stack stops, the MLflow store and the models are put back (what was there is kept aside in
 //! mlruns/backups/), and the stack comes up healthy.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::archive;
 use crate::ctx::Ctx;
@@ -24,9 +24,6 @@ pub struct Restore {
     #[command(flatten)]
     pub options: UpOptions,
 }
-
-/// What a backup replaces, relative to the stack directory.
-const RESTORED: [&str; 3] = ["mlruns/mlflow.db", "mlruns/artifacts", "models"];
 
 impl Restore {
     pub fn run(self, ctx: &Ctx, runtime: &mut dyn Runtime) -> Result<()> {
@@ -71,11 +68,11 @@ impl Restore {
         for service in ctx.stack.services.iter().rev() {
             runtime.stop(ctx, service)?;
         }
-        for relative in RESTORED {
+        for relative in archive::CONTENTS {
             let current = ctx.stack_dir.join(relative);
             let restored = staging.join(relative);
-            move_path(ctx, &current, &kept.join(relative))?;
-            move_path(ctx, &restored, &current)?;
+            ctx.runner.rename(&current, &kept.join(relative))?;
+            ctx.runner.rename(&restored, &current)?;
         }
         ctx.runner.remove_path(&staging)?;
         lifecycle::bring_up(ctx, runtime, &self.options)?;
@@ -89,18 +86,4 @@ impl Restore {
         }
         Ok(())
     }
-}
-
-/// Renames `from` to `to` (creating `to`'s folder), if `from` exists.
-fn move_path(ctx: &Ctx, from: &Path, to: &Path) -> Result<()> {
-    ctx.runner
-        .plan(format!("mv {} {}", from.display(), to.display()));
-    if ctx.dry_run() || std::fs::symlink_metadata(from).is_err() {
-        return Ok(());
-    }
-    if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::rename(from, to)
-        .with_context(|| format!("cannot move {} to {}", from.display(), to.display()))
 }

@@ -396,6 +396,20 @@ impl Runner {
         Ok(())
     }
 
+    /// Renames `from` to `to`, creating `to`'s folder, if `from` exists (planned under
+    /// `--dry-run`).
+    pub fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        self.plan(format!("mv {} {}", from.display(), to.display()));
+        if self.dry_run || std::fs::symlink_metadata(from).is_err() {
+            return Ok(());
+        }
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::rename(from, to)
+            .with_context(|| format!("cannot move {} to {}", from.display(), to.display()))
+    }
+
     /// Hard-links `from` to `to`, or copies it where links cannot be made (another file
     /// system).
     pub fn link_or_copy(&self, from: &Path, to: &Path) -> Result<()> {

@@ -16,6 +16,7 @@ use crate::build::images;
 use crate::compose_file::{self, MLRUNS as MLRUNS_IN_CONTAINER, PROJECT};
 use crate::ctx::Ctx;
 use crate::engine;
+use crate::mlflow;
 use crate::runner::Step;
 use crate::stack::{Kind as ServiceKind, Service, STOP_GRACE_SECONDS};
 use crate::training::{self, Tracking};
@@ -105,12 +106,6 @@ impl Docker {
                 .run(&Step::new("chmod").args(["-R", "a+rwX"]).arg(dir))?;
         }
         Ok(())
-    }
-
-    /// MLflow's address on the stack's network, as the containers reach it.
-    fn mlflow_in_network(ctx: &Ctx) -> String {
-        let mlflow = ctx.stack.mlflow();
-        format!("http://{}:{}", mlflow.name, mlflow.container_port)
     }
 
     fn remove(&self, ctx: &Ctx, service: &Service) -> Result<()> {
@@ -271,7 +266,7 @@ impl Runtime for Docker {
                 register, promote, ..
             } => (
                 Tracking::On {
-                    uri: Self::mlflow_in_network(ctx),
+                    uri: compose_file::mlflow_in_network(ctx.stack.mlflow()),
                     register: *register,
                     promote: *promote,
                 },
@@ -330,7 +325,7 @@ impl Runtime for Docker {
                 .args(["exec", &mlflow.container])
                 .arg(format!("{}/bin/python", compose_file::MLFLOW_VENV))
                 .args(["-c", SQLITE_BACKUP])
-                .arg(format!("{MLRUNS_IN_CONTAINER}/mlflow.db"))
+                .arg(format!("{MLRUNS_IN_CONTAINER}/{}", mlflow::STORE_FILE))
                 .arg(inside),
         )?;
         Ok(true)

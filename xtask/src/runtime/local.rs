@@ -216,7 +216,7 @@ impl Runtime for Local {
         ctx.runner.run(
             &Step::new(python.to_string_lossy())
                 .args(["-c", SQLITE_BACKUP])
-                .arg(ctx.mlruns_dir().join("mlflow.db"))
+                .arg(mlflow::store_path(ctx))
                 .arg(dest),
         )?;
         Ok(true)
