@@ -617,9 +617,18 @@ pub(crate) fn predict_body<S: Service>(
     body: &[u8],
 ) -> Result<S::Response, ApiError> {
     let item: S::Request = json::parse(body)?;
-    S::validate(&item).map_err(ApiError::Invalid)?;
+    predict_item(state, model, &item)
+}
+
+/// One parsed request, validated and predicted as `POST /predict` does after parsing.
+pub(crate) fn predict_item<S: Service>(
+    state: &AppState<S>,
+    model: Option<&Loaded<S::Model>>,
+    item: &S::Request,
+) -> Result<S::Response, ApiError> {
+    S::validate(item).map_err(ApiError::Invalid)?;
     let model = model.ok_or(ApiError::ModelNotLoaded)?;
-    predict_checked(state, model, std::slice::from_ref(&item))?
+    predict_checked(state, model, std::slice::from_ref(item))?
         .pop()
         .ok_or_else(|| ApiError::Internal("the model gave no answer".into()))
 }

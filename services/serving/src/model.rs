@@ -262,7 +262,17 @@ impl<S: Service> ModelSlot<S> {
                 let version = model.version.clone();
                 let unchanged = self.get().is_some_and(|m| m.version == version);
                 let model = Arc::new(model);
-                let dashboard = self.dashboard.then(|| prepare_dashboard::<S>(&model));
+                // The same version is the same folder of files: its prepared dashboard stands
+                // (reading and scoring its data again is the costly part of a reload).
+                let prepared = unchanged
+                    .then(|| {
+                        let served = self.served.read().unwrap_or_else(|e| e.into_inner());
+                        served.dashboard.clone().filter(|d| d.is_ok())
+                    })
+                    .flatten();
+                let dashboard = self
+                    .dashboard
+                    .then(|| prepared.unwrap_or_else(|| prepare_dashboard::<S>(&model)));
                 *self.served.write().unwrap_or_else(|e| e.into_inner()) = Served {
                     model: Some(model),
                     dashboard,

@@ -12,8 +12,6 @@ use crate::{column, encoded_row, in_band, read_rows, split, Model, Parsed, CONDI
 
 /// The listings priced within the training band, one vector per column.
 pub struct Market {
-    /// Data rows in the file.
-    pub rows_read: usize,
     /// Rows priced outside the band, which training drops and the pages leave out.
     pub outside_band: usize,
     pub price: Vec<f64>,
@@ -136,7 +134,6 @@ impl Market {
         let (mut brands, mut models) = (Names::default(), Names::default());
         let n = keep.len();
         let mut market = Market {
-            rows_read,
             outside_band: rows_read - n,
             price: Vec::with_capacity(n),
             year: Vec::with_capacity(n),

@@ -309,12 +309,9 @@ pub async fn page(
         match request_body(&values) {
             Err(errors) => Outcome::Refused(errors),
             Ok(body) => match dashboard::predict(&state, &view, &body) {
-                Ok(prediction) => match serving::json::parse::<Listing>(&body) {
-                    Ok(listing) => Outcome::Priced {
-                        prediction,
-                        listing,
-                    },
-                    Err(e) => Outcome::Failed(e.message),
+                Ok((listing, prediction)) => Outcome::Priced {
+                    prediction,
+                    listing,
                 },
                 Err(ApiError::Invalid(e)) => Outcome::Refused(vec![e]),
                 Err(ApiError::Malformed(message) | ApiError::Internal(message)) => {

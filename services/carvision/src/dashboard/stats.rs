@@ -44,16 +44,7 @@ pub fn std_dev(values: &[f64]) -> f64 {
 
 /// A round bin width that cuts `0..upper` into about `bins` bins.
 pub fn nice_width(upper: f64, bins: usize) -> f64 {
-    let raw = (upper / bins as f64).max(1.0);
-    let magnitude = 10f64.powf(raw.log10().floor());
-    let step = match raw / magnitude {
-        n if n <= 1.0 => 1.0,
-        n if n <= 2.0 => 2.0,
-        n if n <= 2.5 => 2.5,
-        n if n <= 5.0 => 5.0,
-        _ => 10.0,
-    };
-    step * magnitude
+    serving::dashboard::chart::nice_step((upper / bins as f64).max(1.0))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 
 use std::fmt::Write;
 
-use maud::{html, Markup, PreEscaped, Render};
+use maud::{html, Markup, Render};
 
 use super::format;
 
@@ -24,8 +24,6 @@ pub enum Format {
     Year,
     /// `45k mi`.
     Miles,
-    /// `12%` of a fraction.
-    Percent,
 }
 
 impl Format {
@@ -35,7 +33,6 @@ impl Format {
             Format::Count => format::count(value),
             Format::Year => format!("{value:.0}"),
             Format::Miles => format!("{} mi", format::short(value)),
-            Format::Percent => format::percent(value, 0),
         }
     }
 
@@ -74,7 +71,6 @@ impl Axis {
 pub enum Stroke {
     Solid,
     Dashed,
-    Dotted,
 }
 
 impl Stroke {
@@ -82,7 +78,6 @@ impl Stroke {
         match self {
             Stroke::Solid => None,
             Stroke::Dashed => Some("7 4"),
-            Stroke::Dotted => Some("2 3"),
         }
     }
 }
@@ -145,6 +140,19 @@ impl Render for N {
     }
 }
 
+/// The round number (1, 2, 2.5 or 5 times a power of ten) at or just above `raw` (> 0).
+pub fn nice_step(raw: f64) -> f64 {
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let step = match raw / magnitude {
+        n if n <= 1.0 => 1.0,
+        n if n <= 2.0 => 2.0,
+        n if n <= 2.5 => 2.5,
+        n if n <= 5.0 => 5.0,
+        _ => 10.0,
+    };
+    step * magnitude
+}
+
 /// Ticks at round numbers covering `lo..=hi`: the nice bounds and the ticks.
 fn ticks(lo: f64, hi: f64, integral: bool) -> (f64, f64, Vec<f64>) {
     let (lo, hi) = if hi - lo < f64::EPSILON * hi.abs().max(1.0) {
@@ -152,15 +160,7 @@ fn ticks(lo: f64, hi: f64, integral: bool) -> (f64, f64, Vec<f64>) {
     } else {
         (lo, hi)
     };
-    let raw = (hi - lo) / 5.0;
-    let magnitude = 10f64.powf(raw.log10().floor());
-    let mut step = match raw / magnitude {
-        n if n <= 1.0 => 1.0,
-        n if n <= 2.0 => 2.0,
-        n if n <= 2.5 => 2.5,
-        n if n <= 5.0 => 5.0,
-        _ => 10.0,
-    } * magnitude;
+    let mut step = nice_step((hi - lo) / 5.0);
     if integral {
         step = step.round().max(1.0);
     }
@@ -383,11 +383,6 @@ impl Render for BarList {
             }
         }
     }
-}
-
-/// Raw SVG or HTML that is already escaped.
-pub fn raw(text: String) -> Markup {
-    PreEscaped(text)
 }
 
 #[cfg(test)]

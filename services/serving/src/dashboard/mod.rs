@@ -125,13 +125,16 @@ impl<S: Service> IntoResponse for Unavailable<S> {
 }
 
 /// Predicts exactly as `POST /predict` does with `body` (the same JSON parsing, validation,
-/// model call and prediction counting), with the model of `view`.
+/// model call and prediction counting), with the model of `view`: the request as parsed, and
+/// the answer.
 pub fn predict<S: Service>(
     state: &AppState<S>,
     view: &DashboardView<S>,
     body: &[u8],
-) -> Result<S::Response, ApiError> {
-    crate::http::predict_body(state, Some(&view.model), body)
+) -> Result<(S::Request, S::Response), ApiError> {
+    let item: S::Request = crate::json::parse(body)?;
+    let response = crate::http::predict_item(state, Some(&view.model), &item)?;
+    Ok((item, response))
 }
 
 /// The decoded `name=value` pairs of a URI's query, in order (a name may repeat).
