@@ -9,7 +9,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{health_json, stderr, stdout};
+use common::{docker_stdout, health_json, stderr, stdout};
 
 const CONTAINERS: [&str; 4] = [
     "mlflow-server",
@@ -34,11 +34,6 @@ fn mebibytes(text: &str) -> f64 {
         .trim()
         .parse::<f64>()
         .map_or(f64::NAN, |n| n * factor)
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// The docker stack uses the published names and ports, so it runs in a stack directory of
@@ -68,31 +63,32 @@ fn images_build_from_a_clean_state_and_leave_nothing_dangling() {
     // must be found up to date rather than rebuilt; the pipeline's `images` step builds it
     // where it is missing.
     for image in ["bankchurn", "carvision", "telecom"] {
-        let tags = docker(&[
+        let tags = docker_stdout(&[
             "images",
             "--format",
             "{{.Repository}}:{{.Tag}}",
             &format!("ml-mlops/{image}"),
         ]);
         for tag in tags.lines() {
-            docker(&["rmi", "--force", tag]);
+            docker_stdout(&["rmi", "--force", tag]);
         }
         assert_eq!(
-            docker(&["images", "--quiet", &format!("ml-mlops/{image}")]),
+            docker_stdout(&["images", "--quiet", &format!("ml-mlops/{image}")]),
             "",
             "ml-mlops/{image} survived"
         );
     }
     let dangling = || {
-        let mut ids: Vec<String> = docker(&["images", "--quiet", "--filter", "dangling=true"])
-            .lines()
-            .map(str::to_owned)
-            .collect();
+        let mut ids: Vec<String> =
+            docker_stdout(&["images", "--quiet", "--filter", "dangling=true"])
+                .lines()
+                .map(str::to_owned)
+                .collect();
         ids.sort();
         ids
     };
     let dangling_before = dangling();
-    let mlflow_before = docker(&["images", "--quiet", "ml-mlops/mlflow:1.0.0"]);
+    let mlflow_before = docker_stdout(&["images", "--quiet", "ml-mlops/mlflow:1.0.0"]);
     let images = xtask(&stack, &["images"]);
     assert!(
         images.status.success(),
@@ -122,7 +118,7 @@ fn images_build_from_a_clean_state_and_leave_nothing_dangling() {
         .filter(|id| !dangling_before.contains(id))
         .collect();
     assert!(left.is_empty(), "the build left untagged images: {left:?}");
-    let api_size: f64 = docker(&[
+    let api_size: f64 = docker_stdout(&[
         "image",
         "inspect",
         "--format",
@@ -132,7 +128,7 @@ fn images_build_from_a_clean_state_and_leave_nothing_dangling() {
     .parse()
     .unwrap();
     assert!(api_size < 30e6, "the API image is {api_size} bytes");
-    let labels = docker(&[
+    let labels = docker_stdout(&[
         "image",
         "inspect",
         "--format",
@@ -166,7 +162,7 @@ fn demo_retrain_crash_recovery_restart_and_down() {
         assert!(line.contains("Up ") && line.contains("(healthy"), "{line}");
     }
     assert_eq!(
-        docker(&[
+        docker_stdout(&[
             "network",
             "inspect",
             "--format",
@@ -178,7 +174,7 @@ fn demo_retrain_crash_recovery_restart_and_down() {
     assert!(xtask(&stack, &["smoke"]).status.success());
 
     // MLflow stays small: one worker, no job runner.
-    let memory = docker(&[
+    let memory = docker_stdout(&[
         "stats",
         "--no-stream",
         "--format",
@@ -204,13 +200,13 @@ fn demo_retrain_crash_recovery_restart_and_down() {
     assert_eq!(after["last_reload"]["status"], "loaded", "{after}");
 
     // A crash (the process killed from the host) is healed by `restart: unless-stopped`.
-    let started = docker(&[
+    let started = docker_stdout(&[
         "inspect",
         "--format",
         "{{.State.StartedAt}}",
         "bankchurn-api",
     ]);
-    let pid = docker(&["inspect", "--format", "{{.State.Pid}}", "bankchurn-api"]);
+    let pid = docker_stdout(&["inspect", "--format", "{{.State.Pid}}", "bankchurn-api"]);
     assert!(Command::new("kill")
         .args(["-9", &pid])
         .status()
@@ -218,7 +214,7 @@ fn demo_retrain_crash_recovery_restart_and_down() {
         .success());
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let now = docker(&[
+        let now = docker_stdout(&[
             "inspect",
             "--format",
             "{{.State.StartedAt}} {{.State.Health.Status}}",
@@ -244,7 +240,7 @@ fn demo_retrain_crash_recovery_restart_and_down() {
     assert!(down.status.success(), "{}", stderr(&down));
     for name in CONTAINERS {
         assert_eq!(
-            docker(&[
+            docker_stdout(&[
                 "ps",
                 "--all",
                 "--quiet",
@@ -256,7 +252,7 @@ fn demo_retrain_crash_recovery_restart_and_down() {
         );
     }
     assert_eq!(
-        docker(&[
+        docker_stdout(&[
             "network",
             "ls",
             "--quiet",

@@ -20,7 +20,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::panic::AssertUnwindSafe;
@@ -31,9 +30,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{copy_dir, stderr, stdout, Stack};
+use common::{copy_dir, docker_stdout, model_version, repo, snapshot, stderr, stdout, Stack};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 const APIS: [&str; 3] = ["bankchurn", "carvision", "telecom"];
 /// Concurrent keep-alive clients of the load under which each API is killed.
@@ -44,13 +42,6 @@ const SLOWLORIS_CONNECTIONS: usize = 1000;
 
 // ---------------------------------------------------------------------------------------------
 // The stack: services as `service.toml` describes them, on either runtime.
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
 
 /// What the campaign needs of one service's `service.toml`.
 struct ServiceInfo {
@@ -63,7 +54,7 @@ struct ServiceInfo {
 }
 
 fn service(name: &str) -> ServiceInfo {
-    let path = workspace().join("services").join(name).join("service.toml");
+    let path = repo().join("services").join(name).join("service.toml");
     let table: toml::Table = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let smoke = table.get("smoke").map(|smoke| {
         (
@@ -141,7 +132,7 @@ impl Target {
     /// The host pid of the service's main process.
     fn pid(&self, name: &str) -> i32 {
         match self.runtime {
-            Runtime::Docker => docker(&[
+            Runtime::Docker => docker_stdout(&[
                 "inspect",
                 "--format",
                 "{{.State.Pid}}",
@@ -166,7 +157,7 @@ impl Target {
     fn hangup(&self, name: &str) {
         match self.runtime {
             Runtime::Docker => {
-                docker(&["kill", "--signal", "HUP", &service(name).container]);
+                docker_stdout(&["kill", "--signal", "HUP", &service(name).container]);
             }
             Runtime::Local => signal(self.pid(name), "HUP"),
         }
@@ -210,11 +201,6 @@ impl Drop for Teardown<'_> {
     }
 }
 
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 /// The stack's containers that exist, running or not.
 fn stack_containers() -> Vec<String> {
     ["mlflow"]
@@ -222,7 +208,8 @@ fn stack_containers() -> Vec<String> {
         .chain(APIS)
         .map(|name| service(name).container)
         .filter(|c| {
-            !docker(&["ps", "--all", "--quiet", "--filter", &format!("name=^{c}$")]).is_empty()
+            !docker_stdout(&["ps", "--all", "--quiet", "--filter", &format!("name=^{c}$")])
+                .is_empty()
         })
         .collect()
 }
@@ -237,7 +224,7 @@ fn signal(pid: i32, name: &str) {
 
 /// The release binary of a service, as `demo` builds it.
 fn service_binary(name: &str) -> PathBuf {
-    let target = workspace().join("target");
+    let target = repo().join("target");
     let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
     [
         target.join(triple).join("release").join(name),
@@ -610,11 +597,7 @@ fn current_version(model_dir: &Path) -> String {
 /// Writes `model_json` as a version of its own (named by its fingerprint, with matching
 /// metrics, so that only its content can be refused) and points `current` at it atomically.
 fn publish_version(model_dir: &Path, model_json: &[u8]) -> String {
-    let version: String = Sha256::digest(model_json)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>()[..12]
-        .to_owned();
+    let version = model_version(model_json);
     let served = model_dir.join("current");
     let mut metrics: Value =
         serde_json::from_slice(&std::fs::read(served.join("metrics.json")).unwrap()).unwrap();
@@ -668,27 +651,6 @@ fn find_nodes(value: &mut Value) -> Option<&mut Vec<Value>> {
 fn truncated_model(model_dir: &Path) -> Vec<u8> {
     let bytes = std::fs::read(model_dir.join("current/model.json")).unwrap();
     bytes[..bytes.len() / 2].to_vec()
-}
-
-/// Every file under `dir` with its bytes, links as their targets.
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    let mut pending = vec![dir.to_owned()];
-    while let Some(d) = pending.pop() {
-        for entry in std::fs::read_dir(&d).unwrap().flatten() {
-            let kind = entry.file_type().unwrap();
-            let path = entry.path();
-            if kind.is_symlink() {
-                let target = std::fs::read_link(&path).unwrap();
-                files.insert(path, target.into_os_string().into_encoded_bytes());
-            } else if kind.is_dir() {
-                pending.push(path);
-            } else {
-                files.insert(path.clone(), std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    files
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -903,7 +865,7 @@ fn ctrl_c_during_demo(target: &Target) -> String {
         target.name()
     );
     let network = if target.runtime == Runtime::Docker {
-        let left = docker(&[
+        let left = docker_stdout(&[
             "network",
             "ls",
             "--quiet",
@@ -1062,7 +1024,7 @@ fn kill_under_load(target: &Target, api: &str) -> String {
 
 fn docker_restarts(target: &Target, api: &str) -> u64 {
     match target.runtime {
-        Runtime::Docker => docker(&[
+        Runtime::Docker => docker_stdout(&[
             "inspect",
             "--format",
             "{{.RestartCount}}",
@@ -1184,13 +1146,13 @@ fn start_on_a_corrupt_model(target: &Target, api: &str) -> String {
             );
             restore.bad.push(bad.clone());
             let container = service(api).container;
-            docker(&["restart", "--time", "10", &container]);
+            docker_stdout(&["restart", "--time", "10", &container]);
             let addr = target.addr(api);
             let answer = wait_health(addr, "a 503", Duration::from_secs(30), |s, _| s == 503);
             assert_eq!(answer["last_reload"]["status"], "refused", "{answer}");
             // Still the same container run a few health checks later: not crash-looping.
             let state = || {
-                docker(&[
+                docker_stdout(&[
                     "inspect",
                     "--format",
                     "{{.State.Status}} restarts={{.RestartCount}} since={{.State.StartedAt}}",
@@ -1285,7 +1247,7 @@ fn mlflow_stopped(target: &Target) -> String {
     );
     match target.runtime {
         Runtime::Docker => {
-            docker(&["stop", "--time", "15", &service("mlflow").container]);
+            docker_stdout(&["stop", "--time", "15", &service("mlflow").container]);
         }
         Runtime::Local => {
             let pid = target.pid("mlflow");

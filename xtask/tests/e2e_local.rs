@@ -5,7 +5,6 @@
 mod common;
 
 use common::{stderr, stdout, Stack};
-use sha2::Digest;
 
 const PORTS: [u16; 4] = [5000, 8001, 8002, 8003];
 
@@ -72,11 +71,7 @@ fn a_service_that_cannot_start_fails_the_demo_with_its_log_and_stops_the_rest() 
     // it, after the SHA-256 of its bytes) and the `current` link.
     let model_dir = stack.path().join("models/carvision");
     let bytes = b"{ not a model";
-    let version: String = sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .take(6)
-        .collect();
+    let version = common::model_version(bytes);
     let folder = model_dir.join("versions").join(&version);
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::write(folder.join("model.json"), bytes).unwrap();

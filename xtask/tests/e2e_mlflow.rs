@@ -10,12 +10,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{health_json, stderr, stdout, Stack};
+use common::{health_json, snapshot, stderr, stdout, Stack};
 use serde_json::{json, Value};
 
 /// The registered models of the demo.
@@ -179,36 +178,6 @@ impl Load {
             self.failed.load(Ordering::Relaxed),
         )
     }
-}
-
-/// Every file under `dir` with its bytes, to prove nothing changed.
-fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let meta = std::fs::symlink_metadata(entry.path()).unwrap();
-            if meta.is_dir() {
-                stack.push(entry.path());
-            } else if meta.file_type().is_symlink() {
-                out.push((
-                    entry.path().display().to_string(),
-                    std::fs::read_link(entry.path())
-                        .unwrap()
-                        .to_string_lossy()
-                        .into_owned()
-                        .into_bytes(),
-                ));
-            } else {
-                out.push((
-                    entry.path().display().to_string(),
-                    std::fs::read(entry.path()).unwrap(),
-                ));
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 #[test]

@@ -23,12 +23,7 @@ fn fixtures() -> PathBuf {
 
 /// Runs the real xtask binary in `dir` (the workspace it works on).
 fn xtask(dir: &Path, args: &[&str]) -> Output {
-    xtask_env(dir, args, &[])
-}
-
-/// Runs xtask with extra environment variables (GitHub Actions' own, say).
-fn xtask_env(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Output {
-    xtask_in(dir, args, env)
+    xtask_in(dir, args, &[])
 }
 
 /// The table row of `target` and `scanner`.
@@ -359,7 +354,7 @@ fn scan_finds_a_planted_token_a_root_dockerfile_an_unhardened_compose_file_and_a
     copy_dir(&fixtures().join("compose"), &ws.path().join("compose"));
 
     let summary = ws.path().join("summary.md");
-    let output = xtask_env(
+    let output = xtask_in(
         ws.path(),
         &["scan", "--skip-images"],
         &[

@@ -288,3 +288,41 @@ pub fn fake_github_token() -> String {
         .collect();
     format!("ghp_{body}")
 }
+
+/// Every file under `dir` (none where it is missing) with its bytes, links as their targets:
+/// to prove nothing changed.
+pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let kind = entry.file_type().unwrap();
+            let path = entry.path();
+            if kind.is_symlink() {
+                let target = std::fs::read_link(&path).unwrap();
+                files.insert(path, target.into_os_string().into_encoded_bytes());
+            } else if kind.is_dir() {
+                pending.push(path);
+            } else {
+                files.insert(path.clone(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+/// A model version's name as training gives it: the first 12 hex digits of the SHA-256 of
+/// its `model.json`.
+pub fn model_version(model_json: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(model_json)
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What `docker ARGS` printed, trimmed.
+pub fn docker_stdout(args: &[&str]) -> String {
+    stdout(&docker(args)).trim().to_owned()
+}
