@@ -1186,26 +1186,28 @@ fn start_on_a_corrupt_model(target: &Target, api: &str) -> String {
             point_current_at(&model_dir, &good);
             let bad = publish_version(&model_dir, &truncated_model(&model_dir));
             let port = free_port();
-            let mut server = Command::new(service_binary(api))
-                .args([
-                    "serve",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    &port.to_string(),
-                    "--model-dir",
-                ])
-                .arg(&model_dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
+            let mut server = KillOnDrop(
+                Command::new(service_binary(api))
+                    .args([
+                        "serve",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        &port.to_string(),
+                        "--model-dir",
+                    ])
+                    .arg(&model_dir)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let answer = wait_health(addr, "a 503", Duration::from_secs(10), |s, _| s == 503);
             assert_eq!(answer["last_reload"]["status"], "refused", "{answer}");
             std::thread::sleep(Duration::from_secs(2));
             assert!(
-                server.try_wait().unwrap().is_none(),
+                server.0.try_wait().unwrap().is_none(),
                 "the service exited on a corrupt model"
             );
             let (path, body) = service(api).smoke.unwrap();
@@ -1216,15 +1218,24 @@ fn start_on_a_corrupt_model(target: &Target, api: &str) -> String {
                 (503, Some("model_not_loaded"))
             );
             point_current_at(&model_dir, &good);
-            signal(server.id() as i32, "HUP");
+            signal(server.0.id() as i32, "HUP");
             let healthy = wait_health(addr, "healthy", Duration::from_secs(10), |s, _| s == 200);
             assert_eq!(healthy["model_version"], good.as_str());
-            let _ = server.kill();
-            let _ = server.wait();
             format!(
                 "503 model_not_loaded, still running; corrupt {bad} refused; healthy after SIGHUP"
             )
         }
+    }
+}
+
+/// A child process killed when dropped, whatever the case's assertions did: the campaign
+/// goes on after a failed case.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
