@@ -2,12 +2,14 @@
 //! statically linked, so the very same files run on the host and in `FROM scratch` images.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use crate::ctx::Ctx;
-use crate::runner::Step;
+use crate::runner::{tail, Background, Step};
 use crate::stack::Service;
+use crate::{http, poll, ports};
 
 /// The target triple of the static build, when there is one.
 fn static_target() -> Option<String> {
@@ -39,6 +41,44 @@ pub fn serve_step(ctx: &Ctx, service: &Service, port: u16, model_dir: &Path) -> 
             "--model-dir",
         ])
         .arg(model_dir)
+}
+
+/// Serves the model in `model_dir` on a free loopback port, logging to `log`, and waits until
+/// it answers healthy: the server and its base URL (`None` under `--dry-run`). A server that
+/// never becomes healthy is stopped, and the error shows its log's last lines.
+pub fn serve_on_free_port(
+    ctx: &Ctx,
+    service: &Service,
+    model_dir: &Path,
+    log: &Path,
+) -> Result<Option<(Background, String)>> {
+    ctx.runner
+        .plan("serve on a free port (0 below, PORT after it)");
+    let port = if ctx.dry_run() {
+        0
+    } else {
+        ports::free_port()?
+    };
+    let serve = serve_step(ctx, service, port, model_dir).env("LOG_FORMAT", "json");
+    let Some(child) = ctx.runner.spawn_service(&serve, log)? else {
+        return Ok(None);
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let health = format!("{base}{}", service.health_path);
+    let up = poll::until(Duration::from_secs(30), Duration::from_millis(20), || {
+        http::healthy(&health, Duration::from_secs(1)).then_some(())
+    });
+    if up.is_none() {
+        let _ = ctx
+            .runner
+            .stop_group(child.pid(), Duration::from_secs(5), Some(&child));
+        bail!(
+            "{} never became healthy at {base}; its log:\n{}",
+            service.name,
+            tail(&std::fs::read_to_string(log).unwrap_or_default(), 30)
+        );
+    }
+    Ok(Some((child, base)))
 }
 
 fn build_step(ctx: &Ctx, services: &[&Service]) -> Step {

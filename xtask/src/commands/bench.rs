@@ -11,7 +11,8 @@ use crate::build::binaries;
 use crate::ctx::Ctx;
 use crate::runner::Step;
 use crate::stack::Service;
-use crate::{http, poll, ports, report};
+use crate::training::{self, Tracking, DEFAULT_SEED};
+use crate::report;
 
 /// Measure train time, model load time, idle memory, and /predict under load (needs `wrk`).
 #[derive(clap::Args, Debug)]
@@ -181,22 +182,20 @@ impl Bench {
         dir: &Path,
         wrk: Option<&Path>,
     ) -> Result<(Measured, Option<Load>)> {
-        let binary = binaries::path(ctx, api).to_string_lossy().into_owned();
         let data = dir.join("data.csv");
         let models = dir.join("model");
-        ctx.runner.run(
-            &Step::new(&binary)
-                .args(["generate-data", "--out"])
-                .arg(&data),
-        )?;
+        ctx.runner
+            .run(&training::generate_data_step(ctx, api, &data))?;
         let started = Instant::now();
-        ctx.runner.run(
-            &Step::new(&binary)
-                .args(["train", "--data-path"])
-                .arg(&data)
-                .arg("--model-dir")
-                .arg(&models),
-        )?;
+        ctx.runner.run(&training::host_train_step(
+            ctx,
+            api,
+            &data,
+            &models,
+            DEFAULT_SEED,
+            &Tracking::Off,
+            &[],
+        ))?;
         let train = started.elapsed();
         // Data lines, without the header.
         let rows = std::fs::read_to_string(&data)?
@@ -204,20 +203,10 @@ impl Bench {
             .count()
             .saturating_sub(1);
 
-        let port = ports::free_port()?;
-        let url = format!("http://127.0.0.1:{port}");
         let log = dir.join("serve.log");
-        let serve = binaries::serve_step(ctx, api, port, &models).env("LOG_FORMAT", "json");
-        let child = ctx
-            .runner
-            .spawn_service(&serve, &log)?
-            .context("a server process")?;
+        let (child, url) =
+            binaries::serve_on_free_port(ctx, api, &models, &log)?.context("a server process")?;
         let measured = (|| -> Result<(f64, Option<Load>)> {
-            let health = format!("{url}/health");
-            poll::until(Duration::from_secs(20), Duration::from_millis(20), || {
-                http::healthy(&health, Duration::from_secs(1)).then_some(())
-            })
-            .with_context(|| format!("{} never became healthy; see {}", api.name, log.display()))?;
             std::thread::sleep(Duration::from_millis(500));
             let idle_mib = rss_mib(child.pid()).unwrap_or(f64::NAN);
             let load = wrk

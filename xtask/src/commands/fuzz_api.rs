@@ -14,7 +14,7 @@ use crate::ctx::Ctx;
 use crate::runner::{tail, Background, Step};
 use crate::stack::Service;
 use crate::training::{self, Tracking, DEFAULT_SEED};
-use crate::{http, poll, ports, report, tools};
+use crate::{http, report, tools};
 
 /// Fuzz every API over HTTP with Schemathesis, from its /openapi.json: valid and invalid
 /// requests, every check; fails on any 5xx or answer that breaks the document.
@@ -415,34 +415,9 @@ fn serve_fresh(
                 &[],
             ))
         })?;
-    ctx.runner
-        .plan("serve on a free port (0 below, PORT after it)");
-    let port = if ctx.dry_run() {
-        0
-    } else {
-        ports::free_port()?
-    };
     let log = dir.join("serve.log");
-    let serve = binaries::serve_step(ctx, api, port, &models).env("LOG_FORMAT", "json");
-    let Some(child) = ctx.runner.spawn_service(&serve, &log)? else {
-        return Ok(None);
-    };
-    let base = format!("http://127.0.0.1:{port}");
-    let health = format!("{base}{}", api.health_path);
-    let up = poll::until(Duration::from_secs(30), Duration::from_millis(20), || {
-        http::healthy(&health, Duration::from_secs(1)).then_some(())
-    });
-    if up.is_none() {
-        let _ = ctx
-            .runner
-            .stop_group(child.pid(), Duration::from_secs(5), Some(&child));
-        bail!(
-            "{} never became healthy at {base}; its log:\n{}",
-            api.name,
-            tail(&std::fs::read_to_string(&log).unwrap_or_default(), 30)
-        );
-    }
-    Ok(Some((child, base, log)))
+    let served = binaries::serve_on_free_port(ctx, api, &models, &log)?;
+    Ok(served.map(|(child, base)| (child, base, log)))
 }
 
 #[cfg(test)]
