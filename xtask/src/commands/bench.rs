@@ -9,10 +9,10 @@ use anyhow::{bail, Context, Result};
 
 use crate::build::binaries;
 use crate::ctx::Ctx;
+use crate::report;
 use crate::runner::Step;
 use crate::stack::Service;
 use crate::training::{self, Tracking, DEFAULT_SEED};
-use crate::report;
 
 /// Measure train time, model load time, idle memory, and /predict under load (needs `wrk`).
 #[derive(clap::Args, Debug)]
