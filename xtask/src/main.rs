@@ -16,7 +16,6 @@ use runtime::Purpose;
 mod archive;
 mod build;
 mod commands;
-mod compose_file;
 mod ctx;
 mod engine;
 mod findings;

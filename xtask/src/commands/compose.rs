@@ -3,8 +3,8 @@
 
 use anyhow::{bail, Result};
 
-use crate::compose_file::{render, FILE};
 use crate::ctx::Ctx;
+use crate::stack::compose_file::{render, FILE};
 
 /// Regenerate compose/docker-compose.demo.yml from the services' service.toml files.
 #[derive(clap::Args, Debug)]

@@ -13,11 +13,11 @@ use serde_json::Value;
 
 use super::{Kind, Runtime, ServiceState, SQLITE_BACKUP};
 use crate::build::images;
-use crate::compose_file::{self, MLRUNS as MLRUNS_IN_CONTAINER, PROJECT};
 use crate::ctx::Ctx;
 use crate::engine;
 use crate::mlflow;
 use crate::runner::Step;
+use crate::stack::compose_file::{self, MLRUNS as MLRUNS_IN_CONTAINER, PROJECT};
 use crate::stack::{Kind as ServiceKind, Service, STOP_GRACE_SECONDS};
 use crate::training::{self, Tracking};
 

@@ -1,5 +1,8 @@
-//! The stack's single source of truth: one `service.toml` per folder under `services/`. Every
-//! command, the compose file and the workflows derive names, ports and health paths from it.
+//! The stack's description: its single source of truth, one `service.toml` per folder under
+//! `services/`, and the compose file generated from it. Every command, the compose file and
+//! the workflows derive names, ports and health paths from it.
+
+pub mod compose_file;
 
 use std::path::{Path, PathBuf};
 
