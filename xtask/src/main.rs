@@ -11,7 +11,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use commands as cmd;
-use runtime::Purpose;
+use runtime::{lifecycle, Purpose};
+
+// The paths `commands/bench.rs` still imports from, until it names the modules' new places.
+use runtime::training;
 
 mod archive;
 mod build;
@@ -20,12 +23,8 @@ mod ctx;
 mod engine;
 mod findings;
 mod http;
-mod lifecycle;
 mod lockfiles;
-mod mlflow;
-mod observe;
 mod poll;
-mod ports;
 mod progress;
 mod registry;
 mod report;
@@ -34,7 +33,6 @@ mod runtime;
 mod scanners;
 mod stack;
 mod tools;
-mod training;
 mod workflows;
 
 /// The task runner of the ML serving stack: BankChurn, CarVision and TelecomAI APIs plus an

@@ -8,8 +8,9 @@ use anyhow::{bail, Result};
 
 use crate::ctx::Ctx;
 use crate::runner::{tail, Background, Step};
+use crate::runtime::ports;
 use crate::stack::Service;
-use crate::{http, poll, ports};
+use crate::{http, poll};
 
 /// The target triple of the static build, when there is one.
 fn static_target() -> Option<String> {

@@ -13,9 +13,10 @@ use anyhow::{bail, Context, Result};
 
 use super::{binaries, mlflow_base, sha256_hex};
 use crate::ctx::Ctx;
+use crate::engine;
 use crate::runner::Step;
+use crate::runtime::mlflow_server;
 use crate::stack::{Kind, Service, IMAGE_PREFIX};
-use crate::{engine, mlflow};
 
 /// The label holding a fingerprint of everything an image is built from.
 const INPUTS_LABEL: &str = "io.ml-mlops.inputs";
@@ -85,7 +86,7 @@ fn inputs_fingerprint(ctx: &Ctx, service: &Service) -> Result<String> {
         Kind::Api => bytes.extend(read(&binaries::path(ctx, service))?),
         Kind::Mlflow => {
             bytes.extend(read(&service.dir.join("requirements.lock"))?);
-            bytes.extend(read(&service.dir.join(mlflow::LAUNCHER))?);
+            bytes.extend(read(&service.dir.join(mlflow_server::LAUNCHER))?);
         }
     }
     Ok(sha256_hex(&bytes))
@@ -126,7 +127,7 @@ fn stage(ctx: &Ctx, service: &Service, wheels: Option<&Path>) -> Result<PathBuf>
             .runner
             .link_or_copy(&binaries::path(ctx, service), &context.join("app"))?,
         Kind::Mlflow => {
-            for file in ["requirements.lock", mlflow::LAUNCHER] {
+            for file in ["requirements.lock", mlflow_server::LAUNCHER] {
                 ctx.runner
                     .link_or_copy(&service.dir.join(file), &context.join(file))?;
             }

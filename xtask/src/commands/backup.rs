@@ -9,7 +9,7 @@ use anyhow::Result;
 
 use crate::archive::{self, Source};
 use crate::ctx::Ctx;
-use crate::mlflow;
+use crate::runtime::mlflow_server;
 use crate::runtime::Runtime;
 
 /// Back up the MLflow store and the models into one verifiable archive.
@@ -34,7 +34,7 @@ impl Backup {
                 .join(format!("ml-mlops-{now}.tar.gz"))
         });
         let mlruns = ctx.mlruns_dir();
-        let database = mlflow::store_path(ctx);
+        let database = mlflow_server::store_path(ctx);
         // A consistent copy beside the database, archived under the database's name.
         let snapshot = mlruns.join(format!(".backup-{now}.db"));
         ctx.runner.plan(format!(

@@ -5,8 +5,8 @@
 use anyhow::{bail, Result};
 
 use crate::ctx::Ctx;
-use crate::lifecycle::{self, UpOptions};
-use crate::observe;
+use crate::runtime::lifecycle::{self, UpOptions};
+use crate::runtime::observe;
 use crate::runtime::Runtime;
 
 /// Build, train, start and verify the whole stack, then leave it running.

@@ -9,9 +9,10 @@ use anyhow::{bail, Result};
 use crate::build::{images, mlflow_base};
 use crate::ctx::Ctx;
 use crate::runner::Step;
+use crate::runtime::{lifecycle, mlflow_server, ports};
 use crate::runtime::{Kind as RuntimeKind, Runtime};
 use crate::stack::Kind;
-use crate::{engine, http, lifecycle, mlflow, ports};
+use crate::{engine, http};
 
 /// Diagnose the machine and the stack: toolchain, engine, image prerequisites, ports, models,
 /// MLflow, Python, disk.
@@ -273,13 +274,13 @@ fn check_models(ctx: &Ctx, report: &mut Report) {
 }
 
 fn check_python(ctx: &Ctx, report: &mut Report) {
-    match mlflow::check_python(ctx) {
+    match mlflow_server::check_python(ctx) {
         Ok(version) => {
-            let env = if mlflow::is_installed(ctx) {
+            let env = if mlflow_server::is_installed(ctx) {
                 format!(
                     "MLflow {} installed in {}",
-                    mlflow::version(ctx),
-                    ctx.show(&mlflow::venv_dir(ctx))
+                    mlflow_server::version(ctx),
+                    ctx.show(&mlflow_server::venv_dir(ctx))
                 )
             } else {
                 "MLflow not installed yet (the first `up` installs it)".to_owned()

@@ -6,8 +6,8 @@ use anyhow::{bail, Result};
 use crate::build::images;
 use crate::ctx::Ctx;
 use crate::engine;
-use crate::lifecycle;
-use crate::ports;
+use crate::runtime::lifecycle;
+use crate::runtime::ports;
 use crate::runtime::Runtime;
 
 /// Stop the whole stack; mlruns/ (the MLflow store) and models/ are kept unless asked.

@@ -12,8 +12,8 @@ use serde::Deserialize;
 use crate::build::binaries;
 use crate::ctx::Ctx;
 use crate::runner::{tail, Background, Step};
+use crate::runtime::training::{self, Tracking, DEFAULT_SEED};
 use crate::stack::Service;
-use crate::training::{self, Tracking, DEFAULT_SEED};
 use crate::{http, report, tools};
 
 /// Fuzz every API over HTTP with Schemathesis, from its /openapi.json: valid and invalid

@@ -4,9 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
+use crate::archive;
 use crate::ctx::Ctx;
 use crate::runtime::Runtime;
-use crate::{archive, lifecycle, mlflow};
+use crate::runtime::{lifecycle, mlflow_server};
 
 /// Operate the MLflow tracking server.
 #[derive(clap::Args, Debug)]
@@ -43,7 +44,7 @@ impl Mlflow {
 impl Reset {
     fn run(self, ctx: &Ctx, runtime: &mut dyn Runtime) -> Result<()> {
         let mlruns = ctx.mlruns_dir();
-        let store: Vec<PathBuf> = [mlflow::store_path(ctx), mlruns.join("artifacts")]
+        let store: Vec<PathBuf> = [mlflow_server::store_path(ctx), mlruns.join("artifacts")]
             .into_iter()
             .filter(|p| p.exists() || ctx.dry_run())
             .collect();

@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use crate::ctx::Ctx;
-use crate::lifecycle;
+use crate::runtime::lifecycle;
 use crate::runtime::Runtime;
 
 /// Restart one service and wait until it is healthy again.

@@ -10,7 +10,7 @@ use anyhow::Result;
 
 use crate::archive;
 use crate::ctx::Ctx;
-use crate::lifecycle::{self, UpOptions};
+use crate::runtime::lifecycle::{self, UpOptions};
 use crate::runtime::Runtime;
 
 /// Restore a backup made by `cargo xtask backup`, and bring the stack up healthy.

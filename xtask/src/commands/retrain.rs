@@ -10,9 +10,9 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use crate::ctx::Ctx;
+use crate::runtime::training::{self, Tracking};
 use crate::runtime::Runtime;
 use crate::stack::Kind;
-use crate::training::{self, Tracking};
 use crate::{http, poll};
 
 /// Retrain an API's model, register it, and swap it into the running service.

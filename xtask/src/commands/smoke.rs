@@ -4,7 +4,7 @@
 use anyhow::{bail, Result};
 
 use crate::ctx::Ctx;
-use crate::observe;
+use crate::runtime::observe;
 
 /// Check health and one real prediction per API; one line per failed check.
 #[derive(clap::Args, Debug)]

@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use crate::ctx::Ctx;
-use crate::observe;
+use crate::runtime::observe;
 use crate::runtime::Runtime;
 
 /// Show each service: state, health and ports.

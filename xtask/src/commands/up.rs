@@ -4,7 +4,7 @@
 use anyhow::Result;
 
 use crate::ctx::Ctx;
-use crate::lifecycle::{self, UpOptions};
+use crate::runtime::lifecycle::{self, UpOptions};
 use crate::runtime::Runtime;
 
 /// Start the stack and wait until it is healthy (already healthy services are reused).

@@ -15,11 +15,11 @@ use super::{Kind, Runtime, ServiceState, SQLITE_BACKUP};
 use crate::build::images;
 use crate::ctx::Ctx;
 use crate::engine;
-use crate::mlflow;
 use crate::runner::Step;
+use crate::runtime::mlflow_server;
+use crate::runtime::training::{self, Tracking};
 use crate::stack::compose_file::{self, MLRUNS as MLRUNS_IN_CONTAINER, PROJECT};
 use crate::stack::{Kind as ServiceKind, Service, STOP_GRACE_SECONDS};
-use crate::training::{self, Tracking};
 
 pub struct Docker {
     /// `docker compose` or `docker-compose`, found when first needed: `status` and `restart`
@@ -325,7 +325,10 @@ impl Runtime for Docker {
                 .args(["exec", &mlflow.container])
                 .arg(format!("{}/bin/python", compose_file::MLFLOW_VENV))
                 .args(["-c", SQLITE_BACKUP])
-                .arg(format!("{MLRUNS_IN_CONTAINER}/{}", mlflow::STORE_FILE))
+                .arg(format!(
+                    "{MLRUNS_IN_CONTAINER}/{}",
+                    mlflow_server::STORE_FILE
+                ))
                 .arg(inside),
         )?;
         Ok(true)

@@ -13,10 +13,10 @@ use rustix::process::Signal;
 use super::{Kind, Runtime, ServiceState, SQLITE_BACKUP};
 use crate::build::binaries;
 use crate::ctx::Ctx;
-use crate::mlflow;
 use crate::runner::{tail, Background, Step, Stopped};
+use crate::runtime::mlflow_server;
+use crate::runtime::training::{self, Tracking};
 use crate::stack::{Kind as ServiceKind, Service, STOP_GRACE_SECONDS};
-use crate::training::{self, Tracking};
 
 /// How long a service gets to exit after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(STOP_GRACE_SECONDS);
@@ -73,7 +73,7 @@ impl Local {
 
     fn start_step(ctx: &Ctx, service: &Service) -> Step {
         match service.kind {
-            ServiceKind::Mlflow => mlflow::server_step(ctx, service),
+            ServiceKind::Mlflow => mlflow_server::server_step(ctx, service),
             ServiceKind::Api => {
                 let mut step = binaries::serve_step(
                     ctx,
@@ -101,8 +101,10 @@ impl Runtime for Local {
     }
 
     fn preflight(&self, ctx: &Ctx, services: &[&Service]) -> Result<()> {
-        if services.iter().any(|s| s.kind == ServiceKind::Mlflow) && !mlflow::is_installed(ctx) {
-            mlflow::check_python(ctx)?;
+        if services.iter().any(|s| s.kind == ServiceKind::Mlflow)
+            && !mlflow_server::is_installed(ctx)
+        {
+            mlflow_server::check_python(ctx)?;
         }
         Ok(())
     }
@@ -111,7 +113,7 @@ impl Runtime for Local {
         let apis: Vec<&Service> = services.iter().copied().filter(|s| s.is_api()).collect();
         binaries::build(ctx, &apis)?;
         if services.iter().any(|s| s.kind == ServiceKind::Mlflow) {
-            mlflow::ensure_installed(ctx)?;
+            mlflow_server::ensure_installed(ctx)?;
         }
         Ok(())
     }
@@ -212,11 +214,11 @@ impl Runtime for Local {
         if self.running(ctx, ctx.stack.mlflow()).is_none() {
             return Ok(false);
         }
-        let python = mlflow::venv_dir(ctx).join("bin/python");
+        let python = mlflow_server::venv_dir(ctx).join("bin/python");
         ctx.runner.run(
             &Step::new(python.to_string_lossy())
                 .args(["-c", SQLITE_BACKUP])
-                .arg(mlflow::store_path(ctx))
+                .arg(mlflow_server::store_path(ctx))
                 .arg(dest),
         )?;
         Ok(true)

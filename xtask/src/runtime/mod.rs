@@ -8,11 +8,16 @@ use anyhow::Result;
 use clap::ValueEnum;
 
 use crate::ctx::Ctx;
+use crate::runtime::training::Tracking;
 use crate::stack::Service;
-use crate::training::Tracking;
 
 pub mod docker;
+pub mod lifecycle;
 pub mod local;
+pub mod mlflow_server;
+pub mod observe;
+pub mod ports;
+pub mod training;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Choice {

@@ -8,10 +8,11 @@ use anyhow::{bail, Result};
 
 use crate::ctx::Ctx;
 use crate::progress::Task;
+use crate::runtime::training::{self, Tracking, DEFAULT_SEED};
 use crate::runtime::Runtime;
+use crate::runtime::{mlflow_server, ports};
 use crate::stack::{Endpoint, Kind, Service};
-use crate::training::{self, Tracking, DEFAULT_SEED};
-use crate::{http, mlflow, poll, ports};
+use crate::{http, poll};
 
 /// The options of every command that brings the stack up.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -105,7 +106,7 @@ pub fn bring_up(ctx: &Ctx, runtime: &mut dyn Runtime, options: &UpOptions) -> Re
     runtime.build(ctx, &services)?;
 
     // A store MLflow has not finished building yet: see `discard_store`.
-    let mut unfinished_store = !mlflow::store_path(ctx).exists();
+    let mut unfinished_store = !mlflow_server::store_path(ctx).exists();
     let mut started: Vec<&Service> = Vec::new();
     let result = (|| {
         start_all(ctx, runtime, &trackers, &mut started)?;
@@ -189,8 +190,8 @@ pub fn forget_mlflow_choice(ctx: &Ctx) -> Result<()> {
 /// schema in steps on its first start; stopped midway (Ctrl-C, a failed start) it leaves a
 /// store it refuses ever after as out of date. Nothing can have been logged to it yet.
 fn discard_store(ctx: &Ctx) -> Result<()> {
-    let store = mlflow::store_path(ctx);
-    let name = mlflow::STORE_FILE;
+    let store = mlflow_server::store_path(ctx);
+    let name = mlflow_server::STORE_FILE;
     // SQLite's journal and write-ahead files sit beside it: `mlflow.db-journal`, `-wal`, `-shm`.
     let files: Vec<std::path::PathBuf> = std::fs::read_dir(ctx.mlruns_dir())
         .map(|dir| {
