@@ -11,9 +11,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::{binaries, mlflow_base, sha256_hex};
+use super::{binaries, engine, mlflow_base, sha256_hex};
 use crate::ctx::Ctx;
-use crate::engine;
 use crate::runner::Step;
 use crate::runtime::mlflow_server;
 use crate::stack::{Kind, Service, IMAGE_PREFIX};

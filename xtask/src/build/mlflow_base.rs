@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
+use super::engine;
 use crate::ctx::Ctx;
-use crate::engine;
 use crate::runner::Step;
 use crate::stack::Service;
 

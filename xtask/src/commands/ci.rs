@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
+use crate::build::engine;
 use crate::ctx::Ctx;
+use crate::report;
 use crate::runner::Step;
-use crate::{engine, report};
 
 /// Run the CI pipeline: lints, tests, images, scans, the demo on containers, the end-to-end
 /// suites. `--steps` picks some (`cargo xtask ci --list` names them).

@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
+use crate::build::engine;
 use crate::build::{images, mlflow_base};
 use crate::ctx::Ctx;
+use crate::http;
 use crate::runner::Step;
 use crate::runtime::{lifecycle, mlflow_server, ports};
 use crate::runtime::{Kind as RuntimeKind, Runtime};
 use crate::stack::Kind;
-use crate::{engine, http};
 
 /// Diagnose the machine and the stack: toolchain, engine, image prerequisites, ports, models,
 /// MLflow, Python, disk.

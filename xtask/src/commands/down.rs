@@ -3,9 +3,9 @@
 
 use anyhow::{bail, Result};
 
+use crate::build::engine;
 use crate::build::images;
 use crate::ctx::Ctx;
-use crate::engine;
 use crate::runtime::lifecycle;
 use crate::runtime::ports;
 use crate::runtime::Runtime;

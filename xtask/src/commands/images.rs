@@ -3,9 +3,9 @@
 
 use anyhow::Result;
 
+use crate::build::engine;
 use crate::build::images;
 use crate::ctx::Ctx;
-use crate::engine;
 use crate::report;
 
 /// Build the images (all by default), tagged with the version and the git revision.

@@ -13,15 +13,16 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use crate::build::engine;
 use crate::build::images;
+use crate::build::registry::{self, Registry};
 use crate::ctx::Ctx;
 use crate::findings::{self, Policy, ScanResult};
-use crate::registry::{self, Registry};
+use crate::report;
 use crate::runner::Step;
 use crate::scanners::trivy::Trivy;
 use crate::scanners::{archived_image_id, reports_dir, save_image};
 use crate::stack::Service;
-use crate::{engine, report};
 
 /// Build, scan and push the images to a registry; print and record their digests.
 ///

@@ -2,8 +2,8 @@
 
 use anyhow::{bail, Result};
 
+use crate::build::engine;
 use crate::ctx::Ctx;
-use crate::engine;
 use crate::runner::Step;
 use crate::scanners::reports_dir;
 use crate::scanners::trivy::{SbomInput, Trivy};

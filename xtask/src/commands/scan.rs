@@ -17,8 +17,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
+use crate::build::engine;
 use crate::ctx::Ctx;
-use crate::engine;
 use crate::findings::{self, Policy, ScanResult};
 use crate::scanners::trivy::Trivy;
 use crate::scanners::{cargo_deny, compose_rule, hadolint, reports_dir, save_image, skip_dirs};

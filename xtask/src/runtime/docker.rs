@@ -12,9 +12,9 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use super::{Kind, Runtime, ServiceState, SQLITE_BACKUP};
+use crate::build::engine;
 use crate::build::images;
 use crate::ctx::Ctx;
-use crate::engine;
 use crate::runner::Step;
 use crate::runtime::mlflow_server;
 use crate::runtime::training::{self, Tracking};
