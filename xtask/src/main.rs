@@ -20,7 +20,6 @@ mod archive;
 mod build;
 mod commands;
 mod ctx;
-mod findings;
 mod http;
 mod lockfiles;
 mod poll;
@@ -31,7 +30,6 @@ mod runtime;
 mod scanners;
 mod stack;
 mod tools;
-mod workflows;
 
 /// The task runner of the ML serving stack: BankChurn, CarVision and TelecomAI APIs plus an
 /// MLflow tracking server.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use crate::ctx::Ctx;
-use crate::findings::{self, Policy};
+use crate::scanners::findings::{self, Policy};
 use crate::scanners::{cargo_deny, reports_dir};
 
 /// Check the Rust dependencies against deny.toml: licences, bans, sources and RustSec

@@ -6,9 +6,9 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use crate::ctx::Ctx;
-use crate::findings::{self, Finding, Location, Policy, ScanResult, Severity};
 use crate::runner::Step;
-use crate::workflows;
+use crate::scanners::findings::{self, Finding, Location, Policy, ScanResult, Severity};
+use crate::scanners::workflows;
 
 /// Lint the GitHub Actions workflows: actionlint, zizmor, GitHub's schema, xtask commands.
 ///

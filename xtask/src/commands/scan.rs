@@ -19,9 +19,11 @@ use anyhow::{Context, Result};
 
 use crate::build::engine;
 use crate::ctx::Ctx;
-use crate::findings::{self, Policy, ScanResult};
+use crate::scanners::findings::{self, Policy, ScanResult};
 use crate::scanners::trivy::Trivy;
-use crate::scanners::{cargo_deny, compose_rule, hadolint, reports_dir, save_image, skip_dirs};
+use crate::scanners::{
+    cargo_deny, compose_rule, hadolint, reports_dir, sarif, save_image, skip_dirs,
+};
 
 /// Scan the images, the repository and the Rust dependencies: HIGH and CRITICAL fail.
 ///
@@ -125,7 +127,7 @@ fn trivy_lane(ctx: &Ctx, trivy: &Trivy, images: &[Image], reports: &Path) -> Vec
             .filter_map(|p| std::fs::read_to_string(p).ok())
             .filter_map(|t| serde_json::from_str(&t).ok())
             .collect();
-        if let Some(merged) = findings::merge_sarif(logs) {
+        if let Some(merged) = sarif::merge(logs) {
             let _ = ctx.runner.write_file(
                 &reports.join("sarif/trivy-image.sarif"),
                 serde_json::to_string_pretty(&merged).unwrap_or_default(),
@@ -186,7 +188,7 @@ fn lint_lane(ctx: &Ctx, reports: &Path) -> Vec<ScanResult> {
         results.push(result);
     }
     if !ctx.dry_run() {
-        let log = findings::sarif(
+        let log = sarif::log(
             "compose rule",
             "https://docs.docker.com/reference/compose-file/services/",
             &all,

@@ -18,7 +18,8 @@ use anyhow::{bail, Context, Result};
 use crate::ctx::Ctx;
 use crate::lockfiles::{self, Change};
 use crate::runner::Step;
-use crate::{report, tools, workflows};
+use crate::scanners::workflows;
+use crate::{report, tools};
 
 /// Upgrade the dependencies, then build and test; roll back if either fails.
 ///

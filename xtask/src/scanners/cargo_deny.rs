@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use serde::Deserialize;
 
+use super::findings::{Finding, Location, ScanResult, Severity, Skipped};
 use crate::ctx::Ctx;
-use crate::findings::{Finding, Location, ScanResult, Severity, Skipped};
 use crate::runner::Step;
 
 pub const SCANNER: &str = "cargo-deny";
@@ -450,7 +450,7 @@ pub fn checks_line(result: &ScanResult) -> String {
 }
 
 pub fn sarif(result: &ScanResult) -> serde_json::Value {
-    crate::findings::sarif(
+    super::sarif::log(
         "cargo-deny",
         "https://github.com/EmbarkStudios/cargo-deny",
         &result.findings,

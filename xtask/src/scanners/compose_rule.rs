@@ -12,7 +12,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde_yaml_ng::{Mapping, Value};
 
-use crate::findings::{Finding, Location, Severity};
+use super::findings::{Finding, Location, Severity};
 
 pub const SCANNER: &str = "compose rule";
 

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use super::findings::{Finding, Location, ScanResult, Severity};
 use crate::ctx::Ctx;
-use crate::findings::{Finding, Location, ScanResult, Severity};
 use crate::runner::Step;
 
 pub const SCANNER: &str = "hadolint";

@@ -1,10 +1,14 @@
-//! The scanners `scan`, `deny` and `sbom` run, each turning a tool's report into findings
-//! (see `findings`), and where their reports go.
+//! Checking: the scanners `scan`, `deny`, `sbom` and `lint-workflows` run, each turning a
+//! tool's report into findings of one shape (`findings`), written as tables and SARIF
+//! (`sarif`); the workflows as the toolkit reads them (`workflows`); where reports go.
 
 pub mod cargo_deny;
 pub mod compose_rule;
+pub mod findings;
 pub mod hadolint;
+pub mod sarif;
 pub mod trivy;
+pub mod workflows;
 
 use std::path::{Path, PathBuf};
 

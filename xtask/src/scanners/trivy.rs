@@ -17,8 +17,8 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use serde_yaml_ng::Value as Yaml;
 
+use super::findings::{Finding, Location, ScanResult, Severity, Skipped};
 use crate::ctx::Ctx;
-use crate::findings::{Finding, Location, ScanResult, Severity, Skipped};
 use crate::runner::Step;
 
 pub const IGNORE_FILE: &str = ".trivyignore.yaml";
@@ -568,7 +568,8 @@ mod tests {
 
         let mut result = ScanResult::new("ml-mlops/mlflow:1.0.0", "trivy image");
         report.into_result(Path::new("/repo"), None, &mut result);
-        let policy = crate::findings::Policy::parse("severity: [HIGH, CRITICAL]").unwrap();
+        let policy =
+            crate::scanners::findings::Policy::parse("severity: [HIGH, CRITICAL]").unwrap();
         assert_eq!(result.blocking(&policy).count(), 3);
         assert!(!result.passed(&policy));
     }
