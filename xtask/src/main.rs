@@ -20,8 +20,8 @@ mod archive;
 mod build;
 mod commands;
 mod ctx;
+mod deps;
 mod http;
-mod lockfiles;
 mod poll;
 mod progress;
 mod report;
@@ -29,7 +29,6 @@ mod runner;
 mod runtime;
 mod scanners;
 mod stack;
-mod tools;
 
 /// The task runner of the ML serving stack: BankChurn, CarVision and TelecomAI APIs plus an
 /// MLflow tracking server.

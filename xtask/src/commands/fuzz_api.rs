@@ -11,10 +11,11 @@ use serde::Deserialize;
 
 use crate::build::binaries;
 use crate::ctx::Ctx;
+use crate::deps::tools;
 use crate::runner::{tail, Background, Step};
 use crate::runtime::training::{self, Tracking, DEFAULT_SEED};
 use crate::stack::Service;
-use crate::{http, report, tools};
+use crate::{http, report};
 
 /// Fuzz every API over HTTP with Schemathesis, from its /openapi.json: valid and invalid
 /// requests, every check; fails on any 5xx or answer that breaks the document.

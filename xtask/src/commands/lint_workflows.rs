@@ -212,7 +212,7 @@ fn check(ctx: &Ctx, name: &str, work: impl FnOnce() -> Result<ScanResult>) -> Sc
 
 impl LintWorkflows {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
-        let paths = crate::tools::ensure(ctx, &["actionlint", "zizmor", "check-jsonschema"])?;
+        let paths = crate::deps::tools::ensure(ctx, &["actionlint", "zizmor", "check-jsonschema"])?;
         let files = relative(&workflows::files(&ctx.root)?, &ctx.root);
         if files.is_empty() {
             bail!("no workflow under {TARGET}");

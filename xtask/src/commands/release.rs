@@ -300,7 +300,7 @@ impl Release {
 
         // The scanner and its policy first: a missing one fails in seconds, not after a build.
         let policy = Policy::load(&ctx.root)?;
-        crate::tools::ensure(ctx, &["trivy"])?;
+        crate::deps::tools::ensure(ctx, &["trivy"])?;
         let trivy = Trivy::prepare(ctx, self.require_vuln_db)?;
         images::preflight(ctx, &services, true)?;
         images::build(ctx, &services)?;

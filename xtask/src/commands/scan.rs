@@ -227,7 +227,7 @@ impl Scan {
         let policy = Policy::load(&ctx.root)?;
         let reports = reports_dir(ctx);
         // Every tool first, one install at a time; then the scans in parallel.
-        crate::tools::ensure(ctx, &["trivy", "hadolint", "cargo-deny"])?;
+        crate::deps::tools::ensure(ctx, &["trivy", "hadolint", "cargo-deny"])?;
         let images = if self.skip_images {
             Vec::new()
         } else {

@@ -3,8 +3,8 @@
 use anyhow::{bail, Result};
 
 use crate::ctx::Ctx;
+use crate::deps::tools::{self, Status};
 use crate::report;
-use crate::tools::{self, Status};
 
 /// Show the pinned external tools (cargo-deny, Trivy, the linters) and where they live.
 ///

@@ -16,10 +16,11 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use crate::ctx::Ctx;
-use crate::lockfiles::{self, Change};
+use crate::deps::lockfiles::{self, Change};
+use crate::deps::tools;
+use crate::report;
 use crate::runner::Step;
 use crate::scanners::workflows;
-use crate::{report, tools};
 
 /// Upgrade the dependencies, then build and test; roll back if either fails.
 ///

@@ -304,7 +304,7 @@ fn base_step(tool: &Path, options: &Options) -> Step {
 
 /// Runs cargo-deny as `options` say; the result is ready for the summary table.
 pub fn scan(ctx: &Ctx, options: &Options) -> Result<ScanResult> {
-    let tool = crate::tools::path(ctx, "cargo-deny")?;
+    let tool = crate::deps::tools::path(ctx, "cargo-deny")?;
     let lock = options.manifest.with_file_name("Cargo.lock");
     let target = format!(
         "Rust dependencies ({})",

@@ -87,7 +87,7 @@ pub fn scan(
     target: &str,
     sarif: &Path,
 ) -> Result<ScanResult> {
-    let tool = crate::tools::path(ctx, "hadolint")?;
+    let tool = crate::deps::tools::path(ctx, "hadolint")?;
     let mut result = ScanResult::new(target, SCANNER);
     if files.is_empty() {
         result.notes.push("no Dockerfile found".into());

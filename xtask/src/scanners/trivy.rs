@@ -51,7 +51,7 @@ pub struct Trivy {
 impl Trivy {
     /// Installs Trivy if need be, checks the ignore file, and gets the vulnerability database.
     pub fn prepare(ctx: &Ctx, require_vuln_db: bool) -> Result<Self> {
-        let path = crate::tools::path(ctx, "trivy")?;
+        let path = crate::deps::tools::path(ctx, "trivy")?;
         let ignore_file = ctx.root.join(IGNORE_FILE);
         let ignore_notes = check_ignore_file(&ignore_file, &today())?;
         let cache_dir = ctx.cache_dir.join("trivy");

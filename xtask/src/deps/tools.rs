@@ -14,7 +14,7 @@ use crate::ctx::Ctx;
 use crate::runner::Step;
 
 /// Compiled in: the binary and its pins cannot disagree.
-const TOOLS_TOML: &str = include_str!("../tools.toml");
+const TOOLS_TOML: &str = include_str!("../../tools.toml");
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
