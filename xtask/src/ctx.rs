@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use crate::progress::Reporter;
 use crate::runner::{PathAliases, Runner};
 use crate::stack::{Endpoint, Service, Stack};
+use crate::util::progress::Reporter;
 
 pub struct Ctx {
     /// The workspace root.

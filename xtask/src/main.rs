@@ -1,9 +1,15 @@
 //! `cargo xtask`: build, run, check and ship the ML serving stack.
 //!
 //! Parse, build a context, run one command. Each command lives in `commands/`, in the module
-//! of its name; beside it are the parts commands share: the context (`ctx`), the single source
-//! of truth (`stack`), the runner (the only place that spawns processes), progress reporting,
-//! the runtimes (local processes, containers), the builds, and the stack's lifecycle.
+//! of its name; beside it are the parts commands share:
+//! - `ctx`: what every command gets: paths, the stack, the runner, the reporter;
+//! - `stack/`: the stack's description: the `service.toml` files and the compose file;
+//! - `runtime/`: where the stack runs (local processes, containers) and its lifecycle;
+//! - `build/`: building and shipping: binaries, images, the Docker engine, registries;
+//! - `scanners/`: checking: the scanners, their findings, SARIF, the workflows;
+//! - `deps/`: dependencies: the pinned tools and the lock files;
+//! - `runner/`: the only place that starts processes;
+//! - `util/`: small shared pieces: progress, tables, HTTP, polling, the backup archive.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,22 +19,21 @@ use clap::{Parser, Subcommand};
 use commands as cmd;
 use runtime::{lifecycle, Purpose};
 
-// The paths `commands/bench.rs` still imports from, until it names the modules' new places.
-use runtime::training;
-
-mod archive;
 mod build;
 mod commands;
 mod ctx;
 mod deps;
-mod http;
-mod poll;
-mod progress;
-mod report;
 mod runner;
 mod runtime;
 mod scanners;
 mod stack;
+mod util;
+
+// The paths `commands/bench.rs` still imports from, until it names the modules' new places.
+use runtime::training;
+mod report {
+    pub use crate::util::table::text as table;
+}
 
 /// The task runner of the ML serving stack: BankChurn, CarVision and TelecomAI APIs plus an
 /// MLflow tracking server.

@@ -10,7 +10,7 @@ use crate::ctx::Ctx;
 use crate::runner::{tail, Background, Step};
 use crate::runtime::ports;
 use crate::stack::Service;
-use crate::{http, poll};
+use crate::util::{http, poll};
 
 /// The target triple of the static build, when there is one.
 fn static_target() -> Option<String> {

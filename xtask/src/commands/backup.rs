@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::archive::{self, Source};
 use crate::ctx::Ctx;
 use crate::runtime::mlflow_server;
 use crate::runtime::Runtime;
+use crate::util::archive::{self, Source};
 
 /// Back up the MLflow store and the models into one verifiable archive.
 #[derive(clap::Args, Debug)]

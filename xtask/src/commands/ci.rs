@@ -9,8 +9,8 @@ use anyhow::{bail, Result};
 
 use crate::build::engine;
 use crate::ctx::Ctx;
-use crate::report;
 use crate::runner::Step;
+use crate::util::table;
 
 /// Run the CI pipeline: lints, tests, images, scans, the demo on containers, the end-to-end
 /// suites. `--steps` picks some (`cargo xtask ci --list` names them).
@@ -375,10 +375,10 @@ impl Ci {
             .iter()
             .map(|(name, outcome)| vec![name.to_string(), outcome.to_string()])
             .collect();
-        eprintln!("\n{}", report::table(&["STEP", "RESULT"], &rows));
+        eprintln!("\n{}", table::text(&["STEP", "RESULT"], &rows));
         ctx.reporter.summary(&format!(
             "### Pipeline\n\n{}",
-            report::markdown(&["step", "result"], &rows)
+            table::markdown(&["step", "result"], &rows)
         ));
         let failures: Vec<&str> = results
             .iter()

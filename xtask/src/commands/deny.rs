@@ -53,7 +53,7 @@ impl Deny {
             &sarif,
             serde_json::to_string_pretty(&cargo_deny::sarif(&result))?,
         )?;
-        let findings_table = crate::report::table(
+        let findings_table = crate::util::table::text(
             &["SEVERITY", "CHECK/ID", "CRATE", "WHAT", "WHERE"],
             &result
                 .findings

@@ -9,11 +9,11 @@ use anyhow::{bail, Result};
 use crate::build::engine;
 use crate::build::{images, mlflow_base};
 use crate::ctx::Ctx;
-use crate::http;
 use crate::runner::Step;
 use crate::runtime::{lifecycle, mlflow_server, ports};
 use crate::runtime::{Kind as RuntimeKind, Runtime};
 use crate::stack::Kind;
+use crate::util::http;
 
 /// Diagnose the machine and the stack: toolchain, engine, image prerequisites, ports, models,
 /// MLflow, Python, disk.

@@ -15,7 +15,7 @@ use crate::deps::tools;
 use crate::runner::{tail, Background, Step};
 use crate::runtime::training::{self, Tracking, DEFAULT_SEED};
 use crate::stack::Service;
-use crate::{http, report};
+use crate::util::{http, table};
 
 /// Fuzz every API over HTTP with Schemathesis, from its /openapi.json: valid and invalid
 /// requests, every check; fails on any 5xx or answer that breaks the document.
@@ -299,12 +299,12 @@ impl FuzzApi {
             })
             .collect();
         let headers = ["SERVICE", "MODE", "CASES", "FAILURES", "5XX", "TIME"];
-        println!("{}", report::table(&headers, &rows));
+        println!("{}", table::text(&headers, &rows));
         ctx.reporter.summary(&format!(
             "### Schemathesis (seed {}, up to {} cases per operation)\n\n{}",
             self.seed,
             self.max_examples,
-            report::markdown(&headers, &rows)
+            table::markdown(&headers, &rows)
         ));
         let mut problems = Vec::new();
         for o in outcomes {

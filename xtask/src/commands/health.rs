@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use crate::ctx::Ctx;
-use crate::http;
+use crate::util::http;
 
 /// Print each service's /health answer; exit non-zero if any is not healthy.
 #[derive(clap::Args, Debug)]

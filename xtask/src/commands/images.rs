@@ -6,7 +6,7 @@ use anyhow::Result;
 use crate::build::engine;
 use crate::build::images;
 use crate::ctx::Ctx;
-use crate::report;
+use crate::util::table;
 
 /// Build the images (all by default), tagged with the version and the git revision.
 #[derive(clap::Args, Debug)]
@@ -36,7 +36,7 @@ impl Images {
                 ]
             })
             .collect();
-        println!("{}", report::table(&["IMAGE", "TAGS", "SIZE"], &rows));
+        println!("{}", table::text(&["IMAGE", "TAGS", "SIZE"], &rows));
         Ok(())
     }
 }

@@ -4,10 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use crate::archive;
 use crate::ctx::Ctx;
 use crate::runtime::Runtime;
 use crate::runtime::{lifecycle, mlflow_server};
+use crate::util::archive;
 
 /// Operate the MLflow tracking server.
 #[derive(clap::Args, Debug)]

@@ -17,12 +17,12 @@ use crate::build::engine;
 use crate::build::images;
 use crate::build::registry::{self, Registry};
 use crate::ctx::Ctx;
-use crate::report;
 use crate::runner::Step;
 use crate::scanners::findings::{self, Policy, ScanResult};
 use crate::scanners::trivy::Trivy;
 use crate::scanners::{archived_image_id, reports_dir, save_image};
 use crate::stack::Service;
+use crate::util::table;
 
 /// Build, scan and push the images to a registry; print and record their digests.
 ///
@@ -357,7 +357,7 @@ impl Release {
             })
             .collect();
         let headers = ["SERVICE", "IMAGE ID", "PUSHED", "PUSH"];
-        println!("\n{}", report::table(&headers, &rows));
+        println!("\n{}", table::text(&headers, &rows));
         println!(
             "\ntag {tag}; every digest checked against the registry; record: {}; released in \
              {:.1} s",
@@ -366,7 +366,7 @@ impl Release {
         );
         ctx.reporter.summary(&format!(
             "### Release {tag}\n\n{}",
-            report::markdown(&headers, &rows)
+            table::markdown(&headers, &rows)
         ));
         Ok(())
     }

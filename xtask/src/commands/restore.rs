@@ -8,10 +8,10 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::archive;
 use crate::ctx::Ctx;
 use crate::runtime::lifecycle::{self, UpOptions};
 use crate::runtime::Runtime;
+use crate::util::archive;
 
 /// Restore a backup made by `cargo xtask backup`, and bring the stack up healthy.
 #[derive(clap::Args, Debug)]

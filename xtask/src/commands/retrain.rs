@@ -13,7 +13,7 @@ use crate::ctx::Ctx;
 use crate::runtime::training::{self, Tracking};
 use crate::runtime::Runtime;
 use crate::stack::Kind;
-use crate::{http, poll};
+use crate::util::{http, poll};
 
 /// Retrain an API's model, register it, and swap it into the running service.
 ///

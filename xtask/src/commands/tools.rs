@@ -4,7 +4,7 @@ use anyhow::{bail, Result};
 
 use crate::ctx::Ctx;
 use crate::deps::tools::{self, Status};
-use crate::report;
+use crate::util::table;
 
 /// Show the pinned external tools (cargo-deny, Trivy, the linters) and where they live.
 ///
@@ -66,7 +66,7 @@ impl Tools {
         let rows: Vec<Vec<String>> = statuses.iter().map(|s| row(ctx, s)).collect();
         println!(
             "{}",
-            report::table(
+            table::text(
                 &["TOOL", "PINNED", "FOUND", "WHERE", "STATUS", "USED FOR"],
                 &rows
             )

@@ -18,9 +18,9 @@ use anyhow::{bail, Context, Result};
 use crate::ctx::Ctx;
 use crate::deps::lockfiles::{self, Change};
 use crate::deps::tools;
-use crate::report;
 use crate::runner::Step;
 use crate::scanners::workflows;
+use crate::util::table;
 
 /// Upgrade the dependencies, then build and test; roll back if either fails.
 ///
@@ -197,7 +197,7 @@ fn report_actions(ctx: &Ctx) -> Result<()> {
          needs github.com, which this command does not reach; check each with `git ls-remote \
          --tags https://github.com/OWNER/REPO` and update the commit and its comment together.",
         workflows::DIR,
-        report::table(&["ACTION", "TAG", "COMMIT", "USED IN"], &rows)
+        table::text(&["ACTION", "TAG", "COMMIT", "USED IN"], &rows)
     );
     Ok(())
 }

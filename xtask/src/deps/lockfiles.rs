@@ -362,7 +362,7 @@ pub fn markdown_table(changes: &[Change]) -> String {
             ]
         })
         .collect();
-    crate::report::markdown(&["ecosystem", "package", "old", "new", "change"], &rows)
+    crate::util::table::markdown(&["ecosystem", "package", "old", "new", "change"], &rows)
 }
 
 #[cfg(test)]

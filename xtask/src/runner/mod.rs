@@ -24,7 +24,7 @@ use anyhow::{bail, Context, Result};
 use rustix::process::{Pid, Signal};
 use xshell::Shell;
 
-use crate::progress::Reporter;
+use crate::util::progress::Reporter;
 
 const SIGINT: i32 = Signal::INT.as_raw();
 
@@ -355,7 +355,7 @@ impl Runner {
         }
         // The group may vanish between the check and the signal: that is success too.
         let _ = self.signal_group(pgid, Signal::TERM);
-        let gone = crate::poll::until(grace, Duration::from_millis(25), || {
+        let gone = crate::util::poll::until(grace, Duration::from_millis(25), || {
             reap();
             (!self.group_alive(pgid)).then_some(())
         });

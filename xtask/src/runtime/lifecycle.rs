@@ -7,12 +7,12 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use crate::ctx::Ctx;
-use crate::progress::Task;
 use crate::runtime::training::{self, Tracking, DEFAULT_SEED};
 use crate::runtime::Runtime;
 use crate::runtime::{mlflow_server, ports};
 use crate::stack::{Endpoint, Kind, Service};
-use crate::{http, poll};
+use crate::util::progress::Task;
+use crate::util::{http, poll};
 
 /// The options of every command that brings the stack up.
 #[derive(clap::Args, Debug, Clone, Default)]

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::ctx::Ctx;
 use crate::runtime::Runtime;
 use crate::stack::{Endpoint, Expectation, Service};
-use crate::{http, report};
+use crate::util::{http, table};
 
 #[derive(Debug, Serialize)]
 pub struct Row {
@@ -146,7 +146,7 @@ pub fn render(rows: &[Row]) -> String {
             ]
         })
         .collect();
-    report::table(&["NAMES", "STATUS", "PORTS", "URL", "MODEL"], &cells)
+    table::text(&["NAMES", "STATUS", "PORTS", "URL", "MODEL"], &cells)
 }
 
 /// The table as markdown, for the GitHub step summary.
@@ -162,7 +162,7 @@ pub fn markdown(rows: &[Row]) -> String {
             ]
         })
         .collect();
-    report::markdown(&["service", "status", "url", "model"], &cells)
+    table::markdown(&["service", "status", "url", "model"], &cells)
 }
 
 /// One check's outcome.
@@ -362,7 +362,7 @@ pub fn summary(checks: &[Check]) -> String {
             vec![c.name.clone(), result]
         })
         .collect();
-    report::markdown(&["check", "result"], &rows)
+    table::markdown(&["check", "result"], &rows)
 }
 #[cfg(test)]
 mod tests {

@@ -10,9 +10,9 @@ use serde_json::Value;
 
 use crate::build::{binaries, images};
 use crate::ctx::Ctx;
-use crate::http;
 use crate::runner::Step;
 use crate::stack::Service;
+use crate::util::http;
 
 /// The seed the stack's models are trained with unless told otherwise.
 pub const DEFAULT_SEED: u64 = 42;

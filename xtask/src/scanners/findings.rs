@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::ctx::Ctx;
-use crate::report;
+use crate::util::table;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -266,7 +266,7 @@ fn rows(results: &[ScanResult], policy: &Policy) -> Vec<Vec<String>> {
 
 /// The summary table: one row per target and scanner, counts by severity, pass or fail.
 pub fn summary_table(results: &[ScanResult], policy: &Policy) -> String {
-    report::table(&HEADERS, &rows(results, policy))
+    table::text(&HEADERS, &rows(results, policy))
 }
 
 /// The blocking findings, one line each, with where and what to do.
@@ -369,7 +369,7 @@ pub fn report(
     }
     let mut md = format!(
         "### {title}\n\n{}",
-        report::markdown(&HEADERS, &rows(results, policy))
+        table::markdown(&HEADERS, &rows(results, policy))
     );
     if !notes.is_empty() {
         md.push('\n');

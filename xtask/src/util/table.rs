@@ -1,7 +1,7 @@
-//! Tables for people and for GitHub's step summary.
+//! Tables for people (aligned text) and for GitHub's step summary (markdown).
 
 /// A left-aligned text table.
-pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+pub fn text(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -43,7 +43,7 @@ mod tests {
 
     #[test]
     fn tables_align_columns() {
-        let t = table(&["A", "BB"], &[vec!["long".into(), "x".into()]]);
+        let t = text(&["A", "BB"], &[vec!["long".into(), "x".into()]]);
         assert_eq!(t, "A      BB\nlong   x");
     }
 
