@@ -14,7 +14,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use commands as cmd;
 use runtime::{lifecycle, Purpose};
@@ -155,12 +155,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(cmd) => cmd.run(ctx),
         Command::Compose(cmd) => cmd.run(ctx),
         Command::Ci(cmd) => cmd.run(ctx),
-        Command::Completions(cmd) => cmd.run(),
+        Command::Completions(cmd) => cmd.run(Cli::command()),
         Command::Tools(cmd) => cmd.run(ctx),
         Command::Deny(cmd) => cmd.run(ctx),
         Command::Scan(cmd) => cmd.run(ctx),
         Command::Sbom(cmd) => cmd.run(ctx),
-        Command::LintWorkflows(cmd) => cmd.run(ctx),
+        Command::LintWorkflows(cmd) => cmd.run(ctx, &Cli::command()),
         Command::FuzzApi(cmd) => cmd.run(ctx),
         Command::UpgradeDeps(cmd) => cmd.run(ctx),
         Command::Release(cmd) => cmd.run(ctx),
@@ -183,7 +183,11 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use clap::CommandFactory;
+
+    use crate::scanners::workflows::{check_step, run_steps};
 
     #[test]
     fn the_command_line_is_well_formed() {
@@ -192,15 +196,40 @@ mod tests {
 
     #[test]
     fn the_readme_shows_every_command() {
-        let readme = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
-        )
-        .unwrap();
+        let readme =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+                .unwrap();
         let missing: Vec<String> = super::Cli::command()
             .get_subcommands()
             .map(|c| c.get_name().to_owned())
             .filter(|name| !readme.contains(&format!("`cargo xtask {name}")))
             .collect();
         assert!(missing.is_empty(), "the README does not show {missing:?}");
+    }
+
+    /// The workflows call only commands and flags the toolkit has: a renamed flag or a
+    /// command that does not exist fails here, not in a scheduled run weeks later.
+    #[test]
+    fn every_workflow_command_parses_with_the_real_command_line() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let steps = run_steps(root).unwrap();
+        let cli = super::Cli::command();
+        assert!(
+            steps.iter().any(|s| s.script.contains("cargo xtask ci")),
+            "no workflow runs `cargo xtask ci`"
+        );
+        let problems: Vec<String> = steps
+            .iter()
+            .flat_map(|s| {
+                check_step(s, &cli).into_iter().map(move |p| {
+                    format!("{}:{} (job {}): {p}", s.file, s.line.unwrap_or(0), s.job)
+                })
+            })
+            .collect();
+        assert!(
+            problems.is_empty(),
+            "workflow steps the toolkit cannot run:\n{}",
+            problems.join("\n")
+        );
     }
 }

