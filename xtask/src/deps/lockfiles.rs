@@ -224,9 +224,15 @@ impl Bump {
     }
 }
 
-/// The leading numbers of a version (`2.9.0.post0` → 2, 9, 0; `0.66b2` → 0, 66), padded to
-/// three.
-fn release_numbers(version: &str) -> [u64; 3] {
+/// A version's major, minor and patch numbers: semver's for crates; for Python packages, whose
+/// PEP 440 versions semver cannot read (`2.9.0.post0`, `0.66b2`, `2026.10.19.post1`), the
+/// leading numbers of the release segment, padded to three.
+fn release_numbers(ecosystem: &str, version: &str) -> [u64; 3] {
+    if ecosystem == "Rust" {
+        if let Ok(v) = semver::Version::parse(version) {
+            return [v.major, v.minor, v.patch];
+        }
+    }
     let mut numbers = [0; 3];
     for (slot, part) in numbers.iter_mut().zip(version.split(['.', '-', '+'])) {
         let digits: String = part.chars().take_while(char::is_ascii_digit).collect();
@@ -241,8 +247,11 @@ fn release_numbers(version: &str) -> [u64; 3] {
     numbers
 }
 
-pub fn bump(old: &str, new: &str) -> Bump {
-    let (a, b) = (release_numbers(old), release_numbers(new));
+pub fn bump(ecosystem: &str, old: &str, new: &str) -> Bump {
+    let (a, b) = (
+        release_numbers(ecosystem, old),
+        release_numbers(ecosystem, new),
+    );
     if a[0] != b[0] {
         Bump::Major
     } else if a[1] != b[1] {
@@ -252,14 +261,18 @@ pub fn bump(old: &str, new: &str) -> Bump {
     }
 }
 
-/// Whether the move breaks semver compatibility: cargo's rule (for 0.y the minor counts, for
-/// 0.0.z the patch).
+/// Whether cargo counts a crate's move as breaking: `new` is outside `^old` (for 0.y the minor
+/// counts, for 0.0.z the patch). A pre-release of a compatible version is compatible here.
+/// Versions semver cannot read are not known to be compatible.
 fn breaks_semver(old: &str, new: &str) -> bool {
-    let (a, b) = (release_numbers(old), release_numbers(new));
-    if a[0] != b[0] {
+    let (Ok(req), Ok(mut new)) = (
+        semver::VersionReq::parse(&format!("^{old}")),
+        semver::Version::parse(new),
+    ) else {
         return true;
-    }
-    a[0] == 0 && (a[1] != b[1] || (a[1] == 0 && a[2] != b[2]))
+    };
+    new.pre = semver::Prerelease::EMPTY;
+    !req.matches(&new)
 }
 
 /// One dependency that changed between two lock files.
@@ -279,7 +292,7 @@ impl Change {
     pub fn kind(&self) -> String {
         match (&self.old, &self.new) {
             (Some(old), Some(new)) => {
-                let bump = bump(old, new);
+                let bump = bump(self.ecosystem, old, new);
                 if self.ecosystem == "Rust" && bump != Bump::Major && breaks_semver(old, new) {
                     format!("{} (breaking below 1.0)", bump.name())
                 } else {
@@ -479,12 +492,23 @@ wheels = [
 
     #[test]
     fn bumps_are_named_by_the_first_number_that_moved() {
-        assert_eq!(bump("1.3.2", "2.13.2"), Bump::Major);
-        assert_eq!(bump("1.15.0", "1.19.0"), Bump::Minor);
-        assert_eq!(bump("0.66b2", "0.67b0"), Bump::Minor);
-        assert_eq!(bump("2.9.0.post0", "2.9.0.post1"), Bump::Patch);
-        assert_eq!(bump("2026.10.19.post1", "2026.11.2"), Bump::Minor);
-        assert_eq!(bump("1.0.102", "1.0.105"), Bump::Patch);
+        assert_eq!(bump("Rust", "1.3.2", "2.13.2"), Bump::Major);
+        assert_eq!(bump("Rust", "1.15.0", "1.19.0"), Bump::Minor);
+        assert_eq!(bump("Rust", "1.0.102", "1.0.105"), Bump::Patch);
+        assert_eq!(bump("Rust", "1.0.0-rc.1", "1.0.0"), Bump::Patch);
+        assert_eq!(bump("Python", "0.66b2", "0.67b0"), Bump::Minor);
+        assert_eq!(bump("Python", "2.9.0.post0", "2.9.0.post1"), Bump::Patch);
+        assert_eq!(bump("Python", "2026.10.19.post1", "2026.11.2"), Bump::Minor);
+    }
+
+    #[test]
+    fn breaking_follows_cargos_caret_rule() {
+        assert!(breaks_semver("1.3.2", "2.0.0"));
+        assert!(!breaks_semver("1.3.2", "1.19.0"));
+        assert!(breaks_semver("0.15.5", "0.17.2"));
+        assert!(!breaks_semver("0.17.0", "0.17.2"));
+        assert!(breaks_semver("0.0.3", "0.0.4"));
+        assert!(!breaks_semver("1.2.0", "1.3.0-rc.1"));
     }
 
     #[test]
