@@ -82,91 +82,74 @@ pub fn run_steps(root: &Path) -> Result<Vec<RunStep>> {
     Ok(steps)
 }
 
-/// One command of a script, split into words as a POSIX shell would (variables become a
-/// placeholder word: their values are not known here).
+/// The commands of a script, each split into words as a POSIX shell would (shell-words). Lines
+/// and the operators `;`, `|`, `||`, `&&` and `&` separate commands, where they stand apart from
+/// words (or `;` ends one). Values not known here (variables, GitHub's expressions) become the
+/// placeholder `VALUE`. A line whose quotes do not close is kept whole, as one word, to be
+/// reported.
 pub fn commands(script: &str) -> Vec<Vec<String>> {
-    let joined = script.replace("\\\n", " ");
     let mut commands = Vec::new();
-    for line in joined.lines() {
-        let mut words: Vec<String> = Vec::new();
-        let mut word = String::new();
-        let mut in_word = false;
-        let mut chars = line.chars().peekable();
-        let mut quote: Option<char> = None;
-        let flush = |words: &mut Vec<String>, word: &mut String, in_word: &mut bool| {
-            if *in_word {
-                words.push(std::mem::take(word));
-                *in_word = false;
-            }
+    for line in script.replace("\\\n", " ").lines() {
+        let line = with_placeholders(line);
+        let Ok(words) = shell_words::split(&line) else {
+            commands.push(vec![line.trim().to_owned()]);
+            continue;
         };
-        while let Some(c) = chars.next() {
-            match (quote, c) {
-                (Some(q), c) if c == q => quote = None,
-                (Some('\''), c) => word.push(c),
-                (_, '$') => {
-                    // $VAR, ${VAR}, ${{ expr }}: a placeholder value.
-                    in_word = true;
-                    if chars.peek() == Some(&'{') {
-                        let mut depth = 0;
-                        for c in chars.by_ref() {
-                            match c {
-                                '{' => depth += 1,
-                                '}' => depth -= 1,
-                                _ => {}
-                            }
-                            if depth == 0 {
-                                break;
-                            }
-                        }
-                    } else {
-                        while chars
-                            .peek()
-                            .is_some_and(|c| c.is_ascii_alphanumeric() || *c == '_')
-                        {
-                            chars.next();
-                        }
-                    }
-                    word.push_str("VALUE");
-                }
-                (Some(_), '\\') => {
-                    if let Some(next) = chars.next() {
-                        word.push(next);
-                    }
-                }
-                (Some(_), c) => word.push(c),
-                (None, '\'' | '"') => {
-                    quote = Some(c);
-                    in_word = true;
-                }
-                (None, '\\') => {
-                    if let Some(next) = chars.next() {
-                        word.push(next);
-                        in_word = true;
-                    }
-                }
-                (None, '#') if !in_word => break,
-                (None, c) if c.is_whitespace() => flush(&mut words, &mut word, &mut in_word),
-                (None, ';' | '|' | '&') => {
-                    flush(&mut words, &mut word, &mut in_word);
-                    while chars.peek().is_some_and(|c| *c == '|' || *c == '&') {
-                        chars.next();
-                    }
-                    if !words.is_empty() {
-                        commands.push(std::mem::take(&mut words));
-                    }
-                }
-                (None, c) => {
-                    word.push(c);
-                    in_word = true;
-                }
+        let mut command: Vec<String> = Vec::new();
+        for word in words {
+            let (word, ends_command) = if word.chars().all(|c| matches!(c, ';' | '|' | '&')) {
+                (String::new(), true)
+            } else if let Some(stripped) = word.strip_suffix(';') {
+                (stripped.to_owned(), true)
+            } else {
+                (word, false)
+            };
+            if !word.is_empty() {
+                command.push(word);
+            }
+            if ends_command && !command.is_empty() {
+                commands.push(std::mem::take(&mut command));
             }
         }
-        flush(&mut words, &mut word, &mut in_word);
-        if !words.is_empty() {
-            commands.push(words);
+        if !command.is_empty() {
+            commands.push(command);
         }
     }
     commands
+}
+
+/// `line` with each value not known here replaced by `VALUE`: GitHub's `${{ expressions }}`
+/// and a shell's `${VARIABLE}` and `$VARIABLE` (even in single quotes: a check loses nothing).
+fn with_placeholders(line: &str) -> String {
+    let mut out = String::new();
+    let mut rest = line;
+    while let Some(start) = rest.find('$') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        let end = if after.starts_with("{{") {
+            after.find("}}").map(|i| i + 2)
+        } else if after.starts_with('{') {
+            after.find('}').map(|i| i + 1)
+        } else {
+            Some(
+                after
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(after.len()),
+            )
+        };
+        match end {
+            Some(0) | None => {
+                out.push('$');
+                rest = after;
+            }
+            Some(end) => {
+                out.push_str("VALUE");
+                rest = &after[end..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// What is wrong with one step's commands, if anything: each problem one line. `cli` is the
@@ -270,7 +253,9 @@ mod tests {
     #[test]
     fn scripts_split_into_commands_and_words() {
         assert_eq!(
-            commands("cargo xtask release --registry \"ghcr.io/${OWNER}\" --tag \"$TAG\""),
+            commands(
+                "cargo xtask release --registry \"ghcr.io/${OWNER}\" --tag ${{ github.ref_name }}"
+            ),
             [vec![
                 "cargo",
                 "xtask",
@@ -289,6 +274,15 @@ mod tests {
                 vec!["cargo", "test", "--", "--ignored"],
             ]
         );
+        assert_eq!(
+            commands("cargo xtask ci; echo 'a; b' $1 || true"),
+            [
+                vec!["cargo", "xtask", "ci"],
+                vec!["echo", "a; b", "VALUE"],
+                vec!["true"],
+            ]
+        );
+        assert_eq!(commands("echo \"unclosed"), [vec!["echo \"unclosed"]]);
         assert_eq!(
             commands("cargo xtask scan \\\n  --skip-images && echo 'a b'"),
             [
