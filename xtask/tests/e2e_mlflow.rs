@@ -43,13 +43,12 @@ impl Mlflow {
             .into();
         let url = format!("{}/api/2.0/mlflow/{path}", self.url);
         let response = if method == "GET" {
-            let query: Vec<String> = body
+            let query = body
                 .as_object()
                 .unwrap()
                 .iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap()))
-                .collect();
-            agent.get(&format!("{url}?{}", query.join("&"))).call()
+                .map(|(k, v)| (k.as_str(), v.as_str().unwrap()));
+            agent.get(&url).query_pairs(query).call()
         } else {
             agent
                 .post(&url)

@@ -115,12 +115,9 @@ pub fn is_registered(uri: &str, metrics: &Value) -> Result<bool> {
     ) else {
         return Ok(false);
     };
-    let url = format!(
-        "{uri}/api/2.0/mlflow/model-versions/get?name={}&version={}",
-        encode(model),
-        encode(version)
-    );
-    let answer = http::get(&url, Duration::from_secs(10))
+    let url = format!("{uri}/api/2.0/mlflow/model-versions/get");
+    let query = [("name", model), ("version", version)];
+    let answer = http::get_with_query(&url, &query, Duration::from_secs(10))
         .with_context(|| format!("cannot ask MLflow at {uri} about {model} v{version}"))?;
     match answer.status {
         200 => Ok(true),
@@ -130,19 +127,6 @@ pub fn is_registered(uri: &str, metrics: &Value) -> Result<bool> {
             answer.body.trim()
         ),
     }
-}
-
-/// Percent-encodes a query value.
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -170,11 +154,5 @@ mod tests {
             &["--min-f1".into(), "0.6".into()],
         );
         assert!(extra.ends_with(&["--min-f1".to_owned(), "0.6".to_owned()]));
-    }
-
-    #[test]
-    fn query_values_are_encoded() {
-        assert_eq!(encode("BankChurn-Classifier"), "BankChurn-Classifier");
-        assert_eq!(encode("a b&c"), "a%20b%26c");
     }
 }
