@@ -10,8 +10,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
 
-use super::{binaries, engine, mlflow_base, sha256_hex};
+use super::{binaries, engine, mlflow_base};
 use crate::ctx::Ctx;
 use crate::runner::Step;
 use crate::runtime::mlflow_server;
@@ -88,7 +89,7 @@ fn inputs_fingerprint(ctx: &Ctx, service: &Service) -> Result<String> {
             bytes.extend(read(&service.dir.join(mlflow_server::LAUNCHER))?);
         }
     }
-    Ok(sha256_hex(&bytes))
+    Ok(format!("{:x}", Sha256::digest(&bytes)))
 }
 
 /// Whether the image exists and was built from the current inputs.

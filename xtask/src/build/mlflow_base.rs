@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
 
 use super::engine;
 use crate::ctx::Ctx;
@@ -175,7 +176,7 @@ fn bootstrap(ctx: &Ctx) -> Result<()> {
 fn wheelhouse_dir(ctx: &Ctx, mlflow: &Service) -> Result<(PathBuf, PathBuf)> {
     let lock = mlflow.dir.join("requirements.lock");
     let text = std::fs::read(&lock).with_context(|| format!("cannot read {}", lock.display()))?;
-    let key = crate::build::sha256_hex(&text);
+    let key = format!("{:x}", Sha256::digest(&text));
     let dir = ctx
         .cache_dir
         .join(format!("mlflow-wheelhouse-{}", &key[..16]));

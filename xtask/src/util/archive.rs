@@ -193,7 +193,7 @@ impl<W: Write> HashingWriter<W> {
     }
 
     fn hex(self) -> String {
-        crate::build::hex(&self.hasher.finalize())
+        format!("{:x}", self.hasher.finalize())
     }
 }
 

@@ -315,11 +315,7 @@ pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
 /// its `model.json`.
 pub fn model_version(model_json: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(model_json)
-        .iter()
-        .take(6)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    format!("{:x}", sha2::Sha256::digest(model_json))[..12].to_owned()
 }
 
 /// What `docker ARGS` printed, trimmed.
