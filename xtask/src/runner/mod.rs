@@ -3,10 +3,13 @@
 //! echoes them with `-v`, captures their output and, on failure, reports the command and the
 //! tail of what it printed.
 //!
-//! Two crates do the work: duct for captured runs (stdout and stderr interleaved, as printed)
-//! and background services (their own process group, output to a log file); xshell for
-//! foreground commands and queries, and for file and directory work. Signals go through
-//! rustix. Clippy's `disallowed-methods` keeps every other module from spawning or signalling.
+//! Two crates do the work: duct for captured runs (stdout and stderr interleaved, as printed,
+//! which xshell cannot do) and background services (their own process group, output to a log
+//! file); xshell for foreground commands and queries, and for file and directory work. A step
+//! is data, built at run time and shown by `--dry-run`, so it becomes an xshell command through
+//! `Shell::cmd(program).args(args)`, the form xshell's `cmd!` template expands to: no shell,
+//! each argument one argument. Signals go through rustix. Clippy's `disallowed-methods` keeps
+//! every other module from spawning or signalling.
 
 #![allow(clippy::disallowed_methods)] // the one module allowed to spawn and signal
 
