@@ -6,3 +6,31 @@ pub mod http;
 pub mod poll;
 pub mod progress;
 pub mod table;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::poll::until;
+
+    #[test]
+    fn polling_returns_the_first_answer() {
+        let mut calls = 0;
+        let answer = until(Duration::from_secs(5), Duration::from_millis(1), || {
+            calls += 1;
+            (calls == 3).then_some(calls)
+        });
+        assert_eq!(answer, Some(3));
+    }
+
+    #[test]
+    fn polling_gives_up_after_the_deadline_with_a_last_attempt() {
+        let mut calls = 0;
+        let answer: Option<()> = until(Duration::ZERO, Duration::from_millis(1), || {
+            calls += 1;
+            None
+        });
+        assert_eq!(answer, None);
+        assert_eq!(calls, 1);
+    }
+}

@@ -1,4 +1,5 @@
-//! Waiting for something to happen, with a deadline: the one polling loop of the toolkit.
+//! Waiting for something to happen, with a deadline: the one polling loop of the toolkit, and
+//! of its tests (`tests/common` compiles this file too, so its own tests sit in `util/mod.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -19,31 +20,5 @@ pub fn until<T>(
             return None;
         }
         std::thread::sleep(every.min(deadline - now));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn returns_the_first_answer() {
-        let mut calls = 0;
-        let answer = until(Duration::from_secs(5), Duration::from_millis(1), || {
-            calls += 1;
-            (calls == 3).then_some(calls)
-        });
-        assert_eq!(answer, Some(3));
-    }
-
-    #[test]
-    fn gives_up_after_the_deadline_with_a_last_attempt() {
-        let mut calls = 0;
-        let answer: Option<()> = until(Duration::ZERO, Duration::from_millis(1), || {
-            calls += 1;
-            None
-        });
-        assert_eq!(answer, None);
-        assert_eq!(calls, 1);
     }
 }

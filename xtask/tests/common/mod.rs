@@ -4,6 +4,23 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+/// The toolkit's own polling loop, so the tests wait the way it does.
+#[path = "../../src/util/poll.rs"]
+pub mod poll;
+
+/// Waits until `ready` answers `Some`, asking every `every`, and returns the answer; panics
+/// naming `what` it waited for when `timeout` passes first.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    ready: impl FnMut() -> Option<T>,
+) -> T {
+    poll::until(timeout, every, ready)
+        .unwrap_or_else(|| panic!("gave up waiting for {what} after {timeout:?}"))
+}
 
 pub struct Stack {
     pub dir: tempfile::TempDir,
@@ -160,11 +177,25 @@ pub fn pid_alive(pid: i32) -> bool {
 
 /// Sends SIGINT, as Ctrl-C at a terminal would.
 pub fn interrupt(child: &Child) {
+    signal(child.id() as i32, "INT");
+}
+
+/// `kill -NAME -- PID`: a negative `pid` signals the process group.
+pub fn signal(pid: i32, name: &str) {
     let sent = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([&format!("-{name}"), "--", &pid.to_string()])
         .status()
         .unwrap();
-    assert!(sent.success());
+    assert!(sent.success(), "kill -{name} {pid} failed");
+}
+
+/// A loopback port nothing listens on (the moment it is asked).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn port_free(port: u16) -> bool {
@@ -321,4 +352,64 @@ pub fn model_version(model_json: &[u8]) -> String {
 /// What `docker ARGS` printed, trimmed.
 pub fn docker_stdout(args: &[&str]) -> String {
     stdout(&docker(args)).trim().to_owned()
+}
+
+/// The release binary of a service, as `demo` builds it (statically linked, under the target
+/// triple, on Linux).
+pub fn service_binary(name: &str) -> PathBuf {
+    let target = repo().join("target");
+    let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    [
+        target.join(triple).join("release").join(name),
+        target.join("release").join(name),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+    .unwrap_or_else(|| panic!("no release binary of {name} under {}", target.display()))
+}
+
+/// `SERVICE serve` on loopback at `port` with the model in `model_dir`: the command line the
+/// toolkit's local runtime runs (`build::binaries::serve_step`).
+pub fn serve_command(service: &str, port: u16, model_dir: &Path) -> Command {
+    let mut command = Command::new(service_binary(service));
+    command
+        .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .arg("--model-dir")
+        .arg(model_dir);
+    command
+}
+
+/// The served model's version: the folder the `current` link names.
+pub fn current_version(model_dir: &Path) -> String {
+    std::fs::read_link(model_dir.join("current"))
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Writes `model_json` as a version of its own, as training would: named by its fingerprint,
+/// with `metrics` (their `model_version` set to match), and points `current` at it.
+pub fn publish_version(
+    model_dir: &Path,
+    model_json: &[u8],
+    mut metrics: serde_json::Value,
+) -> String {
+    let version = model_version(model_json);
+    metrics["model_version"] = version.clone().into();
+    let dir = model_dir.join("versions").join(&version);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("model.json"), model_json).unwrap();
+    std::fs::write(dir.join("metrics.json"), metrics.to_string()).unwrap();
+    point_current_at(model_dir, &version);
+    version
+}
+
+/// Points `current` at `version` in one step, as training does: a new link renamed over it.
+pub fn point_current_at(model_dir: &Path, version: &str) {
+    let link = model_dir.join(".test-link");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(Path::new("versions").join(version), &link).unwrap();
+    std::fs::rename(&link, model_dir.join("current")).unwrap();
 }
