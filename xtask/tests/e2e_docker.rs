@@ -212,23 +212,20 @@ fn demo_retrain_crash_recovery_restart_and_down() {
         .status()
         .unwrap()
         .success());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let now = docker_stdout(&[
-            "inspect",
-            "--format",
-            "{{.State.StartedAt}} {{.State.Health.Status}}",
-            "bankchurn-api",
-        ]);
-        if !now.starts_with(&started) && now.ends_with("healthy") && !now.ends_with("unhealthy") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "bankchurn-api did not come back healthy: {now}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    common::wait_for(
+        "bankchurn-api to come back healthy in a new run",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            let now = docker_stdout(&[
+                "inspect",
+                "--format",
+                "{{.State.StartedAt}} {{.State.Health.Status}}",
+                "bankchurn-api",
+            ]);
+            (!now.starts_with(&started) && now.ends_with(" healthy")).then_some(())
+        },
+    );
 
     let started = Instant::now();
     let restart = xtask(&stack, &["restart", "carvision"]);

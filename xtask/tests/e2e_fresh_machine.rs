@@ -12,7 +12,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{stderr, stdout, Stack};
 
@@ -67,14 +67,12 @@ impl CleanEngine {
             .spawn()
             .unwrap();
         let engine = Self { dir, daemon };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !engine.answers() {
-            assert!(
-                Instant::now() < deadline,
-                "the test's dockerd never answered"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        common::wait_for(
+            "the test's dockerd to answer",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || engine.answers().then_some(()),
+        );
         Some(engine)
     }
 

@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{stderr, stdout, Stack};
 
 const PORTS: [u16; 4] = [5000, 8001, 8002, 8003];
@@ -70,17 +72,7 @@ fn a_service_that_cannot_start_fails_the_demo_with_its_log_and_stops_the_rest() 
     // A corrupt model where the served one goes: versions/<v>/ (named, as training names
     // it, after the SHA-256 of its bytes) and the `current` link.
     let model_dir = stack.path().join("models/carvision");
-    let bytes = b"{ not a model";
-    let version = common::model_version(bytes);
-    let folder = model_dir.join("versions").join(&version);
-    std::fs::create_dir_all(&folder).unwrap();
-    std::fs::write(folder.join("model.json"), bytes).unwrap();
-    std::fs::write(
-        folder.join("metrics.json"),
-        format!("{{\"model_version\": \"{version}\"}}"),
-    )
-    .unwrap();
-    std::os::unix::fs::symlink(format!("versions/{version}"), model_dir.join("current")).unwrap();
+    common::publish_version(&model_dir, b"{ not a model", serde_json::json!({}));
 
     let demo = stack.xtask(&[
         "--runtime",
@@ -112,14 +104,12 @@ fn ctrl_c_during_up_stops_what_it_started() {
     let stack = Stack::new();
     let up = stack.spawn_xtask(&["--runtime", "local", "up"]);
     // MLflow starts first and takes seconds to answer: interrupt while `up` waits for it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    while stack.pid_files().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "up never started the services"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    common::wait_for(
+        "up to start the services",
+        Duration::from_secs(300),
+        Duration::from_millis(50),
+        || (!stack.pid_files().is_empty()).then_some(()),
+    );
     let pids = stack.pids();
     common::interrupt(&up);
     let output = up.wait_with_output().unwrap();

@@ -167,6 +167,18 @@ impl Load {
         }
     }
 
+    /// Waits until `count` more requests were sent than when called: the load runs before and
+    /// after what it measures.
+    fn wait_for_requests(&self, count: u64) {
+        let goal = self.sent.load(Ordering::Relaxed) + count;
+        common::wait_for(
+            &format!("{count} more requests of the load"),
+            Duration::from_secs(30),
+            Duration::from_millis(5),
+            || (self.sent.load(Ordering::Relaxed) >= goal).then_some(()),
+        );
+    }
+
     fn finish(self) -> (u64, u64) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads {
@@ -202,12 +214,12 @@ fn tracked_models_retrain_without_downtime_and_survive_backup_reset_restore() {
     // Retrain under load: a new model (another seed), swapped in with no failed request.
     let old_version = served["model_version"].as_str().unwrap().to_owned();
     let load = Load::start(format!("http://127.0.0.1:{}/predict", stack.port(8001)), 4);
-    std::thread::sleep(Duration::from_millis(500));
+    load.wait_for_requests(100);
     let retrain = xtask(
         &stack,
         &["retrain", "bankchurn", "--promote", "--seed", "7"],
     );
-    std::thread::sleep(Duration::from_millis(500));
+    load.wait_for_requests(100);
     let (sent, failed) = load.finish();
     assert!(retrain.status.success(), "{}", stderr(&retrain));
     eprintln!("MEASURED: retrain swap under load: {sent} requests sent, {failed} failed");

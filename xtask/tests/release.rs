@@ -70,11 +70,12 @@ impl Registry {
             port,
             _storage: storage,
         };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while registry.get("/v2/").is_none() {
-            assert!(Instant::now() < deadline, "the registry did not answer");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        common::wait_for(
+            "the registry to answer",
+            Duration::from_secs(15),
+            Duration::from_millis(100),
+            || registry.get("/v2/"),
+        );
         Some(registry)
     }
 

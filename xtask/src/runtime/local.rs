@@ -17,6 +17,12 @@ use crate::runner::{tail, Background, Step, Stopped};
 use crate::runtime::mlflow_server;
 use crate::runtime::training::{self, Tracking};
 use crate::stack::{Kind as ServiceKind, Service, STOP_GRACE_SECONDS};
+use crate::util::poll;
+
+/// How often `logs -f` looks at the logs' lengths, and how long it waits at most before it
+/// reads them anyway.
+const FOLLOW_EVERY: Duration = Duration::from_millis(200);
+const FOLLOW_WAKE_UP: Duration = Duration::from_secs(60);
 
 /// How long a service gets to exit after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(STOP_GRACE_SECONDS);
@@ -271,8 +277,26 @@ impl Runtime for Local {
             // Offsets count bytes: a lossy decoding may change the length.
             offsets.push((service, path, bytes.len() as u64));
         }
-        while follow && !ctx.is_interrupted() {
-            for (service, path, offset) in &mut offsets {
+        if !follow {
+            return Ok(());
+        }
+        // As `tail -f`: wait until a log's length changes (or Ctrl-C), then print its new whole
+        // lines; a partial line waits for the rest.
+        let length = |path: &Path| std::fs::metadata(path).map_or(0, |m| m.len());
+        let mut seen: Vec<u64> = offsets.iter().map(|(_, _, offset)| *offset).collect();
+        loop {
+            poll::until(FOLLOW_WAKE_UP, FOLLOW_EVERY, || {
+                let changed = offsets
+                    .iter()
+                    .zip(&seen)
+                    .any(|((_, path, _), seen)| length(path) != *seen);
+                (changed || ctx.is_interrupted()).then_some(())
+            });
+            if ctx.is_interrupted() {
+                return Ok(());
+            }
+            for ((service, path, offset), seen) in offsets.iter_mut().zip(&mut seen) {
+                *seen = length(path);
                 let Ok(mut file) = std::fs::File::open(&*path) else {
                     continue;
                 };
@@ -284,7 +308,6 @@ impl Runtime for Local {
                     file.seek(SeekFrom::Start(*offset))?;
                     let mut new = Vec::new();
                     file.read_to_end(&mut new)?;
-                    // Print whole lines only; keep a partial line for the next round.
                     let complete = new.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
                     for line in String::from_utf8_lossy(&new[..complete]).lines() {
                         println!("{}{line}", prefix(service));
@@ -292,8 +315,6 @@ impl Runtime for Local {
                     *offset += complete as u64;
                 }
             }
-            std::thread::sleep(Duration::from_millis(200));
         }
-        Ok(())
     }
 }
