@@ -140,11 +140,6 @@ fn pipeline(ctx: &Ctx, docker: bool) -> Vec<PipelineStep> {
             vec![e2e(ctx, "add_a_service")],
         ),
         step(
-            "compose",
-            "the compose file matches the service.toml files",
-            vec![xtask(ctx, &["compose", "--check"])],
-        ),
-        step(
             "lint-workflows",
             "the GitHub workflows: actionlint, zizmor, schema, commands",
             vec![xtask(ctx, &["lint-workflows"])],
