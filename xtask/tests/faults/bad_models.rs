@@ -47,7 +47,7 @@ impl Drop for Restore<'_> {
 
 /// A corrupt and a cyclic model published and signalled: refused with the reason, the old model
 /// kept; the good one back and signalled again: served.
-pub fn bad_models_on_reload(target: &Target, api: &str) -> String {
+pub fn refused_on_reload(target: &Target, api: &str) -> String {
     let addr = target.addr(api);
     let model_dir = target.model_dir(api);
     let mut restore = Restore::new(target, api);

@@ -99,7 +99,7 @@ fn run_stack_cases(campaign: &mut Campaign, target: &Target) {
         });
     }
     campaign.case("corrupt and cyclic model, SIGHUP", || {
-        bad_models::bad_models_on_reload(target, "telecom")
+        bad_models::refused_on_reload(target, "telecom")
     });
     campaign.case("start on a corrupt model only", || {
         bad_models::start_on_a_corrupt_model(target, "telecom")
