@@ -261,12 +261,19 @@ impl Load {
         );
     }
 
-    fn finish(self) -> Vec<Event> {
+    fn finish(mut self) -> Vec<Event> {
         self.stop.store(true, Ordering::Relaxed);
-        self.clients
+        std::mem::take(&mut self.clients)
             .into_iter()
             .flat_map(|c| c.join().unwrap())
             .collect()
+    }
+}
+
+/// A case that fails midway stops its load too.
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
