@@ -159,6 +159,18 @@ impl Stack {
     }
 }
 
+/// The first word of the line by which a test says it did not run here; `cargo xtask ci` counts
+/// these lines, so a skipped test is reported as skipped, not passed.
+pub const SKIP_MARK: &str = "XTASK-TEST-SKIPPED";
+
+/// Says that the calling test cannot run on this machine, and why (what to install, what it
+/// needs). The test then returns: libtest counts it as passed, the pipeline as skipped.
+pub fn skip(reason: impl std::fmt::Display) {
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    println!("{SKIP_MARK} {test}: {reason}");
+    eprintln!("SKIPPED {test}: {reason}");
+}
+
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
