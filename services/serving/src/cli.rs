@@ -85,6 +85,18 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         pid: i32,
     },
+    /// The floor `cargo xtask bench` measures `/predict` against: the same HTTP stack
+    /// answering a constant JSON body of `--body-bytes` bytes, with no middleware and no model.
+    #[command(hide = true)]
+    ServeFloor {
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
+        #[arg(long)]
+        port: u16,
+        /// The size of the constant answer: that of the service's own `/predict` answer.
+        #[arg(long)]
+        body_bytes: usize,
+    },
 }
 
 /// Connection and request limits of `serve`; durations like `5s`, `500ms`, `1m`.
@@ -217,6 +229,11 @@ fn run<S: Service>(command: Command) -> Result<()> {
             println!("asked process {pid} to reload its model; its /health tells the outcome");
             Ok(())
         }
+        Command::ServeFloor {
+            host,
+            port,
+            body_bytes,
+        } => crate::floor::serve(SocketAddr::new(host, port), body_bytes),
     }
 }
 

@@ -35,6 +35,7 @@ pub mod api;
 pub mod artifact;
 mod cli;
 pub mod dashboard;
+mod floor;
 mod healthcheck;
 pub mod http;
 pub mod json;
