@@ -6,13 +6,13 @@ use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use serving::promotion::{Gate, GateKind};
 use serving::synth::{
     self,
     rand::Rng,
     rand_distr::{Distribution, Normal},
 };
 use serving::table::Table;
-use serving::tracking::{Gate, GateKind};
 use serving::train::{
     self, BinaryTraining, BoosterParams, Features, GradientBooster, ObjectiveType, Selection,
 };

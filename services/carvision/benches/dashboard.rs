@@ -17,7 +17,7 @@ use serving::axum::body::Body;
 use serving::axum::http::Request;
 use serving::dashboard::Dashboard;
 use serving::http::AppState;
-use serving::testkit;
+use serving_testkit as testkit;
 use tower::ServiceExt;
 
 const PAGES: [(&str, &str); 8] = [

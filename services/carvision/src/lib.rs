@@ -8,13 +8,13 @@ use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use serving::promotion::{Gate, GateKind};
 use serving::synth::{
     self,
     rand::Rng,
     rand_distr::{Distribution, Gamma, LogNormal},
 };
 use serving::table::{CellError, Row, Table};
-use serving::tracking::{Gate, GateKind};
 use serving::train::{
     self, BoosterParams, Features, GradientBooster, ObjectiveType, RegressionMetrics,
 };

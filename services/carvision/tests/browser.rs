@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use serving::testkit::free_port;
+use serving_testkit::free_port;
 use webdriver::{Browser, ENTER, TAB};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_carvision");

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use carvision::CarVision;
 use serde_json::{json, Value};
-use serving::testkit;
+use serving_testkit as testkit;
 
 /// The listings of the generated file priced within the training band, read by hand.
 struct Rows {

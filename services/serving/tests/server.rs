@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serving::http::{router, AppState, RequestLimits};
-use serving::model::Loaded;
+use serving::loaded::Loaded;
 use serving::server::{serve, ConnectionLimits};
 use serving::{FieldError, Manifest, PredictionMeta, Service};
 use utoipa::ToSchema;
@@ -32,7 +32,7 @@ impl Service for Mock {
     const FEATURES: &'static [&'static str] = &["n"];
     const DEFAULT_ROWS: usize = 1;
     const REGISTERED_MODEL: &'static str = "Mock-Model";
-    const PROMOTION_GATES: &'static [serving::tracking::Gate] = &[];
+    const PROMOTION_GATES: &'static [serving::promotion::Gate] = &[];
     type Model = ();
     type Request = Ask;
     type Response = Answer;

@@ -5,12 +5,12 @@ use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use serving::promotion::{Gate, GateKind};
 use serving::synth::{
     self,
     rand_distr::{Distribution, Gamma, Normal},
 };
 use serving::table::Table;
-use serving::tracking::{Gate, GateKind};
 use serving::train::{
     self, BinaryTraining, BoosterParams, Features, GradientBooster, ObjectiveType, Selection,
 };

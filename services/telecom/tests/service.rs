@@ -1,7 +1,7 @@
 use std::path::Path;
 
 use serde_json::json;
-use serving::testkit;
+use serving_testkit as testkit;
 use telecom::Telecom;
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use serving::model::Loaded;
+use serving::loaded::Loaded;
 use serving::train::{self, Features, RegressionMetrics};
 
 use super::stats;

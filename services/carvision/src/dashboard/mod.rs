@@ -15,14 +15,12 @@ mod predictor;
 mod stats;
 
 use std::path::Path;
-use std::sync::Arc;
 
 use serving::artifact::VersionFile;
 use serving::axum::routing::get;
 use serving::axum::Router;
-use serving::dashboard::Dashboard;
-use serving::http::AppState;
-use serving::model::Loaded;
+use serving::dashboard::{Dashboard, Pages};
+use serving::loaded::Loaded;
 
 use crate::CarVision;
 
@@ -87,7 +85,7 @@ impl Dashboard<CarVision> for CarVisionDashboard {
         })
     }
 
-    fn routes() -> Router<Arc<AppState<CarVision>>> {
+    fn routes() -> Router<Pages<CarVision>> {
         Router::new()
             .route("/", get(overview::page))
             .route("/market", get(market::page))

@@ -4,7 +4,6 @@
 //! feature. A bad value is shown beside its field with the API's own message.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use maud::{html, Markup, Render};
 use serde_json::{Map, Value};
@@ -13,8 +12,8 @@ use serving::axum::http::{StatusCode, Uri};
 use serving::axum::response::Response;
 use serving::dashboard::chart::{Axis, BarList, BarRow, Format, Layer, Plot, Stroke};
 use serving::dashboard::format::{count, miles, money, percent, signed_money};
-use serving::dashboard::{self, figure, Field, InputKind, Unavailable};
-use serving::http::{ApiError, AppState};
+use serving::dashboard::{self, figure, Field, InputKind, Pages, Unavailable};
+use serving::error::ApiError;
 use serving::{FieldError, Service};
 
 use super::data::Market;
@@ -285,10 +284,10 @@ enum Outcome {
 }
 
 pub async fn page(
-    State(state): State<Arc<AppState<CarVision>>>,
+    State(pages): State<Pages<CarVision>>,
     uri: Uri,
 ) -> Result<Response, Unavailable<CarVision>> {
-    let view = dashboard::view(&state)?;
+    let view = dashboard::view(&pages)?;
     let pairs = dashboard::query_pairs(&uri);
     let submitted = pairs
         .iter()
@@ -308,7 +307,7 @@ pub async fn page(
     } else {
         match request_body(&values) {
             Err(errors) => Outcome::Refused(errors),
-            Ok(body) => match dashboard::predict(&state, &view, &body) {
+            Ok(body) => match dashboard::predict(&pages, &view, &body) {
                 Ok((listing, prediction)) => Outcome::Priced {
                     prediction,
                     listing,
