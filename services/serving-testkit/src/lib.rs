@@ -11,6 +11,8 @@
 //! - [`net`], [`wait`]: free ports, a raw HTTP peer, the kernel's view of a connection, and
 //!   waiting on a condition.
 
+#![deny(unsafe_code)]
+
 pub mod api;
 pub mod binary;
 pub mod mlflow;

@@ -14,7 +14,8 @@ use serving::dashboard::{self, figure, key_figure, Field, InputKind, Pages, Unav
 use super::data::Market;
 use super::overview::years;
 use super::stats;
-use crate::{CarVision, CONDITIONS};
+use crate::listing::CONDITIONS;
+use crate::CarVision;
 
 /// A model year or age is drawn only with at least this many listings behind its median.
 pub const MIN_GROUP: usize = 5;

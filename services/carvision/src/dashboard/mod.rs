@@ -63,7 +63,7 @@ impl Dashboard<CarVision> for CarVisionDashboard {
         Ok(vec![VersionFile::new(DATA_FILE, bytes)])
     }
 
-    fn load(model: &Loaded<crate::Model>) -> anyhow::Result<Self> {
+    fn load(model: &Loaded<crate::model::Model>) -> anyhow::Result<Self> {
         let csv = model.read_version_file(DATA_FILE)?;
         let (market, kept) = Market::read(csv).map_err(|e| {
             anyhow::anyhow!("{DATA_FILE} of model version {}: {e:#}", model.version)

@@ -13,7 +13,8 @@ use serving::dashboard::{self, figure, key_figure, Pages, Unavailable};
 use serving::loaded::Loaded;
 
 use super::data::Evaluation;
-use crate::{CarVision, Model};
+use crate::model::Model;
+use crate::CarVision;
 
 /// One row of the metrics table.
 struct Metric {

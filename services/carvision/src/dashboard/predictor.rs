@@ -19,10 +19,12 @@ use serving::{FieldError, Service};
 use super::data::Market;
 use super::overview::Histogram;
 use super::stats;
-use crate::{
-    brand_of, CarVision, Listing, PricePrediction, COLORS, CONDITIONS, DRIVES, FEATURES, FUELS,
-    TRANSMISSIONS, TYPES,
+use crate::features::{brand_of, FEATURES};
+use crate::listing::{
+    Listing, PricePrediction, COLORS, CONDITIONS, DRIVES, FUELS, TRANSMISSIONS, TYPES,
 };
+use crate::model::{explain, Explanation, Model};
+use crate::CarVision;
 
 /// Models suggested in the model field (most listed first).
 const SUGGESTED_MODELS: usize = 500;
@@ -416,13 +418,13 @@ fn result(
     prediction: &PricePrediction,
     listing: &Listing,
     market: &Market,
-    model: &crate::Model,
+    model: &Model,
 ) -> Markup {
     let price = prediction.prediction;
     let similar = similar(market, listing);
     let cheaper = similar.prices.partition_point(|&p| p < price);
     let share_below = cheaper as f64 / similar.prices.len().max(1) as f64;
-    let explanation = crate::explain(model, listing);
+    let explanation = explain(model, listing);
     let mut features: Vec<(String, f64)> = FEATURES
         .iter()
         .zip(&explanation.contributions)
@@ -508,7 +510,7 @@ fn placement(price: f64, similar: &Similar) -> Markup {
     )
 }
 
-fn contributions(e: &crate::Explanation, features: &[(String, f64)], price: f64) -> Markup {
+fn contributions(e: &Explanation, features: &[(String, f64)], price: f64) -> Markup {
     let chart = BarList {
         id: "contributions-chart".into(),
         title: "What moved the price most".into(),
