@@ -5,12 +5,13 @@
 use std::io::Write;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mlflow_client::{Client, ClientOptions, Error};
 use serde_json::json;
 use serving_testkit::net::{answering, free_port, read_request};
+use serving_testkit::wait_until;
 
 fn quick() -> ClientOptions {
     ClientOptions {
@@ -106,8 +107,20 @@ fn a_refused_connection_is_retried_then_reported() {
 #[test]
 fn a_server_that_comes_up_during_the_retries_is_reached() {
     let port = free_port();
+    // The client's log, to see it retrying.
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || LogWriter(writer.clone()))
+        .finish();
     let server = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(100));
+        // Up only once a connection was refused and the client said it would retry.
+        wait_until("the client retrying", Duration::from_secs(10), || {
+            String::from_utf8_lossy(&log.lock().unwrap())
+                .contains("retrying")
+                .then_some(())
+        });
         let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
         let (mut stream, _) = listener.accept().unwrap();
         read_request(&mut stream).unwrap();
@@ -117,12 +130,26 @@ fn a_server_that_comes_up_during_the_retries_is_reached() {
     });
     let options = ClientOptions {
         first_backoff: Duration::from_millis(50),
-        retries: 5,
+        retries: 8,
         ..quick()
     };
     let client = Client::new(&format!("http://127.0.0.1:{port}"), options).unwrap();
-    client.health().unwrap();
+    tracing::subscriber::with_default(subscriber, || client.health()).unwrap();
     server.join().unwrap();
+}
+
+/// Appends what the client logs to a shared buffer.
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[test]

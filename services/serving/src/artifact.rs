@@ -524,18 +524,21 @@ mod tests {
     fn keeps_the_last_three_versions_and_the_same_model_again_is_one_version() {
         let dir = tempfile::tempdir().unwrap();
         let mut versions = Vec::new();
-        for i in 0..5 {
-            versions.push(
-                save(
-                    dir.path(),
-                    &artifact(vec![f64::from(i)]),
-                    &serde_json::json!({}),
-                    &[],
-                )
-                .unwrap(),
-            );
-            // Distinct modification times order the versions.
-            std::thread::sleep(std::time::Duration::from_millis(20));
+        let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(100);
+        for i in 0..5u8 {
+            let version = save(
+                dir.path(),
+                &artifact(vec![f64::from(i)]),
+                &serde_json::json!({}),
+                &[],
+            )
+            .unwrap();
+            // Modification times a second apart, as trainings a while apart would leave.
+            std::fs::File::open(dir.path().join(VERSIONS_DIR).join(&version))
+                .unwrap()
+                .set_modified(long_ago + std::time::Duration::from_secs(i.into()))
+                .unwrap();
+            versions.push(version);
         }
         let again = save(
             dir.path(),
