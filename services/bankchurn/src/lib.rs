@@ -365,9 +365,8 @@ impl Service for BankChurn {
         customers
             .iter()
             .map(|c| {
-                let row = request_row(c);
-                let p = train::sigmoid(train::predict_one(&model.booster, &row));
-                let (contributions, base) = train::probability_contributions(&model.booster, &row);
+                let explained = train::explained_probability(&model.booster, &request_row(c));
+                let p = train::sigmoid(explained.log_odds);
                 ChurnPrediction {
                     churn_probability: p,
                     churn_prediction: u8::from(p >= 0.5),
@@ -376,9 +375,9 @@ impl Service for BankChurn {
                     feature_contributions: FEATURES
                         .iter()
                         .map(|f| f.to_string())
-                        .zip(contributions)
+                        .zip(explained.contributions)
                         .collect(),
-                    base_probability: base,
+                    base_probability: explained.base,
                     model_version: meta.model_version.clone(),
                     prediction_timestamp: meta.timestamp.clone(),
                 }

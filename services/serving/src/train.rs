@@ -115,23 +115,71 @@ pub fn predict_rows(booster: &GradientBooster, x: &Features, idx: &[usize]) -> V
     booster.predict(&Matrix::new(&data, idx.len(), x.names.len()), true)
 }
 
-/// Raw booster output for one row, without touching the thread pool (the serving hot path).
-pub fn predict_one(booster: &GradientBooster, row: &[f64]) -> f64 {
-    booster.predict(&Matrix::new(row, 1, row.len()), false)[0]
+/// The trees a booster predicts with (all, unless it stops early).
+fn prediction_trees(booster: &GradientBooster) -> &[forust_ml::tree::Tree] {
+    let n = booster.prediction_iteration.unwrap_or(booster.trees.len());
+    &booster.trees[..n.min(booster.trees.len())]
 }
 
-/// How much each feature moved this row's predicted probability, walking down every tree
-/// (forust's "probability change" method). Returns one value per feature and the base (what
-/// the trees' roots alone predict); base plus contributions is the predicted probability.
-/// Only for classifiers (log-loss boosters).
-pub fn probability_contributions(booster: &GradientBooster, row: &[f64]) -> (Vec<f64>, f64) {
-    let mut c = booster.predict_contributions(
-        &Matrix::new(row, 1, row.len()),
-        forust_ml::gradientbooster::ContributionsMethod::ProbabilityChange,
-        false,
-    );
-    let base = c.pop().unwrap_or(0.0);
-    (c, base)
+/// Raw booster output for one row: the serving hot path. The same sum, in the same order, as
+/// forust's `GradientBooster::predict`, without its thread pool and its allocation per tree.
+pub fn predict_one(booster: &GradientBooster, row: &[f64]) -> f64 {
+    prediction_trees(booster)
+        .iter()
+        .fold(booster.base_score, |sum, tree| {
+            sum + tree.predict_row_from_row_slice(row, &booster.missing)
+        })
+}
+
+/// A classifier's answer for one row, with how much each feature moved it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExplainedProbability {
+    /// The raw output (log-odds), exactly [`predict_one`]'s.
+    pub log_odds: f64,
+    /// One per feature: how much it moved the predicted probability, walking down every tree
+    /// (forust's "probability change" method).
+    pub contributions: Vec<f64>,
+    /// What the trees' roots alone predict; plus the contributions, the probability.
+    pub base: f64,
+}
+
+/// [`predict_one`] and forust's "probability change" contributions in one walk down each
+/// tree, with the same arithmetic in the same order as forust's
+/// `predict_contributions(ProbabilityChange)` and `predict`, so the numbers are theirs to
+/// the bit; each node's probability is computed once instead of twice, and nothing is
+/// allocated but the contributions. Only for classifiers (log-loss boosters).
+pub fn explained_probability(booster: &GradientBooster, row: &[f64]) -> ExplainedProbability {
+    let missing = booster.missing;
+    let mut contributions = vec![0.0; row.len()];
+    let mut log_odds = booster.base_score;
+    let mut base = odds(log_odds);
+    // The probability before each tree: the previous tree's leaf's.
+    let mut before = base;
+    for tree in prediction_trees(booster) {
+        let start = log_odds;
+        let mut node = &tree.nodes[0];
+        let mut node_odds = odds(node.weight_value as f64 + start);
+        base += node_odds - before;
+        while !node.is_leaf {
+            let child = &tree.nodes[node.get_child_idx(&row[node.split_feature], &missing)];
+            let child_odds = odds(child.weight_value as f64 + start);
+            contributions[node.split_feature] += child_odds - node_odds;
+            node = child;
+            node_odds = child_odds;
+        }
+        log_odds = start + node.weight_value as f64;
+        before = node_odds;
+    }
+    ExplainedProbability {
+        log_odds,
+        contributions,
+        base,
+    }
+}
+
+/// forust's log-odds to probability (its `utils::odds`).
+fn odds(log_odds: f64) -> f64 {
+    1.0 / (1.0 + (-log_odds).exp())
 }
 
 /// How much each feature moved this row's raw prediction: exact Shapley values of the trees
@@ -573,6 +621,68 @@ mod tests {
             .enumerate()
             .find_map(|(t, tree)| tree.nodes.iter().position(|n| !n.is_leaf).map(|i| (t, i)))
             .expect("a tree with a split")
+    }
+
+    /// A classifier on three features with missing values, deep enough to have paths of
+    /// every length.
+    fn classifier() -> (GradientBooster, Vec<[f64; 3]>) {
+        let mut x = Features::new(&["a", "b", "c"]);
+        let mut rows = Vec::new();
+        let mut y = Vec::new();
+        for i in 0..400 {
+            let a = f64::from(i % 23);
+            let b = if i % 11 == 0 {
+                f64::NAN
+            } else {
+                f64::from(i % 7)
+            };
+            let c = f64::from((i * 13) % 31) / 3.0;
+            rows.push([a, b, c]);
+            x.push(&[a, b, c]);
+            y.push(if a + c > 14.0 || b == 3.0 { 1.0 } else { 0.0 });
+        }
+        let params = BoosterParams {
+            iterations: 40,
+            max_depth: 4,
+            ..BoosterParams::default()
+        };
+        let idx: Vec<usize> = (0..rows.len()).collect();
+        let booster = fit_booster(
+            ObjectiveType::LogLoss,
+            params,
+            &x,
+            &idx,
+            &y,
+            &vec![1.0; rows.len()],
+            3,
+        )
+        .unwrap();
+        (booster, rows)
+    }
+
+    #[test]
+    fn one_walk_gives_forusts_prediction_and_contributions_to_the_bit() {
+        let (booster, rows) = classifier();
+        for row in &rows {
+            let matrix = Matrix::new(row, 1, row.len());
+            let forust_raw = booster.predict(&matrix, false)[0];
+            let mut forust_contributions = booster.predict_contributions(
+                &matrix,
+                forust_ml::gradientbooster::ContributionsMethod::ProbabilityChange,
+                false,
+            );
+            let forust_base = forust_contributions.pop().unwrap();
+            assert_eq!(predict_one(&booster, row).to_bits(), forust_raw.to_bits());
+            let ours = explained_probability(&booster, row);
+            assert_eq!(ours.log_odds.to_bits(), forust_raw.to_bits(), "{row:?}");
+            assert_eq!(ours.base.to_bits(), forust_base.to_bits(), "{row:?}");
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&ours.contributions),
+                bits(&forust_contributions),
+                "{row:?}"
+            );
+        }
     }
 
     #[test]
