@@ -143,38 +143,214 @@ pub struct ExplainedProbability {
     pub base: f64,
 }
 
-/// [`predict_one`] and forust's "probability change" contributions in one walk down each
-/// tree, with the same arithmetic in the same order as forust's
-/// `predict_contributions(ProbabilityChange)` and `predict`, so the numbers are theirs to
-/// the bit; each node's probability is computed once instead of twice, and nothing is
-/// allocated but the contributions. Only for classifiers (log-loss boosters).
-pub fn explained_probability(booster: &GradientBooster, row: &[f64]) -> ExplainedProbability {
-    let missing = booster.missing;
-    let mut contributions = vec![0.0; row.len()];
-    let mut log_odds = booster.base_score;
-    let mut base = odds(log_odds);
-    // The probability before each tree: the previous tree's leaf's.
-    let mut before = base;
-    for tree in prediction_trees(booster) {
-        let start = log_odds;
-        let mut node = &tree.nodes[0];
-        let mut node_odds = odds(node.weight_value as f64 + start);
-        base += node_odds - before;
-        while !node.is_leaf {
-            let child = &tree.nodes[node.get_child_idx(&row[node.split_feature], &missing)];
-            let child_odds = odds(child.weight_value as f64 + start);
-            contributions[node.split_feature] += child_odds - node_odds;
-            node = child;
-            node_odds = child_odds;
+/// A log-loss booster laid out to answer one row at a time with its probability-change
+/// contributions (the serving hot path of a classifier that explains itself).
+///
+/// forust's `predict_contributions(ProbabilityChange)` takes the probability at every node on
+/// the row's path, `1 / (1 + exp(-(before + weight)))`, where `before` is the log-odds the
+/// earlier trees summed to: an `exp` and a division per node, and a second walk for the
+/// prediction. Here each node keeps `exp(-weight)`, so its probability is
+/// `1 / (1 + exp(-before) * exp(-weight))`, with `exp(-before)` carried from tree to tree by
+/// the leaves' factors (and taken afresh every few trees), and one division per path (the
+/// inverses of a product); the log-odds are summed exactly as [`predict_one`] sums them.
+///
+/// The log-odds are forust's to the bit; the contributions and base differ from forust's by
+/// rounding only (tested).
+#[derive(Debug, Clone)]
+pub struct ExplainingBooster {
+    base_score: f64,
+    trees: Vec<Vec<FlatNode>>,
+    /// Columns a row must have: one past the highest feature a split reads.
+    features: usize,
+}
+
+/// A tree node with only what a walk and the probabilities read.
+#[derive(Debug, Clone, Copy)]
+struct FlatNode {
+    split_value: f64,
+    weight: f64,
+    exp_neg_weight: f64,
+    split_feature: u32,
+    left: u32,
+    right: u32,
+    missing: u32,
+    is_leaf: bool,
+}
+
+/// The longest path [`ExplainingBooster::explain`] takes in one piece; a deeper tree goes node
+/// by node (the services' trees are 3 to 6 deep).
+const MAX_PATH: usize = 16;
+
+/// Trees between exact exponentials in [`ExplainingBooster::explain`]: a product of this many
+/// factors is off by a few units in the last place at most.
+const REANCHOR_EVERY: usize = 16;
+
+/// A path's product must stay below this for its inverses to be exact enough.
+const MAX_PRODUCT: f64 = 1e150;
+
+impl ExplainingBooster {
+    /// Lays out `booster`, which must have passed [`check_booster`] (NaN marks a missing
+    /// value, every index in range, no cycle).
+    pub fn new(booster: &GradientBooster) -> Self {
+        let index = |i: usize| u32::try_from(i).unwrap_or(u32::MAX);
+        let trees: Vec<Vec<FlatNode>> = prediction_trees(booster)
+            .iter()
+            .map(|tree| {
+                tree.nodes
+                    .iter()
+                    .map(|n| FlatNode {
+                        split_value: n.split_value,
+                        weight: n.weight_value as f64,
+                        exp_neg_weight: (-(n.weight_value as f64)).exp(),
+                        split_feature: u32::try_from(n.split_feature).unwrap_or(u32::MAX),
+                        left: index(n.left_child),
+                        right: index(n.right_child),
+                        missing: index(n.missing_node),
+                        is_leaf: n.is_leaf,
+                    })
+                    .collect()
+            })
+            .collect();
+        let features = trees
+            .iter()
+            .flatten()
+            .filter(|n| !n.is_leaf)
+            .map(|n| n.split_feature as usize + 1)
+            .max()
+            .unwrap_or(0);
+        Self {
+            base_score: booster.base_score,
+            trees,
+            features,
         }
-        log_odds = start + node.weight_value as f64;
-        before = node_odds;
     }
-    ExplainedProbability {
-        log_odds,
-        contributions,
-        base,
+
+    /// The log-odds of `row`, each feature's contribution to its probability, and the base.
+    /// `row` holds at least every feature a split reads; NaN is a missing value.
+    pub fn explain(&self, row: &[f64]) -> ExplainedProbability {
+        assert!(
+            row.len() >= self.features,
+            "a row of {} features",
+            row.len()
+        );
+        let mut contributions = vec![0.0; row.len()];
+        let mut log_odds = self.base_score;
+        let mut base = odds(log_odds);
+        // The probability before each tree: the previous tree's leaf's.
+        let mut before = base;
+        let mut exp_neg_start = 1.0;
+        // The path's nodes: each one's `1 + exp(-start) * exp(-weight)`, then its probability.
+        let mut terms = [0.0; MAX_PATH];
+        let mut path = [0u32; MAX_PATH];
+        for (t, nodes) in self.trees.iter().enumerate() {
+            let start = log_odds;
+            if t % REANCHOR_EVERY == 0 {
+                exp_neg_start = (-start).exp();
+            }
+            let mut len = 0;
+            let mut index = 0;
+            let leaf = loop {
+                let node = &nodes[index as usize];
+                if len == MAX_PATH {
+                    break None;
+                }
+                path[len] = index;
+                terms[len] = 1.0 + exp_neg_start * node.exp_neg_weight;
+                len += 1;
+                if node.is_leaf {
+                    break Some(node);
+                }
+                index = next(node, row);
+            };
+            let leaf = match leaf.filter(|_| inverses(&mut terms[..len])) {
+                Some(leaf) => {
+                    base += terms[0] - before;
+                    for k in 1..len {
+                        let parent = &nodes[path[k - 1] as usize];
+                        contributions[parent.split_feature as usize] += terms[k] - terms[k - 1];
+                    }
+                    before = terms[len - 1];
+                    leaf
+                }
+                None => {
+                    // Too deep, or too far out for the product: node by node, as forust.
+                    let (leaf, leaf_odds) =
+                        explain_tree(nodes, row, start, before, &mut base, &mut contributions);
+                    before = leaf_odds;
+                    leaf
+                }
+            };
+            log_odds = start + leaf.weight;
+            exp_neg_start *= leaf.exp_neg_weight;
+        }
+        ExplainedProbability {
+            log_odds,
+            contributions,
+            base,
+        }
     }
+}
+
+/// The child of `node` that `row` goes down to.
+fn next(node: &FlatNode, row: &[f64]) -> u32 {
+    let value = row[node.split_feature as usize];
+    if value.is_nan() {
+        node.missing
+    } else if value < node.split_value {
+        node.left
+    } else {
+        node.right
+    }
+}
+
+/// Replaces each term by its inverse, with one division for them all; `false`, leaving the
+/// terms spoiled, when their product is out of the range where that is exact enough.
+fn inverses(terms: &mut [f64]) -> bool {
+    let Some((&last, _)) = terms.split_last() else {
+        return true;
+    };
+    // prefix[k] = terms[0] * ... * terms[k], computed into a copy of the terms' positions.
+    let mut prefix = [0.0; MAX_PATH];
+    let mut product = 1.0;
+    for (p, &t) in prefix.iter_mut().zip(terms.iter()) {
+        product *= t;
+        *p = product;
+    }
+    if !(product.is_finite() && product < MAX_PRODUCT) {
+        return false;
+    }
+    let mut inverse = 1.0 / product;
+    let _ = last;
+    for k in (1..terms.len()).rev() {
+        let term = terms[k];
+        terms[k] = inverse * prefix[k - 1];
+        inverse *= term;
+    }
+    terms[0] = inverse;
+    true
+}
+
+/// One tree as forust walks it, a probability per node: adds to `base` and `contributions`;
+/// returns the leaf and its probability.
+fn explain_tree<'a>(
+    nodes: &'a [FlatNode],
+    row: &[f64],
+    start: f64,
+    before: f64,
+    base: &mut f64,
+    contributions: &mut [f64],
+) -> (&'a FlatNode, f64) {
+    let mut node = &nodes[0];
+    let mut node_odds = odds(start + node.weight);
+    *base += node_odds - before;
+    while !node.is_leaf {
+        let child = &nodes[next(node, row) as usize];
+        let child_odds = odds(start + child.weight);
+        contributions[node.split_feature as usize] += child_odds - node_odds;
+        node = child;
+        node_odds = child_odds;
+    }
+    (node, node_odds)
 }
 
 /// forust's log-odds to probability (its `utils::odds`).
@@ -661,9 +837,21 @@ mod tests {
     }
 
     #[test]
-    fn one_walk_gives_forusts_prediction_and_contributions_to_the_bit() {
+    fn one_walk_gives_forusts_prediction_to_the_bit_and_its_contributions() {
         let (booster, rows) = classifier();
-        for row in &rows {
+        // A base score far out, where the path's product overflows and each node's
+        // probability is taken on its own.
+        let mut far: GradientBooster =
+            serde_json::from_str(&serde_json::to_string(&booster).unwrap()).unwrap();
+        far.base_score = -400.0;
+        for booster in [booster, far] {
+            agrees_with_forust(&booster, &rows);
+        }
+    }
+
+    fn agrees_with_forust(booster: &GradientBooster, rows: &[[f64; 3]]) {
+        let explaining = ExplainingBooster::new(booster);
+        for row in rows {
             let matrix = Matrix::new(row, 1, row.len());
             let forust_raw = booster.predict(&matrix, false)[0];
             let mut forust_contributions = booster.predict_contributions(
@@ -672,16 +860,16 @@ mod tests {
                 false,
             );
             let forust_base = forust_contributions.pop().unwrap();
-            assert_eq!(predict_one(&booster, row).to_bits(), forust_raw.to_bits());
-            let ours = explained_probability(&booster, row);
+            assert_eq!(predict_one(booster, row).to_bits(), forust_raw.to_bits());
+            let ours = explaining.explain(row);
             assert_eq!(ours.log_odds.to_bits(), forust_raw.to_bits(), "{row:?}");
-            assert_eq!(ours.base.to_bits(), forust_base.to_bits(), "{row:?}");
-            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(
-                bits(&ours.contributions),
-                bits(&forust_contributions),
-                "{row:?}"
-            );
+            assert!((ours.base - forust_base).abs() < 1e-13, "{row:?}");
+            for (a, b) in ours.contributions.iter().zip(&forust_contributions) {
+                assert!((a - b).abs() < 1e-13, "{a} vs {b} for {row:?}");
+            }
+            // They still add up to the probability.
+            let total = ours.base + ours.contributions.iter().sum::<f64>();
+            assert!((total - sigmoid(ours.log_odds)).abs() < 1e-12, "{row:?}");
         }
     }
 

@@ -34,7 +34,7 @@ use serde::Serialize;
 
 use crate::api::{now, ErrorBody, ModelInfo, API_VERSION};
 use crate::error::ApiError;
-use crate::http::{bounded, track_dashboard, AppState};
+use crate::http::{bounds, refuse_large_head, AppState, DASHBOARD_ENDPOINT};
 use crate::loaded::Loaded;
 
 use crate::service::Service;
@@ -57,13 +57,33 @@ pub fn router<S: Service>(state: Arc<AppState<S>>) -> Router {
     let routes = S::Dashboard::routes()
         .with_state(pages)
         .merge(own)
-        .fallback(not_found::<S>)
-        // An error without a page of its own (axum's empty 405, say) gets one.
-        .layer(middleware::from_fn(as_page::<S>));
-    bounded(routes, state.limits(), html_error::<S>).layer(middleware::from_fn_with_state(
-        state.metrics(),
-        track_dashboard,
-    ))
+        .fallback(not_found::<S>);
+    let stack = tower::ServiceBuilder::new()
+        .layer(middleware::from_fn_with_state(state.clone(), frame::<S>))
+        .layer(bounds(state.limits(), html_error::<S>));
+    routes.layer(stack)
+}
+
+/// The outermost step of every request to the dashboard: counted and timed (all under one
+/// endpoint label), its head bounded, and an error without a page of its own (axum's empty
+/// 405, say) given one.
+async fn frame<S: Service>(
+    State(state): State<Arc<AppState<S>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let method = request.method().clone();
+    let answer = async {
+        let limit = state.limits().header_bytes;
+        if let Some(refused) = refuse_large_head(limit, &request, html_error::<S>) {
+            return refused;
+        }
+        as_page::<S>(next.run(request).await)
+    };
+    state
+        .metrics()
+        .observe(&method, DASHBOARD_ENDPOINT, answer)
+        .await
 }
 
 /// The served model and its dashboard, or why there is none (a 503 page as a response), so
@@ -341,8 +361,7 @@ fn html_error<S: Service>(status: StatusCode, body: ErrorBody) -> Response {
     error_page::<S>(status, error_heading(status), &body.message)
 }
 
-async fn as_page<S: Service>(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+fn as_page<S: Service>(response: Response) -> Response {
     // An error without a page of its own (axum's empty 405, say) gets one; JSON stays JSON.
     let status = response.status();
     let typed = response

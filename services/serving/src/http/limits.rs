@@ -4,16 +4,18 @@
 //! answer with a [`Cut`] so that the request's log line says what happened.
 
 use std::any::Any;
+use std::future::{ready, Ready};
 use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::{BoxError, Router};
+use axum::BoxError;
+use tower::layer::util::{Identity, Stack};
+use tower::timeout::TimeoutLayer;
 use tower::ServiceBuilder;
-use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::catch_panic::{CatchPanicLayer, ResponseForPanic};
 
 use crate::api::ErrorBody;
 
@@ -53,35 +55,55 @@ pub enum Cut {
     TimedOut(Duration),
 }
 
-/// Wraps `router` in the bounds of `limits`: a request head over `header_bytes` is a 431, a
-/// request still running after `request_timeout` a 408 that closes its connection, and a
-/// panic a 500; the service goes on.
-pub fn bounded<S>(router: Router<S>, limits: RequestLimits, render: RenderError) -> Router<S>
-where
-    S: Clone + Send + Sync + 'static,
-{
+/// The bounds of `limits` on a request's handling, as one layer to stack under the router's
+/// own: a request still running after `request_timeout` is a 408 that closes its connection,
+/// and a panic a 500; the service goes on. (The head is checked before, by
+/// [`refuse_large_head`].)
+#[allow(clippy::type_complexity)]
+pub fn bounds(
+    limits: RequestLimits,
+    render: RenderError,
+) -> ServiceBuilder<
+    Stack<
+        CatchPanicLayer<PanicAnswer>,
+        Stack<
+            TimeoutLayer,
+            Stack<
+                HandleErrorLayer<
+                    impl Fn(BoxError) -> Ready<Response> + Clone + Send + Sync + 'static,
+                    (),
+                >,
+                Identity,
+            >,
+        >,
+    >,
+> {
     let timeout = limits.request_timeout;
-    let header_bytes = limits.header_bytes;
-    router
-        .layer(CatchPanicLayer::custom(move |panic| {
-            panicked(render, panic)
+    ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(move |error: BoxError| {
+            ready(timed_out(render, timeout, error))
         }))
-        .layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(move |error: BoxError| async move {
-                    timed_out(render, timeout, error)
-                }))
-                .timeout(timeout),
-        )
-        .layer(middleware::from_fn(move |request: Request, next: Next| {
-            check_head(header_bytes, render, request, next)
-        }))
+        .timeout(timeout)
+        .layer(CatchPanicLayer::custom(PanicAnswer(render)))
 }
 
-async fn check_head(limit: usize, render: RenderError, request: Request, next: Next) -> Response {
-    let head_bytes = head_bytes(&request);
-    if head_bytes > limit {
-        return render(
+/// The answer to a handler's panic, rendered by the router's own error rendering.
+#[derive(Clone, Copy)]
+pub struct PanicAnswer(RenderError);
+
+impl ResponseForPanic for PanicAnswer {
+    type ResponseBody = axum::body::Body;
+
+    fn response_for_panic(&mut self, panic: Box<dyn Any + Send + 'static>) -> Response {
+        panicked(self.0, panic)
+    }
+}
+
+/// The 431 of a request whose line and headers take more than `limit` bytes.
+pub fn refuse_large_head(limit: usize, request: &Request, render: RenderError) -> Option<Response> {
+    let head_bytes = head_bytes(request);
+    (head_bytes > limit).then(|| {
+        render(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorBody::new(
                 "headers_too_large",
@@ -89,9 +111,8 @@ async fn check_head(limit: usize, render: RenderError, request: Request, next: N
                     "the request line and headers take {head_bytes} bytes; at most {limit} are accepted"
                 ),
             ),
-        );
-    }
-    next.run(request).await
+        )
+    })
 }
 
 /// The bytes of the request's target and headers, as sent (each header line's `: ` and CRLF

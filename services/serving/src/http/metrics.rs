@@ -2,12 +2,12 @@
 //! the service's own label. Every label value comes from a fixed set, so no request can add
 //! a series.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::sync::OnceLock;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::Response;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -17,25 +17,58 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::limits::Cut;
 
-type Labels = Vec<(&'static str, &'static str)>;
+type Label = (&'static str, &'static str);
+
+/// The method label's values; anything else is `other`.
+const METHODS: [&str; 8] = [
+    "GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS", "other",
+];
+
+/// The API's routes as labels, then `other` (no route) and `dashboard` (the dashboard's port).
+const ENDPOINTS: [&str; 12] = [
+    "/",
+    "/health",
+    "/metrics",
+    "/openapi.json",
+    "/predict",
+    "/predict_batch",
+    "/docs",
+    "/docs/",
+    "/docs/{*rest}",
+    "/redoc",
+    "other",
+    "dashboard",
+];
+const OTHER_ENDPOINT: usize = 10;
+const DASHBOARD_ENDPOINT: usize = 11;
+
+const STATUSES: [&str; 13] = [
+    "200", "3xx", "400", "404", "405", "408", "413", "422", "431", "500", "503", "4xx", "5xx",
+];
 
 /// The service's metrics, registered under its name as the prefix.
 pub struct Metrics {
     registry: Registry,
-    requests: Family<Labels, Counter>,
-    duration: Family<Labels, Histogram>,
-    predictions: Family<Labels, Counter>,
+    requests: Family<[Label; 3], Counter>,
+    duration: Family<[Label; 2], Histogram>,
+    predictions: Family<[Label; 1], Counter>,
+    /// Each series of `requests` and `duration` once a request has made it, by label
+    /// positions: counting then touches no lock and no hash map.
+    request_counters: Box<[OnceLock<Counter>]>,
+    duration_histograms: Box<[OnceLock<Histogram>]>,
+    /// The `predictions` series of the first labels seen (a service has a handful).
+    prediction_counters: [OnceLock<(Label, Counter)>; 16],
 }
 
 impl Metrics {
     pub fn new(prefix: &str) -> Self {
         let mut registry = Registry::with_prefix(prefix);
-        let requests = Family::<Labels, Counter>::default();
+        let requests = Family::<[Label; 3], Counter>::default();
         // 0.1 ms to about 3 s.
-        let duration = Family::<Labels, Histogram>::new_with_constructor(
+        let duration = Family::<[Label; 2], Histogram>::new_with_constructor(
             (|| Histogram::new(exponential_buckets(0.0001, 2.5, 12))) as fn() -> Histogram,
         );
-        let predictions = Family::<Labels, Counter>::default();
+        let predictions = Family::<[Label; 1], Counter>::default();
         registry.register("requests", "HTTP requests served", requests.clone());
         registry.register_with_unit(
             "request_duration",
@@ -49,6 +82,9 @@ impl Metrics {
             requests,
             duration,
             predictions,
+            request_counters: empty_cells(METHODS.len() * ENDPOINTS.len() * STATUSES.len()),
+            duration_histograms: empty_cells(METHODS.len() * ENDPOINTS.len()),
+            prediction_counters: std::array::from_fn(|_| OnceLock::new()),
         }
     }
 
@@ -60,144 +96,207 @@ impl Metrics {
     }
 
     /// Counts one prediction under `label`, e.g. `("risk_level", "HIGH")`.
-    pub fn count_prediction(&self, label: (&'static str, &'static str)) {
-        self.predictions.get_or_create(&vec![label]).inc();
+    pub fn count_prediction(&self, label: Label) {
+        for cell in &self.prediction_counters {
+            let (seen, counter) = cell.get_or_init(|| {
+                let counter = self.predictions.get_or_create(&[label]).clone();
+                (label, counter)
+            });
+            if *seen == label {
+                counter.inc();
+                return;
+            }
+        }
+        // More labels than cells: straight to the family.
+        self.predictions.get_or_create(&[label]).inc();
     }
 
-    fn record(
-        &self,
-        method: &'static str,
-        endpoint: &'static str,
-        status: &'static str,
-        seconds: f64,
-    ) {
-        self.duration
-            .get_or_create(&vec![("method", method), ("endpoint", endpoint)])
+    fn record(&self, method: usize, endpoint: usize, status: usize, seconds: f64) {
+        let (m, e, s) = (METHODS[method], ENDPOINTS[endpoint], STATUSES[status]);
+        let series = method * ENDPOINTS.len() + endpoint;
+        self.duration_histograms[series]
+            .get_or_init(|| {
+                self.duration
+                    .get_or_create(&[("method", m), ("endpoint", e)])
+                    .clone()
+            })
             .observe(seconds);
-        self.requests
-            .get_or_create(&vec![
-                ("method", method),
-                ("endpoint", endpoint),
-                ("status", status),
-            ])
+        self.request_counters[series * STATUSES.len() + status]
+            .get_or_init(|| {
+                self.requests
+                    .get_or_create(&[("method", m), ("endpoint", e), ("status", s)])
+                    .clone()
+            })
             .inc();
     }
+
+    /// Runs `answer`, the handling of a request with `method` to `endpoint` (an index of
+    /// [`endpoint_of`]), timing and counting it under its final status and logging what the
+    /// bounds cut.
+    pub async fn observe(
+        &self,
+        method: &Method,
+        endpoint: usize,
+        answer: impl Future<Output = Response>,
+    ) -> Response {
+        let started = Instant::now();
+        let method = method_index(method);
+        let response = answer.await;
+        let elapsed = started.elapsed();
+        let status = status_index(response.status());
+        self.record(method, endpoint, status, elapsed.as_secs_f64());
+        let (method, endpoint, status) = (METHODS[method], ENDPOINTS[endpoint], STATUSES[status]);
+        match response.extensions().get::<Cut>() {
+            Some(Cut::Panicked(panic)) => {
+                tracing::error!(method, endpoint, panic, "a handler panicked");
+            }
+            Some(Cut::TimedOut(limit)) => {
+                tracing::warn!(
+                    method,
+                    endpoint,
+                    seconds = limit.as_secs_f64(),
+                    "request timed out"
+                );
+            }
+            None => {}
+        }
+        tracing::debug!(
+            method,
+            endpoint,
+            status,
+            micros = elapsed.as_micros() as u64,
+            "request"
+        );
+        response
+    }
 }
 
-/// A label value from a fixed set.
-fn method_label(method: &Method) -> &'static str {
+fn empty_cells<T>(n: usize) -> Box<[OnceLock<T>]> {
+    (0..n).map(|_| OnceLock::new()).collect()
+}
+
+fn method_index(method: &Method) -> usize {
     match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::HEAD => "HEAD",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::PATCH => "PATCH",
-        Method::OPTIONS => "OPTIONS",
-        _ => "other",
+        Method::GET => 0,
+        Method::POST => 1,
+        Method::HEAD => 2,
+        Method::PUT => 3,
+        Method::DELETE => 4,
+        Method::PATCH => 5,
+        Method::OPTIONS => 6,
+        _ => 7,
     }
 }
 
-const ENDPOINTS: &[&str] = &[
-    "/",
-    "/health",
-    "/metrics",
-    "/openapi.json",
-    "/predict",
-    "/predict_batch",
-    "/docs",
-    "/docs/",
-    "/docs/{*rest}",
-    "/redoc",
-];
-
-fn endpoint_label(path: Option<&MatchedPath>) -> &'static str {
-    path.and_then(|p| ENDPOINTS.iter().find(|e| **e == p.as_str()))
-        .copied()
-        .unwrap_or("other")
-}
-
-fn status_label(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        200 => "200",
-        301..=308 => "3xx",
-        400 => "400",
-        404 => "404",
-        405 => "405",
-        408 => "408",
-        413 => "413",
-        422 => "422",
-        431 => "431",
-        500 => "500",
-        503 => "503",
-        s if s < 500 => "4xx",
-        _ => "5xx",
-    }
-}
-
-/// Middleware of the API's routes: each request counted and timed under its route.
-pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
-    let endpoint = endpoint_label(request.extensions().get::<MatchedPath>());
-    timed(&metrics, endpoint, request, next).await
+/// The endpoint label of a request to the API: its route, or `other`.
+pub fn endpoint_of(request: &Request) -> usize {
+    request
+        .extensions()
+        .get::<MatchedPath>()
+        .and_then(|p| {
+            ENDPOINTS[..OTHER_ENDPOINT]
+                .iter()
+                .position(|e| *e == p.as_str())
+        })
+        .unwrap_or(OTHER_ENDPOINT)
 }
 
 /// The endpoint label of every request to the dashboard's port.
-const DASHBOARD_ENDPOINT: &str = "dashboard";
+pub const DASHBOARD: usize = DASHBOARD_ENDPOINT;
 
-/// Middleware of the dashboard's routes: all under one endpoint label.
-pub async fn track_dashboard(
-    State(metrics): State<Arc<Metrics>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    timed(&metrics, DASHBOARD_ENDPOINT, request, next).await
-}
-
-async fn timed(
-    metrics: &Metrics,
-    endpoint: &'static str,
-    request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let method = method_label(request.method());
-    let response = next.run(request).await;
-    let elapsed = started.elapsed();
-    let status = status_label(response.status());
-    metrics.record(method, endpoint, status, elapsed.as_secs_f64());
-    match response.extensions().get::<Cut>() {
-        Some(Cut::Panicked(panic)) => {
-            tracing::error!(method, endpoint, panic, "a handler panicked");
-        }
-        Some(Cut::TimedOut(limit)) => {
-            tracing::warn!(
-                method,
-                endpoint,
-                seconds = limit.as_secs_f64(),
-                "request timed out"
-            );
-        }
-        None => {}
+fn status_index(status: StatusCode) -> usize {
+    match status.as_u16() {
+        200 => 0,
+        301..=308 => 1,
+        400 => 2,
+        404 => 3,
+        405 => 4,
+        408 => 5,
+        413 => 6,
+        422 => 7,
+        431 => 8,
+        500 => 9,
+        503 => 10,
+        s if s < 500 => 11,
+        _ => 12,
     }
-    tracing::debug!(
-        method,
-        endpoint,
-        status,
-        micros = elapsed.as_micros() as u64,
-        "request"
-    );
-    response
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Body;
 
     #[test]
     fn labels_come_from_a_fixed_set() {
-        assert_eq!(method_label(&Method::from_bytes(b"FOO").unwrap()), "other");
-        assert_eq!(method_label(&Method::POST), "POST");
-        assert_eq!(endpoint_label(None), "other");
-        assert_eq!(status_label(StatusCode::IM_A_TEAPOT), "4xx");
+        let method = |m: &Method| METHODS[method_index(m)];
+        assert_eq!(method(&Method::from_bytes(b"FOO").unwrap()), "other");
+        assert_eq!(method(&Method::POST), "POST");
+        let request = Request::new(Body::empty());
+        assert_eq!(ENDPOINTS[endpoint_of(&request)], "other");
+        assert_eq!(ENDPOINTS[DASHBOARD], "dashboard");
+        assert_eq!(STATUSES[status_index(StatusCode::IM_A_TEAPOT)], "4xx");
+        assert_eq!(STATUSES[status_index(StatusCode::BAD_GATEWAY)], "5xx");
+        assert_eq!(
+            STATUSES[status_index(StatusCode::UNPROCESSABLE_ENTITY)],
+            "422"
+        );
+    }
+
+    #[test]
+    fn a_cached_series_counts_in_the_registry() {
+        let metrics = Metrics::new("svc");
+        for _ in 0..3 {
+            metrics.record(1, 4, 0, 0.001);
+        }
+        metrics.record(1, 4, 7, 0.001);
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains(
+                r#"svc_requests_total{method="POST",endpoint="/predict",status="200"} 3"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"svc_requests_total{method="POST",endpoint="/predict",status="422"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"svc_request_duration_seconds_count{method="POST",endpoint="/predict"} 4"#
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn predictions_count_under_every_label_past_the_cached_ones() {
+        let metrics = Metrics::new("svc");
+        let names: Vec<&'static str> = (0..20)
+            .map(|i| &*Box::leak(format!("v{i}").into_boxed_str()))
+            .collect();
+        for round in 0..3 {
+            for (i, name) in names.iter().enumerate() {
+                if i <= round * 9 {
+                    metrics.count_prediction(("plan", name));
+                }
+            }
+        }
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains(r#"svc_predictions_total{plan="v0"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"svc_predictions_total{plan="v9"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"svc_predictions_total{plan="v18"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"plan="v19""#), "{text}");
     }
 }
