@@ -1,6 +1,6 @@
 //! `serve-floor` (hidden): the floor the serving path is measured against by `cargo xtask
-//! bench`. The same HTTP stack as `serve` (axum behind the same connection loop, on a tokio
-//! runtime built the same way) with nothing of the API in it: no middleware, no body reading,
+//! bench`. The HTTP stack `serve` is built on, axum's own server on a tokio runtime built the
+//! same way, with nothing of ours in it: no connection loop, no middleware, no body reading,
 //! no parsing, no model. `POST /predict` answers a fixed JSON body of a given size, `GET
 //! /health` a plain `OK`.
 
@@ -11,8 +11,6 @@ use axum::body::Bytes;
 use axum::http::header;
 use axum::routing::{get, post};
 use axum::Router;
-
-use crate::server::ConnectionLimits;
 
 /// A JSON object of exactly `size` bytes (at least the 16 of `{"padding":""}` plus a byte).
 pub fn constant_body(size: usize) -> Bytes {
@@ -42,14 +40,7 @@ pub fn serve(addr: SocketAddr, body_bytes: usize) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         tracing::info!(%addr, body_bytes, "floor server listening");
-        // The connection loop `serve` uses too: the floor differs only in what answers.
-        crate::server::serve(
-            listener,
-            app,
-            ConnectionLimits::default(),
-            std::future::pending(),
-        )
-        .await;
+        axum::serve(listener, app).await?;
         Ok(())
     })
 }

@@ -234,12 +234,20 @@ impl AsyncRead for IdleTimeout {
         }
         let since = *this.idle_since.get_or_insert_with(Instant::now);
         let deadline = since + this.timeout;
-        if this.timer.deadline() != deadline {
+        // The timer is not moved at every idle moment (that would cost each request a trip
+        // through the timer wheel): when it fires before the deadline, it is set to it then.
+        if this.timer.deadline() > deadline {
             this.timer.as_mut().reset(deadline);
         }
-        ready!(this.timer.as_mut().poll(cx));
-        // Idle past the deadline: end of stream, which hyper takes as the client leaving.
-        Poll::Ready(Ok(()))
+        loop {
+            ready!(this.timer.as_mut().poll(cx));
+            if Instant::now() >= deadline {
+                // Idle past the deadline: end of stream, which hyper takes as the client
+                // leaving.
+                return Poll::Ready(Ok(()));
+            }
+            this.timer.as_mut().reset(deadline);
+        }
     }
 }
 

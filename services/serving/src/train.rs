@@ -151,15 +151,19 @@ pub struct ExplainedProbability {
 /// earlier trees summed to: an `exp` and a division per node, and a second walk for the
 /// prediction. Here each node keeps `exp(-weight)`, so its probability is
 /// `1 / (1 + exp(-before) * exp(-weight))`, with `exp(-before)` carried from tree to tree by
-/// the leaves' factors (and taken afresh every few trees), and one division per path (the
-/// inverses of a product); the log-odds are summed exactly as [`predict_one`] sums them.
+/// the leaves' factors (and taken afresh every few trees): no `exp` on the way, and divisions
+/// that do not wait on one another; the log-odds are summed exactly as [`predict_one`] sums
+/// them, in the same walk.
 ///
 /// The log-odds are forust's to the bit; the contributions and base differ from forust's by
 /// rounding only (tested).
 #[derive(Debug, Clone)]
 pub struct ExplainingBooster {
     base_score: f64,
-    trees: Vec<Vec<FlatNode>>,
+    /// Every tree's nodes in one array, children by their index in it.
+    nodes: Vec<FlatNode>,
+    /// Where each tree's root is in `nodes`.
+    roots: Vec<u32>,
     /// Columns a row must have: one past the highest feature a split reads.
     features: usize,
 }
@@ -177,50 +181,41 @@ struct FlatNode {
     is_leaf: bool,
 }
 
-/// The longest path [`ExplainingBooster::explain`] takes in one piece; a deeper tree goes node
-/// by node (the services' trees are 3 to 6 deep).
-const MAX_PATH: usize = 16;
-
 /// Trees between exact exponentials in [`ExplainingBooster::explain`]: a product of this many
 /// factors is off by a few units in the last place at most.
 const REANCHOR_EVERY: usize = 16;
-
-/// A path's product must stay below this for its inverses to be exact enough.
-const MAX_PRODUCT: f64 = 1e150;
 
 impl ExplainingBooster {
     /// Lays out `booster`, which must have passed [`check_booster`] (NaN marks a missing
     /// value, every index in range, no cycle).
     pub fn new(booster: &GradientBooster) -> Self {
-        let index = |i: usize| u32::try_from(i).unwrap_or(u32::MAX);
-        let trees: Vec<Vec<FlatNode>> = prediction_trees(booster)
+        let mut nodes = Vec::new();
+        let mut roots = Vec::new();
+        for tree in prediction_trees(booster) {
+            let first = nodes.len();
+            let index = |i: usize| u32::try_from(first + i).unwrap_or(u32::MAX);
+            roots.push(index(0));
+            nodes.extend(tree.nodes.iter().map(|n| FlatNode {
+                split_value: n.split_value,
+                weight: n.weight_value as f64,
+                exp_neg_weight: (-(n.weight_value as f64)).exp(),
+                split_feature: u32::try_from(n.split_feature).unwrap_or(u32::MAX),
+                left: index(n.left_child),
+                right: index(n.right_child),
+                missing: index(n.missing_node),
+                is_leaf: n.is_leaf,
+            }));
+        }
+        let features = nodes
             .iter()
-            .map(|tree| {
-                tree.nodes
-                    .iter()
-                    .map(|n| FlatNode {
-                        split_value: n.split_value,
-                        weight: n.weight_value as f64,
-                        exp_neg_weight: (-(n.weight_value as f64)).exp(),
-                        split_feature: u32::try_from(n.split_feature).unwrap_or(u32::MAX),
-                        left: index(n.left_child),
-                        right: index(n.right_child),
-                        missing: index(n.missing_node),
-                        is_leaf: n.is_leaf,
-                    })
-                    .collect()
-            })
-            .collect();
-        let features = trees
-            .iter()
-            .flatten()
             .filter(|n| !n.is_leaf)
             .map(|n| n.split_feature as usize + 1)
             .max()
             .unwrap_or(0);
         Self {
             base_score: booster.base_score,
-            trees,
+            nodes,
+            roots,
             features,
         }
     }
@@ -239,49 +234,35 @@ impl ExplainingBooster {
         // The probability before each tree: the previous tree's leaf's.
         let mut before = base;
         let mut exp_neg_start = 1.0;
-        // The path's nodes: each one's `1 + exp(-start) * exp(-weight)`, then its probability.
-        let mut terms = [0.0; MAX_PATH];
-        let mut path = [0u32; MAX_PATH];
-        for (t, nodes) in self.trees.iter().enumerate() {
+        let nodes = &self.nodes[..];
+        for (t, &root) in self.roots.iter().enumerate() {
             let start = log_odds;
             if t % REANCHOR_EVERY == 0 {
                 exp_neg_start = (-start).exp();
             }
-            let mut len = 0;
-            let mut index = 0;
-            let leaf = loop {
-                let node = &nodes[index as usize];
-                if len == MAX_PATH {
-                    break None;
-                }
-                path[len] = index;
-                terms[len] = 1.0 + exp_neg_start * node.exp_neg_weight;
-                len += 1;
-                if node.is_leaf {
-                    break Some(node);
-                }
-                index = next(node, row);
-            };
-            let leaf = match leaf.filter(|_| inverses(&mut terms[..len])) {
-                Some(leaf) => {
-                    base += terms[0] - before;
-                    for k in 1..len {
-                        let parent = &nodes[path[k - 1] as usize];
-                        contributions[parent.split_feature as usize] += terms[k] - terms[k - 1];
-                    }
-                    before = terms[len - 1];
-                    leaf
-                }
-                None => {
-                    // Too deep, or too far out for the product: node by node, as forust.
-                    let (leaf, leaf_odds) =
-                        explain_tree(nodes, row, start, before, &mut base, &mut contributions);
-                    before = leaf_odds;
-                    leaf
+            // odds(start + weight), from the two exponentials' product; far out, where the
+            // product is no longer finite, directly.
+            let odds_at = |node: &FlatNode| {
+                let product = exp_neg_start * node.exp_neg_weight;
+                if product.is_finite() {
+                    1.0 / (1.0 + product)
+                } else {
+                    odds(start + node.weight)
                 }
             };
-            log_odds = start + leaf.weight;
-            exp_neg_start *= leaf.exp_neg_weight;
+            let mut node = &nodes[root as usize];
+            let mut node_odds = odds_at(node);
+            base += node_odds - before;
+            while !node.is_leaf {
+                let child = &nodes[next(node, row) as usize];
+                let child_odds = odds_at(child);
+                contributions[node.split_feature as usize] += child_odds - node_odds;
+                node = child;
+                node_odds = child_odds;
+            }
+            before = node_odds;
+            log_odds = start + node.weight;
+            exp_neg_start *= node.exp_neg_weight;
         }
         ExplainedProbability {
             log_odds,
@@ -301,56 +282,6 @@ fn next(node: &FlatNode, row: &[f64]) -> u32 {
     } else {
         node.right
     }
-}
-
-/// Replaces each term by its inverse, with one division for them all; `false`, leaving the
-/// terms spoiled, when their product is out of the range where that is exact enough.
-fn inverses(terms: &mut [f64]) -> bool {
-    let Some((&last, _)) = terms.split_last() else {
-        return true;
-    };
-    // prefix[k] = terms[0] * ... * terms[k], computed into a copy of the terms' positions.
-    let mut prefix = [0.0; MAX_PATH];
-    let mut product = 1.0;
-    for (p, &t) in prefix.iter_mut().zip(terms.iter()) {
-        product *= t;
-        *p = product;
-    }
-    if !(product.is_finite() && product < MAX_PRODUCT) {
-        return false;
-    }
-    let mut inverse = 1.0 / product;
-    let _ = last;
-    for k in (1..terms.len()).rev() {
-        let term = terms[k];
-        terms[k] = inverse * prefix[k - 1];
-        inverse *= term;
-    }
-    terms[0] = inverse;
-    true
-}
-
-/// One tree as forust walks it, a probability per node: adds to `base` and `contributions`;
-/// returns the leaf and its probability.
-fn explain_tree<'a>(
-    nodes: &'a [FlatNode],
-    row: &[f64],
-    start: f64,
-    before: f64,
-    base: &mut f64,
-    contributions: &mut [f64],
-) -> (&'a FlatNode, f64) {
-    let mut node = &nodes[0];
-    let mut node_odds = odds(start + node.weight);
-    *base += node_odds - before;
-    while !node.is_leaf {
-        let child = &nodes[next(node, row) as usize];
-        let child_odds = odds(start + child.weight);
-        contributions[node.split_feature as usize] += child_odds - node_odds;
-        node = child;
-        node_odds = child_odds;
-    }
-    (node, node_odds)
 }
 
 /// forust's log-odds to probability (its `utils::odds`).
