@@ -93,7 +93,7 @@ pub struct PredictionMeta {
     pub timestamp: String,
 }
 
-/// The web pages of a service; see the module docs.
+/// The web pages of a service; see [`crate::dashboard`].
 pub trait Dashboard<S: Service>: Sized + Send + Sync + 'static {
     /// False only for [`NoDashboard`]: `serve --dashboard-port` is then refused.
     const ENABLED: bool = true;
