@@ -1,20 +1,24 @@
 //! BankChurn: will this bank customer leave? A gradient-boosted classifier on the columns of
 //! the public `Churn_Modelling.csv`.
 
+#![deny(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
+use serving::promotion::{Gate, GateKind};
 use serving::synth::{
     self,
     rand::Rng,
     rand_distr::{Distribution, Normal},
 };
 use serving::table::Table;
-use serving::tracking::{Gate, GateKind};
 use serving::train::{
-    self, BinaryTraining, BoosterParams, Features, GradientBooster, ObjectiveType, Selection,
+    self, BinaryTraining, BoosterParams, ExplainingBooster, Features, GradientBooster,
+    ObjectiveType, Selection,
 };
 use serving::{check_non_negative, check_range, FieldError, Manifest, PredictionMeta, Service};
 use utoipa::ToSchema;
@@ -147,17 +151,78 @@ pub struct ChurnPrediction {
     pub confidence: f64,
     /// How much each input moved this customer's churn probability, read off the model's
     /// trees: `base_probability` plus these is `churn_probability`.
-    pub feature_contributions: BTreeMap<String, f64>,
+    #[schema(value_type = BTreeMap<String, f64>)]
+    pub feature_contributions: FeatureContributions,
     /// The probability before any input is considered.
     pub base_probability: f64,
     pub model_version: String,
     pub prediction_timestamp: String,
 }
 
+/// How much each input moved one customer's churn probability, by feature: a JSON object in
+/// the names' order, as a map writes it, held as an array in the model's feature order (the
+/// hot path allocates no name).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureContributions([f64; FEATURES.len()]);
+
+/// Positions in [`FEATURES`], in the order of the names.
+const FEATURES_BY_NAME: [usize; FEATURES.len()] = [3, 5, 0, 9, 2, 1, 7, 8, 6, 4];
+
+impl FeatureContributions {
+    /// From one contribution per feature, in [`FEATURES`] order.
+    fn from_model(contributions: &[f64]) -> Self {
+        let mut values = [0.0; FEATURES.len()];
+        values.copy_from_slice(&contributions[..FEATURES.len()]);
+        Self(values)
+    }
+
+    /// The contribution of `feature`, e.g. `Age`.
+    pub fn get(&self, feature: &str) -> Option<f64> {
+        FEATURES
+            .iter()
+            .position(|f| *f == feature)
+            .map(|i| self.0[i])
+    }
+}
+
+impl Serialize for FeatureContributions {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(FEATURES.len()))?;
+        for i in FEATURES_BY_NAME {
+            map.serialize_entry(FEATURES[i], &self.0[i])?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for FeatureContributions {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let by_name = BTreeMap::<String, f64>::deserialize(deserializer)?;
+        let mut values = [0.0; FEATURES.len()];
+        for (value, feature) in values.iter_mut().zip(FEATURES) {
+            *value = *by_name
+                .get(*feature)
+                .ok_or_else(|| serde::de::Error::missing_field(feature))?;
+        }
+        if by_name.len() != FEATURES.len() {
+            return Err(serde::de::Error::custom(format!(
+                "expected the contributions of {}",
+                FEATURES.join(", ")
+            )));
+        }
+        Ok(Self(values))
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 pub struct Model {
     booster: GradientBooster,
     training: BinaryTraining,
+    /// The booster laid out for answering with contributions; made at the first prediction
+    /// (the canary every loaded model answers), never stored.
+    #[serde(skip)]
+    explaining: OnceLock<ExplainingBooster>,
 }
 
 fn feature_row(geography: usize, gender: usize, c: [f64; 8]) -> [f64; 10] {
@@ -337,7 +402,12 @@ impl Service for BankChurn {
         let (x, y) = load(data)?;
         let (booster, training, metrics) =
             train::train_binary_classifier(PARAMS, &x, &y, "Exited", Selection::F1, seed)?;
-        Ok((Model { booster, training }, metrics))
+        let model = Model {
+            booster,
+            training,
+            explaining: OnceLock::new(),
+        };
+        Ok((model, metrics))
     }
 
     fn check_model(model: &Model) -> anyhow::Result<()> {
@@ -363,20 +433,20 @@ impl Service for BankChurn {
         customers
             .iter()
             .map(|c| {
-                let row = request_row(c);
-                let p = train::sigmoid(train::predict_one(&model.booster, &row));
-                let (contributions, base) = train::probability_contributions(&model.booster, &row);
+                let explained = model
+                    .explaining
+                    .get_or_init(|| ExplainingBooster::new(&model.booster))
+                    .explain(&request_row(c));
+                let p = train::sigmoid(explained.log_odds);
                 ChurnPrediction {
                     churn_probability: p,
                     churn_prediction: u8::from(p >= 0.5),
                     risk_level: RiskLevel::of(p),
                     confidence: (p - 0.5).abs() * 2.0,
-                    feature_contributions: FEATURES
-                        .iter()
-                        .map(|f| f.to_string())
-                        .zip(contributions)
-                        .collect(),
-                    base_probability: base,
+                    feature_contributions: FeatureContributions::from_model(
+                        &explained.contributions,
+                    ),
+                    base_probability: explained.base,
                     model_version: meta.model_version.clone(),
                     prediction_timestamp: meta.timestamp.clone(),
                 }
@@ -436,3 +506,34 @@ const SURNAMES: &[&str] = &[
     "Lucciano",
     "Azikiwe",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contributions_are_written_as_a_map_by_name_and_read_back() {
+        let mut names: Vec<&str> = FEATURES.to_vec();
+        names.sort_unstable();
+        let by_name: Vec<&str> = FEATURES_BY_NAME.iter().map(|&i| FEATURES[i]).collect();
+        assert_eq!(by_name, names);
+
+        let values: Vec<f64> = (0..FEATURES.len()).map(|i| i as f64 / 10.0).collect();
+        let contributions = FeatureContributions::from_model(&values);
+        let as_map: BTreeMap<String, f64> = FEATURES
+            .iter()
+            .map(|f| f.to_string())
+            .zip(values.iter().copied())
+            .collect();
+        // Byte for byte what the map wrote.
+        assert_eq!(
+            serde_json::to_string(&contributions).unwrap(),
+            serde_json::to_string(&as_map).unwrap()
+        );
+        let back: FeatureContributions =
+            serde_json::from_str(&serde_json::to_string(&contributions).unwrap()).unwrap();
+        assert_eq!(back, contributions);
+        assert_eq!(contributions.get("Age"), Some(0.3));
+        assert!(serde_json::from_str::<FeatureContributions>(r#"{"Age": 1.0}"#).is_err());
+    }
+}

@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 use bankchurn::BankChurn;
 use serde_json::Value;
 use serving::artifact::{METRICS_FILE, MODEL_FILE};
-use serving::mlflow::{ModelVersionStatus, RunStatus};
-use serving::mlflow_testkit::{
+use serving::mlflow_client::{ModelVersionStatus, RunStatus};
+use serving::Service;
+use serving_testkit::free_port;
+use serving_testkit::mlflow::{
     generate_data, runs_of, served_file, served_metrics, succeed, tracked_training_is_promoted,
     train_command, Cut, MlflowServer, Outage,
 };
-use serving::testkit::free_port;
-use serving::Service;
 
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_bankchurn"))

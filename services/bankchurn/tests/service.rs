@@ -2,7 +2,8 @@ use std::path::Path;
 
 use bankchurn::BankChurn;
 use serde_json::json;
-use serving::{testkit, Service};
+use serving::Service;
+use serving_testkit as testkit;
 
 #[tokio::test]
 async fn every_endpoint_and_every_kind_of_bad_input() {

@@ -9,7 +9,7 @@
 //!    page over HTTP, and the resident memory of each process.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use carvision::CarVision;
@@ -17,7 +17,7 @@ use serving::axum::body::Body;
 use serving::axum::http::Request;
 use serving::dashboard::Dashboard;
 use serving::http::AppState;
-use serving::testkit;
+use serving_testkit as testkit;
 use tower::ServiceExt;
 
 const PAGES: [(&str, &str); 8] = [
@@ -56,6 +56,18 @@ fn memory(pid: &str) -> (f64, f64) {
             .map_or(f64::NAN, |kb| kb / 1024.0)
     };
     (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// [`memory`] once the resident size has stopped changing between two looks.
+fn settled_memory(pid: &str) -> (f64, f64) {
+    let mut last = memory(pid);
+    testkit::poll_until(Duration::from_secs(5), || {
+        let now = memory(pid);
+        let settled = now.0 == last.0;
+        last = now;
+        settled.then_some(now)
+    })
+    .unwrap_or(last)
 }
 
 fn summary(mut times: Vec<Duration>) -> String {
@@ -183,27 +195,19 @@ fn real_binary(model_dir: &Path, runs: usize) {
         .into();
     let serve = |dashboard: Option<u16>| {
         let port = testkit::free_port();
-        let mut command = Command::new(binary);
-        command
-            .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
-            .arg("--model-dir")
-            .arg(model_dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        let mut command = testkit::serve_command(Path::new(binary), port, model_dir);
         if let Some(d) = dashboard {
             command.args(["--dashboard-port", &d.to_string()]);
         }
         let child = command.spawn().unwrap();
         let health = format!("http://127.0.0.1:{}/health", dashboard.unwrap_or(port));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while agent
-            .get(&health)
-            .call()
-            .map_or(true, |r| r.status().as_u16() != 200)
-        {
-            assert!(Instant::now() < deadline, "never healthy");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        testkit::wait_until("the server healthy", Duration::from_secs(60), || {
+            agent
+                .get(&health)
+                .call()
+                .ok()
+                .filter(|r| r.status().as_u16() == 200)
+        });
         child
     };
     let stop = |mut child: std::process::Child| {
@@ -214,15 +218,13 @@ fn real_binary(model_dir: &Path, runs: usize) {
     };
 
     let api_only = serve(None);
-    std::thread::sleep(Duration::from_millis(300));
-    let (api_rss, _) = memory(&api_only.id().to_string());
+    let (api_rss, _) = settled_memory(&api_only.id().to_string());
     stop(api_only);
 
     let dashboard_port = testkit::free_port();
     let both = serve(Some(dashboard_port));
-    std::thread::sleep(Duration::from_millis(300));
     let pid = both.id().to_string();
-    let (idle_rss, _) = memory(&pid);
+    let (idle_rss, _) = settled_memory(&pid);
     println!("\nthe binary over HTTP, {runs} runs each (ms):");
     println!(
         "{:<22} {:>8} {:>8} {:>8} {:>8}",

@@ -10,11 +10,11 @@
 mod webdriver;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
 
 use serde_json::{json, Value};
-use serving::testkit::free_port;
+use serving_testkit::{free_port, serve_command, wait_until};
 use webdriver::{Browser, ENTER, TAB};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_carvision");
@@ -29,22 +29,8 @@ struct Server {
 impl Server {
     fn start(model_dir: &Path) -> Self {
         let (api_port, dashboard_port) = (free_port(), free_port());
-        let child = Command::new(BINARY)
-            .args([
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &api_port.to_string(),
-            ])
-            .args([
-                "--dashboard-port",
-                &dashboard_port.to_string(),
-                "--model-dir",
-            ])
-            .arg(model_dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        let child = serve_command(Path::new(BINARY), api_port, model_dir)
+            .args(["--dashboard-port", &dashboard_port.to_string()])
             .spawn()
             .expect("spawn carvision serve");
         let server = Self {
@@ -52,14 +38,10 @@ impl Server {
             api: format!("http://127.0.0.1:{api_port}"),
             dashboard: format!("http://127.0.0.1:{dashboard_port}"),
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while get_json(&format!("{}/health", server.dashboard)).0 != 200 {
-            assert!(
-                Instant::now() < deadline,
-                "the dashboard never became healthy"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let health = format!("{}/health", server.dashboard);
+        wait_until("the dashboard healthy", Duration::from_secs(60), || {
+            (get_json(&health).0 == 200).then_some(())
+        });
         server
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use carvision::CarVision;
 use serde_json::{json, Value};
-use serving::testkit;
+use serving_testkit as testkit;
 
 /// The listings of the generated file priced within the training band, read by hand.
 struct Rows {
@@ -326,18 +326,13 @@ async fn the_predictor_asks_the_api_s_model_and_explains_the_price() {
         "fuel": "gas", "odometer": 64000, "transmission": "automatic", "type": "sedan",
         "paint_color": "silver", "drive": "fwd"
     });
-    let query: Vec<String> = listing
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| {
-            format!(
-                "{k}={}",
-                v.as_str().map_or(v.to_string(), |s| s.replace(' ', "+"))
-            )
-        })
-        .collect();
-    let (status, html) = get(&pages, &format!("/predict?{}", query.join("&"))).await;
+    let query = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(listing.as_object().unwrap().iter().map(|(k, v)| {
+            let value = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+            (k.clone(), value)
+        }))
+        .finish();
+    let (status, html) = get(&pages, &format!("/predict?{query}")).await;
     assert_eq!(status, 200, "{html}");
     let (_, answer) = testkit::call(&api, "POST", "/predict", Some(listing.to_string())).await;
     let shown = by_id(&html, "predicted-price");

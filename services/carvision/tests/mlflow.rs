@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use carvision::CarVision;
-use serving::mlflow_testkit::tracked_training_is_promoted;
+use serving_testkit::mlflow::tracked_training_is_promoted;
 
 #[test]
 #[ignore = "starts an MLflow server: `cargo xtask up` installs it"]

@@ -2,7 +2,7 @@ use std::path::Path;
 
 use carvision::CarVision;
 use serde_json::json;
-use serving::testkit;
+use serving_testkit as testkit;
 
 #[tokio::test]
 async fn every_endpoint_and_every_kind_of_bad_input() {

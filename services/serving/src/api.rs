@@ -2,8 +2,18 @@
 //! page and the batch envelope. Both the handlers (`http`) and the OpenAPI document
 //! (`openapi`) use them, so they live here rather than in either.
 
+use std::time::SystemTime;
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+
+/// The API version reported by `/health` and `/`.
+pub const API_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The time now as the API writes it: UTC, RFC 3339, in milliseconds.
+pub fn now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
 
 /// Most items one `/predict_batch` call may carry.
 pub const MAX_BATCH: usize = 1000;

@@ -81,7 +81,7 @@ fn check_file_name(name: &str) -> Result<()> {
 
 /// The SHA-256 of `bytes`, in hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
+    format!("{:x}", Sha256::digest(bytes))
 }
 
 /// The SHA-256 of a file's contents, in hex, read in chunks.
@@ -99,11 +99,7 @@ pub fn file_sha256(path: &Path) -> Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hex(&hasher.finalize()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    Ok(format!("{:x}", hasher.finalize()))
 }
 
 /// A model's version: a short fingerprint of its bytes, so the same training gives the same
@@ -172,22 +168,11 @@ fn explain_full_disk(error: anyhow::Error, dir: &Path) -> anyhow::Error {
 
 /// Free and total bytes of the file system holding `path`.
 fn disk_space(path: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: an all-zero statvfs is a valid value of a plain C struct.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is NUL-terminated and `stat` is a valid struct to write into.
-    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
-        return None;
-    }
-    // The field types differ between platforms (u32 on macOS, u64 on Linux).
-    fn widen(n: impl Into<u64>) -> u64 {
-        n.into()
-    }
-    let block = widen(stat.f_frsize).max(1);
+    let stat = rustix::fs::statvfs(path).ok()?;
+    let block = stat.f_frsize.max(1);
     Some((
-        widen(stat.f_bavail).saturating_mul(block),
-        widen(stat.f_blocks).saturating_mul(block),
+        stat.f_bavail.saturating_mul(block),
+        stat.f_blocks.saturating_mul(block),
     ))
 }
 
@@ -539,18 +524,21 @@ mod tests {
     fn keeps_the_last_three_versions_and_the_same_model_again_is_one_version() {
         let dir = tempfile::tempdir().unwrap();
         let mut versions = Vec::new();
-        for i in 0..5 {
-            versions.push(
-                save(
-                    dir.path(),
-                    &artifact(vec![f64::from(i)]),
-                    &serde_json::json!({}),
-                    &[],
-                )
-                .unwrap(),
-            );
-            // Distinct modification times order the versions.
-            std::thread::sleep(std::time::Duration::from_millis(20));
+        let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(100);
+        for i in 0..5u8 {
+            let version = save(
+                dir.path(),
+                &artifact(vec![f64::from(i)]),
+                &serde_json::json!({}),
+                &[],
+            )
+            .unwrap();
+            // Modification times a second apart, as trainings a while apart would leave.
+            std::fs::File::open(dir.path().join(VERSIONS_DIR).join(&version))
+                .unwrap()
+                .set_modified(long_ago + std::time::Duration::from_secs(i.into()))
+                .unwrap();
+            versions.push(version);
         }
         let again = save(
             dir.path(),

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use crate::api::API_VERSION;
 use crate::artifact::{self, Artifact, FORMAT_VERSION};
-use crate::dashboard::Dashboard;
-use crate::http::RequestLimits;
+use crate::http::{self, RequestLimits};
+use crate::promotion::promote_help;
 use crate::server::ConnectionLimits;
+use crate::service::{Dashboard, Service};
 use crate::tracking::{StagedModel, Tracking, TrackingArgs};
-use crate::{http, Service};
 
 #[derive(Parser)]
 struct Cli {
@@ -84,6 +85,18 @@ enum Command {
         /// The server's process id [default: 1, the server in its container].
         #[arg(long, default_value_t = 1)]
         pid: i32,
+    },
+    /// The floor `cargo xtask bench` measures `/predict` against: the same HTTP stack
+    /// answering a constant JSON body of `--body-bytes` bytes, with no middleware and no model.
+    #[command(hide = true)]
+    ServeFloor {
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
+        #[arg(long)]
+        port: u16,
+        /// The size of the constant answer: that of the service's own `/predict` answer.
+        #[arg(long)]
+        body_bytes: usize,
     },
 }
 
@@ -157,11 +170,9 @@ pub fn main<S: Service>() -> ExitCode {
     let command = Cli::command()
         .name(S::MANIFEST.name)
         .about(format!("{title}: {}", S::DESCRIPTION))
-        .version(crate::API_VERSION)
+        .version(API_VERSION)
         .mut_subcommand("train", |train| {
-            train.mut_arg("promote", |a| {
-                a.help(crate::tracking::promote_help(S::PROMOTION_GATES))
-            })
+            train.mut_arg("promote", |a| a.help(promote_help(S::PROMOTION_GATES)))
         });
     let cli = match Cli::from_arg_matches(&command.get_matches()) {
         Ok(cli) => cli,
@@ -217,6 +228,11 @@ fn run<S: Service>(command: Command) -> Result<()> {
             println!("asked process {pid} to reload its model; its /health tells the outcome");
             Ok(())
         }
+        Command::ServeFloor {
+            host,
+            port,
+            body_bytes,
+        } => crate::floor::serve(SocketAddr::new(host, port), body_bytes),
     }
 }
 
@@ -403,11 +419,19 @@ async fn reload_on_sighup<S: Service>(state: std::sync::Arc<http::AppState<S>>) 
 /// Gives the memory freed after loading a model (the file's bytes, the old model and its
 /// dashboard) back to the system. glibc keeps freed memory in its arenas otherwise, and each
 /// reload would leave the process at its peak.
+#[allow(unsafe_code)]
 fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns unused heap pages; it is safe to call at any time.
-    unsafe {
-        libc::malloc_trim(0);
+    {
+        // glibc's own declaration (malloc.h); no crate wraps it safely.
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: malloc_trim takes no pointer and only returns unused heap pages to the
+        // system; glibc allows calling it at any time, from any thread.
+        unsafe {
+            malloc_trim(0);
+        }
     }
 }
 

@@ -62,10 +62,18 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, BodyError> {
 }
 
 /// [`parse`] with a seed, for shapes that depend on the service (the batch envelope).
-pub fn parse_seed<'de, S: DeserializeSeed<'de>>(
+pub fn parse_seed<'de, S: DeserializeSeed<'de> + Clone>(
     body: &'de [u8],
     seed: S,
 ) -> Result<S::Value, BodyError> {
+    // A good body parses once, untracked; only a bad one is parsed again to name its field
+    // (tracking the path costs as much as the parse itself).
+    let mut de = serde_json::Deserializer::from_slice(body);
+    if let Ok(value) = seed.clone().deserialize(&mut de) {
+        if de.end().is_ok() {
+            return Ok(value);
+        }
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let mut track = serde_path_to_error::Track::new();
     let value = seed.deserialize(serde_path_to_error::Deserializer::new(&mut de, &mut track));
@@ -193,6 +201,13 @@ pub fn bounded_text<'de, D: de::Deserializer<'de>>(
 pub struct BatchSeed<T> {
     pub alias: Option<&'static str>,
     pub item: PhantomData<T>,
+}
+
+// Not derived: that would require `T: Clone`.
+impl<T> Clone for BatchSeed<T> {
+    fn clone(&self) -> Self {
+        Self::new(self.alias)
+    }
 }
 
 impl<T> BatchSeed<T> {

@@ -4,51 +4,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 
-use crate::api::{LastReload, ModelInfo};
+use crate::api::{now, LastReload, ModelInfo};
 use crate::artifact::{self, Artifact, FORMAT_VERSION};
-use crate::dashboard::Dashboard;
-use crate::{PredictionMeta, Service};
-
-/// A validated model, with where it came from.
-pub struct Loaded<M> {
-    pub model: M,
-    pub version: String,
-    /// The model file, inside its version directory.
-    pub path: PathBuf,
-    pub info: ModelInfo,
-    /// The seed it was trained with (of the split and the booster).
-    pub seed: u64,
-    /// Its `metrics.json`.
-    pub metrics: serde_json::Value,
-}
-
-impl<M> Loaded<M> {
-    /// A model that was never on disk: for tests.
-    pub fn in_memory(model: M, version: &str) -> Self {
-        Self {
-            model,
-            version: version.to_owned(),
-            path: PathBuf::from(artifact::MODEL_FILE),
-            info: ModelInfo {
-                model_version: Some(version.to_owned()),
-                ..ModelInfo::default()
-            },
-            seed: 0,
-            metrics: serde_json::json!({ "model_version": version }),
-        }
-    }
-
-    /// Reads a file `train` stored in this model's version beside it (see
-    /// [`artifact::VersionFile`]), checking it is the one stored with this model.
-    pub fn read_version_file(&self, name: &str) -> Result<Vec<u8>> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        artifact::read_version_file(dir, &self.metrics, name)
-    }
-}
+use crate::loaded::Loaded;
+use crate::service::{Dashboard, DashboardView, PredictionMeta, Service};
 
 /// Loads the current model of `dir` and validates it for service `S`; `Ok(None)` when none
 /// was trained yet. Never writes to `dir`.
@@ -147,10 +109,6 @@ fn first_null(value: &serde_json::Value, path: String) -> Option<String> {
     }
 }
 
-pub(crate) fn now() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
-}
-
 /// The model being served and the outcome of the last attempt to load one; with the
 /// dashboard on, also the dashboard of that model, swapped with it as one.
 pub struct ModelSlot<S: Service> {
@@ -167,12 +125,6 @@ struct Served<S: Service> {
     /// The dashboard of `model`, or why it cannot be shown; `None` with the dashboard off or
     /// no model.
     dashboard: Option<Result<Arc<S::Dashboard>, String>>,
-}
-
-/// The served model with its dashboard: always of the same model version.
-pub struct DashboardView<S: Service> {
-    pub model: Arc<Loaded<S::Model>>,
-    pub dashboard: Arc<S::Dashboard>,
 }
 
 impl<S: Service> ModelSlot<S> {

@@ -6,8 +6,8 @@ use serde_json::{json, Map, Value};
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::ToSchema;
 
-use crate::api::{ErrorBody, Health, LastReload, Links, ModelInfo, Root, MAX_BATCH};
-use crate::{Service, API_VERSION};
+use crate::api::{ErrorBody, Health, LastReload, Links, ModelInfo, Root, API_VERSION, MAX_BATCH};
+use crate::service::Service;
 
 fn schema_ref(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })

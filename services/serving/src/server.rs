@@ -60,16 +60,11 @@ const RESERVED_FDS: u64 = 64;
 /// The connection cap the open-files limit allows: past it `accept` fails and every client,
 /// `/health` included, waits in the backlog.
 pub fn effective_max_connections(requested: usize) -> usize {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+    let Some(open_files) = rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+    else {
+        return requested; // unlimited
     };
-    // SAFETY: getrlimit only writes the struct it is given.
-    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
-    if !ok || limit.rlim_cur == libc::RLIM_INFINITY {
-        return requested;
-    }
-    let allowed = limit.rlim_cur.saturating_sub(RESERVED_FDS).max(1);
+    let allowed = open_files.saturating_sub(RESERVED_FDS).max(1);
     requested.min(usize::try_from(allowed).unwrap_or(usize::MAX))
 }
 
@@ -239,12 +234,20 @@ impl AsyncRead for IdleTimeout {
         }
         let since = *this.idle_since.get_or_insert_with(Instant::now);
         let deadline = since + this.timeout;
-        if this.timer.deadline() != deadline {
+        // The timer is not moved at every idle moment (that would cost each request a trip
+        // through the timer wheel): when it fires before the deadline, it is set to it then.
+        if this.timer.deadline() > deadline {
             this.timer.as_mut().reset(deadline);
         }
-        ready!(this.timer.as_mut().poll(cx));
-        // Idle past the deadline: end of stream, which hyper takes as the client leaving.
-        Poll::Ready(Ok(()))
+        loop {
+            ready!(this.timer.as_mut().poll(cx));
+            if Instant::now() >= deadline {
+                // Idle past the deadline: end of stream, which hyper takes as the client
+                // leaving.
+                return Poll::Ready(Ok(()));
+            }
+            this.timer.as_mut().reset(deadline);
+        }
     }
 }
 

@@ -13,18 +13,16 @@
 //! [`Tracking::connect`] runs before training, so an absent server fails fast;
 //! [`Tracking::record`] takes the model once it is written aside and before it is served.
 
-use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::Service;
-use mlflow::{Client, ClientOptions, Metric, Param, RunStatus, Tag};
+use crate::promotion::{Gate, GateCheck, GateKind, CHAMPION_ALIAS};
+use crate::service::Service;
+use mlflow_client::{Client, ClientOptions, Metric, Param, RunStatus, Tag};
 
-/// The alias `--promote` moves to a version that passes every gate.
-pub const CHAMPION_ALIAS: &str = "champion";
 /// How long a new model version may stay PENDING_REGISTRATION.
 const READY_LIMIT: Duration = Duration::from_secs(60);
 
@@ -71,119 +69,6 @@ pub struct TrackingArgs {
         value_name = "SECONDS"
     )]
     pub mlflow_timeout: u64,
-}
-
-/// A held-out metric a promotion gate bounds, and the flag that sets it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GateKind {
-    MinF1,
-    MinAuc,
-    MinR2,
-    MaxRmse,
-    MinAccuracy,
-}
-
-impl GateKind {
-    pub fn flag(self) -> &'static str {
-        match self {
-            Self::MinF1 => "--min-f1",
-            Self::MinAuc => "--min-auc",
-            Self::MinR2 => "--min-r2",
-            Self::MaxRmse => "--max-rmse",
-            Self::MinAccuracy => "--min-accuracy",
-        }
-    }
-
-    /// The field of `metrics.json` the gate reads.
-    pub fn metric(self) -> &'static str {
-        match self {
-            Self::MinF1 => "f1",
-            Self::MinAuc => "roc_auc",
-            Self::MinR2 => "r2",
-            Self::MaxRmse => "rmse",
-            Self::MinAccuracy => "accuracy",
-        }
-    }
-
-    fn is_upper_bound(self) -> bool {
-        self == Self::MaxRmse
-    }
-}
-
-/// One promotion gate: a metric and its threshold.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Gate {
-    pub kind: GateKind,
-    pub threshold: f64,
-}
-
-impl Gate {
-    pub const fn new(kind: GateKind, threshold: f64) -> Self {
-        Self { kind, threshold }
-    }
-
-    pub fn check(self, metrics: &Value) -> GateCheck {
-        let value = metrics[self.kind.metric()].as_f64();
-        let passed = value.is_some_and(|v| {
-            if self.kind.is_upper_bound() {
-                v <= self.threshold
-            } else {
-                v >= self.threshold
-            }
-        });
-        GateCheck {
-            gate: self,
-            value,
-            passed,
-        }
-    }
-}
-
-/// A gate checked against a model's metrics.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct GateCheck {
-    pub gate: Gate,
-    pub value: Option<f64>,
-    pub passed: bool,
-}
-
-impl fmt::Display for GateCheck {
-    /// `--min-auc 0.99: roc_auc 0.8312 failed`
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Gate { kind, threshold } = self.gate;
-        let verdict = if self.passed { "passed" } else { "failed" };
-        match self.value {
-            Some(v) => write!(
-                f,
-                "{} {threshold}: {} {v:.4} {verdict}",
-                kind.flag(),
-                kind.metric()
-            ),
-            None => write!(
-                f,
-                "{} {threshold}: no {} {verdict}",
-                kind.flag(),
-                kind.metric()
-            ),
-        }
-    }
-}
-
-/// The help of `--promote`, with the service's gates.
-pub fn promote_help(defaults: &[Gate]) -> String {
-    let gates: Vec<String> = defaults
-        .iter()
-        .map(|g| format!("{} {}", g.kind.flag(), g.threshold))
-        .collect();
-    format!(
-        "Register, then move the `{CHAMPION_ALIAS}` alias to the new version if every promotion \
-         gate passes (by default {}); otherwise exit non-zero and keep serving the previous model",
-        if gates.is_empty() {
-            "none".to_owned()
-        } else {
-            gates.join(", ")
-        }
-    )
 }
 
 impl TrackingArgs {
@@ -460,7 +345,7 @@ impl Tracking {
         let mut tags = vec![
             Tag::new("service", &self.plan.experiment),
             Tag::new("mlflow.source.name", &self.plan.experiment),
-            Tag::new("serving_version", crate::API_VERSION),
+            Tag::new("serving_version", crate::api::API_VERSION),
             Tag::new("model_version", local_version),
             Tag::new("data_sha256", data_sha256),
         ];
@@ -568,7 +453,7 @@ const NOT_LOGGED: &[&str] = &[
 
 /// Splits `metrics.json` into MLflow params and metrics (see the module documentation).
 pub fn params_and_metrics(metrics: &Value) -> (Vec<Param>, Vec<Metric>) {
-    let timestamp = mlflow::now_millis();
+    let timestamp = mlflow_client::now_millis();
     let mut params = Vec::new();
     let mut logged = Vec::new();
     let Some(fields) = metrics.as_object() else {
@@ -701,20 +586,6 @@ mod tests {
     }
 
     #[test]
-    fn gates_bound_from_the_right_side_and_name_themselves() {
-        let metrics = json!({"roc_auc": 0.83, "rmse": 3550.0});
-        let auc = Gate::new(GateKind::MinAuc, 0.99).check(&metrics);
-        assert!(!auc.passed);
-        assert_eq!(auc.to_string(), "--min-auc 0.99: roc_auc 0.8300 failed");
-        assert!(Gate::new(GateKind::MinAuc, 0.75).check(&metrics).passed);
-        assert!(Gate::new(GateKind::MaxRmse, 6000.0).check(&metrics).passed);
-        assert!(!Gate::new(GateKind::MaxRmse, 3000.0).check(&metrics).passed);
-        let absent = Gate::new(GateKind::MinR2, 0.7).check(&metrics);
-        assert!(!absent.passed);
-        assert_eq!(absent.to_string(), "--min-r2 0.7: no r2 failed");
-    }
-
-    #[test]
     fn a_refused_promotion_names_the_gate_and_where_the_champion_stays() {
         let metrics = json!({"f1": 0.57, "roc_auc": 0.83});
         let outcome = Outcome {
@@ -762,16 +633,5 @@ mod tests {
         );
         assert_eq!(uri("http://127.0.0.1:5000", true), None);
         assert_eq!(uri("  ", false), None);
-    }
-
-    #[test]
-    fn sha256_of_a_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("data.csv");
-        std::fs::write(&path, "abc").unwrap();
-        assert_eq!(
-            crate::artifact::file_sha256(&path).unwrap(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
     }
 }

@@ -115,23 +115,178 @@ pub fn predict_rows(booster: &GradientBooster, x: &Features, idx: &[usize]) -> V
     booster.predict(&Matrix::new(&data, idx.len(), x.names.len()), true)
 }
 
-/// Raw booster output for one row, without touching the thread pool (the serving hot path).
-pub fn predict_one(booster: &GradientBooster, row: &[f64]) -> f64 {
-    booster.predict(&Matrix::new(row, 1, row.len()), false)[0]
+/// The trees a booster predicts with (all, unless it stops early).
+fn prediction_trees(booster: &GradientBooster) -> &[forust_ml::tree::Tree] {
+    let n = booster.prediction_iteration.unwrap_or(booster.trees.len());
+    &booster.trees[..n.min(booster.trees.len())]
 }
 
-/// How much each feature moved this row's predicted probability, walking down every tree
-/// (forust's "probability change" method). Returns one value per feature and the base (what
-/// the trees' roots alone predict); base plus contributions is the predicted probability.
-/// Only for classifiers (log-loss boosters).
-pub fn probability_contributions(booster: &GradientBooster, row: &[f64]) -> (Vec<f64>, f64) {
-    let mut c = booster.predict_contributions(
-        &Matrix::new(row, 1, row.len()),
-        forust_ml::gradientbooster::ContributionsMethod::ProbabilityChange,
-        false,
-    );
-    let base = c.pop().unwrap_or(0.0);
-    (c, base)
+/// Raw booster output for one row: the serving hot path. The same sum, in the same order, as
+/// forust's `GradientBooster::predict`, without its thread pool and its allocation per tree.
+pub fn predict_one(booster: &GradientBooster, row: &[f64]) -> f64 {
+    prediction_trees(booster)
+        .iter()
+        .fold(booster.base_score, |sum, tree| {
+            sum + tree.predict_row_from_row_slice(row, &booster.missing)
+        })
+}
+
+/// A classifier's answer for one row, with how much each feature moved it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExplainedProbability {
+    /// The raw output (log-odds), exactly [`predict_one`]'s.
+    pub log_odds: f64,
+    /// One per feature: how much it moved the predicted probability, walking down every tree
+    /// (forust's "probability change" method).
+    pub contributions: Vec<f64>,
+    /// What the trees' roots alone predict; plus the contributions, the probability.
+    pub base: f64,
+}
+
+/// A log-loss booster laid out to answer one row at a time with its probability-change
+/// contributions (the serving hot path of a classifier that explains itself).
+///
+/// forust's `predict_contributions(ProbabilityChange)` takes the probability at every node on
+/// the row's path, `1 / (1 + exp(-(before + weight)))`, where `before` is the log-odds the
+/// earlier trees summed to: an `exp` and a division per node, and a second walk for the
+/// prediction. Here each node keeps `exp(-weight)`, so its probability is
+/// `1 / (1 + exp(-before) * exp(-weight))`, with `exp(-before)` carried from tree to tree by
+/// the leaves' factors (and taken afresh every few trees): no `exp` on the way, and divisions
+/// that do not wait on one another; the log-odds are summed exactly as [`predict_one`] sums
+/// them, in the same walk.
+///
+/// The log-odds are forust's to the bit; the contributions and base differ from forust's by
+/// rounding only (tested).
+#[derive(Debug, Clone)]
+pub struct ExplainingBooster {
+    base_score: f64,
+    /// Every tree's nodes in one array, children by their index in it.
+    nodes: Vec<FlatNode>,
+    /// Where each tree's root is in `nodes`.
+    roots: Vec<u32>,
+    /// Columns a row must have: one past the highest feature a split reads.
+    features: usize,
+}
+
+/// A tree node with only what a walk and the probabilities read.
+#[derive(Debug, Clone, Copy)]
+struct FlatNode {
+    split_value: f64,
+    weight: f64,
+    exp_neg_weight: f64,
+    split_feature: u32,
+    left: u32,
+    right: u32,
+    missing: u32,
+    is_leaf: bool,
+}
+
+/// Trees between exact exponentials in [`ExplainingBooster::explain`]: a product of this many
+/// factors is off by a few units in the last place at most.
+const REANCHOR_EVERY: usize = 16;
+
+impl ExplainingBooster {
+    /// Lays out `booster`, which must have passed [`check_booster`] (NaN marks a missing
+    /// value, every index in range, no cycle).
+    pub fn new(booster: &GradientBooster) -> Self {
+        let mut nodes = Vec::new();
+        let mut roots = Vec::new();
+        for tree in prediction_trees(booster) {
+            let first = nodes.len();
+            let index = |i: usize| u32::try_from(first + i).unwrap_or(u32::MAX);
+            roots.push(index(0));
+            nodes.extend(tree.nodes.iter().map(|n| FlatNode {
+                split_value: n.split_value,
+                weight: n.weight_value as f64,
+                exp_neg_weight: (-(n.weight_value as f64)).exp(),
+                split_feature: u32::try_from(n.split_feature).unwrap_or(u32::MAX),
+                left: index(n.left_child),
+                right: index(n.right_child),
+                missing: index(n.missing_node),
+                is_leaf: n.is_leaf,
+            }));
+        }
+        let features = nodes
+            .iter()
+            .filter(|n| !n.is_leaf)
+            .map(|n| n.split_feature as usize + 1)
+            .max()
+            .unwrap_or(0);
+        Self {
+            base_score: booster.base_score,
+            nodes,
+            roots,
+            features,
+        }
+    }
+
+    /// The log-odds of `row`, each feature's contribution to its probability, and the base.
+    /// `row` holds at least every feature a split reads; NaN is a missing value.
+    pub fn explain(&self, row: &[f64]) -> ExplainedProbability {
+        assert!(
+            row.len() >= self.features,
+            "a row of {} features",
+            row.len()
+        );
+        let mut contributions = vec![0.0; row.len()];
+        let mut log_odds = self.base_score;
+        let mut base = odds(log_odds);
+        // The probability before each tree: the previous tree's leaf's.
+        let mut before = base;
+        let mut exp_neg_start = 1.0;
+        let nodes = &self.nodes[..];
+        for (t, &root) in self.roots.iter().enumerate() {
+            let start = log_odds;
+            if t % REANCHOR_EVERY == 0 {
+                exp_neg_start = (-start).exp();
+            }
+            // odds(start + weight), from the two exponentials' product; far out, where the
+            // product is no longer finite, directly.
+            let odds_at = |node: &FlatNode| {
+                let product = exp_neg_start * node.exp_neg_weight;
+                if product.is_finite() {
+                    1.0 / (1.0 + product)
+                } else {
+                    odds(start + node.weight)
+                }
+            };
+            let mut node = &nodes[root as usize];
+            let mut node_odds = odds_at(node);
+            base += node_odds - before;
+            while !node.is_leaf {
+                let child = &nodes[next(node, row) as usize];
+                let child_odds = odds_at(child);
+                contributions[node.split_feature as usize] += child_odds - node_odds;
+                node = child;
+                node_odds = child_odds;
+            }
+            before = node_odds;
+            log_odds = start + node.weight;
+            exp_neg_start *= node.exp_neg_weight;
+        }
+        ExplainedProbability {
+            log_odds,
+            contributions,
+            base,
+        }
+    }
+}
+
+/// The child of `node` that `row` goes down to.
+fn next(node: &FlatNode, row: &[f64]) -> u32 {
+    let value = row[node.split_feature as usize];
+    if value.is_nan() {
+        node.missing
+    } else if value < node.split_value {
+        node.left
+    } else {
+        node.right
+    }
+}
+
+/// forust's log-odds to probability (its `utils::odds`).
+fn odds(log_odds: f64) -> f64 {
+    1.0 / (1.0 + (-log_odds).exp())
 }
 
 /// How much each feature moved this row's raw prediction: exact Shapley values of the trees
@@ -573,6 +728,80 @@ mod tests {
             .enumerate()
             .find_map(|(t, tree)| tree.nodes.iter().position(|n| !n.is_leaf).map(|i| (t, i)))
             .expect("a tree with a split")
+    }
+
+    /// A classifier on three features with missing values, deep enough to have paths of
+    /// every length.
+    fn classifier() -> (GradientBooster, Vec<[f64; 3]>) {
+        let mut x = Features::new(&["a", "b", "c"]);
+        let mut rows = Vec::new();
+        let mut y = Vec::new();
+        for i in 0..400 {
+            let a = f64::from(i % 23);
+            let b = if i % 11 == 0 {
+                f64::NAN
+            } else {
+                f64::from(i % 7)
+            };
+            let c = f64::from((i * 13) % 31) / 3.0;
+            rows.push([a, b, c]);
+            x.push(&[a, b, c]);
+            y.push(if a + c > 14.0 || b == 3.0 { 1.0 } else { 0.0 });
+        }
+        let params = BoosterParams {
+            iterations: 40,
+            max_depth: 4,
+            ..BoosterParams::default()
+        };
+        let idx: Vec<usize> = (0..rows.len()).collect();
+        let booster = fit_booster(
+            ObjectiveType::LogLoss,
+            params,
+            &x,
+            &idx,
+            &y,
+            &vec![1.0; rows.len()],
+            3,
+        )
+        .unwrap();
+        (booster, rows)
+    }
+
+    #[test]
+    fn one_walk_gives_forusts_prediction_to_the_bit_and_its_contributions() {
+        let (booster, rows) = classifier();
+        // A base score far out, where the path's product overflows and each node's
+        // probability is taken on its own.
+        let mut far: GradientBooster =
+            serde_json::from_str(&serde_json::to_string(&booster).unwrap()).unwrap();
+        far.base_score = -400.0;
+        for booster in [booster, far] {
+            agrees_with_forust(&booster, &rows);
+        }
+    }
+
+    fn agrees_with_forust(booster: &GradientBooster, rows: &[[f64; 3]]) {
+        let explaining = ExplainingBooster::new(booster);
+        for row in rows {
+            let matrix = Matrix::new(row, 1, row.len());
+            let forust_raw = booster.predict(&matrix, false)[0];
+            let mut forust_contributions = booster.predict_contributions(
+                &matrix,
+                forust_ml::gradientbooster::ContributionsMethod::ProbabilityChange,
+                false,
+            );
+            let forust_base = forust_contributions.pop().unwrap();
+            assert_eq!(predict_one(booster, row).to_bits(), forust_raw.to_bits());
+            let ours = explaining.explain(row);
+            assert_eq!(ours.log_odds.to_bits(), forust_raw.to_bits(), "{row:?}");
+            assert!((ours.base - forust_base).abs() < 1e-13, "{row:?}");
+            for (a, b) in ours.contributions.iter().zip(&forust_contributions) {
+                assert!((a - b).abs() < 1e-13, "{a} vs {b} for {row:?}");
+            }
+            // They still add up to the probability.
+            let total = ours.base + ours.contributions.iter().sum::<f64>();
+            assert!((total - sigmoid(ours.log_odds)).abs() < 1e-12, "{row:?}");
+        }
     }
 
     #[test]

@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serving::http::{router, AppState, RequestLimits};
-use serving::model::Loaded;
+use serving::loaded::Loaded;
 use serving::server::{serve, ConnectionLimits};
 use serving::{FieldError, Manifest, PredictionMeta, Service};
+use serving_testkit::net::{accept_backlog, unread_by_server};
+use serving_testkit::wait_until;
 use utoipa::ToSchema;
 
 struct Mock;
@@ -32,7 +34,7 @@ impl Service for Mock {
     const FEATURES: &'static [&'static str] = &["n"];
     const DEFAULT_ROWS: usize = 1;
     const REGISTERED_MODEL: &'static str = "Mock-Model";
-    const PROMOTION_GATES: &'static [serving::tracking::Gate] = &[];
+    const PROMOTION_GATES: &'static [serving::promotion::Gate] = &[];
     type Model = ();
     type Request = Ask;
     type Response = Answer;
@@ -201,7 +203,12 @@ async fn slow_and_idle_clients_are_cut_off_and_the_cap_answers_503() {
                 c
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(50));
+        // The server has accepted all four, each holding one of the four permits.
+        wait_until(
+            "the four connections accepted",
+            Duration::from_secs(10),
+            || (accept_backlog(port)? == 0).then_some(()),
+        );
         let refused = exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
         assert_eq!(json_body(&refused)["error"], "overloaded");
@@ -254,7 +261,17 @@ async fn shutdown_stops_within_the_deadline_despite_a_half_sent_request() {
     })
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // In flight: the server has read what was sent of the request.
+    let half = tokio::task::spawn_blocking(move || {
+        wait_until(
+            "the server reading the half-sent request",
+            Duration::from_secs(10),
+            || (unread_by_server(port, &half)? == 0).then_some(()),
+        );
+        half
+    })
+    .await
+    .unwrap();
     drop(server.stop.take());
     // A hang guard, not a timing assertion: with a 60 s header timeout only the deadline
     // can end it this soon.

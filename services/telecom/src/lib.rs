@@ -1,16 +1,18 @@
 //! TelecomAI: should this subscriber be on the "Ultra" plan rather than "Smart"? A
 //! gradient-boosted classifier on the columns of the public `users_behavior.csv`.
 
+#![deny(unsafe_code)]
+
 use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use serving::promotion::{Gate, GateKind};
 use serving::synth::{
     self,
     rand_distr::{Distribution, Gamma, Normal},
 };
 use serving::table::Table;
-use serving::tracking::{Gate, GateKind};
 use serving::train::{
     self, BinaryTraining, BoosterParams, Features, GradientBooster, ObjectiveType, Selection,
 };

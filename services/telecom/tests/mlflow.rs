@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use serving::mlflow_testkit::tracked_training_is_promoted;
+use serving_testkit::mlflow::tracked_training_is_promoted;
 use telecom::Telecom;
 
 #[test]

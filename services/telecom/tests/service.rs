@@ -1,8 +1,9 @@
 use std::path::Path;
 
 use serde_json::json;
-use serving::testkit;
-use telecom::Telecom;
+use serving::{PredictionMeta, Service};
+use serving_testkit as testkit;
+use telecom::{Telecom, Usage};
 
 #[tokio::test]
 async fn every_endpoint_and_every_kind_of_bad_input() {
@@ -102,21 +103,34 @@ fn degenerate_data_is_refused_and_the_model_left_as_it_was() {
 }
 
 #[tokio::test]
-async fn the_old_api_shape_works_unchanged() {
-    let (_dir, app) = testkit::trained_router::<Telecom>(1000);
-    let (status, answer) = testkit::call(
-        &app,
-        "POST",
-        "/predict",
-        Some(
-            json!({"calls": 85, "minutes": 516.75, "messages": 56, "mb_used": 22696.96})
-                .to_string(),
-        ),
-    )
-    .await;
+async fn the_old_api_shape_gets_exactly_the_models_answer() {
+    let (dir, app) = testkit::trained_router::<Telecom>(1000);
+    let usage = json!({"calls": 85, "minutes": 516.75, "messages": 56, "mb_used": 22696.96});
+    let (status, answer) = testkit::call(&app, "POST", "/predict", Some(usage.to_string())).await;
     assert_eq!(status, 200, "{answer}");
-    assert!(answer["prediction"] == 0 || answer["prediction"] == 1);
-    assert!((0.0..=1.0).contains(&answer["probability_is_ultra"].as_f64().unwrap()));
+
+    // The same model, asked in-process: the answer over HTTP is exactly its answer.
+    let served = serving::model::load::<Telecom>(&dir.path().join("model"))
+        .unwrap()
+        .expect("the trained model");
+    let meta = PredictionMeta {
+        model_version: served.version.clone(),
+        timestamp: String::new(),
+    };
+    let request: Usage = serde_json::from_value(usage).unwrap();
+    let expected = &Telecom::predict(&served.model, &[request], &meta)[0];
+    assert_eq!(
+        answer,
+        json!({
+            "prediction": expected.prediction,
+            "probability_is_ultra": expected.probability_is_ultra,
+            "model_version": served.version,
+        })
+    );
+    assert_eq!(
+        expected.prediction,
+        u8::from(expected.probability_is_ultra >= 0.5)
+    );
 }
 
 #[test]

@@ -1,6 +1,10 @@
 //! `cargo xtask bench`: the serving path's numbers, measured on this machine. For each API: train
 //! time on its default dataset size, model load time, idle resident memory; then `/predict`
-//! throughput and latency percentiles under load from `wrk` at a given concurrency.
+//! throughput and latency percentiles under load from `wrk` at a given concurrency, against
+//! its floor: the same binary's hidden `serve-floor`, the same HTTP stack answering a constant
+//! body of the same size with nothing of ours in the way. Service and floor take the same load
+//! in alternated rounds, so drift on a shared machine hits both; the ratio of their mean
+//! throughputs is what the serving path costs.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -9,10 +13,10 @@ use anyhow::{bail, Context, Result};
 
 use crate::build::binaries;
 use crate::ctx::Ctx;
-use crate::report;
-use crate::runner::Step;
+use crate::runner::{tail, Step};
 use crate::stack::Service;
 use crate::training::{self, Tracking, DEFAULT_SEED};
+use crate::{http, poll, ports, report};
 
 /// Measure train time, model load time, idle memory, and /predict under load (needs `wrk`).
 #[derive(clap::Args, Debug)]
@@ -26,9 +30,13 @@ pub struct Bench {
     /// Seconds of load.
     #[arg(long, default_value_t = 10)]
     pub seconds: u32,
+    /// Rounds of load on the service and on its floor, alternated.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
 }
 
 /// What wrk measured.
+#[derive(Debug, Clone)]
 struct Load {
     requests_per_second: f64,
     p50_ms: f64,
@@ -89,6 +97,45 @@ fn rss_mib(pid: u32) -> Option<f64> {
         .parse()
         .ok()?;
     Some(kb / 1024.0)
+}
+
+/// Resident memory once it stops changing: what the process holds when idle.
+fn settled_rss_mib(pid: u32) -> Option<f64> {
+    let mut last = rss_mib(pid)?;
+    poll::until(Duration::from_secs(5), Duration::from_millis(50), || {
+        let now = rss_mib(pid)?;
+        let settled = now == last;
+        last = now;
+        settled.then_some(now)
+    })
+    .or(Some(last))
+}
+
+/// The service and its floor under the same load, round by round.
+struct Comparison {
+    service: Vec<Load>,
+    floor: Vec<Load>,
+    /// The size of the service's answer, which the floor's answer copies.
+    body_bytes: usize,
+}
+
+fn mean_rps(loads: &[Load]) -> f64 {
+    loads.iter().map(|l| l.requests_per_second).sum::<f64>() / loads.len().max(1) as f64
+}
+
+impl Comparison {
+    /// The service's mean throughput as a share of the floor's.
+    fn ratio(&self) -> f64 {
+        mean_rps(&self.service) / mean_rps(&self.floor)
+    }
+
+    fn errors(&self) -> u64 {
+        self.service
+            .iter()
+            .chain(&self.floor)
+            .map(|l| l.errors)
+            .sum()
+    }
 }
 
 struct Measured {
@@ -155,20 +202,57 @@ impl Bench {
                 &rows
             )
         );
-        let load = load.context("no load test ran")?;
+        let comparison = load.context("no load test ran")?;
+        let path = target.smoke.as_ref().map_or("", |s| s.path.as_str());
         println!(
-            "\n{} POST {} at {} connections for {}s: {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
-            target.name,
-            target.smoke.as_ref().map_or("", |s| s.path.as_str()),
-            self.connections,
-            self.seconds,
-            load.requests_per_second,
-            load.p50_ms,
-            load.p99_ms,
-            load.errors
+            "\n{} POST {path} at {} connections, {}s per round ({}-byte answers):",
+            target.name, self.connections, self.seconds, comparison.body_bytes
         );
-        if load.errors > 0 {
-            bail!("{} requests failed under load", load.errors);
+        let rows: Vec<Vec<String>> = comparison
+            .service
+            .iter()
+            .zip(&comparison.floor)
+            .enumerate()
+            .map(|(i, (service, floor))| {
+                vec![
+                    (i + 1).to_string(),
+                    format!("{:.0}", service.requests_per_second),
+                    format!("{:.2} ms", service.p50_ms),
+                    format!("{:.2} ms", service.p99_ms),
+                    format!("{:.0}", floor.requests_per_second),
+                    format!("{:.2} ms", floor.p50_ms),
+                    format!(
+                        "{:.2}",
+                        service.requests_per_second / floor.requests_per_second
+                    ),
+                ]
+            })
+            .collect();
+        println!(
+            "{}",
+            report::table(
+                &[
+                    "ROUND",
+                    "REQUESTS/S",
+                    "P50",
+                    "P99",
+                    "FLOOR REQUESTS/S",
+                    "FLOOR P50",
+                    "RATIO"
+                ],
+                &rows
+            )
+        );
+        println!(
+            "\n{}: {:.0} requests/s against a floor of {:.0} (the same stack answering a constant body): ratio {:.2}",
+            target.name,
+            mean_rps(&comparison.service),
+            mean_rps(&comparison.floor),
+            comparison.ratio()
+        );
+        let errors = comparison.errors();
+        if errors > 0 {
+            bail!("{errors} requests failed under load");
         }
         Ok(())
     }
@@ -181,7 +265,7 @@ impl Bench {
         api: &Service,
         dir: &Path,
         wrk: Option<&Path>,
-    ) -> Result<(Measured, Option<Load>)> {
+    ) -> Result<(Measured, Option<Comparison>)> {
         let data = dir.join("data.csv");
         let models = dir.join("model");
         ctx.runner
@@ -206,11 +290,10 @@ impl Bench {
         let log = dir.join("serve.log");
         let (child, url) =
             binaries::serve_on_free_port(ctx, api, &models, &log)?.context("a server process")?;
-        let measured = (|| -> Result<(f64, Option<Load>)> {
-            std::thread::sleep(Duration::from_millis(500));
-            let idle_mib = rss_mib(child.pid()).unwrap_or(f64::NAN);
+        let measured = (|| -> Result<(f64, Option<Comparison>)> {
+            let idle_mib = settled_rss_mib(child.pid()).unwrap_or(f64::NAN);
             let load = wrk
-                .map(|wrk| self.load_test(ctx, api, &url, wrk, dir))
+                .map(|wrk| self.against_floor(ctx, api, &url, wrk, dir))
                 .transpose()?;
             Ok((idle_mib, load))
         })();
@@ -227,16 +310,29 @@ impl Bench {
         Ok((measured, load))
     }
 
-    /// Posts the API's smoke request from `wrk` for the configured time.
-    fn load_test(
+    /// Loads the service at `url` and its floor in alternated rounds, with the same script.
+    fn against_floor(
         &self,
         ctx: &Ctx,
         api: &Service,
         url: &str,
         wrk: &Path,
         dir: &Path,
-    ) -> Result<Load> {
+    ) -> Result<Comparison> {
         let smoke = api.smoke.as_ref().context("the API has a smoke request")?;
+        let answer = http::post_json(
+            &format!("{url}{}", smoke.path),
+            &smoke.request,
+            Duration::from_secs(10),
+        )?;
+        anyhow::ensure!(
+            answer.status == 200,
+            "{} answered its smoke request with {}: {}",
+            api.name,
+            answer.status,
+            answer.body
+        );
+        let body_bytes = answer.body.len();
         let script = dir.join("post.lua");
         std::fs::write(
             &script,
@@ -245,9 +341,78 @@ impl Bench {
                 smoke.request
             ),
         )?;
+        let log = dir.join("floor.log");
+        let (floor, floor_url) = self.start_floor(ctx, api, body_bytes, &log)?;
+        let rounds = (|| -> Result<(Vec<Load>, Vec<Load>)> {
+            let (mut service, mut floor) = (Vec::new(), Vec::new());
+            for round in 1..=self.rounds {
+                let target = format!("{url}{}", smoke.path);
+                service.push(self.load_test(ctx, &api.name, round, &target, wrk, &script)?);
+                let target = format!("{floor_url}{}", smoke.path);
+                floor.push(self.load_test(ctx, "its floor", round, &target, wrk, &script)?);
+            }
+            Ok((service, floor))
+        })();
+        ctx.runner
+            .stop_group(floor.pid(), Duration::from_secs(5), Some(&floor))?;
+        let (service, floor) = rounds?;
+        Ok(Comparison {
+            service,
+            floor,
+            body_bytes,
+        })
+    }
+
+    /// Starts `api`'s `serve-floor` on a free loopback port, answering `body_bytes`-byte
+    /// bodies, and waits until it answers.
+    fn start_floor(
+        &self,
+        ctx: &Ctx,
+        api: &Service,
+        body_bytes: usize,
+        log: &Path,
+    ) -> Result<(crate::runner::Background, String)> {
+        let port = ports::free_port()?;
+        let step = Step::new(binaries::path(ctx, api).to_string_lossy())
+            .args(["serve-floor", "--host", "127.0.0.1", "--port"])
+            .arg(port.to_string())
+            .arg("--body-bytes")
+            .arg(body_bytes.to_string());
+        let child = ctx
+            .runner
+            .spawn_service(&step, log)?
+            .context("a floor server process")?;
+        let base = format!("http://127.0.0.1:{port}");
+        let health = format!("{base}/health");
+        let up = poll::until(Duration::from_secs(30), Duration::from_millis(20), || {
+            http::healthy(&health, Duration::from_secs(1)).then_some(())
+        });
+        if up.is_none() {
+            let _ = ctx
+                .runner
+                .stop_group(child.pid(), Duration::from_secs(5), Some(&child));
+            bail!(
+                "{}'s floor server never answered at {base}; its log:\n{}",
+                api.name,
+                tail(&std::fs::read_to_string(log).unwrap_or_default(), 30)
+            );
+        }
+        Ok((child, base))
+    }
+
+    /// Posts the body of `script` to `url` from `wrk` for the configured time.
+    fn load_test(
+        &self,
+        ctx: &Ctx,
+        what: &str,
+        round: u32,
+        url: &str,
+        wrk: &Path,
+        script: &Path,
+    ) -> Result<Load> {
         let title = format!(
-            "load {} for {}s at {} connections",
-            api.name, self.seconds, self.connections
+            "round {round}/{}: load {what} for {}s at {} connections",
+            self.rounds, self.seconds, self.connections
         );
         let output = ctx.reporter.run_task(title, |_| {
             ctx.runner.run(
@@ -256,8 +421,8 @@ impl Bench {
                     .args(["--connections", &self.connections.to_string()])
                     .args(["--duration", &format!("{}s", self.seconds)])
                     .arg("--script")
-                    .arg(&script)
-                    .arg(format!("{url}{}", smoke.path)),
+                    .arg(script)
+                    .arg(url),
             )
         })?;
         parse_wrk(&output).with_context(|| format!("cannot read wrk's report:\n{output}"))

@@ -4,11 +4,13 @@
 
 use std::collections::HashMap;
 
-use serving::model::Loaded;
+use serving::loaded::Loaded;
 use serving::train::{self, Features, RegressionMetrics};
 
 use super::stats;
-use crate::{column, encoded_row, in_band, read_rows, split, Model, Parsed, CONDITIONS, FEATURES};
+use crate::features::{column, encoded_row, in_band, read_rows, split, Parsed, FEATURES};
+use crate::listing::CONDITIONS;
+use crate::model::Model;
 
 /// The listings priced within the training band, one vector per column.
 pub struct Market {

@@ -2,7 +2,6 @@
 //! keep. The filters are the page's query string, so a view's address can be shared.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use maud::{html, Markup, Render};
 use serving::axum::extract::State;
@@ -10,13 +9,13 @@ use serving::axum::http::{StatusCode, Uri};
 use serving::axum::response::Response;
 use serving::dashboard::chart::{Axis, BarList, BarRow, Format, Layer, Plot, Stroke};
 use serving::dashboard::format::{count, miles, money, percent};
-use serving::dashboard::{self, figure, key_figure, Field, InputKind, Unavailable};
-use serving::http::AppState;
+use serving::dashboard::{self, figure, key_figure, Field, InputKind, Pages, Unavailable};
 
 use super::data::Market;
 use super::overview::years;
 use super::stats;
-use crate::{CarVision, CONDITIONS};
+use crate::listing::CONDITIONS;
+use crate::CarVision;
 
 /// A model year or age is drawn only with at least this many listings behind its median.
 pub const MIN_GROUP: usize = 5;
@@ -317,10 +316,10 @@ impl MarketView {
 }
 
 pub async fn page(
-    State(state): State<Arc<AppState<CarVision>>>,
+    State(pages): State<Pages<CarVision>>,
     uri: Uri,
 ) -> Result<Response, Unavailable<CarVision>> {
-    let view = dashboard::view(&state)?;
+    let view = dashboard::view(&pages)?;
     let market = view.dashboard.market();
     let filters = Filters::parse(&dashboard::query_pairs(&uri), market);
     let filtered;

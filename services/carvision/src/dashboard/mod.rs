@@ -15,14 +15,12 @@ mod predictor;
 mod stats;
 
 use std::path::Path;
-use std::sync::Arc;
 
 use serving::artifact::VersionFile;
 use serving::axum::routing::get;
 use serving::axum::Router;
-use serving::dashboard::Dashboard;
-use serving::http::AppState;
-use serving::model::Loaded;
+use serving::dashboard::{Dashboard, Pages};
+use serving::loaded::Loaded;
 
 use crate::CarVision;
 
@@ -65,7 +63,7 @@ impl Dashboard<CarVision> for CarVisionDashboard {
         Ok(vec![VersionFile::new(DATA_FILE, bytes)])
     }
 
-    fn load(model: &Loaded<crate::Model>) -> anyhow::Result<Self> {
+    fn load(model: &Loaded<crate::model::Model>) -> anyhow::Result<Self> {
         let csv = model.read_version_file(DATA_FILE)?;
         let (market, kept) = Market::read(csv).map_err(|e| {
             anyhow::anyhow!("{DATA_FILE} of model version {}: {e:#}", model.version)
@@ -87,7 +85,7 @@ impl Dashboard<CarVision> for CarVisionDashboard {
         })
     }
 
-    fn routes() -> Router<Arc<AppState<CarVision>>> {
+    fn routes() -> Router<Pages<CarVision>> {
         Router::new()
             .route("/", get(overview::page))
             .route("/market", get(market::page))

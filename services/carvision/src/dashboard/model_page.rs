@@ -1,8 +1,6 @@
 //! `/model`: the served model's held-out metrics against the median-price baseline, where it
 //! came from, and its errors by price band.
 
-use std::sync::Arc;
-
 use maud::{html, Markup, Render};
 use serde_json::Value;
 use serving::axum::extract::State;
@@ -10,12 +8,13 @@ use serving::axum::http::StatusCode;
 use serving::axum::response::Response;
 use serving::dashboard::chart::{BarList, BarRow};
 use serving::dashboard::format::{count, decimal, money, percent, signed_money};
-use serving::dashboard::{self, figure, key_figure, Unavailable};
-use serving::http::AppState;
-use serving::model::Loaded;
+use serving::dashboard::{self, figure, key_figure, Pages, Unavailable};
+
+use serving::loaded::Loaded;
 
 use super::data::Evaluation;
-use crate::{CarVision, Model};
+use crate::model::Model;
+use crate::CarVision;
 
 /// One row of the metrics table.
 struct Metric {
@@ -58,9 +57,9 @@ const METRICS: [Metric; 4] = [
 ];
 
 pub async fn page(
-    State(state): State<Arc<AppState<CarVision>>>,
+    State(pages): State<Pages<CarVision>>,
 ) -> Result<Response, Unavailable<CarVision>> {
-    let view = dashboard::view(&state)?;
+    let view = dashboard::view(&pages)?;
     let model = &view.model;
     let metrics = &model.metrics;
     let evaluation = view.dashboard.evaluation();

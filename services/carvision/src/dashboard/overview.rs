@@ -1,15 +1,12 @@
 //! `/`: the market at a glance, from every listing the model was trained on.
 
-use std::sync::Arc;
-
 use maud::{html, Markup, Render};
 use serving::axum::extract::State;
 use serving::axum::http::StatusCode;
 use serving::axum::response::Response;
 use serving::dashboard::chart::{Axis, BarList, BarRow, Format, Layer, Plot, Stroke};
 use serving::dashboard::format::{count, money, percent};
-use serving::dashboard::{self, figure, key_figure, Unavailable};
-use serving::http::AppState;
+use serving::dashboard::{self, figure, key_figure, Pages, Unavailable};
 
 use super::data::Market;
 use super::stats;
@@ -194,9 +191,9 @@ pub fn years(value: f64) -> String {
 }
 
 pub async fn page(
-    State(state): State<Arc<AppState<CarVision>>>,
+    State(pages): State<Pages<CarVision>>,
 ) -> Result<Response, Unavailable<CarVision>> {
-    let view = dashboard::view(&state)?;
+    let view = dashboard::view(&pages)?;
     let market = view.dashboard.market();
     let s = &view.dashboard.overview;
     let main = html! {

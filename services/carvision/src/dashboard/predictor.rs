@@ -4,7 +4,6 @@
 //! feature. A bad value is shown beside its field with the API's own message.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use maud::{html, Markup, Render};
 use serde_json::{Map, Value};
@@ -13,17 +12,19 @@ use serving::axum::http::{StatusCode, Uri};
 use serving::axum::response::Response;
 use serving::dashboard::chart::{Axis, BarList, BarRow, Format, Layer, Plot, Stroke};
 use serving::dashboard::format::{count, miles, money, percent, signed_money};
-use serving::dashboard::{self, figure, Field, InputKind, Unavailable};
-use serving::http::{ApiError, AppState};
+use serving::dashboard::{self, figure, Field, InputKind, Pages, Unavailable};
+use serving::error::ApiError;
 use serving::{FieldError, Service};
 
 use super::data::Market;
 use super::overview::Histogram;
 use super::stats;
-use crate::{
-    brand_of, CarVision, Listing, PricePrediction, COLORS, CONDITIONS, DRIVES, FEATURES, FUELS,
-    TRANSMISSIONS, TYPES,
+use crate::features::{brand_of, FEATURES};
+use crate::listing::{
+    Listing, PricePrediction, COLORS, CONDITIONS, DRIVES, FUELS, TRANSMISSIONS, TYPES,
 };
+use crate::model::{explain, Explanation, Model};
+use crate::CarVision;
 
 /// Models suggested in the model field (most listed first).
 const SUGGESTED_MODELS: usize = 500;
@@ -285,10 +286,10 @@ enum Outcome {
 }
 
 pub async fn page(
-    State(state): State<Arc<AppState<CarVision>>>,
+    State(pages): State<Pages<CarVision>>,
     uri: Uri,
 ) -> Result<Response, Unavailable<CarVision>> {
-    let view = dashboard::view(&state)?;
+    let view = dashboard::view(&pages)?;
     let pairs = dashboard::query_pairs(&uri);
     let submitted = pairs
         .iter()
@@ -308,7 +309,7 @@ pub async fn page(
     } else {
         match request_body(&values) {
             Err(errors) => Outcome::Refused(errors),
-            Ok(body) => match dashboard::predict(&state, &view, &body) {
+            Ok(body) => match dashboard::predict(&pages, &view, &body) {
                 Ok((listing, prediction)) => Outcome::Priced {
                     prediction,
                     listing,
@@ -417,13 +418,13 @@ fn result(
     prediction: &PricePrediction,
     listing: &Listing,
     market: &Market,
-    model: &crate::Model,
+    model: &Model,
 ) -> Markup {
     let price = prediction.prediction;
     let similar = similar(market, listing);
     let cheaper = similar.prices.partition_point(|&p| p < price);
     let share_below = cheaper as f64 / similar.prices.len().max(1) as f64;
-    let explanation = crate::explain(model, listing);
+    let explanation = explain(model, listing);
     let mut features: Vec<(String, f64)> = FEATURES
         .iter()
         .zip(&explanation.contributions)
@@ -509,7 +510,7 @@ fn placement(price: f64, similar: &Similar) -> Markup {
     )
 }
 
-fn contributions(e: &crate::Explanation, features: &[(String, f64)], price: f64) -> Markup {
+fn contributions(e: &Explanation, features: &[(String, f64)], price: f64) -> Markup {
     let chart = BarList {
         id: "contributions-chart".into(),
         title: "What moved the price most".into(),

@@ -5,10 +5,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{json, Value};
+use serving_testkit::wait_until;
 
 /// The key of an element reference in W3C WebDriver answers.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -50,21 +51,15 @@ impl Browser {
             .build()
             .into();
         let base = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let ready = agent
+        wait_until("chromedriver ready", Duration::from_secs(20), || {
+            agent
                 .get(format!("{base}/status"))
                 .call()
                 .ok()
                 .and_then(|mut r| r.body_mut().read_to_vec().ok())
                 .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-                .is_some_and(|s| s["value"]["ready"] == true);
-            if ready {
-                break;
-            }
-            assert!(Instant::now() < deadline, "chromedriver never became ready");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+                .filter(|s| s["value"]["ready"] == true)
+        });
         let profile = tempfile::tempdir().expect("a profile directory");
         let mut browser = Self {
             driver,
@@ -224,11 +219,9 @@ impl Browser {
 
     /// Waits until `script` returns true; a hang guard, not a timing assertion.
     pub fn wait_for(&self, what: &str, script: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.run(script, json!([])) != Value::Bool(true) {
-            assert!(Instant::now() < deadline, "never saw {what}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until(what, Duration::from_secs(30), || {
+            (self.run(script, json!([])) == Value::Bool(true)).then_some(())
+        });
     }
 
     /// Saves a PNG of the whole page (the window grown to its height) to `path`.

@@ -1,7 +1,8 @@
 //! A service's dashboard: web pages about the model it serves and the data that model was
 //! trained on, served by the service itself on a second port (`serve --dashboard-port`).
 //!
-//! A service opts in through [`Service::Dashboard`]:
+//! A service opts in through [`Service::Dashboard`] (the trait is [`Dashboard`], defined with
+//! [`Service`] in [`crate::service`] and re-exported here):
 //! - `train` asks it for [`Dashboard::version_files`] (e.g. the training rows) and stores them
 //!   in the new model version beside `model.json` and `metrics.json`, in the same atomic
 //!   step, so the model, its metrics and the dashboard's data change together;
@@ -9,8 +10,9 @@
 //!   and swaps model and dashboard in as one, so the pages always show the model the API
 //!   serves; a dashboard that cannot be prepared leaves its pages and `/health` at 503 saying
 //!   why, while the API keeps serving;
-//! - its pages are [`Dashboard::routes`]; the library adds `/health`, the stylesheet, the
-//!   request limits and panic catching of the API, and HTML error pages.
+//! - its pages are [`Dashboard::routes`], handlers over [`Pages`] (the served model and its
+//!   dashboard, and predictions as the API makes them); the library adds `/health`, the
+//!   stylesheet, the request limits and panic catching of the API, and HTML error pages.
 //!
 //! Pages are server-rendered HTML ([maud]) with SVG charts drawn here ([`chart`]); nothing is
 //! fetched from elsewhere and no script runs.
@@ -18,7 +20,6 @@
 pub mod chart;
 pub mod format;
 
-use std::path::Path;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -31,53 +32,14 @@ use axum::{Json, Router};
 use maud::{html, Markup, DOCTYPE};
 use serde::Serialize;
 
-use crate::api::{ErrorBody, ModelInfo};
-use crate::artifact::VersionFile;
-use crate::http::{ApiError, AppState};
-use crate::model::{DashboardView, Loaded};
-use crate::{Service, API_VERSION};
+use crate::api::{now, ErrorBody, ModelInfo, API_VERSION};
+use crate::error::ApiError;
+use crate::http::{bounds, refuse_large_head, AppState, DASHBOARD_ENDPOINT};
+use crate::loaded::Loaded;
 
-/// The web pages of a service; see the module docs.
-pub trait Dashboard<S: Service>: Sized + Send + Sync + 'static {
-    /// False only for [`NoDashboard`]: `serve --dashboard-port` is then refused.
-    const ENABLED: bool = true;
-    /// Its name on every page, e.g. "CarVision Dashboard".
-    const TITLE: &'static str;
-    /// The pages in the navigation bar, as (path, label), the overview (`/`) first.
-    const PAGES: &'static [(&'static str, &'static str)];
+use crate::service::Service;
 
-    /// Files `train` stores in each new model version, made from the training data (the
-    /// file `train --data-path` names), e.g. the rows the pages are drawn from.
-    fn version_files(training_data: &Path) -> anyhow::Result<Vec<VersionFile>>;
-
-    /// Prepares the pages of a model that was just loaded and validated: reads its version
-    /// files ([`Loaded::read_version_file`]) and computes what the pages need. Blocking.
-    fn load(model: &Loaded<S::Model>) -> anyhow::Result<Self>;
-
-    /// The pages. Each gets the model and its dashboard from [`view`].
-    fn routes() -> Router<Arc<AppState<S>>>;
-}
-
-/// The dashboard of a service that has none.
-pub enum NoDashboard {}
-
-impl<S: Service> Dashboard<S> for NoDashboard {
-    const ENABLED: bool = false;
-    const TITLE: &'static str = "";
-    const PAGES: &'static [(&'static str, &'static str)] = &[];
-
-    fn version_files(_: &Path) -> anyhow::Result<Vec<VersionFile>> {
-        Ok(Vec::new())
-    }
-
-    fn load(_: &Loaded<S::Model>) -> anyhow::Result<Self> {
-        anyhow::bail!("{} has no dashboard", S::MANIFEST.name)
-    }
-
-    fn routes() -> Router<Arc<AppState<S>>> {
-        Router::new()
-    }
-}
+pub use crate::service::{Dashboard, DashboardView, NoDashboard, PageSource, Pages};
 
 const STYLESHEET_PATH: &str = "/assets/dashboard.css";
 const STYLESHEET: &str = include_str!("dashboard.css");
@@ -87,22 +49,47 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img
 /// The dashboard's router around the service's state: its pages, `/health`, the stylesheet,
 /// the API's request limits and panic catching, and HTML error pages.
 pub fn router<S: Service>(state: Arc<AppState<S>>) -> Router {
-    S::Dashboard::routes()
+    let pages: Pages<S> = state.clone();
+    let own = Router::new()
         .route("/health", get(health::<S>))
         .route(STYLESHEET_PATH, get(stylesheet))
-        .fallback(not_found::<S>)
-        .layer(middleware::from_fn_with_state(state.clone(), guard::<S>))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::http::track_dashboard::<S>,
-        ))
-        .with_state(state)
+        .with_state(state.clone());
+    let routes = S::Dashboard::routes()
+        .with_state(pages)
+        .merge(own)
+        .fallback(not_found::<S>);
+    let stack = tower::ServiceBuilder::new()
+        .layer(middleware::from_fn_with_state(state.clone(), frame::<S>))
+        .layer(bounds(state.limits(), html_error::<S>));
+    routes.layer(stack)
+}
+
+/// The outermost step of every request to the dashboard: counted and timed (all under one
+/// endpoint label), its head bounded, and an error without a page of its own (axum's empty
+/// 405, say) given one.
+async fn frame<S: Service>(
+    State(state): State<Arc<AppState<S>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let method = request.method().clone();
+    let answer = async {
+        let limit = state.limits().header_bytes;
+        if let Some(refused) = refuse_large_head(limit, &request, html_error::<S>) {
+            return refused;
+        }
+        as_page::<S>(next.run(request).await)
+    };
+    state
+        .metrics()
+        .observe(&method, DASHBOARD_ENDPOINT, answer)
+        .await
 }
 
 /// The served model and its dashboard, or why there is none (a 503 page as a response), so
-/// a page handler starts with `let view = dashboard::view(&state)?;`.
-pub fn view<S: Service>(state: &AppState<S>) -> Result<DashboardView<S>, Unavailable<S>> {
-    state.model.dashboard().map_err(|reason| Unavailable {
+/// a page handler starts with `let view = dashboard::view(&pages)?;`.
+pub fn view<S: Service>(pages: &Pages<S>) -> Result<DashboardView<S>, Unavailable<S>> {
+    pages.view().map_err(|reason| Unavailable {
         reason,
         service: std::marker::PhantomData,
     })
@@ -128,12 +115,12 @@ impl<S: Service> IntoResponse for Unavailable<S> {
 /// model call and prediction counting), with the model of `view`: the request as parsed, and
 /// the answer.
 pub fn predict<S: Service>(
-    state: &AppState<S>,
+    pages: &Pages<S>,
     view: &DashboardView<S>,
     body: &[u8],
 ) -> Result<(S::Request, S::Response), ApiError> {
     let item: S::Request = crate::json::parse(body)?;
-    let response = crate::http::predict_item(state, Some(&view.model), &item)?;
+    let response = pages.predict(&view.model, &item)?;
     Ok((item, response))
 }
 
@@ -374,16 +361,7 @@ fn html_error<S: Service>(status: StatusCode, body: ErrorBody) -> Response {
     error_page::<S>(status, error_heading(status), &body.message)
 }
 
-async fn guard<S: Service>(
-    State(state): State<Arc<AppState<S>>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let response = match crate::http::bounded(state.limits(), request, next, html_error::<S>).await
-    {
-        Ok(response) => response,
-        Err(response) => return response,
-    };
+fn as_page<S: Service>(response: Response) -> Response {
     // An error without a page of its own (axum's empty 405, say) gets one; JSON stays JSON.
     let status = response.status();
     let typed = response
@@ -463,7 +441,7 @@ async fn health<S: Service>(State(state): State<Arc<AppState<S>>>) -> Response {
         model_loaded: model.is_some(),
         model: model.map(|m| m.info.clone()).unwrap_or_default(),
         reason,
-        timestamp: crate::model::now(),
+        timestamp: now(),
     };
     (status, Json(body)).into_response()
 }

@@ -10,15 +10,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
+use serving::artifact::{self, Artifact};
+use serving::mlflow_client::{Client, ClientOptions, Run, RunStatus};
+use serving::promotion::CHAMPION_ALIAS;
+use serving::{PredictionMeta, Service};
 
-use crate::artifact::{self, Artifact};
-use crate::testkit::free_port;
-use crate::tracking::CHAMPION_ALIAS;
-use crate::{PredictionMeta, Service};
-use mlflow::{Client, ClientOptions, Run, RunStatus};
+use crate::net::{free_port, read_request, RawRequest};
+use crate::wait::poll_until;
 
 /// The MLflow version the stack pins, read from `services/mlflow/service.toml`.
 pub fn pinned_version() -> &'static str {
@@ -98,19 +99,18 @@ impl MlflowServer {
     }
 
     fn wait_until_healthy(&mut self, limit: Duration) {
-        let started = Instant::now();
         let client = self.client();
-        while client.health().is_err() {
+        let answered = poll_until(limit, || {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("MLflow exited ({status}) before answering:\n{}", self.log());
             }
-            assert!(
-                started.elapsed() < limit,
-                "MLflow did not answer /health within {limit:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+            client.health().ok()
+        });
+        assert!(
+            answered.is_some(),
+            "MLflow did not answer /health within {limit:?}:\n{}",
+            self.log()
+        );
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -145,11 +145,14 @@ impl MlflowServer {
                 .status();
         };
         signal("-TERM");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline && !matches!(self.child.try_wait(), Ok(Some(_))) {
-            std::thread::sleep(Duration::from_millis(50));
+        // A server that ignores SIGTERM for 10 s is killed.
+        if poll_until(Duration::from_secs(10), || {
+            self.child.try_wait().ok().flatten()
+        })
+        .is_none()
+        {
+            signal("-KILL");
         }
-        signal("-KILL");
         let _ = self.child.wait();
     }
 }
@@ -185,39 +188,40 @@ pub struct Outage {
 impl Outage {
     pub fn new(upstream: &str, trigger: &'static str, cut: Cut) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
-        listener.set_nonblocking(true).expect("non-blocking");
-        let url = format!("http://{}", listener.local_addr().expect("an address"));
+        let addr = listener.local_addr().expect("an address");
         let upstream = upstream
             .strip_prefix("http://")
             .expect("an http upstream")
             .to_owned();
-        // Dropping the listener is what makes the port refuse connections, as a dead server's.
-        let listener = Arc::new(Mutex::new(Some(listener)));
+        let listening = Arc::new(Listening {
+            addr,
+            closing: AtomicBool::new(false),
+            acceptor: Mutex::new(None),
+        });
         let fired = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let (fired2, seen2) = (fired.clone(), seen.clone());
-        std::thread::spawn(move || loop {
-            let accepted = match listener.lock().expect("not poisoned").as_ref() {
-                None => return,
-                Some(l) => l.accept(),
-            };
-            match accepted {
-                Ok((client, _)) => {
-                    let proxy = Proxied {
-                        upstream: upstream.clone(),
-                        trigger,
-                        cut,
-                        listener: listener.clone(),
-                        fired: fired2.clone(),
-                        seen: seen2.clone(),
-                    };
-                    std::thread::spawn(move || proxy.serve(client));
+        let (fired2, seen2, listening2) = (fired.clone(), seen.clone(), listening.clone());
+        let acceptor = std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if listening2.closing.load(Ordering::SeqCst) {
+                    // Dropping the listener is what makes the port refuse connections.
+                    return;
                 }
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                let Ok(client) = client else { continue };
+                let proxy = Proxied {
+                    upstream: upstream.clone(),
+                    trigger,
+                    cut,
+                    listening: listening2.clone(),
+                    fired: fired2.clone(),
+                    seen: seen2.clone(),
+                };
+                std::thread::spawn(move || proxy.serve(client));
             }
         });
+        *listening.acceptor.lock().expect("not poisoned") = Some(acceptor);
         Self {
-            url,
+            url: format!("http://{addr}"),
             cut: fired,
             seen,
         }
@@ -238,39 +242,56 @@ impl Outage {
     }
 }
 
+/// The proxy's listening socket, owned by the thread accepting on it.
+struct Listening {
+    addr: std::net::SocketAddr,
+    closing: AtomicBool,
+    acceptor: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Listening {
+    /// Stops listening, as a killed server would: once this returns, connections are refused.
+    fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        // Wakes the acceptor from `accept`; it sees `closing` and drops the listener.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(acceptor) = self.acceptor.lock().expect("not poisoned").take() {
+            let _ = acceptor.join();
+        }
+    }
+}
+
 /// One connection through the proxy.
 struct Proxied {
     upstream: String,
     trigger: &'static str,
     cut: Cut,
-    listener: Arc<Mutex<Option<TcpListener>>>,
+    listening: Arc<Listening>,
     fired: Arc<AtomicBool>,
     seen: Arc<Mutex<Vec<String>>>,
 }
 
 impl Proxied {
     fn serve(self, mut client: TcpStream) {
-        let _ = client.set_nonblocking(false);
-        let Some((head, body)) = read_request(&mut client) else {
+        let Some(request) = read_request(&mut client) else {
             return;
         };
-        let request_line = head.lines().next().unwrap_or_default().to_owned();
+        let request_line = request.line().to_owned();
         self.seen
             .lock()
             .expect("not poisoned")
             .push(request_line.clone());
         let path = request_line.split_whitespace().nth(1).unwrap_or_default();
         let triggered = path.contains(self.trigger) && !self.fired.swap(true, Ordering::SeqCst);
-        let die = || drop(self.listener.lock().expect("not poisoned").take());
         match (triggered, self.cut) {
             (true, Cut::DropRequest) => {}
-            (true, Cut::Die) => die(),
+            (true, Cut::Die) => self.listening.close(),
             (true, Cut::DieAfterActing) => {
-                let _ = self.forward(&head, &body);
-                die();
+                let _ = self.forward(&request);
+                self.listening.close();
             }
             (false, _) => {
-                if let Ok(answer) = self.forward(&head, &body) {
+                if let Ok(answer) = self.forward(&request) {
                     let _ = client.write_all(&answer);
                 }
             }
@@ -280,39 +301,17 @@ impl Proxied {
 
     /// Sends one request upstream on its own connection, asking it to close, and reads the
     /// whole answer.
-    fn forward(&self, head: &str, body: &[u8]) -> std::io::Result<Vec<u8>> {
-        let head = head.replacen("\r\n", "\r\nConnection: close\r\n", 1);
+    fn forward(&self, request: &RawRequest) -> std::io::Result<Vec<u8>> {
+        let head = request
+            .head
+            .replacen("\r\n", "\r\nConnection: close\r\n", 1);
         let mut server = TcpStream::connect(&self.upstream)?;
         server.write_all(head.as_bytes())?;
-        server.write_all(body)?;
+        server.write_all(&request.body)?;
         let mut answer = Vec::new();
         server.read_to_end(&mut answer)?;
         Ok(answer)
     }
-}
-
-/// Reads one request: its head (through the blank line) and its content-length body.
-fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte).ok()? == 0 {
-            return None;
-        }
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    let length = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse::<usize>().ok())?
-        })
-        .unwrap_or(0);
-    let mut body = vec![0; length];
-    stream.read_exact(&mut body).ok()?;
-    Some((head, body))
 }
 
 /// Writes `rows` of `S`'s synthetic data into `dir`; returns the file.
@@ -439,9 +438,9 @@ pub fn tracked_training_is_promoted<S: Service>(binary: &Path) {
     assert_eq!(run.data.tag("mlflow.source.git.commit"), Some("0123abcd"));
     assert_eq!(
         run.data.tag("data_sha256"),
-        Some(crate::artifact::file_sha256(&data).expect("hash").as_str())
+        Some(artifact::file_sha256(&data).expect("hash").as_str())
     );
-    assert_eq!(run.data.tag("serving_version"), Some(crate::API_VERSION));
+    assert_eq!(run.data.tag("serving_version"), Some(serving::API_VERSION));
     assert_eq!(
         run.data.tag("model_version"),
         local["model_version"].as_str()
@@ -476,7 +475,7 @@ pub fn tracked_training_is_promoted<S: Service>(binary: &Path) {
         .expect("download model.json");
     assert!(tracked == served, "MLflow holds other model bytes");
     let tracked: Artifact<S::Model> = serde_json::from_slice(&tracked).expect("a model");
-    let served = crate::model::load::<S>(&model_dir)
+    let served = serving::model::load::<S>(&model_dir)
         .expect("load")
         .expect("a served model");
     assert_eq!(
