@@ -29,12 +29,6 @@ mod scanners;
 mod stack;
 mod util;
 
-// The paths `commands/bench.rs` still imports from, until it names the modules' new places.
-use runtime::training;
-mod report {
-    pub use crate::util::table::text as table;
-}
-
 /// The task runner of the ML serving stack: BankChurn, CarVision and TelecomAI APIs plus an
 /// MLflow tracking server.
 ///

@@ -14,9 +14,10 @@ use anyhow::{bail, Context, Result};
 use crate::build::binaries;
 use crate::ctx::Ctx;
 use crate::runner::{tail, Step};
+use crate::runtime::ports;
+use crate::runtime::training::{self, Tracking, DEFAULT_SEED};
 use crate::stack::Service;
-use crate::training::{self, Tracking, DEFAULT_SEED};
-use crate::{http, poll, ports, report};
+use crate::util::{http, poll, table};
 
 /// Measure train time, model load time, idle memory, and /predict under load (needs `wrk`).
 #[derive(clap::Args, Debug)]
@@ -197,7 +198,7 @@ impl Bench {
             .collect();
         println!(
             "{}",
-            report::table(
+            table::text(
                 &["SERVICE", "ROWS", "TRAIN", "MODEL LOAD", "IDLE RSS"],
                 &rows
             )
@@ -230,7 +231,7 @@ impl Bench {
             .collect();
         println!(
             "{}",
-            report::table(
+            table::text(
                 &[
                     "ROUND",
                     "REQUESTS/S",
