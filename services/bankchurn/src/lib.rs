@@ -1,8 +1,6 @@
 //! BankChurn: will this bank customer leave? A gradient-boosted classifier on the columns of
 //! the public `Churn_Modelling.csv`.
 
-#![deny(unsafe_code)]
-
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;

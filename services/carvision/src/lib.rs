@@ -6,8 +6,6 @@
 //! like the public one from the cars of [`catalogue`]; the [`Service`] implementation below
 //! puts them together.
 
-#![deny(unsafe_code)]
-
 pub mod catalogue;
 pub mod dashboard;
 pub mod features;

@@ -11,8 +11,6 @@
 //! - [`net`], [`wait`]: free ports, a raw HTTP peer, the kernel's view of a connection, and
 //!   waiting on a condition.
 
-#![deny(unsafe_code)]
-
 pub mod api;
 pub mod binary;
 pub mod mlflow;

@@ -1,8 +1,6 @@
 //! TelecomAI: should this subscriber be on the "Ultra" plan rather than "Smart"? A
 //! gradient-boosted classifier on the columns of the public `users_behavior.csv`.
 
-#![deny(unsafe_code)]
-
 use std::io::Write;
 use std::path::Path;
 

@@ -1,5 +1,3 @@
-#![deny(unsafe_code)]
-
 fn main() -> std::process::ExitCode {
     serving::main::<telecom::Telecom>()
 }
