@@ -94,9 +94,10 @@ enum Command {
         host: std::net::IpAddr,
         #[arg(long)]
         port: u16,
-        /// The size of the constant answer: that of the service's own `/predict` answer.
-        #[arg(long)]
-        body_bytes: usize,
+        /// The size of the constant answer: that of the service's own `/predict` answer (at
+        /// least 14, the smallest JSON body it pads).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(14..))]
+        body_bytes: u32,
     },
 }
 
@@ -232,7 +233,7 @@ fn run<S: Service>(command: Command) -> Result<()> {
             host,
             port,
             body_bytes,
-        } => crate::floor::serve(SocketAddr::new(host, port), body_bytes),
+        } => crate::floor::serve(SocketAddr::new(host, port), body_bytes as usize),
     }
 }
 

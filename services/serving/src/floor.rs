@@ -1,7 +1,8 @@
 //! `serve-floor` (hidden): the floor the serving path is measured against by `cargo xtask
-//! bench`. The HTTP stack `serve` is built on, axum's own server on a tokio runtime built the
-//! same way, with nothing of ours in it: no connection loop, no middleware, no body reading,
-//! no parsing, no model. `POST /predict` answers a fixed JSON body of a given size, `GET
+//! bench`. axum and hyper's HTTP/1 on a tokio runtime built as `serve` builds it, with TCP_NODELAY
+//! as `serve` sets it, and nothing of ours: axum's own server instead of our connection loop
+//! (its limits and timers count as the service's cost), no middleware, no body reading, no
+//! parsing, no model. `POST /predict` answers a fixed JSON body of a given size, `GET
 //! /health` a plain `OK`.
 
 use std::net::SocketAddr;
@@ -10,11 +11,16 @@ use anyhow::{Context, Result};
 use axum::body::Bytes;
 use axum::http::header;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 
-/// A JSON object of exactly `size` bytes (at least the 16 of `{"padding":""}` plus a byte).
+/// A JSON object of exactly `size` bytes, at least the 14 of `{"padding":""}`.
 pub fn constant_body(size: usize) -> Bytes {
     let frame = r#"{"padding":""}"#;
+    assert!(
+        size >= frame.len(),
+        "a JSON body of {size} bytes is shorter than {frame}"
+    );
     let padding = "x".repeat(size.saturating_sub(frame.len()));
     Bytes::from(format!(r#"{{"padding":"{padding}"}}"#))
 }
@@ -40,6 +46,10 @@ pub fn serve(addr: SocketAddr, body_bytes: usize) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         tracing::info!(%addr, body_bytes, "floor server listening");
+        // As `serve` does: answers leave at once instead of waiting on Nagle's algorithm.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, app).await?;
         Ok(())
     })
@@ -51,7 +61,7 @@ mod tests {
 
     #[test]
     fn the_body_is_json_of_the_asked_size() {
-        for size in [20, 300, 1200] {
+        for size in [14, 20, 300, 1200] {
             let body = constant_body(size);
             assert_eq!(body.len(), size);
             let value: serde_json::Value = serde_json::from_slice(&body).unwrap();

@@ -53,6 +53,21 @@ pub fn serve_on_free_port(
     model_dir: &Path,
     log: &Path,
 ) -> Result<Option<(Background, String)>> {
+    spawn_on_free_port(ctx, &service.name, &service.health_path, log, |port| {
+        serve_step(ctx, service, port, model_dir).env("LOG_FORMAT", "json")
+    })
+}
+
+/// Starts the server `step_at(port)` describes on a free loopback port, logging to `log`, and
+/// waits until `health_path` answers 200: the server and its base URL (`None` under
+/// `--dry-run`). One that never does is stopped, and the error shows its log's last lines.
+pub fn spawn_on_free_port(
+    ctx: &Ctx,
+    what: &str,
+    health_path: &str,
+    log: &Path,
+    step_at: impl FnOnce(u16) -> Step,
+) -> Result<Option<(Background, String)>> {
     ctx.runner
         .plan("serve on a free port (0 below, PORT after it)");
     let port = if ctx.dry_run() {
@@ -60,12 +75,11 @@ pub fn serve_on_free_port(
     } else {
         ports::free_port()?
     };
-    let serve = serve_step(ctx, service, port, model_dir).env("LOG_FORMAT", "json");
-    let Some(child) = ctx.runner.spawn_service(&serve, log)? else {
+    let Some(child) = ctx.runner.spawn_service(&step_at(port), log)? else {
         return Ok(None);
     };
     let base = format!("http://127.0.0.1:{port}");
-    let health = format!("{base}{}", service.health_path);
+    let health = format!("{base}{health_path}");
     let up = poll::until(Duration::from_secs(30), Duration::from_millis(20), || {
         http::healthy(&health, Duration::from_secs(1)).then_some(())
     });
@@ -74,8 +88,7 @@ pub fn serve_on_free_port(
             .runner
             .stop_group(child.pid(), Duration::from_secs(5), Some(&child));
         bail!(
-            "{} never became healthy at {base}; its log:\n{}",
-            service.name,
+            "{what} never became healthy at {base}; its log:\n{}",
             tail(&std::fs::read_to_string(log).unwrap_or_default(), 30)
         );
     }

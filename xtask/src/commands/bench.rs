@@ -13,9 +13,8 @@ use anyhow::{bail, Context, Result};
 
 use crate::build::binaries;
 use crate::ctx::Ctx;
-use crate::runner::{tail, Step};
-use crate::runtime::ports;
-use crate::runtime::training::{self, Tracking, DEFAULT_SEED};
+use crate::runner::{Background, Step};
+use crate::runtime::training;
 use crate::stack::Service;
 use crate::util::{http, poll, table};
 
@@ -267,20 +266,8 @@ impl Bench {
         dir: &Path,
         wrk: Option<&Path>,
     ) -> Result<(Measured, Option<Comparison>)> {
-        let data = dir.join("data.csv");
-        let models = dir.join("model");
-        ctx.runner
-            .run(&training::generate_data_step(ctx, api, &data))?;
         let started = Instant::now();
-        ctx.runner.run(&training::host_train_step(
-            ctx,
-            api,
-            &data,
-            &models,
-            DEFAULT_SEED,
-            &Tracking::Off,
-            &[],
-        ))?;
+        let (data, models) = training::train_throwaway(ctx, api, dir)?;
         let train = started.elapsed();
         // Data lines, without the header.
         let rows = std::fs::read_to_string(&data)?
@@ -345,12 +332,38 @@ impl Bench {
         let log = dir.join("floor.log");
         let (floor, floor_url) = self.start_floor(ctx, api, body_bytes, &log)?;
         let rounds = (|| -> Result<(Vec<Load>, Vec<Load>)> {
+            let service_target = format!("{url}{}", smoke.path);
+            let floor_target = format!("{floor_url}{}", smoke.path);
+            // A warm-up of each, not counted: the first seconds of load pay for page faults,
+            // connection set-up and the CPU's frequency ramp.
+            self.load_test(ctx, &api.name, 0, &service_target, wrk, &script)?;
+            self.load_test(ctx, "its floor", 0, &floor_target, wrk, &script)?;
             let (mut service, mut floor) = (Vec::new(), Vec::new());
             for round in 1..=self.rounds {
-                let target = format!("{url}{}", smoke.path);
-                service.push(self.load_test(ctx, &api.name, round, &target, wrk, &script)?);
-                let target = format!("{floor_url}{}", smoke.path);
-                floor.push(self.load_test(ctx, "its floor", round, &target, wrk, &script)?);
+                // ABBA: neither side always runs first, so a drift in the machine's load
+                // weighs on both alike.
+                let service_first = round % 2 == 1;
+                if service_first {
+                    service.push(self.load_test(
+                        ctx,
+                        &api.name,
+                        round,
+                        &service_target,
+                        wrk,
+                        &script,
+                    )?);
+                }
+                floor.push(self.load_test(ctx, "its floor", round, &floor_target, wrk, &script)?);
+                if !service_first {
+                    service.push(self.load_test(
+                        ctx,
+                        &api.name,
+                        round,
+                        &service_target,
+                        wrk,
+                        &script,
+                    )?);
+                }
             }
             Ok((service, floor))
         })();
@@ -372,33 +385,16 @@ impl Bench {
         api: &Service,
         body_bytes: usize,
         log: &Path,
-    ) -> Result<(crate::runner::Background, String)> {
-        let port = ports::free_port()?;
-        let step = Step::new(binaries::path(ctx, api).to_string_lossy())
-            .args(["serve-floor", "--host", "127.0.0.1", "--port"])
-            .arg(port.to_string())
-            .arg("--body-bytes")
-            .arg(body_bytes.to_string());
-        let child = ctx
-            .runner
-            .spawn_service(&step, log)?
-            .context("a floor server process")?;
-        let base = format!("http://127.0.0.1:{port}");
-        let health = format!("{base}/health");
-        let up = poll::until(Duration::from_secs(30), Duration::from_millis(20), || {
-            http::healthy(&health, Duration::from_secs(1)).then_some(())
-        });
-        if up.is_none() {
-            let _ = ctx
-                .runner
-                .stop_group(child.pid(), Duration::from_secs(5), Some(&child));
-            bail!(
-                "{}'s floor server never answered at {base}; its log:\n{}",
-                api.name,
-                tail(&std::fs::read_to_string(log).unwrap_or_default(), 30)
-            );
-        }
-        Ok((child, base))
+    ) -> Result<(Background, String)> {
+        let what = format!("{}'s floor server", api.name);
+        binaries::spawn_on_free_port(ctx, &what, "/health", log, |port| {
+            Step::new(binaries::path(ctx, api).to_string_lossy())
+                .args(["serve-floor", "--host", "127.0.0.1", "--port"])
+                .arg(port.to_string())
+                .arg("--body-bytes")
+                .arg(body_bytes.to_string())
+        })?
+        .context("a floor server process")
     }
 
     /// Posts the body of `script` to `url` from `wrk` for the configured time.
@@ -411,9 +407,14 @@ impl Bench {
         wrk: &Path,
         script: &Path,
     ) -> Result<Load> {
+        let round = if round == 0 {
+            "warm-up".to_owned()
+        } else {
+            format!("round {round}/{}", self.rounds)
+        };
         let title = format!(
-            "round {round}/{}: load {what} for {}s at {} connections",
-            self.rounds, self.seconds, self.connections
+            "{round}: load {what} for {}s at {} connections",
+            self.seconds, self.connections
         );
         let output = ctx.reporter.run_task(title, |_| {
             ctx.runner.run(

@@ -13,7 +13,7 @@ use crate::build::binaries;
 use crate::ctx::Ctx;
 use crate::deps::tools;
 use crate::runner::{tail, Background, Step};
-use crate::runtime::training::{self, Tracking, DEFAULT_SEED};
+use crate::runtime::training;
 use crate::stack::Service;
 use crate::util::{http, table};
 
@@ -400,21 +400,10 @@ fn serve_fresh(
     api: &Service,
     dir: &Path,
 ) -> Result<Option<(Background, String, PathBuf)>> {
-    let data = dir.join("data.csv");
-    let models = dir.join("model");
-    ctx.reporter
+    let (_, models) = ctx
+        .reporter
         .run_task(format!("train {} for fuzzing", api.name), |_| {
-            ctx.runner
-                .run(&training::generate_data_step(ctx, api, &data))?;
-            ctx.runner.run(&training::host_train_step(
-                ctx,
-                api,
-                &data,
-                &models,
-                DEFAULT_SEED,
-                &Tracking::Off,
-                &[],
-            ))
+            training::train_throwaway(ctx, api, dir)
         })?;
     let log = dir.join("serve.log");
     let served = binaries::serve_on_free_port(ctx, api, &models, &log)?;

@@ -2,7 +2,7 @@
 //! container of its image on the docker runtime), tracked in MLflow when it runs, and reading
 //! back what a model directory serves.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -74,6 +74,25 @@ pub fn git_commit(ctx: &Ctx) -> String {
 }
 
 /// `SERVICE generate-data` on the host: the synthetic dataset, with the default seed.
+/// Generates `service`'s default dataset in `dir` and trains a model on it there, untracked,
+/// with the default seed: a model to measure or test against, not one to serve in the stack.
+/// The data file and the model directory.
+pub fn train_throwaway(ctx: &Ctx, service: &Service, dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let data = dir.join("data.csv");
+    let models = dir.join("model");
+    ctx.runner.run(&generate_data_step(ctx, service, &data))?;
+    ctx.runner.run(&host_train_step(
+        ctx,
+        service,
+        &data,
+        &models,
+        DEFAULT_SEED,
+        &Tracking::Off,
+        &[],
+    ))?;
+    Ok((data, models))
+}
+
 pub fn generate_data_step(ctx: &Ctx, service: &Service, out: &Path) -> Step {
     Step::new(binaries::path(ctx, service).to_string_lossy())
         .args([
