@@ -5,14 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde_json::Value;
 
 use crate::build::{binaries, images};
 use crate::ctx::Ctx;
 use crate::runner::Step;
 use crate::stack::Service;
-use crate::util::http;
 
 /// The seed the stack's models are trained with unless told otherwise.
 pub const DEFAULT_SEED: u64 = 42;
@@ -134,17 +133,19 @@ pub fn is_registered(uri: &str, metrics: &Value) -> Result<bool> {
     ) else {
         return Ok(false);
     };
-    let url = format!("{uri}/api/2.0/mlflow/model-versions/get");
-    let query = [("name", model), ("version", version)];
-    let answer = http::get_with_query(&url, &query, Duration::from_secs(10))
-        .with_context(|| format!("cannot ask MLflow at {uri} about {model} v{version}"))?;
-    match answer.status {
-        200 => Ok(true),
-        404 => Ok(false),
-        other => bail!(
-            "MLflow at {uri} answered {other} about {model} v{version}: {}",
-            answer.body.trim()
-        ),
+    let client = mlflow_client::Client::new(
+        uri,
+        mlflow_client::ClientOptions {
+            timeout: Duration::from_secs(10),
+            ..Default::default()
+        },
+    )?;
+    match client.get_model_version(model, version) {
+        Ok(_) => Ok(true),
+        Err(e) if e.error_code() == Some("RESOURCE_DOES_NOT_EXIST") => Ok(false),
+        Err(e) => {
+            Err(e).with_context(|| format!("cannot ask MLflow at {uri} about {model} v{version}"))
+        }
     }
 }
 

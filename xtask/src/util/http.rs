@@ -43,17 +43,6 @@ pub fn get(url: &str, timeout: Duration) -> Result<Answer> {
     )
 }
 
-/// `GET url?key=value&...`, every key and value percent-encoded (by ureq).
-pub fn get_with_query(url: &str, query: &[(&str, &str)], timeout: Duration) -> Result<Answer> {
-    read(
-        agent(timeout)
-            .get(url)
-            .query_pairs(query.iter().copied())
-            .call()
-            .with_context(|| format!("GET {url}"))?,
-    )
-}
-
 pub fn post_json(url: &str, body: &serde_json::Value, timeout: Duration) -> Result<Answer> {
     let response = agent(timeout)
         .post(url)
