@@ -8,7 +8,6 @@ use anyhow::{bail, Result};
 
 use crate::ctx::Ctx;
 use crate::runner::{tail, Background, Step};
-use crate::runtime::ports;
 use crate::stack::Service;
 use crate::util::{http, poll};
 
@@ -73,7 +72,10 @@ pub fn spawn_on_free_port(
     let port = if ctx.dry_run() {
         0
     } else {
-        ports::free_port()?
+        // A port nothing listens on now, chosen by the system.
+        std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port()
     };
     let Some(child) = ctx.runner.spawn_service(&step_at(port), log)? else {
         return Ok(None);

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use super::{binaries, engine, mlflow_base};
 use crate::ctx::Ctx;
 use crate::runner::Step;
-use crate::runtime::mlflow_server;
+use crate::stack::mlflow_command;
 use crate::stack::{Kind, Service, IMAGE_PREFIX};
 
 /// The label holding a fingerprint of everything an image is built from.
@@ -86,7 +86,7 @@ fn inputs_fingerprint(ctx: &Ctx, service: &Service) -> Result<String> {
         Kind::Api => bytes.extend(read(&binaries::path(ctx, service))?),
         Kind::Mlflow => {
             bytes.extend(read(&service.dir.join("requirements.lock"))?);
-            bytes.extend(read(&service.dir.join(mlflow_server::LAUNCHER))?);
+            bytes.extend(read(&service.dir.join(mlflow_command::LAUNCHER))?);
         }
     }
     Ok(format!("{:x}", Sha256::digest(&bytes)))
@@ -127,7 +127,7 @@ fn stage(ctx: &Ctx, service: &Service, wheels: Option<&Path>) -> Result<PathBuf>
             .runner
             .link_or_copy(&binaries::path(ctx, service), &context.join("app"))?,
         Kind::Mlflow => {
-            for file in ["requirements.lock", mlflow_server::LAUNCHER] {
+            for file in ["requirements.lock", mlflow_command::LAUNCHER] {
                 ctx.runner
                     .link_or_copy(&service.dir.join(file), &context.join(file))?;
             }

@@ -16,9 +16,9 @@ use crate::build::engine;
 use crate::build::images;
 use crate::ctx::Ctx;
 use crate::runner::Step;
-use crate::runtime::mlflow_server;
 use crate::runtime::training::{self, Tracking};
 use crate::stack::compose_file::{self, MLRUNS as MLRUNS_IN_CONTAINER, PROJECT};
+use crate::stack::mlflow_command;
 use crate::stack::{Kind as ServiceKind, Service, STOP_GRACE_SECONDS};
 
 pub struct Docker {
@@ -327,7 +327,7 @@ impl Runtime for Docker {
                 .args(["-c", SQLITE_BACKUP])
                 .arg(format!(
                     "{MLRUNS_IN_CONTAINER}/{}",
-                    mlflow_server::STORE_FILE
+                    mlflow_command::STORE_FILE
                 ))
                 .arg(inside),
         )?;

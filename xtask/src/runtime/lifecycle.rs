@@ -10,6 +10,7 @@ use crate::ctx::Ctx;
 use crate::runtime::training::{self, Tracking, DEFAULT_SEED};
 use crate::runtime::Runtime;
 use crate::runtime::{mlflow_server, ports};
+use crate::stack::mlflow_command;
 use crate::stack::{Endpoint, Kind, Service};
 use crate::util::progress::Task;
 use crate::util::{http, poll};
@@ -191,7 +192,7 @@ pub fn forget_mlflow_choice(ctx: &Ctx) -> Result<()> {
 /// store it refuses ever after as out of date. Nothing can have been logged to it yet.
 fn discard_store(ctx: &Ctx) -> Result<()> {
     let store = mlflow_server::store_path(ctx);
-    let name = mlflow_server::STORE_FILE;
+    let name = mlflow_command::STORE_FILE;
     // SQLite's journal and write-ahead files sit beside it: `mlflow.db-journal`, `-wal`, `-shm`.
     let files: Vec<std::path::PathBuf> = std::fs::read_dir(ctx.mlruns_dir())
         .map(|dir| {

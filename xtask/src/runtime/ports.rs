@@ -19,13 +19,6 @@ impl std::fmt::Display for Holder {
     }
 }
 
-/// A port nothing listens on now, chosen by the system.
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// Whether something listens on `port` on any local address (or keeps us from binding it).
 pub fn in_use(port: u16) -> bool {
     !listening_inodes(port).is_empty() || std::net::TcpListener::bind(("127.0.0.1", port)).is_err()

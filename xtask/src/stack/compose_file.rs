@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Serialize, Serializer};
 
-use crate::runtime::mlflow_server;
+use super::mlflow_command;
 use crate::stack::{Endpoint, Kind, Service, Stack, STOP_GRACE_SECONDS};
 
 /// MLflow's address on the stack's network, as the containers reach it (its service name).
@@ -151,10 +151,10 @@ fn service_entry(service: &Service, mlflow_service: &Service) -> ComposeService 
     let (command, mut environment, volumes, depends_on, tmpfs, pids, memory);
     match service.kind {
         Kind::Mlflow => {
-            command = mlflow_server::server_args(&mlflow_server::ServerSettings {
+            command = mlflow_command::server_args(&mlflow_command::ServerSettings {
                 host: "0.0.0.0".into(),
                 port: service.container_port,
-                store: format!("{MLRUNS}/{}", mlflow_server::STORE_FILE),
+                store: format!("{MLRUNS}/{}", mlflow_command::STORE_FILE),
                 artifacts: format!("{MLRUNS}/artifacts"),
                 // MLflow 3 rejects unknown Host headers: allow the names other containers use,
                 // and the host's loopback for any published port.
@@ -165,7 +165,7 @@ fn service_entry(service: &Service, mlflow_service: &Service) -> ComposeService 
                     port = service.container_port
                 )),
             });
-            environment = mlflow_server::SERVER_ENV
+            environment = mlflow_command::SERVER_ENV
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();

@@ -3,6 +3,7 @@
 //! the workflows derive names, ports and health paths from it.
 
 pub mod compose_file;
+pub mod mlflow_command;
 
 use std::path::{Path, PathBuf};
 
