@@ -115,6 +115,28 @@ pub fn serve_and_healthcheck(binary: &Path) {
     assert!(term.success());
     let status = server.wait().unwrap();
     assert!(status.success(), "exit after SIGTERM: {status:?}");
+
+    // SIGTERM as soon as the port accepts, while the model is still loading: the handler is
+    // in place before the port is bound, so this is a clean stop too, not death by signal.
+    let mut server = serve();
+    wait_until_accepting(port);
+    signal(&server, "TERM");
+    let status = wait_for_exit(&mut server, "the server exiting after an early SIGTERM");
+    assert!(status.success(), "exit after a SIGTERM at bind: {status:?}");
+}
+
+/// Returns as soon as a TCP connection to `port` on loopback is accepted by the kernel: the
+/// moment the server has bound it, before it has answered anything. (Retrying at once, not at
+/// [`wait_until`]'s interval, since a refused connection costs nothing and the moment matters.)
+pub fn wait_until_accepting(port: u16) {
+    let deadline = Instant::now() + PATIENCE;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "port {port} never accepted within {PATIENCE:?}"
+        );
+        std::thread::yield_now();
+    }
 }
 
 /// Every file under `dir` with its contents (symlinks as their targets), sorted.

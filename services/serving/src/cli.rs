@@ -355,6 +355,9 @@ fn serve<S: Service>(
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        // Before the ports are bound: a SIGTERM that arrives as soon as a client can connect
+        // (the model still loading) must stop the server cleanly, not kill it.
+        let stop = ShutdownSignals::register();
         let listener = bind(addr, "").await?;
         let dashboard_listener = match dashboard_addr {
             Some(addr) => Some(bind(addr, " for the dashboard").await?),
@@ -371,7 +374,7 @@ fn serve<S: Service>(
         tokio::spawn(reload_on_sighup(state.clone()));
         tracing::info!(%addr, service = S::MANIFEST.name, model_dir = %model_dir.display(), "listening");
         // Both ports stop on the same signal, each finishing its in-flight requests.
-        let shutdown = shutdown_signal().shared();
+        let shutdown = stop.received().shared();
         let api = crate::server::serve(listener, http::router(state.clone()), connections, shutdown.clone());
         match dashboard_listener {
             Some(listener) => {
@@ -436,24 +439,47 @@ fn release_freed_memory() {
     }
 }
 
-/// Resolves on SIGTERM (docker stop) or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// SIGTERM (docker stop) and SIGINT (Ctrl-C), listened for from the moment this is made: a
+/// signal that arrives before [`ShutdownSignals::received`] is first polled is kept, not
+/// given its default action (death by signal). tokio's `ctrl_c()` would only register when
+/// polled, hence SIGINT by its number here too.
+struct ShutdownSignals {
+    terminate: Option<tokio::signal::unix::Signal>,
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    fn register() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        let listen = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for {name}: it will kill the server without a graceful stop");
+                None
             }
-            Err(_) => std::future::pending().await,
+        };
+        Self {
+            terminate: listen(SignalKind::terminate(), "SIGTERM"),
+            interrupt: listen(SignalKind::interrupt(), "SIGINT"),
         }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
     }
-    tracing::info!("shutdown requested");
+
+    /// Resolves on the first of them, received before or after this call.
+    async fn received(self) {
+        async fn recv(signal: Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            () = recv(self.terminate) => {},
+            () = recv(self.interrupt) => {},
+        }
+        tracing::info!("shutdown requested");
+    }
 }
 
 #[cfg(test)]
