@@ -176,8 +176,14 @@ fn train_with(binary: &Path, data: &Path, model_dir: &Path, seed: u64) -> Output
 
 /// Training on data that cannot give a meaningful model fails with a clear error and leaves
 /// the served model byte-identical. `more_bad` adds the service's own cases (name, CSV text,
-/// a phrase the error must contain), e.g. a single class; 1, 2 and 10 rows are always tried.
-pub fn degenerate_data_is_refused<S: Service>(binary: &Path, more_bad: &[(&str, String, &str)]) {
+/// a phrase the error must contain), e.g. a single class; 1, 2 and 10 rows, a column named
+/// twice, a directory and a device are always tried, and rows with `refused`'s column set to
+/// its value, one the API refuses: one in ten is too many, one in a thousand is left out.
+pub fn degenerate_data_is_refused<S: Service>(
+    binary: &Path,
+    more_bad: &[(&str, String, &str)],
+    refused: (&str, &str),
+) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("good.csv");
     let mut file = std::fs::File::create(&data).unwrap();
@@ -204,19 +210,90 @@ pub fn degenerate_data_is_refused<S: Service>(binary: &Path, more_bad: &[(&str, 
             .iter()
             .map(|(n, t, p)| (n.to_string(), t.clone(), *p)),
     );
+    let header: Vec<&str> = lines[0].trim_end_matches('\r').split(',').collect();
+    let mut twice = header.clone();
+    *twice.last_mut().unwrap() = header[0];
+    let mut renamed = lines.clone();
+    let twice = twice.join(",");
+    renamed[0] = &twice;
+    cases.push((
+        "a column named twice".into(),
+        renamed.join("\n") + "\n",
+        "appears twice",
+    ));
+    let at = header
+        .iter()
+        .position(|c| *c == refused.0)
+        .expect("the refused column in the header");
+    let with_refused = |every: usize| {
+        let mut text = String::new();
+        for (i, line) in lines.iter().enumerate() {
+            if i > 0 && i % every == 0 {
+                let mut cells: Vec<&str> = line.split(',').collect();
+                cells[at] = refused.1;
+                text.push_str(&cells.join(","));
+            } else {
+                text.push_str(line);
+            }
+            text.push('\n');
+        }
+        text
+    };
+    cases.push((
+        "one row in ten the API refuses".into(),
+        with_refused(10),
+        "100 of 1000 rows (10.00%) hold values the API refuses",
+    ));
+    let bad = dir.path().join("bad.csv");
     for (name, text, phrase) in cases {
-        let bad = dir.path().join("bad.csv");
         std::fs::write(&bad, text).unwrap();
-        let output = train_with(binary, &bad, &model_dir, 5);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{name}: trained on it: {stderr}");
-        assert!(stderr.contains(phrase), "{name}: {stderr}");
-        assert!(stderr.contains("untouched"), "{name}: {stderr}");
-        assert!(
-            snapshot(&model_dir) == before,
-            "{name}: the model directory changed"
-        );
+        check_refused(binary, &bad, &model_dir, &before, &name, phrase);
     }
+    let paths = [
+        (
+            "a directory",
+            dir.path().to_owned(),
+            "is a directory, not a data file",
+        ),
+        (
+            "a device",
+            "/dev/zero".into(),
+            "/dev/zero is a character device, not a data file",
+        ),
+    ];
+    for (name, path, phrase) in paths {
+        check_refused(binary, &path, &model_dir, &before, name, phrase);
+    }
+
+    // One row in a thousand: left out, said, and the rest trained on.
+    std::fs::write(&bad, with_refused(1000)).unwrap();
+    let output = train_with(binary, &bad, &dir.path().join("other-model"), 5);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("1 of 1000 rows (0.10%) hold values the API refuses")
+            && stderr.contains("left out"),
+        "{stderr}"
+    );
+}
+
+fn check_refused(
+    binary: &Path,
+    data: &Path,
+    model_dir: &Path,
+    before: &[(std::path::PathBuf, Vec<u8>)],
+    name: &str,
+    phrase: &str,
+) {
+    let output = train_with(binary, data, model_dir, 5);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{name}: trained on it: {stderr}");
+    assert!(stderr.contains(phrase), "{name}: {stderr}");
+    assert!(stderr.contains("untouched"), "{name}: {stderr}");
+    assert!(
+        snapshot(model_dir) == before,
+        "{name}: the model directory changed"
+    );
 }
 
 fn spawn_serve(binary: &Path, port: u16, model_dir: &Path, extra: &[&str]) -> Child {
