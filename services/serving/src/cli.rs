@@ -124,6 +124,11 @@ struct LimitArgs {
     /// Largest request body in bytes (then 413); a 1000-item batch needs about 300 KB.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1 << 20)]
     max_body_bytes: usize,
+    /// Most memory, in bytes, that request bodies still arriving in pieces may hold
+    /// together (a slow client's body is buffered until complete); past it such a request
+    /// gets a 503 with Retry-After. Keep it well under the container's memory limit.
+    #[arg(long, env = "MAX_BUFFERED_BODY_BYTES", default_value_t = 64 << 20)]
+    max_buffered_body_bytes: usize,
     /// After SIGTERM or Ctrl-C, time for in-flight requests to finish before exiting (keep
     /// it under the container's stop timeout, 10 s by default).
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "8s", value_parser = humantime::parse_duration)]
@@ -143,6 +148,7 @@ impl LimitArgs {
                 body_bytes: self.max_body_bytes,
                 body_timeout: self.body_timeout,
                 request_timeout: self.request_timeout,
+                buffered_body_bytes: self.max_buffered_body_bytes,
                 ..RequestLimits::default()
             },
         )

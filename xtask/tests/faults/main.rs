@@ -5,6 +5,8 @@
 //! - a stranger holding a stack port before `demo`: caught before anything starts, holder named;
 //! - Ctrl-C during `demo`: no process or container of the stack left;
 //! - a slowloris against an API: `/health` still answers within a second;
+//! - 30 clients each sending a 1 MiB body a byte every 5 ms: the API's resident memory stays
+//!   under a quarter of its container's limit;
 //! - `kill -9` of each API under load: only the requests in flight fail; back within 5 s
 //!   (docker's restart policy) or after `up` (local);
 //! - a corrupt and a cyclic model published and signalled (SIGHUP): refused, the old model
@@ -31,6 +33,7 @@ mod full_disk;
 mod http;
 mod kill_under_load;
 mod mlflow_down;
+mod slow_body;
 mod slowloris;
 mod startup;
 mod target;
@@ -92,6 +95,9 @@ fn fault_campaign_on_the_local_runtime() {
 fn run_stack_cases(campaign: &mut Campaign, target: &Target) {
     campaign.case("slowloris against bankchurn", || {
         slowloris::case(target, "bankchurn")
+    });
+    campaign.case("slow request bodies against telecom", || {
+        slow_body::case(target, "telecom")
     });
     for api in APIS {
         campaign.case(&format!("kill -9 {api} under load"), || {

@@ -29,7 +29,7 @@ use crate::service::{DashboardView, PageSource, PredictionMeta, Service};
 use crate::validation::FieldError;
 
 pub use crate::api::MAX_BATCH;
-pub use limits::{bounds, refuse_large_head, Cut, RenderError, RequestLimits};
+pub use limits::{bounds, refuse_large_head, BodyBudget, Cut, RenderError, RequestLimits};
 pub use metrics::{Metrics, DASHBOARD as DASHBOARD_ENDPOINT};
 
 /// Shared state of a running service.
@@ -40,6 +40,8 @@ pub struct AppState<S: Service> {
     openapi: String,
     title: String,
     limits: RequestLimits,
+    /// Memory held by request bodies still arriving in pieces, all connections together.
+    body_budget: BodyBudget,
 }
 
 impl<S: Service> AppState<S> {
@@ -78,6 +80,7 @@ impl<S: Service> AppState<S> {
             openapi: crate::openapi::document::<S>(&title),
             title,
             limits,
+            body_budget: BodyBudget::new(limits.buffered_body_bytes),
         })
     }
 }
@@ -256,8 +259,10 @@ async fn openapi<S: Service>(State(state): State<Arc<AppState<S>>>) -> Response 
         .into_response()
 }
 
-/// Reads the body within the size and time limits.
-async fn read_body(limits: &RequestLimits, request: Request) -> Result<Bytes, ApiError> {
+/// Reads the body within the size and time limits, and within the budget of memory all
+/// bodies still arriving may hold together.
+async fn read_body<S: Service>(state: &AppState<S>, request: Request) -> Result<Bytes, ApiError> {
+    let limits = &state.limits;
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -265,15 +270,55 @@ async fn read_body(limits: &RequestLimits, request: Request) -> Result<Bytes, Ap
     if declared.is_some_and(|n| n > limits.body_bytes) {
         return Err(ApiError::PayloadTooLarge(limits.body_bytes));
     }
-    let limited = http_body_util::Limited::new(request.into_body(), limits.body_bytes);
-    match tokio::time::timeout(limits.body_timeout, limited.collect()).await {
+    let collect = collect_body(request.into_body(), limits.body_bytes, &state.body_budget);
+    match tokio::time::timeout(limits.body_timeout, collect).await {
         Err(_) => Err(ApiError::BodyTimeout(limits.body_timeout)),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(ApiError::PayloadTooLarge(limits.body_bytes))
-        }
-        Ok(Err(e)) => Err(ApiError::BodyUnreadable(e.to_string())),
+        Ok(result) => result,
     }
+}
+
+/// The body's bytes. A body that arrives in one piece (nearly every request) is that piece,
+/// neither copied nor counted. One that arrives in pieces is copied into one buffer as it
+/// comes: each piece is a slice of the connection's read buffer and would otherwise keep all
+/// of it alive (a client sending a byte at a time pinned kilobytes per byte). The buffer
+/// counts against `budget`; past it the request is refused with a 503 before memory runs out.
+async fn collect_body(
+    mut body: Body,
+    limit: usize,
+    budget: &BodyBudget,
+) -> Result<Bytes, ApiError> {
+    let mut first: Option<Bytes> = None;
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut held = budget.hold();
+    let mut length = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::BodyUnreadable(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        length += data.len();
+        if length > limit {
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+        if first.is_none() && buffer.is_empty() {
+            first = Some(data);
+            continue;
+        }
+        if buffer.capacity() < length {
+            // Room for what came so far, doubling as it grows, never past the limit.
+            let capacity = length.max(buffer.capacity() * 2).max(4096).min(limit);
+            held.grow(capacity - buffer.capacity())?;
+            buffer.reserve_exact(capacity - buffer.len());
+        }
+        if let Some(first) = first.take() {
+            buffer.extend_from_slice(&first);
+        }
+        buffer.extend_from_slice(&data);
+    }
+    Ok(match first {
+        Some(only) => only,
+        None => Bytes::from(buffer),
+    })
 }
 
 fn prediction_meta<S: Service>(model: &Loaded<S::Model>) -> PredictionMeta {
@@ -339,7 +384,7 @@ async fn predict<S: Service>(
     State(state): State<Arc<AppState<S>>>,
     request: Request,
 ) -> Result<JsonAnswer<S::Response>, ApiError> {
-    let body = read_body(&state.limits, request).await?;
+    let body = read_body(&state, request).await?;
     predict_body(&state, state.model.get().as_deref(), &body).map(JsonAnswer)
 }
 
@@ -348,7 +393,7 @@ async fn predict_batch<S: Service>(
     request: Request,
 ) -> Result<JsonAnswer<BatchResponse<S::Response>>, ApiError> {
     let started = Instant::now();
-    let body = read_body(&state.limits, request).await?;
+    let body = read_body(&state, request).await?;
     let items: Vec<S::Request> = json::parse_seed(&body, BatchSeed::new(S::BATCH_ALIAS))?;
     for (i, item) in items.iter().enumerate() {
         S::validate(item).map_err(|e| {
