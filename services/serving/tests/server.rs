@@ -320,7 +320,7 @@ async fn bodies_arriving_in_pieces_share_a_budget_and_past_it_get_a_503_with_ret
             String::from_utf8_lossy(&out).into_owned()
         };
         let rest = |c: &mut TcpStream| {
-            c.write_all(body[2..].as_bytes()).unwrap();
+            c.write_all(&body.as_bytes()[2..]).unwrap();
             answer(c)
         };
         // Two bodies in pieces: the first to buffer takes the whole budget (4 KiB).
