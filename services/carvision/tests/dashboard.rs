@@ -249,6 +249,19 @@ async fn market_filters_apply_to_every_chart_and_bad_ones_are_named_beside_their
     if cheap == 0 {
         assert!(html.contains("No listing matches"));
     }
+
+    // A price past the dearest listing is refused beside its field, not shown as a
+    // saturated number, and every listing still matches.
+    let (status, html) = get(&pages, "/market?min_price=1e308").await;
+    assert_eq!(status, 200, "{html}");
+    let error = html.find(r#"id="min_price-error""#).expect("an error");
+    assert!(
+        html[error..error + 300].contains("the dearest listing is $"),
+        "{}",
+        &html[error..error + 300]
+    );
+    assert!(!html.contains("18,446,744"), "a saturated price is shown");
+    assert_eq!(by_id(&html, "matching"), rows.price.len() as f64);
 }
 
 #[tokio::test]
