@@ -124,6 +124,10 @@ struct LimitArgs {
     /// Largest request body in bytes (then 413); a 1000-item batch needs about 300 KB.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1 << 20)]
     max_body_bytes: usize,
+    /// Most dashboard pages being drawn or waiting to be at once; more get a 503 page with
+    /// Retry-After, so that a crowd on the dashboard waits in its own queue, briefly.
+    #[arg(long, env = "DASHBOARD_MAX_IN_FLIGHT", default_value_t = 8)]
+    dashboard_max_in_flight: usize,
     /// Most memory, in bytes, that request bodies still arriving in pieces may hold
     /// together (a slow client's body is buffered until complete); past it such a request
     /// gets a 503 with Retry-After. Keep it well under the container's memory limit.
@@ -149,6 +153,7 @@ impl LimitArgs {
                 body_timeout: self.body_timeout,
                 request_timeout: self.request_timeout,
                 buffered_body_bytes: self.max_buffered_body_bytes,
+                dashboard_in_flight: self.dashboard_max_in_flight.max(1),
                 ..RequestLimits::default()
             },
         )
@@ -360,7 +365,22 @@ fn serve<S: Service>(
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    // The dashboard draws its pages on threads of its own: a page takes milliseconds of CPU,
+    // and drawn on the API's threads, 64 clients of the dashboard held every /health and
+    // /predict behind them for 100-360 ms.
+    let dashboard_runtime = match dashboard_addr {
+        Some(_) => Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .max_blocking_threads(DASHBOARD_THREADS)
+                .thread_name("dashboard")
+                .enable_all()
+                .build()?,
+        ),
+        None => None,
+    };
+    let dashboard_threads = dashboard_runtime.as_ref().map(|r| r.handle().clone());
+    let served = runtime.block_on(async move {
         // Before the ports are bound: a SIGTERM that arrives as soon as a client can connect
         // (the model still loading) must stop the server cleanly, not kill it.
         let stop = ShutdownSignals::register();
@@ -382,19 +402,35 @@ fn serve<S: Service>(
         // Both ports stop on the same signal, each finishing its in-flight requests.
         let shutdown = stop.received().shared();
         let api = crate::server::serve(listener, http::router(state.clone()), connections, shutdown.clone());
-        match dashboard_listener {
-            Some(listener) => {
+        match dashboard_listener.zip(dashboard_threads) {
+            Some((listener, threads)) => {
                 let addr = listener.local_addr()?;
                 tracing::info!(%addr, dashboard = S::Dashboard::TITLE, "dashboard listening");
-                let pages = crate::server::serve(listener, crate::dashboard::router(state), connections, shutdown);
-                tokio::join!(api, pages);
+                // Moved to the dashboard's runtime, so its connections are driven there.
+                let listener = listener.into_std()?;
+                let router = crate::dashboard::router(state);
+                let pages = threads.spawn(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    crate::server::serve(listener, router, connections, shutdown).await;
+                    anyhow::Ok(())
+                });
+                let ((), pages) = tokio::join!(api, pages);
+                pages.context("the dashboard's server failed")??;
             }
             None => api.await,
         }
         tracing::info!("stopped");
         Ok(())
-    })
+    });
+    // Outside the async context, where a runtime may be dropped.
+    drop(dashboard_runtime);
+    served
 }
+
+/// Threads that draw the dashboard's pages (beside the one of its runtime that accepts and
+/// reads requests): one draws as fast as the clients of a dashboard need, and leaves the
+/// API's threads the rest of the machine.
+const DASHBOARD_THREADS: usize = 1;
 
 async fn bind(addr: SocketAddr, purpose: &str) -> Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await.with_context(|| {

@@ -35,6 +35,9 @@ pub struct RequestLimits {
     /// Most memory held by request bodies still arriving in pieces, all connections
     /// together; past it such a request is refused with a 503 (see [`BodyBudget`]).
     pub buffered_body_bytes: usize,
+    /// Most dashboard pages being drawn or waiting to be at once; past it a 503 page with
+    /// `Retry-After`. The dashboard's `/health` is not counted.
+    pub dashboard_in_flight: usize,
 }
 
 impl Default for RequestLimits {
@@ -45,6 +48,7 @@ impl Default for RequestLimits {
             request_timeout: Duration::from_secs(30),
             header_bytes: 16 << 10,
             buffered_body_bytes: 64 << 20,
+            dashboard_in_flight: 8,
         }
     }
 }
