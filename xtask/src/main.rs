@@ -70,7 +70,8 @@ pub struct Cli {
     /// offset when there is one, else the default stack]
     #[arg(long, global = true, env = "XTASK_STACK", value_name = "NAME")]
     stack: Option<String>,
-    /// Holds data/, models/, mlruns/ and the pids and logs in .xtask/ [default: the repository]
+    /// Holds data/, models/, mlruns/ and the pids and logs in .xtask/ [default: the repository;
+    /// .xtask/stacks/NAME in it for a named stack]
     #[arg(long, global = true, env = "XTASK_STACK_DIR", value_name = "DIR")]
     stack_dir: Option<PathBuf>,
     /// Where downloaded tools (the MLflow environment, its wheels, the bootstrapped base) are
