@@ -118,6 +118,35 @@ fn ctrl_c_during_up_stops_what_it_started() {
     stack.assert_stopped(&pids, &PORTS, "Ctrl-C");
 }
 
+/// A SIGTERM to everything (a shutdown, a `kill` of the session) reaches MLflow a moment
+/// before `up`: that is an interruption, not MLflow failing to start.
+#[test]
+#[ignore = "end-to-end: builds release binaries and runs the stack; run by .ci/run"]
+fn sigterm_to_everything_during_up_is_an_interruption_not_a_failure() {
+    let stack = Stack::new();
+    let up = stack.spawn_xtask(&["--runtime", "local", "up"]);
+    common::wait_for(
+        "up to start MLflow",
+        Duration::from_secs(300),
+        Duration::from_millis(50),
+        || (!stack.pid_files().is_empty()).then_some(()),
+    );
+    let pids = stack.pids();
+    for &pid in &pids {
+        common::signal(-pid, "TERM");
+    }
+    common::signal(up.id() as i32, "TERM");
+    let output = up.wait_with_output().unwrap();
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted; stopped what this run had started"),
+        "{err}"
+    );
+    assert!(!err.contains("failed to start"), "{err}");
+    stack.assert_stopped(&pids, &PORTS, "SIGTERM");
+}
+
 #[test]
 #[ignore = "end-to-end: builds release binaries and runs the stack; run by .ci/run"]
 fn doctor_takes_mlflow_left_out_on_purpose_for_a_choice_not_a_fault() {
