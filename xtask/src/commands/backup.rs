@@ -17,8 +17,13 @@ use crate::util::archive::{self, Source};
 pub struct Backup {
     /// Where to write the archive [default: backups/ml-mlops-<time>.tar.gz in the stack
     /// directory].
+    /// A new file in an existing folder; an existing file is replaced only with `--force`,
+    /// and anything else (a device, a folder, a link) never.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Replace the regular file at `--out` if there is one.
+    #[arg(long, requires = "out")]
+    pub force: bool,
 }
 
 /// Names in the model folders that belong to an unfinished training, not to a model.
@@ -28,11 +33,11 @@ impl Backup {
     pub fn run(self, ctx: &Ctx, runtime: &dyn Runtime) -> Result<()> {
         let started = Instant::now();
         let now = archive::stamp();
-        let out = self.out.unwrap_or_else(|| {
-            ctx.stack_dir
-                .join("backups")
-                .join(format!("ml-mlops-{now}.tar.gz"))
-        });
+        let default_dir = ctx.stack_dir.join("backups");
+        let out = self
+            .out
+            .clone()
+            .unwrap_or_else(|| default_dir.join(format!("ml-mlops-{now}.tar.gz")));
         let mlruns = ctx.mlruns_dir();
         let database = mlflow_server::store_path(ctx);
         // A consistent copy beside the database, archived under the database's name.
@@ -51,6 +56,11 @@ impl Backup {
         if ctx.dry_run() {
             return Ok(());
         }
+        if self.out.is_none() {
+            ctx.runner.create_dir(&default_dir)?;
+        }
+        // Before the database is copied: a refused destination costs nothing.
+        archive::check_destination(&out, self.force)?;
         let mut sources = Vec::new();
         let mut online = false;
         if database.is_file() {
@@ -81,7 +91,7 @@ impl Backup {
             );
         }
         let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-        let result = archive::write(&out, &sources, STAGING_PREFIX, &created);
+        let result = archive::write(&out, &sources, STAGING_PREFIX, &created, self.force);
         if online {
             std::fs::remove_file(&snapshot).ok();
         }

@@ -98,8 +98,74 @@ fn collect(
     Ok(())
 }
 
-/// Writes `out` (atomically: a failed backup leaves no half archive) from `sources`.
-pub fn write(out: &Path, sources: &[Source], skip_prefix: &str, created: &str) -> Result<Manifest> {
+/// Whether `out` may receive a new archive: nothing is there yet, in a folder that exists;
+/// or, with `replace`, a regular file is there. Anything else (a device, a folder, a link, a
+/// socket) is never replaced.
+pub fn check_destination(out: &Path, replace: bool) -> Result<()> {
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        bail!(
+            "{} is not an existing folder: create it, or write the archive elsewhere",
+            dir.display()
+        );
+    }
+    match std::fs::symlink_metadata(out) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot look at {}", out.display())),
+        Ok(meta) if meta.file_type().is_file() => {
+            if replace {
+                Ok(())
+            } else {
+                bail!(
+                    "{} exists: choose a new file name, or pass --force to replace it",
+                    out.display()
+                )
+            }
+        }
+        Ok(meta) => bail!(
+            "{} is {}, not a regular file: an archive never replaces it; choose a new file name",
+            out.display(),
+            describe_type(&meta.file_type())
+        ),
+    }
+}
+
+/// What kind of thing a path is, in words ("a folder", "a character device").
+pub fn describe_type(kind: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_dir() {
+        "a folder"
+    } else if kind.is_symlink() {
+        "a symbolic link"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_fifo() {
+        "a named pipe"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_file() {
+        "a regular file"
+    } else {
+        "a special file"
+    }
+}
+
+/// Writes `out` (atomically: a failed backup leaves no half archive) from `sources`. `out`
+/// must pass [`check_destination`] with `replace`; without `replace`, a file that appears
+/// there meanwhile is not replaced either.
+pub fn write(
+    out: &Path,
+    sources: &[Source],
+    skip_prefix: &str,
+    created: &str,
+    replace: bool,
+) -> Result<Manifest> {
+    check_destination(out, replace)?;
     let (mut files, mut links) = (Vec::new(), Vec::new());
     for source in sources {
         collect(source, skip_prefix, &mut files, &mut links)?;
@@ -123,7 +189,6 @@ pub fn write(out: &Path, sources: &[Source], skip_prefix: &str, created: &str) -
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let tmp = tempfile::Builder::new()
         .prefix(".backup-")
         .tempfile_in(dir)
@@ -154,8 +219,15 @@ pub fn write(out: &Path, sources: &[Source], skip_prefix: &str, created: &str) -
         tar.into_inner()?.finish()?;
     }
     tmp.as_file().sync_all()?;
-    tmp.persist(out)
-        .with_context(|| format!("cannot write {}", out.display()))?;
+    if replace {
+        // Checked again just before: only a regular file is ever replaced.
+        check_destination(out, replace)?;
+        tmp.persist(out)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+    } else {
+        tmp.persist_noclobber(out)
+            .with_context(|| format!("cannot write {} (nothing was replaced)", out.display()))?;
+    }
     Ok(manifest)
 }
 
@@ -373,7 +445,14 @@ mod tests {
         let root = dir.path().join("stack");
         stack_like(&root);
         let out = dir.path().join("backup.tar.gz");
-        let manifest = write(&out, &sources(&root), ".staging-", "2026-11-27T12:00:00Z").unwrap();
+        let manifest = write(
+            &out,
+            &sources(&root),
+            ".staging-",
+            "2026-11-27T12:00:00Z",
+            false,
+        )
+        .unwrap();
         (dir, out, manifest)
     }
 
@@ -421,7 +500,7 @@ mod tests {
         let root = dir.path().join("stack");
         stack_like(&root);
         let out = dir.path().join("backup.tar.gz");
-        write(&out, &sources(&root), ".staging-", "now").unwrap();
+        write(&out, &sources(&root), ".staging-", "now", false).unwrap();
         // Rewrite the archive with one byte of one file changed but the manifest kept: a
         // tampered archive whose gzip and tar framing are valid.
         let staging = dir.path().join("first");
@@ -454,6 +533,82 @@ mod tests {
             err.contains("mlruns/mlflow.db does not match the manifest"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_existing_file_is_replaced_only_when_asked() {
+        let (dir, out, _) = backup();
+        std::fs::write(&out, b"keep me").unwrap();
+        let root = dir.path().join("stack");
+        let err = write(&out, &sources(&root), ".staging-", "now", false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("exists") && err.contains("--force"), "{err}");
+        assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
+        write(&out, &sources(&root), ".staging-", "now", true).unwrap();
+        let staging = dir.path().join("restored");
+        std::fs::create_dir(&staging).unwrap();
+        extract_verified(&out, &staging).unwrap();
+    }
+
+    #[test]
+    fn what_is_not_a_regular_file_is_never_replaced() {
+        use std::os::unix::fs::FileTypeExt;
+        let (dir, _, _) = backup();
+        let root = dir.path().join("stack");
+        // A socket, a folder, a link and a device stand where the archive would go.
+        let socket = dir.path().join("socket.tar.gz");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let folder = dir.path().join("folder.tar.gz");
+        std::fs::create_dir(&folder).unwrap();
+        let link = dir.path().join("link.tar.gz");
+        std::fs::write(dir.path().join("target"), b"kept").unwrap();
+        std::os::unix::fs::symlink("target", &link).unwrap();
+        for (out, kind) in [
+            (&socket, "a socket"),
+            (&folder, "a folder"),
+            (&link, "a symbolic link"),
+            (&PathBuf::from("/dev/null"), "a character device"),
+        ] {
+            for replace in [false, true] {
+                let err = write(out, &sources(&root), ".staging-", "now", replace)
+                    .unwrap_err()
+                    .to_string();
+                assert!(
+                    err.contains(&format!("is {kind}, not a regular file")),
+                    "{err}"
+                );
+            }
+        }
+        assert!(std::fs::symlink_metadata(&socket)
+            .unwrap()
+            .file_type()
+            .is_socket());
+        assert!(folder.is_dir());
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read(dir.path().join("target")).unwrap(), b"kept");
+        // No temporary file is left beside them.
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".backup-"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn a_missing_folder_is_not_created() {
+        let (dir, _, _) = backup();
+        let root = dir.path().join("stack");
+        let out = dir.path().join("no/such/folder/backup.tar.gz");
+        let err = write(&out, &sources(&root), ".staging-", "now", true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is not an existing folder"), "{err}");
+        assert!(!dir.path().join("no").exists());
     }
 
     #[test]
