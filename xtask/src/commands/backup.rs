@@ -61,34 +61,51 @@ impl Backup {
         }
         // Before the database is copied: a refused destination costs nothing.
         archive::check_destination(&out, self.force)?;
-        let mut sources = Vec::new();
-        let mut online = false;
-        if database.is_file() {
-            online = runtime.backup_database(ctx, &snapshot)?;
+        // Exactly what a restore accepts (archive::check_layout): the database, the
+        // artifacts, and each API's model folder, which must hold a served model.
+        if !database.is_file() {
+            anyhow::bail!(
+                "no MLflow store at {}: a backup holds MLflow's store and every model; bring the stack up with MLflow (`cargo xtask up`) first",
+                ctx.show(&database)
+            );
+        }
+        let unserved: Vec<&str> = ctx
+            .stack
+            .apis()
+            .filter(|api| {
+                std::fs::symlink_metadata(ctx.model_dir(api).join(archive::CURRENT)).is_err()
+            })
+            .map(|api| api.name.as_str())
+            .collect();
+        if !unserved.is_empty() {
+            anyhow::bail!(
+                "no model to back up for {} in {}: a backup holds every API's model; train them (`cargo xtask up`) first",
+                unserved.join(", "),
+                ctx.show(&ctx.stack_dir.join(archive::MODELS))
+            );
+        }
+        let online = runtime.backup_database(ctx, &snapshot)?;
+        let mut sources = vec![Source {
+            archive_path: archive::DATABASE.into(),
+            // MLflow stopped: nothing writes the file, so a plain copy is consistent.
+            disk_path: if online {
+                snapshot.clone()
+            } else {
+                database.clone()
+            },
+        }];
+        let artifacts = ctx.stack_dir.join(archive::ARTIFACTS);
+        if artifacts.exists() {
             sources.push(Source {
-                archive_path: archive::DATABASE.into(),
-                // MLflow stopped: nothing writes the file, so a plain copy is consistent.
-                disk_path: if online {
-                    snapshot.clone()
-                } else {
-                    database.clone()
-                },
+                archive_path: archive::ARTIFACTS.into(),
+                disk_path: artifacts,
             });
         }
-        for archive_path in archive::CONTENTS {
-            let disk_path = ctx.stack_dir.join(archive_path);
-            if archive_path != archive::DATABASE && disk_path.exists() {
-                sources.push(Source {
-                    archive_path: archive_path.into(),
-                    disk_path,
-                });
-            }
-        }
-        if sources.is_empty() {
-            anyhow::bail!(
-                "nothing to back up in {}: no MLflow store and no models",
-                ctx.show(&ctx.stack_dir)
-            );
+        for api in ctx.stack.apis() {
+            sources.push(Source {
+                archive_path: format!("{}/{}", archive::MODELS, api.name),
+                disk_path: ctx.model_dir(api),
+            });
         }
         let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         let result = archive::write(&out, &sources, STAGING_PREFIX, &created, self.force);

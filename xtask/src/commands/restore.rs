@@ -39,7 +39,8 @@ impl Restore {
             None
         } else {
             std::fs::create_dir_all(&staging)?;
-            let verified = archive::extract_verified(&self.archive, &staging);
+            let apis: Vec<&str> = ctx.stack.apis().map(|api| api.name.as_str()).collect();
+            let verified = archive::extract_verified(&self.archive, &staging, &apis);
             if verified.is_err() {
                 std::fs::remove_dir_all(&staging).ok();
             }

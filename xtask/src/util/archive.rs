@@ -290,10 +290,82 @@ fn safe_relative(path: &str) -> Result<PathBuf> {
     Ok(p.to_owned())
 }
 
+/// Where the models of the APIs stand in an archive (and in the stack directory).
+pub const MODELS: &str = "models";
+/// Where MLflow's artifacts stand in an archive.
+pub const ARTIFACTS: &str = "mlruns/artifacts";
+/// The link in an API's model folder that names the served version.
+pub const CURRENT: &str = "current";
+
+/// Checks that `manifest` lists exactly what a backup of a stack whose APIs are `apis` holds:
+/// the database and each API's `current` model link, and besides them only MLflow's artifacts
+/// and those APIs' model versions. Says everything that is missing or too much.
+pub fn check_layout(manifest: &Manifest, apis: &[&str]) -> Result<()> {
+    let required_link = |api: &str| format!("{MODELS}/{api}/{CURRENT}");
+    let allowed = |path: &str, is_link: bool| {
+        if path == DATABASE {
+            return !is_link;
+        }
+        if path
+            .strip_prefix(ARTIFACTS)
+            .is_some_and(|rest| rest.starts_with('/'))
+        {
+            return true;
+        }
+        apis.iter().any(|api| {
+            (is_link && path == required_link(api))
+                || path
+                    .strip_prefix(&format!("{MODELS}/{api}/versions/"))
+                    .is_some_and(|rest| !rest.is_empty())
+        })
+    };
+    let files: HashSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
+    let links: HashSet<&str> = manifest.links.iter().map(|l| l.path.as_str()).collect();
+    let mut missing = Vec::new();
+    if !files.contains(DATABASE) {
+        missing.push(format!("MLflow's database ({DATABASE})"));
+    }
+    for api in apis {
+        if !links.contains(required_link(api).as_str()) {
+            missing.push(format!("{api}'s model ({})", required_link(api)));
+        }
+    }
+    let mut extra: Vec<&str> = files
+        .iter()
+        .filter(|p| !allowed(p, false))
+        .chain(links.iter().filter(|p| !allowed(p, true)))
+        .copied()
+        .collect();
+    extra.sort_unstable();
+    let mut problems = Vec::new();
+    if !missing.is_empty() {
+        problems.push(format!("it lacks {}", missing.join(", ")));
+    }
+    if !extra.is_empty() {
+        let shown = extra.len().min(5);
+        problems.push(format!(
+            "it holds {} path(s) a backup of this stack never writes: {}{}",
+            extra.len(),
+            extra[..shown].join(", "),
+            if extra.len() > shown { ", ..." } else { "" }
+        ));
+    }
+    if !problems.is_empty() {
+        bail!(
+            "not a whole backup of this stack (MLflow's store and the models of {}): {}",
+            apis.join(", "),
+            problems.join("; ")
+        );
+    }
+    Ok(())
+}
+
 /// Reads `archive` into the empty folder `staging`, verifying every file against the
-/// manifest (size and SHA-256), that nothing is missing or added, and that every path stays
-/// inside. Any problem is an error; the caller deletes `staging`.
-pub fn extract_verified(archive: &Path, staging: &Path) -> Result<Manifest> {
+/// manifest (size and SHA-256), that nothing is missing or added, that every path stays
+/// inside, and, before extracting anything, that the manifest lists exactly what a backup of
+/// a stack with `apis` holds ([`check_layout`]). Any problem is an error; the caller deletes
+/// `staging`.
+pub fn extract_verified(archive: &Path, staging: &Path, apis: &[&str]) -> Result<Manifest> {
     let file = std::fs::File::open(archive)
         .with_context(|| format!("cannot open {}", archive.display()))?;
     let corrupt =
@@ -328,6 +400,7 @@ pub fn extract_verified(archive: &Path, staging: &Path) -> Result<Manifest> {
             manifest.format
         );
     }
+    check_layout(&manifest, apis).with_context(|| format!("{} is refused", archive.display()))?;
     // Looked up once per entry: an archive of MLflow's artifacts can hold many files.
     let files: HashMap<&str, &FileEntry> = manifest
         .files
@@ -471,7 +544,7 @@ mod tests {
         assert_eq!(manifest.links[0].target, "versions/v1");
         let staging = dir.path().join("restored");
         std::fs::create_dir(&staging).unwrap();
-        let read = extract_verified(&out, &staging).unwrap();
+        let read = extract_verified(&out, &staging, &["api"]).unwrap();
         assert_eq!(read, manifest);
         assert_eq!(
             std::fs::read(staging.join("models/api/current/model.json")).unwrap(),
@@ -487,7 +560,9 @@ mod tests {
         std::fs::write(&out, &bytes[..bytes.len() / 2]).unwrap();
         let staging = dir.path().join("restored");
         std::fs::create_dir(&staging).unwrap();
-        let err = extract_verified(&out, &staging).unwrap_err().to_string();
+        let err = extract_verified(&out, &staging, &["api"])
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("truncated or corrupt") || err.contains("incomplete"),
             "{err}"
@@ -505,7 +580,7 @@ mod tests {
         // tampered archive whose gzip and tar framing are valid.
         let staging = dir.path().join("first");
         std::fs::create_dir(&staging).unwrap();
-        let manifest = extract_verified(&out, &staging).unwrap();
+        let manifest = extract_verified(&out, &staging, &["api"]).unwrap();
         std::fs::write(
             staging.join("mlruns/mlflow.db"),
             b"SQLite format 3\0 pretenD",
@@ -528,7 +603,9 @@ mod tests {
         tar.into_inner().unwrap().finish().unwrap();
         let again = dir.path().join("second");
         std::fs::create_dir(&again).unwrap();
-        let err = extract_verified(&out, &again).unwrap_err().to_string();
+        let err = extract_verified(&out, &again, &["api"])
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("mlruns/mlflow.db does not match the manifest"),
             "{err}"
@@ -548,7 +625,7 @@ mod tests {
         write(&out, &sources(&root), ".staging-", "now", true).unwrap();
         let staging = dir.path().join("restored");
         std::fs::create_dir(&staging).unwrap();
-        extract_verified(&out, &staging).unwrap();
+        extract_verified(&out, &staging, &["api"]).unwrap();
     }
 
     #[test]
@@ -609,6 +686,62 @@ mod tests {
             .to_string();
         assert!(err.contains("is not an existing folder"), "{err}");
         assert!(!dir.path().join("no").exists());
+    }
+
+    /// The error of restoring an archive written from `sources` for the APIs `apis`.
+    fn refusal(sources: &[Source], apis: &[&str]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("backup.tar.gz");
+        write(&out, sources, ".staging-", "now", false).unwrap();
+        let staging = dir.path().join("restored");
+        std::fs::create_dir(&staging).unwrap();
+        let err = format!("{:#}", extract_verified(&out, &staging, apis).unwrap_err());
+        // Refused before anything was extracted.
+        assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0, "{err}");
+        err
+    }
+
+    #[test]
+    fn a_partial_archive_is_refused_before_anything_is_extracted() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("stack");
+        stack_like(&root);
+        let all = sources(&root);
+        let without_database: Vec<Source> = sources(&root).into_iter().skip(1).collect();
+        let err = refusal(&without_database, &["api"]);
+        assert!(err.contains("it lacks MLflow's database"), "{err}");
+        let without_models: Vec<Source> = sources(&root).into_iter().take(2).collect();
+        let err = refusal(&without_models, &["api"]);
+        assert!(
+            err.contains("it lacks api's model (models/api/current)"),
+            "{err}"
+        );
+        // A stack with a second API: the archive lacks its model.
+        let err = refusal(&all, &["api", "other"]);
+        assert!(err.contains("it lacks other's model"), "{err}");
+        assert!(!err.contains("api's model"), "{err}");
+    }
+
+    #[test]
+    fn an_over_full_archive_is_refused_before_anything_is_extracted() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("stack");
+        stack_like(&root);
+        std::fs::write(root.join("notes.txt"), b"x").unwrap();
+        std::fs::write(root.join("mlruns/mlflow.db-journal"), b"x").unwrap();
+        std::fs::create_dir_all(root.join("models/stranger/versions/v1")).unwrap();
+        std::fs::write(root.join("models/stranger/versions/v1/model.json"), b"{}").unwrap();
+        std::fs::write(root.join("models/api/loose.json"), b"{}").unwrap();
+        let mut with_extra = sources(&root);
+        for p in ["notes.txt", "mlruns/mlflow.db-journal"] {
+            with_extra.push(Source {
+                archive_path: p.into(),
+                disk_path: root.join(p),
+            });
+        }
+        let err = refusal(&with_extra, &["api"]);
+        assert!(err.contains("it holds 4 path(s) a backup of this stack never writes: mlruns/mlflow.db-journal, models/api/loose.json, models/stranger/versions/v1/model.json, notes.txt"), "{err}");
+        assert!(!err.contains("it lacks"), "{err}");
     }
 
     #[test]
