@@ -450,6 +450,8 @@ async fn health_errors_and_headers_of_the_dashboard_port() {
     assert_eq!(health["status"], "healthy");
     assert_eq!(health["dashboard"], "CarVision Dashboard");
     assert!(health["model_version"].is_string());
+    // Streamlit's health path, which the old dashboard's probes ask.
+    assert_eq!(get(&pages, "/_stcore/health").await, (200, "ok".to_owned()));
 
     let (status, html) = get(&pages, "/no-such-page").await;
     assert_eq!(status, 404);
@@ -500,6 +502,7 @@ async fn without_a_model_or_its_data_the_dashboard_says_why_and_the_api_keeps_se
     let (status, health) = testkit::call(&pages, "GET", "/health", None).await;
     assert_eq!(status, 503);
     assert_eq!(health["status"], "unhealthy");
+    assert_eq!(get(&pages, "/_stcore/health").await.0, 503);
     assert!(
         health["reason"]
             .as_str()

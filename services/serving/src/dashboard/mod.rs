@@ -53,6 +53,7 @@ pub fn router<S: Service>(state: Arc<AppState<S>>) -> Router {
     let pages: Pages<S> = state.clone();
     let own = Router::new()
         .route("/health", get(health::<S>))
+        .route("/_stcore/health", get(streamlit_health::<S>))
         .route(STYLESHEET_PATH, get(stylesheet))
         .with_state(state.clone());
     let routes = S::Dashboard::routes()
@@ -460,6 +461,15 @@ struct DashboardHealth {
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
     timestamp: String,
+}
+
+/// Streamlit's own health path, which the old dashboard's probes and scripts ask: `ok` when
+/// the pages can be drawn, as Streamlit answers; the reason otherwise.
+async fn streamlit_health<S: Service>(State(state): State<Arc<AppState<S>>>) -> Response {
+    match state.model.dashboard() {
+        Ok(_) => (StatusCode::OK, "ok").into_response(),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason).into_response(),
+    }
 }
 
 async fn health<S: Service>(State(state): State<Arc<AppState<S>>>) -> Response {

@@ -13,7 +13,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http_body_util::BodyExt;
@@ -87,19 +87,19 @@ impl<S: Service> AppState<S> {
 
 /// Builds the service's router around `state`.
 pub fn router<S: Service>(state: Arc<AppState<S>>) -> Router {
-    let docs: Router<Arc<AppState<S>>> = utoipa_swagger_ui::SwaggerUi::new("/docs")
-        .config(utoipa_swagger_ui::Config::from("/openapi.json"))
-        .into();
     let routes = Router::new()
         .route("/", get(root::<S>))
         .route("/health", get(health::<S>))
         .route("/metrics", get(metrics::<S>))
         .route("/openapi.json", get(openapi::<S>))
-        // No ReDoc can be had without the network: its old clients land on Swagger UI.
-        .route("/redoc", get(|| async { Redirect::to("/docs/") }))
+        // The page itself at /docs, as FastAPI answers, not a redirect to /docs/; no ReDoc
+        // can be had without the network: its old clients get the same page.
+        .route("/docs", get(docs_page))
+        .route("/docs/", get(docs_page))
+        .route("/redoc", get(docs_page))
+        .route("/docs/{*file}", get(docs_file))
         .route("/predict", post(predict::<S>))
         .route("/predict_batch", post(predict_batch::<S>))
-        .merge(docs)
         .fallback(not_found);
     // One layer for the whole stack: each `Router::layer` boxes every route once more.
     let stack = ServiceBuilder::new()
@@ -127,6 +127,45 @@ async fn frame<S: Service>(
         as_json_error(next.run(request).await).await
     };
     state.metrics.observe(&method, endpoint, answer).await
+}
+
+/// Swagger UI's files (its script, styles and the initializer that names `/openapi.json`),
+/// served from the binary.
+fn swagger_file(path: &str) -> Option<utoipa_swagger_ui::SwaggerFile<'static>> {
+    static CONFIG: std::sync::OnceLock<Arc<utoipa_swagger_ui::Config<'static>>> =
+        std::sync::OnceLock::new();
+    let config = CONFIG.get_or_init(|| Arc::new(utoipa_swagger_ui::Config::from("/openapi.json")));
+    utoipa_swagger_ui::serve(path, config.clone())
+        .ok()
+        .flatten()
+}
+
+/// Swagger UI's page, its files found under `/docs/` from whichever path it is served at.
+async fn docs_page() -> Response {
+    let Some(page) = swagger_file("index.html") else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let page = String::from_utf8_lossy(&page.bytes).replacen(
+        "<head>",
+        "<head>\n    <base href=\"/docs/\">",
+        1,
+    );
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
+}
+
+async fn docs_file(
+    axum::extract::Path(file): axum::extract::Path<String>,
+    method: Method,
+    uri: axum::http::Uri,
+) -> Response {
+    match swagger_file(&file) {
+        Some(found) => (
+            [(header::CONTENT_TYPE, found.content_type)],
+            found.bytes.into_owned(),
+        )
+            .into_response(),
+        None => not_found(method, uri).await,
+    }
 }
 
 fn error_kind(status: StatusCode) -> &'static str {
