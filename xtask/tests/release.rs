@@ -36,9 +36,9 @@ struct Registry {
 
 impl Registry {
     /// `None` (after saying SKIPPED) when the `docker-registry` binary is not installed.
-    fn start(test: &str) -> Option<Self> {
+    fn start() -> Option<Self> {
         let Ok(binary) = which::which("docker-registry") else {
-            eprintln!("SKIPPED {test}: docker-registry is not installed (apt-get install docker-registry)");
+            common::skip("docker-registry is not installed (apt-get install docker-registry)");
             return None;
         };
         let storage = tempfile::tempdir().unwrap();
@@ -226,7 +226,7 @@ fn malformed_registries_and_tags_are_refused_before_any_work() {
 #[test]
 fn a_dry_run_plans_build_scan_tag_push_and_check() {
     if !docker_answers() {
-        eprintln!("SKIPPED: no Docker engine answers");
+        common::skip("no Docker engine answers");
         return;
     }
     let ws = Workspace::new("reldry", "scratch");
@@ -260,10 +260,10 @@ fn a_dry_run_plans_build_scan_tag_push_and_check() {
 #[ignore = "needs a Docker engine and docker-registry; runs the real Trivy"]
 fn release_pushes_the_scanned_image_and_the_registry_serves_it_back_by_digest() {
     if !docker_answers() {
-        eprintln!("SKIPPED: no Docker engine answers");
+        common::skip("no Docker engine answers");
         return;
     }
-    let Some(registry) = Registry::start("release_pushes_the_scanned_image") else {
+    let Some(registry) = Registry::start() else {
         return;
     };
     let ws = Workspace::new("relok", "scratch");
@@ -334,10 +334,10 @@ fn release_pushes_the_scanned_image_and_the_registry_serves_it_back_by_digest() 
 #[ignore = "needs a Docker engine and docker-registry; runs the real Trivy"]
 fn an_image_that_fails_its_scan_stops_the_release_and_nothing_is_pushed() {
     if !docker_answers() {
-        eprintln!("SKIPPED: no Docker engine answers");
+        common::skip("no Docker engine answers");
         return;
     }
-    let Some(registry) = Registry::start("an_image_that_fails_its_scan") else {
+    let Some(registry) = Registry::start() else {
         return;
     };
     // A base image with a token planted in it, built from scratch with `docker import`.

@@ -483,6 +483,9 @@ fn fixture_stack(ws: &Workspace, tag: &str) -> (String, String) {
 #[test]
 #[ignore = "needs a Docker engine and runs the real Trivy"]
 fn scan_saves_and_scans_each_image_and_names_the_missing_ones() {
+    if !common::docker_answers() {
+        return common::skip("no Docker engine answers");
+    }
     let ws = Workspace::new();
     // The API's image holds a token; MLflow's is not built.
     let (api, mlflow) = fixture_stack(&ws, "scan");
@@ -524,6 +527,9 @@ fn scan_saves_and_scans_each_image_and_names_the_missing_ones() {
 #[test]
 #[ignore = "needs a Docker engine and runs the real Trivy"]
 fn sbom_writes_cyclonedx_for_each_image_and_for_the_workspace() {
+    if !common::docker_answers() {
+        return common::skip("no Docker engine answers");
+    }
     let ws = Workspace::new();
     let (api, mlflow) = fixture_stack(&ws, "sbom");
     let _images: Vec<FixtureImage> = [&api, &mlflow]
@@ -563,6 +569,13 @@ fn lint_workflows_names_what_is_wrong_with_a_workflow() {
         ".github/workflows/schema.yml",
         "name: schema\non: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    stepz: []\n",
     );
+    // A CI matrix that left a group of the pipeline out and names one it does not have.
+    ws.write(
+        ".github/workflows/ci.yml",
+        "name: ci\non: push\npermissions: {}\njobs:\n  pipeline:\n    runs-on: ubuntu-latest\n    \
+         strategy:\n      matrix:\n        group: [checks, tests, containers, nightly]\n    \
+         steps:\n      - run: cargo xtask ci --steps \"${{ matrix.group }}\"\n",
+    );
     let output = xtask(ws.path(), &["lint-workflows"]);
     assert!(!output.status.success());
     let report = stdout(&output);
@@ -571,6 +584,7 @@ fn lint_workflows_names_what_is_wrong_with_a_workflow() {
         "zizmor",
         "check-jsonschema",
         "cargo xtask commands",
+        "ci matrix = pipeline groups",
     ] {
         assert!(
             row(&report, ".github/workflows", scanner).contains("✗ fail"),
@@ -586,6 +600,14 @@ fn lint_workflows_names_what_is_wrong_with_a_workflow() {
     );
     assert!(
         report.contains("`echo VALUE` is not a `cargo xtask` command"),
+        "{report}"
+    );
+    assert!(
+        report.contains("the pipeline's group `host` is not in the matrix"),
+        "{report}"
+    );
+    assert!(
+        report.contains("`nightly` in the matrix is no group of the pipeline"),
         "{report}"
     );
 }
