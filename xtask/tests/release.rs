@@ -328,6 +328,86 @@ fn release_pushes_the_scanned_image_and_the_registry_serves_it_back_by_digest() 
     let pulled = docker(&["pull", &reference]);
     assert!(pulled.status.success(), "{}", stderr(&pulled));
     assert_eq!(image_id(&reference).as_deref(), Some(built.as_str()));
+
+    // verify-release: the registry serves what the record says, and the checksums cover it.
+    let record_file = ws.path().join("target/xtask/reports/release-1.0.0.json");
+    let record_arg = record_file.to_str().unwrap();
+    let verified = xtask(ws.path(), &["verify-release", record_arg, "--checksums"]);
+    assert!(verified.status.success(), "{}", stderr(&verified));
+    assert!(
+        stdout(&verified).contains("✓ served as recorded"),
+        "{}",
+        stdout(&verified)
+    );
+    let sums = std::fs::read_to_string(ws.path().join("target/xtask/reports/SHA256SUMS")).unwrap();
+    assert!(sums.contains("  release-1.0.0.json\n"), "{sums}");
+
+    // Something else pushed over the tag: verify-release names it and fails.
+    let tag = format!("{repository}:1.0.0");
+    let other = FixtureImage::new(&tag, "app/other", "not the release\n");
+    let pushed = docker(&["push", &tag]);
+    assert!(pushed.status.success(), "{}", stderr(&pushed));
+    drop(other);
+    let moved = xtask(ws.path(), &["verify-release", record_arg]);
+    assert!(!moved.status.success());
+    assert!(
+        stderr(&moved).contains("something was pushed over the tag"),
+        "{}",
+        stderr(&moved)
+    );
+}
+
+/// The release workflow's two halves: build and scan with no registry, then push exactly the
+/// scanned archives (loaded by ID), building and scanning nothing.
+#[test]
+#[ignore = "needs a Docker engine and docker-registry; runs the real Trivy"]
+fn release_in_two_halves_pushes_exactly_what_was_scanned() {
+    if !docker_answers() {
+        return common::skip("no Docker engine answers");
+    }
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let ws = Workspace::new("halves", "scratch");
+    let scanned = xtask(ws.path(), &["release", &ws.service, "--scan-only"]);
+    assert!(scanned.status.success(), "{}", stderr(&scanned));
+    let built = image_id(&ws.image()).expect("the image was built");
+    let handed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(ws.path().join("target/xtask/reports/release-scanned.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(handed["images"][0]["image_id"], built);
+    // The second half loads the archive: the local image may be gone by then.
+    let removed = docker(&["image", "rm", "--force", &ws.image()]);
+    assert!(removed.status.success(), "{}", stderr(&removed));
+
+    let pushed = xtask(
+        ws.path(),
+        &[
+            "release",
+            &ws.service,
+            "--from-scanned",
+            "--registry",
+            &registry.host(),
+        ],
+    );
+    assert!(pushed.status.success(), "{}", stderr(&pushed));
+    assert!(
+        !stderr(&pushed).contains("trivy image"),
+        "the second half scanned again:\n{}",
+        stderr(&pushed)
+    );
+    let record_file = ws.path().join("target/xtask/reports/release-1.0.0.json");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record_file).unwrap()).unwrap();
+    assert_eq!(record["images"][0]["image_id"], built);
+    assert!(record["scans"].as_array().is_some_and(|s| !s.is_empty()));
+    let verified = xtask(
+        ws.path(),
+        &["verify-release", record_file.to_str().unwrap()],
+    );
+    assert!(verified.status.success(), "{}", stderr(&verified));
 }
 
 #[test]
