@@ -7,7 +7,9 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use crate::runner::{PathAliases, Runner};
+use crate::stack::compose_file;
 use crate::stack::{Endpoint, Service, Stack};
+use crate::util::lock;
 use crate::util::progress::Reporter;
 
 pub struct Ctx {
@@ -20,6 +22,9 @@ pub struct Ctx {
     pub cache_dir: PathBuf,
     /// Added to every host port, to run a second stack beside the first (tests do).
     pub port_offset: u16,
+    /// The stack's name: `None` for the default stack, else `--stack NAME` or the port
+    /// offset. It names the compose project, the containers and the network of a second stack.
+    pub stack_name: Option<String>,
     pub stack: Stack,
     pub runner: Runner,
     pub reporter: Arc<Reporter>,
@@ -31,8 +36,48 @@ pub struct Options {
     pub dry_run: bool,
     pub verbosity: i8,
     pub port_offset: u16,
+    pub stack_name: Option<String>,
     pub stack_dir: Option<PathBuf>,
     pub cache_dir: Option<PathBuf>,
+}
+
+/// A stack's name goes into a compose project, container and network names: lowercase
+/// letters, digits and `-`, starting with a letter or digit, at most 32 characters.
+pub fn check_stack_name(name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 32
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !valid {
+        anyhow::bail!(
+            "--stack {name:?} is not a valid stack name: use up to 32 lowercase letters, digits \
+             and '-', starting with a letter or a digit (it names the compose project and the \
+             containers)"
+        );
+    }
+    Ok(())
+}
+
+/// The name of the stack these options choose: `--stack NAME`, else the port offset (`100`
+/// for `--port-offset 100`), else `None`: the default stack.
+pub fn stack_name(name: Option<String>, port_offset: u16) -> Result<Option<String>> {
+    match name {
+        Some(name) => {
+            check_stack_name(&name)?;
+            Ok(Some(name))
+        }
+        None if port_offset != 0 => Ok(Some(port_offset.to_string())),
+        None => Ok(None),
+    }
+}
+
+/// Where a named stack keeps its data, models, MLflow store and state unless `--stack-dir`
+/// says otherwise: a folder of its own under the default stack's `.xtask/`, so a second stack
+/// never opens the first one's SQLite store or serves its models.
+pub fn named_stack_dir(root: &Path, name: &str) -> PathBuf {
+    root.join(".xtask").join("stacks").join(name)
 }
 
 /// The workspace this toolkit works on: the nearest folder, from the current directory up,
@@ -65,7 +110,11 @@ impl Ctx {
         let root = workspace_root();
         let stack = Stack::load(&root)?;
         stack.check_port_offset(options.port_offset)?;
-        let stack_dir = options.stack_dir.unwrap_or_else(|| root.clone());
+        let stack_name = stack_name(options.stack_name, options.port_offset)?;
+        let stack_dir = options.stack_dir.unwrap_or_else(|| match &stack_name {
+            Some(name) => named_stack_dir(&root, name),
+            None => root.clone(),
+        });
         let cache_dir = options.cache_dir.unwrap_or_else(default_cache_dir);
         let reporter = Arc::new(Reporter::new(options.verbosity));
         let aliases = PathAliases(vec![
@@ -89,6 +138,7 @@ impl Ctx {
             stack_dir,
             cache_dir,
             port_offset: options.port_offset,
+            stack_name,
             runner,
             reporter,
             interrupted,
@@ -150,6 +200,54 @@ impl Ctx {
         self.stack_dir.join("mlruns")
     }
 
+    /// `-NAME` for a named stack, empty for the default one: appended to the compose project,
+    /// the container and the network names.
+    pub fn name_suffix(&self) -> String {
+        self.stack_name
+            .as_deref()
+            .map_or_else(String::new, |n| format!("-{n}"))
+    }
+
+    /// The compose project: `ml-mlops`, or `ml-mlops-NAME` for a named stack.
+    pub fn project(&self) -> String {
+        format!("{}{}", compose_file::PROJECT, self.name_suffix())
+    }
+
+    /// The service's container: `bankchurn-api`, or `bankchurn-api-NAME` for a named stack.
+    pub fn container(&self, service: &Service) -> String {
+        format!("{}{}", service.container, self.name_suffix())
+    }
+
+    /// The stack's network: `ml-mlops-network`, or `ml-mlops-network-NAME`.
+    pub fn network(&self) -> String {
+        format!("{}{}", compose_file::NETWORK, self.name_suffix())
+    }
+
+    /// How reports name this stack: `the default stack`, `stack 100`.
+    pub fn stack_label(&self) -> String {
+        match &self.stack_name {
+            Some(name) => format!("stack {name}"),
+            None => "the default stack".to_owned(),
+        }
+    }
+
+    /// Takes the stack's lock (`.xtask/lock` in its stack directory) for a command that changes
+    /// the stack: two such commands never run on one stack at once; the second waits, saying
+    /// for whom. Held until dropped; none under `--dry-run`, which changes nothing.
+    pub fn lock_stack(&self) -> Result<Option<lock::Held>> {
+        if self.dry_run() {
+            return Ok(None);
+        }
+        let interrupted = || self.is_interrupted();
+        lock::acquire(
+            &self.state_dir().join("lock"),
+            &format!("the lock of {}", self.stack_label()),
+            &self.reporter,
+            &interrupted,
+        )
+        .map(Some)
+    }
+
     pub fn state_dir(&self) -> PathBuf {
         self.stack_dir.join(".xtask")
     }
@@ -173,11 +271,38 @@ impl Ctx {
         if self.port_offset != 0 {
             args.extend(["--port-offset".into(), self.port_offset.to_string()]);
         }
+        if let Some(name) = &self.stack_name {
+            if *name != self.port_offset.to_string() {
+                args.extend(["--stack".into(), name.clone()]);
+            }
+        }
         args
     }
 
     /// Shows a path with the `$ROOT`/`$STACK`/`$CACHE` placeholders.
     pub fn show(&self, path: &Path) -> String {
         self.runner.aliases.show(&path.to_string_lossy())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_offset_or_a_name_makes_a_second_stack_with_a_directory_of_its_own() {
+        assert_eq!(stack_name(None, 0).unwrap(), None);
+        assert_eq!(stack_name(None, 100).unwrap().as_deref(), Some("100"));
+        assert_eq!(
+            stack_name(Some("blue".into()), 100).unwrap().as_deref(),
+            Some("blue")
+        );
+        for bad in ["", "Blue", "-x", "a b", "a/b", &"x".repeat(33)] {
+            assert!(stack_name(Some(bad.into()), 0).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(
+            named_stack_dir(Path::new("/repo"), "100"),
+            Path::new("/repo/.xtask/stacks/100")
+        );
     }
 }

@@ -65,7 +65,13 @@ pub struct Cli {
         value_name = "N"
     )]
     port_offset: u16,
-    /// Holds data/, models/, mlruns/ and the pids and logs in .xtask/ [default: the repository]
+    /// Names a second stack: its compose project, containers and network get `-NAME`, and it
+    /// keeps its data, models, MLflow store and state in .xtask/stacks/NAME/ [default: the port
+    /// offset when there is one, else the default stack]
+    #[arg(long, global = true, env = "XTASK_STACK", value_name = "NAME")]
+    stack: Option<String>,
+    /// Holds data/, models/, mlruns/ and the pids and logs in .xtask/ [default: the repository;
+    /// .xtask/stacks/NAME in it for a named stack]
     #[arg(long, global = true, env = "XTASK_STACK_DIR", value_name = "DIR")]
     stack_dir: Option<PathBuf>,
     /// Where downloaded tools (the MLflow environment, its wheels, the bootstrapped base) are
@@ -112,10 +118,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         dry_run: cli.dry_run,
         verbosity: if cli.quiet { -1 } else { cli.verbose as i8 },
         port_offset: cli.port_offset,
+        stack_name: cli.stack,
         stack_dir: cli.stack_dir,
         cache_dir: cli.cache_dir,
     })?;
     let ctx = &ctx;
+    // Commands that change the stack hold its lock until they end: two never run on one stack
+    // at once (the second waits, saying for whom).
+    let _stack_lock = match cli.command {
+        Command::Demo(_)
+        | Command::Up(_)
+        | Command::Down(_)
+        | Command::Restart(_)
+        | Command::Retrain(_)
+        | Command::Mlflow(_)
+        | Command::Backup(_)
+        | Command::Restore(_) => ctx.lock_stack()?,
+        _ => None,
+    };
     let choice = cli.runtime;
     let inspect = || runtime::select(ctx, choice, Purpose::Inspect, &[]);
     let to_run =

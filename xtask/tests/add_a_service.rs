@@ -76,10 +76,8 @@ fn a_new_folder_is_a_new_service_everywhere() {
     assert!(status.status.success(), "{}", stderr(&status));
     let rows: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert!(
-        rows.as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["service"] == NAME && r["container"] == "fraud-api"),
+        rows.as_array().unwrap().iter().any(|r| r["service"] == NAME
+            && r["container"] == format!("fraud-api-{}", stack.port_offset)),
         "{rows}"
     );
 

@@ -124,8 +124,14 @@ fn a_stranger_on_a_port_stops_demo_before_anything_is_built_or_started() {
         !err.contains("build "),
         "it built before checking the ports:\n{err}"
     );
-    let left: Vec<_> = std::fs::read_dir(stack.path()).unwrap().collect();
-    assert!(left.is_empty(), "it wrote {left:?}");
+    // Only the stack's lock file, which `demo` holds while it runs.
+    let left = common::snapshot(stack.path());
+    let lock = stack.path().join(".xtask/lock");
+    assert!(
+        left.keys().all(|path| *path == lock),
+        "it wrote {:?}",
+        left.keys()
+    );
 }
 
 #[test]
@@ -219,5 +225,58 @@ fn a_required_step_that_skipped_fails_the_pipeline_and_the_summary_says_why() {
     assert!(
         md.contains("| images | skipped (REQUIRED): no Docker engine answers |"),
         "{md}"
+    );
+}
+
+/// `--port-offset` makes a second stack: `down` plans the offset stack's compose project and
+/// names only, never the default stack's (which it would take down), and the default stack's
+/// plan keeps its names.
+#[test]
+fn down_with_a_port_offset_plans_only_the_offset_stacks_names() {
+    if !common::docker_answers() {
+        return common::skip("no Docker engine answers: the docker runtime's plan needs one");
+    }
+    let stack = Stack::new();
+    let down = |offset: &str| {
+        let output = stack.xtask(&[
+            "--dry-run",
+            "--runtime",
+            "docker",
+            "--port-offset",
+            offset,
+            "down",
+        ]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        stdout(&output)
+    };
+    let plan = down("100");
+    assert!(
+        plan.contains("XTASK_STACK_SUFFIX=-100 ") && plan.contains(" -p ml-mlops-100 -f "),
+        "the offset stack's compose project is not planned:\n{plan}"
+    );
+    let words: Vec<&str> = plan.split_whitespace().collect();
+    for name in [
+        "ml-mlops",
+        "mlflow-server",
+        "bankchurn-api",
+        "carvision-api",
+        "telecom-api",
+    ] {
+        assert!(
+            !words.contains(&name),
+            "the offset stack's down plans the default stack's {name:?}:\n{plan}"
+        );
+    }
+    // `status` of the offset stack names its own containers.
+    let status = stack.xtask(&["--runtime", "docker", "--port-offset", "100", "status"]);
+    let table = stdout(&status);
+    for name in ["mlflow-server", "telecom-api"] {
+        assert!(table.contains(&format!("{name}-100 ")), "{table}");
+        assert!(!table.contains(&format!("{name} ")), "{table}");
+    }
+    let plan = down("0");
+    assert!(
+        plan.contains(" -p ml-mlops -f ") && !plan.contains("XTASK_STACK_SUFFIX"),
+        "the default stack's names changed:\n{plan}"
     );
 }

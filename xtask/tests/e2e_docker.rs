@@ -1,5 +1,6 @@
 //! End to end on the docker runtime, on this machine's engine: images from a clean state, the
-//! demo to all healthy, the restart policy after a crash, and a down that leaves nothing.
+//! demo to all healthy, the restart policy after a crash, a second stack beside the first, and
+//! a down that leaves nothing.
 //! Slow, so `.ci/run` runs it on purpose:
 //! `cargo test -p xtask --test e2e_docker -- --ignored --test-threads 1`.
 #![allow(clippy::disallowed_methods)]
@@ -51,6 +52,15 @@ struct DownOnDrop<'a>(&'a common::Stack);
 impl Drop for DownOnDrop<'_> {
     fn drop(&mut self) {
         xtask(self.0, &["down"]);
+    }
+}
+
+/// Takes a second stack (on its own port offset) down when the test ends.
+struct SecondDownOnDrop<'a>(&'a common::Stack);
+
+impl Drop for SecondDownOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.xtask(&["--runtime", "docker", "down"]);
     }
 }
 
@@ -233,8 +243,95 @@ fn demo_retrain_crash_recovery_restart_and_down() {
     assert!(restart.status.success(), "{}", stderr(&restart));
     eprintln!("MEASURED: `restart carvision` to healthy took {took:.2?}");
 
+    // A second stack beside the first (the same images, another port offset): its own
+    // compose project, containers, network and directory; each `down` leaves the other
+    // healthy.
+    let second = common::Stack::new();
+    let _second_down = SecondDownOnDrop(&second);
+    let suffix = format!("-{}", second.port_offset);
+    let second_xtask = |args: &[&str]| {
+        let mut full = vec!["--runtime", "docker"];
+        full.extend_from_slice(args);
+        second.xtask(&full)
+    };
+    let healthy = |port: u16| {
+        let health = health_json(port);
+        health["status"] == "healthy" && health["model_loaded"] == true
+    };
+    let first_healthy = || [8001, 8002, 8003].iter().all(|&p| healthy(p));
+    let second_healthy = || [8001, 8002, 8003].iter().all(|&p| healthy(second.port(p)));
+    let second_up = || {
+        let up = second_xtask(&["up", "--no-mlflow"]);
+        assert!(
+            up.status.success(),
+            "the second stack's up failed:\n{}",
+            stderr(&up)
+        );
+        assert!(second_healthy());
+    };
+    let started = Instant::now();
+    second_up();
+    let status = stdout(&second_xtask(&["status"]));
+    for name in &CONTAINERS[1..] {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}{suffix} ")));
+        assert!(
+            line.is_some_and(|l| l.contains("Up ")),
+            "the second stack's status lacks {name}{suffix}:\n{status}"
+        );
+        assert!(
+            !status.lines().any(|l| l.starts_with(&format!("{name} "))),
+            "the second stack's status lists the first's {name}:\n{status}"
+        );
+    }
+    let down = second_xtask(&["down"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    assert!(first_healthy(), "the second stack's down harmed the first");
+    for name in CONTAINERS {
+        assert_eq!(
+            docker_stdout(&["inspect", "--format", "{{.State.Running}}", name]),
+            "true",
+            "the second stack's down stopped {name}"
+        );
+    }
+    second_up();
+    eprintln!(
+        "MEASURED: a second docker stack up, status, down and up again took {:.2?}",
+        started.elapsed()
+    );
+
     let down = xtask(&stack, &["down"]);
     assert!(down.status.success(), "{}", stderr(&down));
+    assert!(second_healthy(), "the first stack's down harmed the second");
+    let down = second_xtask(&["down"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    for name in CONTAINERS {
+        let name = format!("{name}{suffix}");
+        assert_eq!(
+            docker_stdout(&[
+                "ps",
+                "--all",
+                "--quiet",
+                "--filter",
+                &format!("name=^{name}$")
+            ]),
+            "",
+            "{name} left behind"
+        );
+    }
+    let network = format!("ml-mlops-network{suffix}");
+    assert_eq!(
+        docker_stdout(&[
+            "network",
+            "ls",
+            "--quiet",
+            "--filter",
+            &format!("name=^{network}$")
+        ]),
+        "",
+        "{network} was left behind"
+    );
     for name in CONTAINERS {
         assert_eq!(
             docker_stdout(&[

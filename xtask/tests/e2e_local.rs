@@ -118,6 +118,35 @@ fn ctrl_c_during_up_stops_what_it_started() {
     stack.assert_stopped(&pids, &PORTS, "Ctrl-C");
 }
 
+/// A SIGTERM to everything (a shutdown, a `kill` of the session) reaches MLflow a moment
+/// before `up`: that is an interruption, not MLflow failing to start.
+#[test]
+#[ignore = "end-to-end: builds release binaries and runs the stack; run by .ci/run"]
+fn sigterm_to_everything_during_up_is_an_interruption_not_a_failure() {
+    let stack = Stack::new();
+    let up = stack.spawn_xtask(&["--runtime", "local", "up"]);
+    common::wait_for(
+        "up to start MLflow",
+        Duration::from_secs(300),
+        Duration::from_millis(50),
+        || (!stack.pid_files().is_empty()).then_some(()),
+    );
+    let pids = stack.pids();
+    for &pid in &pids {
+        common::signal(-pid, "TERM");
+    }
+    common::signal(up.id() as i32, "TERM");
+    let output = up.wait_with_output().unwrap();
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted; stopped what this run had started"),
+        "{err}"
+    );
+    assert!(!err.contains("failed to start"), "{err}");
+    stack.assert_stopped(&pids, &PORTS, "SIGTERM");
+}
+
 #[test]
 #[ignore = "end-to-end: builds release binaries and runs the stack; run by .ci/run"]
 fn doctor_takes_mlflow_left_out_on_purpose_for_a_choice_not_a_fault() {
@@ -165,4 +194,144 @@ fn doctor_takes_mlflow_left_out_on_purpose_for_a_choice_not_a_fault() {
     let down = stack.xtask(&["--runtime", "local", "down"]);
     assert!(down.status.success(), "{}", stderr(&down));
     assert!(!marker.exists(), "down left the --no-mlflow mark");
+}
+
+/// `GET /health`'s served model version on `port`.
+fn served_version(port: u16) -> String {
+    common::health_json(port)["model_version"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Two stacks side by side (each its own port offset and directory): each lists only its own
+/// services, each `down` leaves the other healthy. On one of them, commands that change it take
+/// turns: a retrain waits while the stack's lock is held, saying for whom, and two retrains at
+/// once both report the model that is served when they end.
+#[test]
+#[ignore = "end-to-end: builds release binaries and runs the stack; run by .ci/run"]
+fn two_stacks_side_by_side_and_commands_on_one_stack_take_turns() {
+    let (first, second) = (Stack::new(), Stack::new());
+    let xtask = |stack: &Stack, args: &[&str]| {
+        let mut full = vec!["--runtime", "local"];
+        full.extend_from_slice(args);
+        let output = stack.xtask(&full);
+        assert!(
+            output.status.success(),
+            "{args:?} failed:\n{}",
+            stderr(&output)
+        );
+        output
+    };
+    let healthy = |stack: &Stack| {
+        [8001, 8002, 8003].iter().all(|&p| {
+            let health = common::health_json(stack.port(p));
+            health["status"] == "healthy" && health["model_loaded"] == true
+        })
+    };
+    xtask(&first, &["up", "--no-mlflow"]);
+    xtask(&second, &["up", "--no-mlflow"]);
+    assert!(healthy(&first) && healthy(&second));
+    for (stack, other) in [(&first, &second), (&second, &first)] {
+        let status = xtask(stack, &["status", "--json"]);
+        let rows: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+        let containers: Vec<&str> = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["container"].as_str().unwrap())
+            .collect();
+        let suffix = format!("-{}", stack.port_offset);
+        assert!(
+            containers.iter().all(|c| c.ends_with(&suffix)),
+            "{containers:?}"
+        );
+        let urls = stdout(&status);
+        assert!(!urls.contains(&format!(":{}", other.port(8001))), "{urls}");
+    }
+    let second_pids = second.pids();
+    xtask(&first, &["down"]);
+    assert!(healthy(&second), "the first stack's down harmed the second");
+    assert_eq!(second.pids(), second_pids);
+    xtask(&first, &["up", "--no-mlflow"]);
+    xtask(&second, &["down"]);
+    assert!(healthy(&first), "the second stack's down harmed the first");
+
+    // While something holds the first stack's lock, a retrain waits and names the holder.
+    let port = first.port(8003);
+    let before = served_version(port);
+    let lock_path = first.path().join(".xtask/lock");
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&lock_path)
+        .unwrap();
+    lock.lock().unwrap();
+    std::fs::write(
+        &lock_path,
+        format!("pid {}: the test\n", std::process::id()),
+    )
+    .unwrap();
+    let spawn = |seed: &str| {
+        first.spawn_xtask(&["--runtime", "local", "retrain", "telecom", "--seed", seed])
+    };
+    let mut waiting = spawn("11");
+    let mut err = std::io::BufReader::new(waiting.stderr.take().unwrap());
+    let said = common::wait_for(
+        "the retrain to say it waits",
+        Duration::from_secs(60),
+        Duration::ZERO,
+        || {
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+            line.contains("waiting for").then_some(line)
+        },
+    );
+    assert!(
+        said.contains(&format!(
+            "waiting for the lock of stack {}: held by pid {}: the test",
+            first.port_offset,
+            std::process::id()
+        )),
+        "{said}"
+    );
+    assert_eq!(served_version(port), before, "it retrained while waiting");
+    drop(lock);
+    let rest = std::io::read_to_string(err).unwrap();
+    assert!(waiting.wait().unwrap().success(), "{rest}");
+    assert!(rest.contains("is free: going on"), "{rest}");
+
+    // Two at once: they take turns, and the last to finish serves the model it reports.
+    let (mut a, mut b) = (spawn("12"), spawn("13"));
+    let mut finished = Vec::new();
+    common::wait_for(
+        "both retrains to finish",
+        Duration::from_secs(300),
+        Duration::from_millis(20),
+        || {
+            for (name, child) in [("a", &mut a), ("b", &mut b)] {
+                if !finished.iter().any(|(n, _)| *n == name) {
+                    if let Some(status) = child.try_wait().unwrap() {
+                        finished.push((name, status));
+                    }
+                }
+            }
+            (finished.len() == 2).then_some(())
+        },
+    );
+    let outputs: Vec<(String, String)> = [a, b]
+        .into_iter()
+        .zip(["a", "b"])
+        .map(|(child, name)| (name.to_owned(), stderr(&child.wait_with_output().unwrap())))
+        .collect();
+    for ((name, status), _) in finished.iter().zip(0..) {
+        let out = &outputs.iter().find(|(n, _)| n == name).unwrap().1;
+        assert!(status.success(), "retrain {name} failed:\n{out}");
+    }
+    let last = &outputs.iter().find(|(n, _)| *n == finished[1].0).unwrap().1;
+    let served = served_version(port);
+    assert!(
+        last.contains(&format!("telecom: serving model {served} ")),
+        "the last retrain does not report the served model {served}:\n{last}"
+    );
+    xtask(&first, &["down"]);
 }

@@ -293,6 +293,46 @@ fn tracked_models_retrain_without_downtime_and_survive_backup_reset_restore() {
         );
     }
 
+    // Archives whose checksums are right but whose contents are not a whole, sound backup:
+    // refused by their contents before anything is touched.
+    let crafted = [
+        ("a corrupt model", "bankchurn refuses the model"),
+        (
+            "a database that is not SQLite",
+            "is not a readable SQLite database",
+        ),
+        ("no database", "it lacks MLflow's database"),
+        (
+            "an extra file",
+            "a backup of this stack never writes: notes.txt",
+        ),
+    ];
+    for (what, why) in crafted {
+        let bad = stack.path().join("crafted.tar.gz");
+        repack(&archive, &bad, |dir| match what {
+            "a corrupt model" => {
+                std::fs::write(dir.join("models/bankchurn/current/model.json"), b"{}").unwrap()
+            }
+            "a database that is not SQLite" => {
+                std::fs::write(dir.join("mlruns/mlflow.db"), b"not a database").unwrap()
+            }
+            "no database" => std::fs::remove_file(dir.join("mlruns/mlflow.db")).unwrap(),
+            _ => std::fs::write(dir.join("notes.txt"), b"x").unwrap(),
+        });
+        let refused = xtask(&stack, &["restore", bad.to_str().unwrap(), "--yes"]);
+        assert!(!refused.status.success(), "restored {what}");
+        let err = stderr(&refused);
+        assert!(
+            err.contains(why) && err.contains("nothing was changed"),
+            "{what}: {err}"
+        );
+        assert_eq!(
+            (snapshot(&stack.path().join("mlruns")), snapshot(&model_dir)),
+            untouched,
+            "{what} changed the stack"
+        );
+    }
+
     let started = Instant::now();
     let restore = xtask(&stack, &["restore", archive.to_str().unwrap(), "--yes"]);
     let took = started.elapsed();
@@ -309,6 +349,123 @@ fn tracked_models_retrain_without_downtime_and_survive_backup_reset_restore() {
         served["model_version"]
     );
 
+    // A sound archive the stack still cannot come up on (a store from a newer MLflow, whose
+    // schema revision this one does not know): the previous store goes back and serves.
+    let newer = stack.path().join("newer.tar.gz");
+    repack(&archive, &newer, |dir| {
+        let changed = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\nc.execute(\"UPDATE alembic_version SET version_num = 'ffffffffffff'\")\nc.commit()",
+            ])
+            .arg(dir.join("mlruns/mlflow.db"))
+            .status()
+            .unwrap();
+        assert!(changed.success());
+    });
+    let started = Instant::now();
+    let rolled_back = xtask(&stack, &["restore", newer.to_str().unwrap(), "--yes"]);
+    eprintln!(
+        "MEASURED: a restore that fails to come up and rolls back took {:.1?}",
+        started.elapsed()
+    );
+    assert!(
+        !rolled_back.status.success(),
+        "restored a store MLflow cannot open"
+    );
+    assert!(
+        stderr(&rolled_back)
+            .contains("the previous MLflow store and models are back and the stack is up on them"),
+        "{}",
+        stderr(&rolled_back)
+    );
+    assert_eq!(mlflow.runs(), runs, "the runs differ after the rollback");
+    assert_eq!(
+        health_json(stack.port(8001))["model_version"],
+        served["model_version"]
+    );
+    let backups: Vec<String> = std::fs::read_dir(stack.path().join("mlruns/backups"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        backups.iter().any(|n| n.starts_with("failed-restore-")),
+        "{backups:?}"
+    );
+
     let down = xtask(&stack, &["down"]);
     assert!(down.status.success(), "{}", stderr(&down));
+}
+
+/// Writes to `out` a copy of the backup `archive` whose files `edit` changed (in the folder
+/// it is unpacked into), with its manifest rewritten to match: every checksum right, as a
+/// careless or hostile hand would make it.
+fn repack(archive: &std::path::Path, out: &std::path::Path, edit: impl FnOnce(&std::path::Path)) {
+    use sha2::Digest;
+    use std::path::{Path, PathBuf};
+    let dir = tempfile::tempdir().unwrap();
+    let file = std::fs::File::open(archive).unwrap();
+    tar::Archive::new(flate2::read::GzDecoder::new(file))
+        .unpack(dir.path())
+        .unwrap();
+    edit(dir.path());
+    let manifest_path = dir.path().join("manifest.json");
+    let mut manifest: Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    std::fs::remove_file(&manifest_path).unwrap();
+    fn walk(root: &Path, dir: &Path, files: &mut Vec<PathBuf>, links: &mut Vec<PathBuf>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let kind = entry.file_type().unwrap();
+            let relative = entry.path().strip_prefix(root).unwrap().to_owned();
+            if kind.is_symlink() {
+                links.push(relative);
+            } else if kind.is_dir() {
+                walk(root, &entry.path(), files, links);
+            } else {
+                files.push(relative);
+            }
+        }
+    }
+    let (mut files, mut links) = (Vec::new(), Vec::new());
+    walk(dir.path(), dir.path(), &mut files, &mut links);
+    manifest["files"] = files
+        .iter()
+        .map(|p| {
+            let bytes = std::fs::read(dir.path().join(p)).unwrap();
+            json!({
+                "path": p.to_str().unwrap(),
+                "size": bytes.len(),
+                "sha256": format!("{:x}", sha2::Sha256::digest(&bytes)),
+            })
+        })
+        .collect();
+    manifest["links"] = links
+        .iter()
+        .map(|p| {
+            let target = std::fs::read_link(dir.path().join(p)).unwrap();
+            json!({"path": p.to_str().unwrap(), "target": target.to_str().unwrap()})
+        })
+        .collect();
+    let gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(out).unwrap(),
+        flate2::Compression::fast(),
+    );
+    let mut tar = tar::Builder::new(gz);
+    tar.follow_symlinks(false);
+    let text = serde_json::to_vec(&manifest).unwrap();
+    let mut header = tar::Header::new_gnu();
+    header.set_size(text.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(&mut header, "manifest.json", &text[..])
+        .unwrap();
+    for p in files.iter().chain(&links) {
+        tar.append_path_with_name(dir.path().join(p), p).unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap();
 }

@@ -63,12 +63,25 @@ impl Workspace {
                 std::fs::copy(toml, to.join("service.toml")).unwrap();
             }
         }
-        for file in ["deny.toml", "trivy.yaml"] {
+        for file in ["deny.toml", "trivy.yaml", "trivy-secrets.yaml"] {
             std::fs::copy(repo().join(file), root.join(file)).unwrap();
         }
         std::fs::write(root.join(".trivyignore.yaml"), "secrets: []\n").unwrap();
         copy_dir(&fixtures().join("deny-violations"), root);
-        Self { dir }
+        // A repository: the secret scan reads its tracked files (and its history).
+        git(root, &["init", "--quiet", "--initial-branch", "main"]);
+        let ws = Self { dir };
+        ws.commit("the workspace");
+        ws
+    }
+
+    /// Commits everything in the workspace.
+    fn commit(&self, message: &str) {
+        git(self.path(), &["add", "--all"]);
+        git(
+            self.path(),
+            &["commit", "--quiet", "--allow-empty", "-m", message],
+        );
     }
 
     fn path(&self) -> &Path {
@@ -89,6 +102,7 @@ impl Workspace {
                 fake_github_token()
             ),
         );
+        self.commit("settings");
     }
 
     fn ignore_token(&self, expires: &str) {
@@ -355,11 +369,11 @@ fn scan_finds_a_planted_token_a_root_dockerfile_an_unhardened_compose_file_and_a
     );
     let markdown = std::fs::read_to_string(&summary).unwrap();
     assert!(
-        markdown.contains("| repository | trivy fs | 1 | 0 |"),
+        markdown.contains("| tracked files | trivy secrets | 1 | 0 |"),
         "{markdown}"
     );
 
-    let secrets = row(&report, "repository", "trivy fs");
+    let secrets = row(&report, "tracked files", "trivy secrets");
     assert!(secrets.contains("✗ fail"), "{secrets}");
     let token = report
         .lines()
@@ -424,7 +438,7 @@ fn an_ignore_entry_hides_its_finding_until_it_expires() {
     ws.ignore_token("2999-12-31");
     let hidden = xtask(ws.path(), &["scan", "--skip-images"]);
     let report = stdout(&hidden);
-    let fs = row(&report, "repository", "trivy fs");
+    let fs = row(&report, "tracked files", "trivy secrets");
     assert!(fs.contains("✓ pass") && fs.contains("1 ignored"), "{fs}");
 
     ws.ignore_token("2020-01-31");
@@ -432,7 +446,7 @@ fn an_ignore_entry_hides_its_finding_until_it_expires() {
     assert!(!expired.status.success());
     let report = stdout(&expired);
     assert!(
-        row(&report, "repository", "trivy fs").contains("✗ fail"),
+        row(&report, "tracked files", "trivy secrets").contains("✗ fail"),
         "{report}"
     );
     assert!(
@@ -452,6 +466,74 @@ fn an_ignore_entry_hides_its_finding_until_it_expires() {
         "{}",
         stderr(&refused)
     );
+}
+
+#[test]
+#[ignore = "runs the real Trivy"]
+fn secrets_are_found_in_markdown_tests_fixtures_and_history_but_not_in_an_allowed_fake() {
+    let ws = Workspace::new();
+    let token = fake_github_token();
+    let line = format!("GITHUB_TOKEN={token}\n");
+    // Where Trivy's built-in allow rules or trivy.yaml's skip-dirs looked away.
+    ws.write(
+        "docs/setup.md",
+        &format!("# Setup\n\n```sh\nexport {line}```\n"),
+    );
+    ws.write("services/api/tests/deploy.env", &line);
+    ws.write("xtask/tests/fixtures/ci/deploy.env", &line);
+    // A fake one on purpose, allowed by its path with a reason.
+    ws.write("xtask/tests/fixtures/ci/fake.env", &line);
+    let secrets_config = std::fs::read_to_string(repo().join("trivy-secrets.yaml"))
+        .unwrap()
+        .replace(
+            "allow-rules: []",
+            "allow-rules:\n  - id: fake-ci-token\n    description: a token made up for this test\n    path: '^xtask/tests/fixtures/ci/fake\\.env$'",
+        );
+    ws.write("trivy-secrets.yaml", &secrets_config);
+    ws.commit("keys in three places");
+    // Committed, then deleted: only the history has it.
+    ws.write("deploy/old.env", &line);
+    ws.commit("a key");
+    std::fs::remove_file(ws.path().join("deploy/old.env")).unwrap();
+    ws.commit("the key removed");
+
+    let output = xtask(ws.path(), &["scan", "--secrets-only", "--history", "HEAD"]);
+    assert!(!output.status.success(), "the scan passed");
+    let report = stdout(&output);
+    let found: Vec<&str> = report
+        .lines()
+        .filter(|l| l.contains("github-pat"))
+        .collect();
+    for place in [
+        "docs/setup.md:4",
+        "services/api/tests/deploy.env:1",
+        "xtask/tests/fixtures/ci/deploy.env:1",
+        "deploy/old.env:1",
+    ] {
+        assert!(
+            found.iter().any(|l| l.contains(place)),
+            "{place} not reported:\n{report}"
+        );
+    }
+    assert!(
+        found.iter().any(|l| l.contains("deploy/old.env in commit")),
+        "{report}"
+    );
+    assert!(
+        !found.iter().any(|l| l.contains("fake.env")),
+        "the allowed fake was reported:\n{report}"
+    );
+    assert!(!report.contains(&token), "the report shows the secret");
+    assert!(
+        row(&report, "history HEAD", "trivy secrets").contains("✗ fail"),
+        "{report}"
+    );
+    let err = stderr(&output);
+    assert!(
+        err.contains("Remove each secret found and rotate it"),
+        "{err}"
+    );
+    assert!(!err.contains(".trivyignore.yaml"), "{err}");
 }
 
 /// Replaces the workspace's stack with two fixture services, named so no real image is

@@ -97,6 +97,58 @@ pub fn spawn_on_free_port(
     Ok(Some((child, base)))
 }
 
+/// Checks the model in `model_dir` as `service` itself does when it loads one (at start and
+/// on SIGHUP): serves it on a free loopback port (its dashboard too, where it has one, which
+/// prepares its pages from the model) until `/health` answers, and stops it. A refused model
+/// is an error carrying the service's own reason. Nothing is written to `model_dir`.
+pub fn check_model(ctx: &Ctx, service: &Service, model_dir: &Path, log: &Path) -> Result<()> {
+    let free_port = || -> Result<u16> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    };
+    let port = if ctx.dry_run() { 0 } else { free_port()? };
+    let mut step = serve_step(ctx, service, port, model_dir).env("LOG_FORMAT", "json");
+    if service.dashboard.is_some() {
+        let dashboard = if ctx.dry_run() { 0 } else { free_port()? };
+        step = step.args(["--dashboard-port", &dashboard.to_string()]);
+    }
+    let Some(child) = ctx.runner.spawn_service(&step, log)? else {
+        return Ok(());
+    };
+    let health = format!("http://127.0.0.1:{port}{}", service.health_path);
+    let answer = poll::until(Duration::from_secs(30), Duration::from_millis(20), || {
+        if let Some(why) = child.exited() {
+            return Some(Err(anyhow::anyhow!(why)));
+        }
+        http::get(&health, Duration::from_secs(1)).ok().map(Ok)
+    });
+    let _ = ctx
+        .runner
+        .stop_group(child.pid(), Duration::from_secs(5), Some(&child));
+    let log_tail = || tail(&std::fs::read_to_string(log).unwrap_or_default(), 20);
+    match answer {
+        Some(Ok(answer)) if http::is_healthy(&answer) => Ok(()),
+        Some(Ok(answer)) => {
+            let reason = answer
+                .json()
+                .and_then(|v| v["last_reload"]["reason"].as_str().map(str::to_owned))
+                .unwrap_or(answer.body);
+            bail!("{} refuses the model: {reason}", service.name)
+        }
+        Some(Err(e)) => bail!(
+            "{} could not check the model: {e:#}; its log:\n{}",
+            service.name,
+            log_tail()
+        ),
+        None => bail!(
+            "{} did not answer within 30 s while checking the model; its log:\n{}",
+            service.name,
+            log_tail()
+        ),
+    }
+}
+
 fn build_step(ctx: &Ctx, services: &[&Service]) -> Step {
     let mut step = Step::new("cargo").args(["build", "--release", "--locked"]);
     for service in services {

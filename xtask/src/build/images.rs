@@ -216,6 +216,7 @@ fn build_one(ctx: &Ctx, service: &Service, revision: &Revision) -> Result<bool> 
         Kind::Api => (None, None),
     };
     let context = stage(ctx, service, wheels.as_deref())?;
+    let replaced = engine::image_inspect(ctx, &service.versioned_image(), "{{.Id}}");
     ctx.runner.run(&build_step(
         service,
         &context,
@@ -226,7 +227,50 @@ fn build_one(ctx: &Ctx, service: &Service, revision: &Revision) -> Result<bool> 
     if base.is_some() {
         remove_build_stages(ctx)?;
     }
+    if let Some(old) = replaced {
+        remove_replaced(ctx, service, &old);
+    }
     Ok(true)
+}
+
+/// Whether the image a build replaced is to be removed: it is another image than the new
+/// one, no tag names it any more, and no container (running or stopped) was made from it.
+fn is_removable(old: &str, new: Option<&str>, tags_left: usize, containers: usize) -> bool {
+    new.is_some_and(|new| new != old) && tags_left == 0 && containers == 0
+}
+
+/// Removes the image `old` that the build of `service` replaced, when nothing uses it any
+/// more (else `docker images` would list it as `<none>` after every rebuild); says why it
+/// keeps one it cannot remove, without failing the build.
+fn remove_replaced(ctx: &Ctx, service: &Service, old: &str) {
+    let new = engine::image_inspect(ctx, &service.versioned_image(), "{{.Id}}");
+    let tags_left = engine::image_inspect(ctx, old, "{{len .RepoTags}}")
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(usize::MAX);
+    let containers = ctx
+        .runner
+        .query_stdout(&Step::new("docker").args([
+            "ps",
+            "--all",
+            "--quiet",
+            "--filter",
+            &format!("ancestor={old}"),
+        ]))
+        .map_or(usize::MAX, |ids| {
+            ids.lines().filter(|l| !l.trim().is_empty()).count()
+        });
+    if !is_removable(old, new.as_deref(), tags_left, containers) {
+        return;
+    }
+    if let Err(e) = ctx
+        .runner
+        .run(&Step::new("docker").args(["image", "rm", old]))
+    {
+        ctx.reporter.warn(format!(
+            "the image {} replaced ({old}) is kept: {e:#}",
+            service.versioned_image()
+        ));
+    }
 }
 
 /// Builds the images of `services`, in parallel where it can; returns the revision they are
@@ -308,4 +352,20 @@ pub fn remove(ctx: &Ctx, images: &[String]) -> Result<()> {
             .run(&Step::new("docker").args(["rmi", "--force"]).args(images))?;
     }
     remove_build_stages(ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_removable;
+
+    #[test]
+    fn only_an_untagged_unused_replaced_image_is_removed() {
+        assert!(is_removable("sha256:old", Some("sha256:new"), 0, 0));
+        // The build gave the same image, or none.
+        assert!(!is_removable("sha256:old", Some("sha256:old"), 0, 0));
+        assert!(!is_removable("sha256:old", None, 0, 0));
+        // Another tag still names it (the previous revision's), or a container uses it.
+        assert!(!is_removable("sha256:old", Some("sha256:new"), 1, 0));
+        assert!(!is_removable("sha256:old", Some("sha256:new"), 0, 1));
+    }
 }

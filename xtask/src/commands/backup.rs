@@ -17,8 +17,13 @@ use crate::util::archive::{self, Source};
 pub struct Backup {
     /// Where to write the archive [default: backups/ml-mlops-<time>.tar.gz in the stack
     /// directory].
+    /// A new file in an existing folder; an existing file is replaced only with `--force`,
+    /// and anything else (a device, a folder, a link) never.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Replace the regular file at `--out` if there is one.
+    #[arg(long, requires = "out")]
+    pub force: bool,
 }
 
 /// Names in the model folders that belong to an unfinished training, not to a model.
@@ -28,11 +33,11 @@ impl Backup {
     pub fn run(self, ctx: &Ctx, runtime: &dyn Runtime) -> Result<()> {
         let started = Instant::now();
         let now = archive::stamp();
-        let out = self.out.unwrap_or_else(|| {
-            ctx.stack_dir
-                .join("backups")
-                .join(format!("ml-mlops-{now}.tar.gz"))
-        });
+        let default_dir = ctx.stack_dir.join("backups");
+        let out = self
+            .out
+            .clone()
+            .unwrap_or_else(|| default_dir.join(format!("ml-mlops-{now}.tar.gz")));
         let mlruns = ctx.mlruns_dir();
         let database = mlflow_server::store_path(ctx);
         // A consistent copy beside the database, archived under the database's name.
@@ -51,37 +56,59 @@ impl Backup {
         if ctx.dry_run() {
             return Ok(());
         }
-        let mut sources = Vec::new();
-        let mut online = false;
-        if database.is_file() {
-            online = runtime.backup_database(ctx, &snapshot)?;
-            sources.push(Source {
-                archive_path: archive::DATABASE.into(),
-                // MLflow stopped: nothing writes the file, so a plain copy is consistent.
-                disk_path: if online {
-                    snapshot.clone()
-                } else {
-                    database.clone()
-                },
-            });
+        if self.out.is_none() {
+            ctx.runner.create_dir(&default_dir)?;
         }
-        for archive_path in archive::CONTENTS {
-            let disk_path = ctx.stack_dir.join(archive_path);
-            if archive_path != archive::DATABASE && disk_path.exists() {
-                sources.push(Source {
-                    archive_path: archive_path.into(),
-                    disk_path,
-                });
-            }
-        }
-        if sources.is_empty() {
+        // Before the database is copied: a refused destination costs nothing.
+        archive::check_destination(&out, self.force)?;
+        // Exactly what a restore accepts (archive::check_layout): the database, the
+        // artifacts, and each API's model folder, which must hold a served model.
+        if !database.is_file() {
             anyhow::bail!(
-                "nothing to back up in {}: no MLflow store and no models",
-                ctx.show(&ctx.stack_dir)
+                "no MLflow store at {}: a backup holds MLflow's store and every model; bring the stack up with MLflow (`cargo xtask up`) first",
+                ctx.show(&database)
             );
         }
+        let unserved: Vec<&str> = ctx
+            .stack
+            .apis()
+            .filter(|api| {
+                std::fs::symlink_metadata(ctx.model_dir(api).join(archive::CURRENT)).is_err()
+            })
+            .map(|api| api.name.as_str())
+            .collect();
+        if !unserved.is_empty() {
+            anyhow::bail!(
+                "no model to back up for {} in {}: a backup holds every API's model; train them (`cargo xtask up`) first",
+                unserved.join(", "),
+                ctx.show(&ctx.stack_dir.join(archive::MODELS))
+            );
+        }
+        let online = runtime.backup_database(ctx, &snapshot)?;
+        let mut sources = vec![Source {
+            archive_path: archive::DATABASE.into(),
+            // MLflow stopped: nothing writes the file, so a plain copy is consistent.
+            disk_path: if online {
+                snapshot.clone()
+            } else {
+                database.clone()
+            },
+        }];
+        let artifacts = ctx.stack_dir.join(archive::ARTIFACTS);
+        if artifacts.exists() {
+            sources.push(Source {
+                archive_path: archive::ARTIFACTS.into(),
+                disk_path: artifacts,
+            });
+        }
+        for api in ctx.stack.apis() {
+            sources.push(Source {
+                archive_path: format!("{}/{}", archive::MODELS, api.name),
+                disk_path: ctx.model_dir(api),
+            });
+        }
         let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-        let result = archive::write(&out, &sources, STAGING_PREFIX, &created);
+        let result = archive::write(&out, &sources, STAGING_PREFIX, &created, self.force);
         if online {
             std::fs::remove_file(&snapshot).ok();
         }

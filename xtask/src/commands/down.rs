@@ -6,9 +6,11 @@ use anyhow::{bail, Result};
 use crate::build::engine;
 use crate::build::images;
 use crate::ctx::Ctx;
+use crate::runner::Step;
 use crate::runtime::lifecycle;
 use crate::runtime::ports;
 use crate::runtime::Runtime;
+use crate::stack::compose_file;
 
 /// Stop the whole stack; mlruns/ (the MLflow store) and models/ are kept unless asked.
 #[derive(clap::Args, Debug)]
@@ -95,6 +97,16 @@ impl Down {
             ctx.reporter.info(format!("no images to remove: {why:#}"));
             return Ok(());
         }
+        // The images are shared by every stack on this engine: not while another one runs.
+        let others = other_stacks_running(ctx);
+        if !others.is_empty() {
+            bail!(
+                "the images were kept: the compose project(s) {} of other stacks run from them. \
+                 Take those down first (`cargo xtask --port-offset N down` for each), then \
+                 `down --images` again",
+                others.join(", ")
+            );
+        }
         let built = images::built_by_us(ctx);
         if !built.is_empty() && !ctx.dry_run() {
             ctx.reporter.confirm(
@@ -111,4 +123,32 @@ impl Down {
         }
         Ok(())
     }
+}
+
+/// The compose projects of the toolkit's other stacks (`ml-mlops`, `ml-mlops-NAME`) that have
+/// a running container on this engine.
+fn other_stacks_running(ctx: &Ctx) -> Vec<String> {
+    let step = Step::new("docker").args([
+        "ps",
+        "--filter",
+        "label=com.docker.compose.project",
+        "--format",
+        "{{.Label \"com.docker.compose.project\"}}",
+    ]);
+    let ours = ctx.project();
+    let mut projects: Vec<String> = ctx
+        .runner
+        .query_stdout(&step)
+        .unwrap_or_default()
+        .lines()
+        .filter(|p| {
+            *p != ours
+                && (*p == compose_file::PROJECT
+                    || p.starts_with(&format!("{}-", compose_file::PROJECT)))
+        })
+        .map(str::to_owned)
+        .collect();
+    projects.sort();
+    projects.dedup();
+    projects
 }

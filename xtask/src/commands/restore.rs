@@ -1,17 +1,20 @@
 //! `cargo xtask restore FILE`: disaster recovery's second half. The whole archive is read and
-//! verified (every checksum, nothing missing or added) before anything is touched; then the
+//! verified before anything is touched: every checksum, exactly a backup's set of files, a
+//! database holding MLflow's tables, and each model accepted by its own service. Then the
 //! stack stops, the MLflow store and the models are put back (what was there is kept aside in
-//! mlruns/backups/), and the stack comes up healthy.
+//! mlruns/backups/, the last few kept), and the stack comes up healthy; if it cannot, the
+//! previous store and models go back and the stack comes up on them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
+use crate::build::binaries;
 use crate::ctx::Ctx;
 use crate::runtime::lifecycle::{self, UpOptions};
 use crate::runtime::Runtime;
-use crate::util::archive;
+use crate::util::{archive, sqlite};
 
 /// Restore a backup made by `cargo xtask backup`, and bring the stack up healthy.
 #[derive(clap::Args, Debug)]
@@ -25,13 +28,60 @@ pub struct Restore {
     pub options: UpOptions,
 }
 
+/// Tables every MLflow store has (MLflow 2 and 3): a database without them is not one.
+pub const MLFLOW_TABLES: [&str; 8] = [
+    "alembic_version",
+    "experiments",
+    "runs",
+    "metrics",
+    "params",
+    "tags",
+    "registered_models",
+    "model_versions",
+];
+
+/// Checks that `database` is a SQLite file holding MLflow's tables.
+pub fn check_database(database: &Path) -> Result<()> {
+    let tables = sqlite::table_names(database)?;
+    let missing: Vec<&str> = MLFLOW_TABLES
+        .into_iter()
+        .filter(|t| !tables.iter().any(|have| have == t))
+        .collect();
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "{} is a SQLite database but not MLflow's: it has no table {}",
+            database.display(),
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
 impl Restore {
+    /// The staged archive's database and models, checked as MLflow and the services would.
+    fn check_contents(ctx: &Ctx, staging: &Path) -> Result<()> {
+        check_database(&staging.join(archive::DATABASE))?;
+        let apis: Vec<_> = ctx.stack.apis().collect();
+        binaries::build(ctx, &apis)?;
+        for api in apis {
+            let log = staging.join(format!(".check-{}.log", api.name));
+            binaries::check_model(
+                ctx,
+                api,
+                &staging.join(archive::MODELS).join(&api.name),
+                &log,
+            )?;
+            std::fs::remove_file(&log).ok();
+        }
+        Ok(())
+    }
+
     pub fn run(self, ctx: &Ctx, runtime: &mut dyn Runtime) -> Result<()> {
         let started = Instant::now();
         let now = archive::stamp();
         let staging = ctx.state_dir().join(format!("restore-{now}"));
         ctx.runner.plan(format!(
-            "verify {} into {}",
+            "verify {} into {}, and check its database and models",
             self.archive.display(),
             staging.display()
         ));
@@ -39,16 +89,16 @@ impl Restore {
             None
         } else {
             std::fs::create_dir_all(&staging)?;
-            let verified = archive::extract_verified(&self.archive, &staging);
+            let apis: Vec<&str> = ctx.stack.apis().map(|api| api.name.as_str()).collect();
+            let verified = archive::extract_verified(&self.archive, &staging, &apis)
+                .and_then(|manifest| Self::check_contents(ctx, &staging).map(|()| manifest));
             if verified.is_err() {
                 std::fs::remove_dir_all(&staging).ok();
             }
             Some(verified.map_err(|e| e.context("nothing was changed"))?)
         };
-        let kept = ctx
-            .mlruns_dir()
-            .join("backups")
-            .join(format!("before-restore-{now}"));
+        let backups = ctx.mlruns_dir().join("backups");
+        let kept = backups.join(format!("before-restore-{now}"));
         if let Some(manifest) = &manifest {
             let confirmed = ctx.reporter.confirm(
                 &format!(
@@ -68,22 +118,188 @@ impl Restore {
         for service in ctx.stack.services.iter().rev() {
             runtime.stop(ctx, service)?;
         }
-        for relative in archive::CONTENTS {
-            let current = ctx.stack_dir.join(relative);
-            let restored = staging.join(relative);
-            ctx.runner.rename(&current, &kept.join(relative))?;
-            ctx.runner.rename(&restored, &current)?;
-        }
+        swap(ctx, &ctx.stack_dir, &kept)?;
+        swap(ctx, &staging, &ctx.stack_dir)?;
         ctx.runner.remove_path(&staging)?;
-        lifecycle::bring_up(ctx, runtime, &self.options)?;
+        if let Err(failed) = lifecycle::bring_up(ctx, runtime, &self.options) {
+            return Err(self.roll_back(ctx, runtime, &kept, &backups, &now, failed));
+        }
         if !ctx.dry_run() {
+            let pruned = prune(&backups, KEEP_COPIES)?;
             println!(
-                "restored {} and brought the stack up healthy in {:.1}s; what was there before is in {}",
+                "restored {} and brought the stack up healthy in {:.1}s; what was there before is in {}{}",
                 self.archive.display(),
                 started.elapsed().as_secs_f64(),
-                ctx.show(&kept)
+                ctx.show(&kept),
+                pruned.describe(ctx, &backups)
             );
         }
         Ok(())
+    }
+
+    /// After the restored store failed to come up: stops what runs, sets the restored store
+    /// aside, puts the previous one back and brings the stack up on it. The error says all.
+    fn roll_back(
+        &self,
+        ctx: &Ctx,
+        runtime: &mut dyn Runtime,
+        kept: &Path,
+        backups: &Path,
+        now: &str,
+        failed: anyhow::Error,
+    ) -> anyhow::Error {
+        let refused = backups.join(format!("failed-restore-{now}"));
+        ctx.reporter.warn(format!(
+            "the stack did not come up on the restored store: {failed:#}; putting the previous store and models back"
+        ));
+        let back = (|| -> Result<()> {
+            for service in ctx.stack.services.iter().rev() {
+                runtime.stop(ctx, service)?;
+            }
+            swap(ctx, &ctx.stack_dir, &refused)?;
+            swap(ctx, kept, &ctx.stack_dir)?;
+            ctx.runner.remove_path(kept)
+        })();
+        let up = back.and_then(|()| lifecycle::bring_up(ctx, runtime, &self.options));
+        if let Err(e) = prune(backups, KEEP_COPIES) {
+            ctx.reporter.warn(format!("{e:#}"));
+        }
+        let context = match up {
+            Ok(()) => format!(
+                "restoring {} failed, so the previous MLflow store and models are back and the stack is up on them; the restored ones are in {}",
+                self.archive.display(),
+                ctx.show(&refused)
+            ),
+            Err(e) => format!(
+                "restoring {} failed, and putting the previous store and models back failed too ({e:#}); they are in {} (the restored ones in {})",
+                self.archive.display(),
+                ctx.show(kept),
+                ctx.show(&refused)
+            ),
+        };
+        failed.context(context)
+    }
+}
+
+/// How many copies of what restores replaced (and of restored stores that failed to come
+/// up) are kept in mlruns/backups/: each is a whole store and its models.
+pub const KEEP_COPIES: usize = 3;
+
+/// What [`prune`] removed.
+#[derive(Debug, Default, PartialEq)]
+pub struct Pruned {
+    pub removed: Vec<String>,
+}
+
+impl Pruned {
+    fn describe(&self, ctx: &Ctx, backups: &Path) -> String {
+        if self.removed.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (the last {KEEP_COPIES} such copies are kept in {}; removed the {} older: {})",
+                ctx.show(backups),
+                self.removed.len(),
+                self.removed.join(", ")
+            )
+        }
+    }
+}
+
+/// Removes all but the newest `keep` `before-restore-*` folders in `backups`, and all but the
+/// newest `keep` `failed-restore-*` ones (their names sort by time).
+pub fn prune(backups: &Path, keep: usize) -> Result<Pruned> {
+    let mut pruned = Pruned::default();
+    let Ok(entries) = std::fs::read_dir(backups) else {
+        return Ok(pruned);
+    };
+    let names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    for prefix in ["before-restore-", "failed-restore-"] {
+        let mut copies: Vec<&String> = names.iter().filter(|n| n.starts_with(prefix)).collect();
+        copies.sort();
+        let old = copies.len().saturating_sub(keep);
+        for name in &copies[..old] {
+            std::fs::remove_dir_all(backups.join(name))
+                .with_context(|| format!("cannot remove {}", backups.join(name).display()))?;
+            pruned.removed.push((*name).clone());
+        }
+    }
+    Ok(pruned)
+}
+
+/// Moves what a backup holds from under `from` to under `to` (each of `archive::CONTENTS`).
+fn swap(ctx: &Ctx, from: &Path, to: &Path) -> Result<()> {
+    for relative in archive::CONTENTS {
+        ctx.runner
+            .rename(&from.join(relative), &to.join(relative))
+            .with_context(|| format!("cannot move {relative}"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_newest_copies_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let backups = dir.path();
+        for name in [
+            "before-restore-20261101T000000Z",
+            "before-restore-20261103T000000Z",
+            "before-restore-20261102T000000Z",
+            "before-restore-20261104T000000Z",
+            "before-restore-20261105T000000Z",
+            "failed-restore-20261101T000000Z",
+            "20261101T000000Z",
+        ] {
+            std::fs::create_dir_all(backups.join(name).join("models")).unwrap();
+        }
+        // A file with the prefix is not a copy.
+        std::fs::write(backups.join("before-restore-notes"), b"x").unwrap();
+        let pruned = prune(backups, 3).unwrap();
+        assert_eq!(
+            pruned.removed,
+            [
+                "before-restore-20261101T000000Z",
+                "before-restore-20261102T000000Z"
+            ]
+        );
+        let mut left: Vec<String> = std::fs::read_dir(backups)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "20261101T000000Z",
+                "before-restore-20261103T000000Z",
+                "before-restore-20261104T000000Z",
+                "before-restore-20261105T000000Z",
+                "before-restore-notes",
+                "failed-restore-20261101T000000Z"
+            ]
+        );
+        assert_eq!(
+            prune(&backups.join("absent"), 3).unwrap(),
+            Pruned::default()
+        );
+    }
+
+    #[test]
+    fn a_database_without_mlflows_tables_is_refused() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mlflow-schema.db");
+        check_database(&fixture).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let not_sqlite = dir.path().join("mlflow.db");
+        std::fs::write(&not_sqlite, b"this is not a database").unwrap();
+        let err = format!("{:#}", check_database(&not_sqlite).unwrap_err());
+        assert!(err.contains("is not a readable SQLite database"), "{err}");
     }
 }

@@ -47,6 +47,25 @@ pub struct Retrain {
     pub train_args: Vec<String>,
 }
 
+/// Why `path` (shown as `shown`) cannot be the training data, if it cannot: missing, or not a
+/// regular file (a folder, a device, a pipe), said as what it is.
+pub fn data_file_problem(path: &std::path::Path, shown: &str) -> Option<String> {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!(
+            "no data file at {shown}: pass --data-path, or run `cargo xtask demo` to generate the synthetic one"
+        )),
+        Err(e) => Some(format!("cannot read the data file {shown}: {e}")),
+        Ok(meta) if meta.is_file() => None,
+        Ok(meta) if meta.is_dir() => Some(format!(
+            "{shown} is a folder, not a data file: pass the CSV file itself (--data-path {shown}/FILE.csv)"
+        )),
+        Ok(meta) => Some(format!(
+            "{shown} is {}, not a data file: pass a CSV file",
+            crate::util::archive::describe_type(&meta.file_type())
+        )),
+    }
+}
+
 impl Retrain {
     pub fn run(self, ctx: &Ctx, runtime: &mut dyn Runtime) -> Result<()> {
         let service = ctx.stack.get(&self.service)?;
@@ -57,11 +76,10 @@ impl Retrain {
             .data_path
             .clone()
             .unwrap_or_else(|| ctx.data_path(service));
-        if !ctx.dry_run() && !data.is_file() {
-            bail!(
-                "no data file at {}: pass --data-path, or run `cargo xtask demo` to generate the synthetic one",
-                ctx.show(&data)
-            );
+        if !ctx.dry_run() {
+            if let Some(problem) = data_file_problem(&data, &ctx.show(&data)) {
+                bail!("{problem}");
+            }
         }
         let tracking = self.tracking(ctx, runtime)?;
         let before = training::served_metrics(ctx, service);
@@ -201,6 +219,26 @@ fn summary(name: &str, before: Option<&Value>, after: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+
+    use super::data_file_problem;
+
+    #[test]
+    fn a_folder_or_a_device_is_named_for_what_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let said = |p: &std::path::Path| data_file_problem(p, &p.display().to_string());
+        let folder = said(dir.path()).unwrap();
+        assert!(folder.contains("is a folder, not a data file"), "{folder}");
+        let device = said(std::path::Path::new("/dev/zero")).unwrap();
+        assert!(
+            device.contains("is a character device, not a data file"),
+            "{device}"
+        );
+        let missing = said(&dir.path().join("absent.csv")).unwrap();
+        assert!(missing.starts_with("no data file at"), "{missing}");
+        let csv = dir.path().join("data.csv");
+        std::fs::write(&csv, "a,b\n1,2\n").unwrap();
+        assert_eq!(said(&csv), None);
+    }
 
     #[test]
     fn the_summary_names_old_and_new_and_the_registry() {

@@ -22,7 +22,7 @@ use crate::ctx::Ctx;
 use crate::scanners::findings::{self, Policy, ScanResult};
 use crate::scanners::trivy::Trivy;
 use crate::scanners::{
-    cargo_deny, compose_rule, hadolint, reports_dir, sarif, save_image, skip_dirs,
+    cargo_deny, compose_rule, hadolint, reports_dir, sarif, save_image, secrets, skip_dirs,
 };
 
 /// Scan the images, the repository and the Rust dependencies: HIGH and CRITICAL fail.
@@ -45,7 +45,114 @@ pub struct Scan {
     /// Leave the stack's images out (they are built by `cargo xtask images`).
     #[arg(long)]
     pub skip_images: bool,
+    /// Also scan for secrets every file version these commits added or changed (`git
+    /// rev-list` arguments: `origin/main..HEAD` for what a push adds, a tag for all it holds),
+    /// so a key committed and deleted later is found.
+    #[arg(long, value_name = "REVS")]
+    pub history: Option<String>,
+    /// Only the secret scans (the tracked files, and `--history`): no images, licences,
+    /// linters or cargo-deny, and no vulnerability database.
+    #[arg(long)]
+    pub secrets_only: bool,
 }
+
+/// Trivy's secret scanner on a copy of every tracked file and, with `history`, on every file
+/// version those commits added or changed (`trivy-secrets.yaml` says what may be fake).
+fn secret_lane(ctx: &Ctx, trivy: &Trivy, reports: &Path, history: Option<&str>) -> Vec<ScanResult> {
+    let staging = ctx.root.join("target/xtask/secrets");
+    let config_path = ctx.root.join(secrets::CONFIG);
+    let mut results = Vec::new();
+    let prepared = (|| -> Result<secrets::Config> {
+        ctx.runner.remove_path(&staging)?;
+        ctx.runner.create_dir(&staging)?;
+        let tracked = secrets::tracked_files(&ctx.runner, &ctx.root)?;
+        let config = secrets::Config::load(&config_path, &tracked)?;
+        let tree = staging.join("tracked");
+        ctx.runner.plan(format!(
+            "link the {} tracked files into {}",
+            tracked.len(),
+            ctx.show(&tree)
+        ));
+        if !ctx.dry_run() {
+            secrets::stage_files(&ctx.runner, &ctx.root, &tracked, &tree)?;
+        }
+        Ok(config)
+    })();
+    let config = match prepared {
+        Ok(config) => config,
+        Err(e) => {
+            results.push(ScanResult::failed(
+                "tracked files",
+                "trivy secrets",
+                format!("{e:#}"),
+            ));
+            return results;
+        }
+    };
+    results.push(unit(ctx, "tracked files", "trivy secrets", || {
+        trivy.secrets(
+            ctx,
+            &staging.join("tracked"),
+            "tracked files",
+            &config_path,
+            &reports.join("json/trivy-secrets.json"),
+        )
+    }));
+    if let Some(revs) = history {
+        let target = format!("history {revs}");
+        let mut notes = Vec::new();
+        let mut result = unit(ctx, &target, "trivy secrets", || {
+            let tree = staging.join("history");
+            let commits = secrets::commits(&ctx.runner, &ctx.root, revs)?;
+            ctx.runner.plan(format!(
+                "write what each of the {} commits added or changed into {}",
+                commits.len(),
+                ctx.show(&tree)
+            ));
+            let files = if ctx.dry_run() {
+                0
+            } else {
+                std::fs::create_dir_all(&tree)?;
+                secrets::stage_history(&ctx.runner, &ctx.root, &commits, &tree)?
+            };
+            notes.push(secrets::describe_range(commits.len(), files));
+            let history_config = staging.join("history-secrets.yaml");
+            ctx.runner
+                .write_file(&history_config, config.for_history())?;
+            let mut result = trivy.secrets(
+                ctx,
+                &tree,
+                &target,
+                &history_config,
+                &reports.join("json/trivy-secrets-history.json"),
+            )?;
+            for finding in &mut result.findings {
+                let place = finding
+                    .location
+                    .as_ref()
+                    .and_then(|l| secrets::split_commit(&l.file));
+                if let (Some((commit, file)), Some(location)) = (place, finding.location.as_mut()) {
+                    finding.subject = format!("{file} in commit {commit}");
+                    location.file = file;
+                }
+                finding.help = Some(
+                    "it is in the history even if deleted since: rotate it, and rewrite the \
+                     commits before they are pushed"
+                        .into(),
+                );
+            }
+            Ok(result)
+        });
+        result.notes.extend(notes);
+        results.push(result);
+    }
+    results
+}
+
+/// What to do about a secret found: the ignore file is for what is fake, never for a real one.
+const SECRET_ADVICE: &str =
+    "Remove each secret found and rotate it: it is compromised. A file that \
+     holds a fake secret on purpose is allowed in trivy-secrets.yaml by its path, with the reason";
 
 /// Runs one scanner as a task; an error becomes a failed row instead of stopping the rest.
 fn unit(
@@ -104,7 +211,13 @@ fn images(ctx: &Ctx) -> Vec<Image> {
 }
 
 /// The Trivy lane: each image, then the repository and its configuration files.
-fn trivy_lane(ctx: &Ctx, trivy: &Trivy, images: &[Image], reports: &Path) -> Vec<ScanResult> {
+fn trivy_lane(
+    ctx: &Ctx,
+    trivy: &Trivy,
+    images: &[Image],
+    reports: &Path,
+    history: Option<&str>,
+) -> Vec<ScanResult> {
     let mut results = Vec::new();
     let mut image_sarifs = Vec::new();
     let archives = ctx.root.join("target/xtask/images");
@@ -143,6 +256,7 @@ fn trivy_lane(ctx: &Ctx, trivy: &Trivy, images: &[Image], reports: &Path) -> Vec
     fs.target = "repository".into();
     fs.notes.extend(trivy.ignore_notes.iter().cloned());
     results.push(fs);
+    results.extend(secret_lane(ctx, trivy, reports, history));
     let mut config = unit(ctx, "Dockerfiles and manifests", "trivy config", || {
         let json = reports.join("json/trivy-config.json");
         let result = trivy.config(ctx, &ctx.root, &json)?;
@@ -226,6 +340,23 @@ impl Scan {
         let started = Instant::now();
         let policy = Policy::load(&ctx.root)?;
         let reports = reports_dir(ctx);
+        if self.secrets_only {
+            crate::deps::tools::ensure(ctx, &["trivy"])?;
+            let trivy = Trivy::prepare_without_db(ctx)?;
+            ctx.runner.remove_path(&reports.join("json"))?;
+            ctx.runner.create_dir(&reports.join("json"))?;
+            let results = secret_lane(ctx, &trivy, &reports, self.history.as_deref());
+            if ctx.dry_run() {
+                return Ok(());
+            }
+            return findings::report(
+                ctx,
+                "cargo xtask scan --secrets-only",
+                &results,
+                &policy,
+                SECRET_ADVICE,
+            );
+        }
         // Every tool first, one install at a time; then the scans in parallel.
         crate::deps::tools::ensure(ctx, &["trivy", "hadolint", "cargo-deny"])?;
         let images = if self.skip_images {
@@ -243,7 +374,7 @@ impl Scan {
         let (trivy_results, lint_results, deny_result) = if ctx.dry_run() {
             // Sequentially, so the plan reads in order.
             (
-                trivy_lane(ctx, &trivy, &images, &reports),
+                trivy_lane(ctx, &trivy, &images, &reports, self.history.as_deref()),
                 lint_lane(ctx, &reports),
                 deny_lane(ctx, &reports, self.require_advisories),
             )
@@ -251,7 +382,8 @@ impl Scan {
             std::thread::scope(|s| {
                 let deny = s.spawn(|| deny_lane(ctx, &reports, self.require_advisories));
                 let lint = s.spawn(|| lint_lane(ctx, &reports));
-                let trivy_results = trivy_lane(ctx, &trivy, &images, &reports);
+                let trivy_results =
+                    trivy_lane(ctx, &trivy, &images, &reports, self.history.as_deref());
                 (
                     trivy_results,
                     lint.join().expect("the lint lane does not panic"),

@@ -4,7 +4,6 @@
 //! PyPI packages. Before a tool is used its `--version` is compared with the pin. A copy on
 //! PATH is used only when it is exactly the pinned version; an ignored one is named.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -12,6 +11,7 @@ use serde::Deserialize;
 
 use crate::ctx::Ctx;
 use crate::runner::Step;
+use crate::util::lock;
 
 /// Compiled in: the binary and its pins cannot disagree.
 const TOOLS_TOML: &str = include_str!("../../tools.toml");
@@ -242,22 +242,20 @@ pub fn path(ctx: &Ctx, name: &str) -> Result<PathBuf> {
     Ok(ensure(ctx, &[name])?.remove(0))
 }
 
-/// Holds the cache's install lock: two toolkits never install into one cache at once.
-struct InstallLock {
-    _file: File,
-}
-
-fn lock(ctx: &Ctx) -> Result<Option<InstallLock>> {
+/// Takes the cache's install lock: two toolkits never install into one cache at once. A
+/// toolkit that waits says so, and for whom.
+fn lock(ctx: &Ctx) -> Result<Option<lock::Held>> {
     if ctx.dry_run() {
         return Ok(None);
     }
-    std::fs::create_dir_all(&ctx.cache_dir)
-        .with_context(|| format!("cannot create {}", ctx.cache_dir.display()))?;
-    let path = ctx.cache_dir.join("tools.lock");
-    let file = File::create(&path).with_context(|| format!("cannot open {}", path.display()))?;
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
-        .with_context(|| format!("cannot lock {}", path.display()))?;
-    Ok(Some(InstallLock { _file: file }))
+    let interrupted = || ctx.is_interrupted();
+    lock::acquire(
+        &ctx.cache_dir.join("tools.lock"),
+        "the tools cache's install lock",
+        &ctx.reporter,
+        &interrupted,
+    )
+    .map(Some)
 }
 
 /// Installs `tools` into the cache: the PyPI ones with one pip run, each crate with its own

@@ -179,9 +179,42 @@ impl Background {
     /// Why it has exited already (and reaps it), or `None` while it runs.
     pub fn exited(&self) -> Option<String> {
         match self.handle.try_wait() {
-            Ok(Some(output)) => Some(format!("the process exited ({})", output.status)),
+            Ok(Some(output)) => Some(exit_reason(output.status)),
             _ => None,
         }
+    }
+}
+
+/// Why a service's process ended, in words: a signal is named, and one that stops processes
+/// from outside (SIGTERM, SIGINT, SIGHUP, SIGKILL) is said to come from outside.
+pub fn exit_reason(status: std::process::ExitStatus) -> String {
+    let Some(signal) = status.signal() else {
+        return format!("the process exited ({status})");
+    };
+    let name = match signal {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        6 => "SIGABRT",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        15 => "SIGTERM",
+        _ => "",
+    };
+    let named = if name.is_empty() {
+        format!("signal {signal}")
+    } else {
+        format!("signal {signal} ({name})")
+    };
+    match signal {
+        1 | 2 | 15 => format!(
+            "the process was stopped by {named}, sent from outside the toolkit (an interrupt, a \
+             `kill`, a shutdown): it did not fail by itself"
+        ),
+        9 => format!(
+            "the process was killed by {named} from outside the toolkit (a `kill -9`, or the \
+             kernel's out-of-memory killer: see `dmesg`)"
+        ),
+        _ => format!("the process died of {named}"),
     }
 }
 
@@ -443,6 +476,22 @@ fn cannot_run(step: &Step) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An `up` interrupted while MLflow starts must not call MLflow's SIGTERM a failure.
+    #[test]
+    fn a_service_stopped_by_a_signal_is_said_to_be_stopped_from_outside() {
+        use std::process::ExitStatus;
+        let term = exit_reason(ExitStatus::from_raw(15));
+        assert!(term.contains("signal 15 (SIGTERM)"), "{term}");
+        assert!(term.contains("from outside the toolkit"), "{term}");
+        let kill = exit_reason(ExitStatus::from_raw(9));
+        assert!(kill.contains("out-of-memory"), "{kill}");
+        let segv = exit_reason(ExitStatus::from_raw(11));
+        assert_eq!(segv, "the process died of signal 11 (SIGSEGV)");
+        let code = exit_reason(ExitStatus::from_raw(3 << 8));
+        assert!(code.starts_with("the process exited ("), "{code}");
+        assert!(code.contains('3'), "{code}");
+    }
 
     #[test]
     fn steps_display_as_quoted_shell_lines_with_aliases() {

@@ -17,7 +17,7 @@ use crate::build::images;
 use crate::ctx::Ctx;
 use crate::runner::Step;
 use crate::runtime::training::{self, Tracking};
-use crate::stack::compose_file::{self, MLRUNS as MLRUNS_IN_CONTAINER, PROJECT};
+use crate::stack::compose_file::{self, MLRUNS as MLRUNS_IN_CONTAINER};
 use crate::stack::mlflow_command;
 use crate::stack::{Kind as ServiceKind, Service, STOP_GRACE_SECONDS};
 
@@ -71,7 +71,7 @@ impl Docker {
         let frontend = self.frontend(ctx)?;
         let mut step = Step::new(&frontend[0])
             .args(&frontend[1..])
-            .args(["-p", PROJECT, "-f"])
+            .args(["-p", &ctx.project(), "-f"])
             .arg(ctx.root.join(compose_file::FILE))
             .args(args)
             .env("XTASK_STACK_DIR", &ctx.stack_dir)
@@ -81,6 +81,9 @@ impl Docker {
                 &compose_file::port_variable(service, &endpoint),
                 ctx.endpoint_port(&endpoint).to_string(),
             );
+        }
+        if ctx.stack_name.is_some() {
+            step = step.env(compose_file::SUFFIX_VARIABLE, ctx.name_suffix());
         }
         Ok(step)
     }
@@ -113,7 +116,7 @@ impl Docker {
             "rm",
             "--force",
             "--volumes",
-            &service.container,
+            &ctx.container(service),
         ]))?;
         Ok(())
     }
@@ -140,7 +143,7 @@ impl Runtime for Docker {
             self.writable_by_containers(ctx, &ctx.mlruns_dir())?;
         }
         // Removing first keeps docker-compose 1.29 from recreating (and crashing on) it.
-        if self.inspect(ctx, &service.container).is_some() {
+        if self.inspect(ctx, &ctx.container(service)).is_some() {
             self.remove(ctx, service)?;
         }
         ctx.runner.run(&self.compose(
@@ -151,7 +154,7 @@ impl Runtime for Docker {
     }
 
     fn exited(&mut self, ctx: &Ctx, service: &Service) -> Option<String> {
-        let info = self.inspect(ctx, &service.container)?;
+        let info = self.inspect(ctx, &ctx.container(service))?;
         let state = &info["State"];
         match state["Status"].as_str()? {
             status @ ("exited" | "dead" | "restarting") => Some(format!(
@@ -163,14 +166,14 @@ impl Runtime for Docker {
     }
 
     fn stop(&mut self, ctx: &Ctx, service: &Service) -> Result<bool> {
-        if self.inspect(ctx, &service.container).is_none() {
+        if self.inspect(ctx, &ctx.container(service)).is_none() {
             return Ok(false);
         }
         ctx.runner.run(&Step::new("docker").args([
             "stop",
             "--time",
             &STOP_GRACE_SECONDS.to_string(),
-            &service.container,
+            &ctx.container(service),
         ]))?;
         self.remove(ctx, service)?;
         Ok(true)
@@ -183,20 +186,20 @@ impl Runtime for Docker {
     }
 
     fn restart(&mut self, ctx: &Ctx, service: &Service) -> Result<()> {
-        if self.inspect(ctx, &service.container).is_none() {
+        if self.inspect(ctx, &ctx.container(service)).is_none() {
             return self.start(ctx, service);
         }
         ctx.runner.run(&Step::new("docker").args([
             "restart",
             "--time",
             &STOP_GRACE_SECONDS.to_string(),
-            &service.container,
+            &ctx.container(service),
         ]))?;
         Ok(())
     }
 
     fn state(&self, ctx: &Ctx, service: &Service) -> Result<ServiceState> {
-        let Some(info) = self.inspect(ctx, &service.container) else {
+        let Some(info) = self.inspect(ctx, &ctx.container(service)) else {
             return Ok(ServiceState::default());
         };
         let state = &info["State"];
@@ -235,7 +238,7 @@ impl Runtime for Docker {
         // hand, and its restart policy no longer brings it back after a crash.
         ctx.runner.run(&Step::new("docker").args([
             "exec",
-            &service.container,
+            &ctx.container(service),
             compose_file::API_BINARY,
             "reload",
         ]))?;
@@ -270,9 +273,9 @@ impl Runtime for Docker {
                     register: *register,
                     promote: *promote,
                 },
-                compose_file::NETWORK,
+                ctx.network(),
             ),
-            Tracking::Off => (Tracking::Off, "none"),
+            Tracking::Off => (Tracking::Off, "none".to_owned()),
         };
         let args =
             training::train_args(&in_container, Path::new("/models"), seed, &tracking, extra);
@@ -287,7 +290,7 @@ impl Runtime for Docker {
                     "run",
                     "--rm",
                     "--network",
-                    network,
+                    &network,
                     "--user",
                     compose_file::USER,
                 ])
@@ -322,7 +325,7 @@ impl Runtime for Docker {
         let inside = Path::new(MLRUNS_IN_CONTAINER).join(name);
         ctx.runner.run(
             &Step::new("docker")
-                .args(["exec", &mlflow.container])
+                .args(["exec", &ctx.container(mlflow)])
                 .arg(format!("{}/bin/python", compose_file::MLFLOW_VENV))
                 .args(["-c", SQLITE_BACKUP])
                 .arg(format!(
@@ -335,7 +338,7 @@ impl Runtime for Docker {
     }
 
     fn is_stale(&self, ctx: &Ctx, service: &Service) -> bool {
-        let Some(info) = self.inspect(ctx, &service.container) else {
+        let Some(info) = self.inspect(ctx, &ctx.container(service)) else {
             return false;
         };
         let image_changed = engine::image_inspect(ctx, &service.versioned_image(), "{{.Id}}")
@@ -349,8 +352,12 @@ impl Runtime for Docker {
     }
 
     fn log_tail(&self, ctx: &Ctx, service: &Service, lines: usize) -> String {
-        let step =
-            Step::new("docker").args(["logs", "--tail", &lines.to_string(), &service.container]);
+        let step = Step::new("docker").args([
+            "logs",
+            "--tail",
+            &lines.to_string(),
+            &ctx.container(service),
+        ]);
         match ctx.runner.query(&step) {
             Ok(out) => format!(
                 "{}{}",

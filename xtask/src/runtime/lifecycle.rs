@@ -372,6 +372,10 @@ pub fn wait_healthy(
             let refused = answer.as_ref().ok().and_then(refused_model);
             let exited = || check_exits.then(|| runtime.exited(ctx, service)).flatten();
             if let Some(why) = refused.or_else(exited) {
+                if interrupted_meanwhile(ctx, &why) {
+                    task.fail("interrupted");
+                    return Some(Err(Interrupted.into()));
+                }
                 return Some(Err(failed_to_start(ctx, runtime, service, task, &why)));
             }
             let last = match answer {
@@ -391,6 +395,20 @@ pub fn wait_healthy(
             Err(failed_to_start(ctx, runtime, service, task, &why))
         }
     }
+}
+
+/// Whether a service that stopped while it started was stopped by this run's interruption: a
+/// Ctrl-C or SIGTERM that reached the service too (a terminal's hang-up, a shutdown, a
+/// `kill` of the whole session). Its signal may come a moment before ours: a service stopped
+/// by a signal from outside waits that moment for it.
+fn interrupted_meanwhile(ctx: &Ctx, why: &str) -> bool {
+    const GRACE: Duration = Duration::from_millis(500);
+    ctx.is_interrupted()
+        || (why.contains("from outside the toolkit")
+            && poll::until(GRACE, Duration::from_millis(20), || {
+                ctx.is_interrupted().then_some(())
+            })
+            .is_some())
 }
 
 /// Why the service refused its model, when its health answer says so: it will not become

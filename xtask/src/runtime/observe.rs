@@ -114,7 +114,7 @@ pub fn row(ctx: &Ctx, runtime: &dyn Runtime, service: &Service) -> Result<Row> {
     };
     Ok(Row {
         service: service.name.clone(),
-        container: service.container.clone(),
+        container: ctx.container(service),
         state: if state.running { "running" } else { "stopped" }.into(),
         health,
         runtime_health: state.health,

@@ -378,29 +378,104 @@ pub fn report(
         }
     }
     ctx.reporter.summary(&md);
+    match closing_line(title, results, policy, next) {
+        Some(line) => bail!("{line}"),
+        None => Ok(()),
+    }
+}
+
+/// The error a failed run ends with, `None` when it passed. `next` (how to fix or accept
+/// findings) is given only when findings are to blame: a target that could not be scanned at
+/// all (an image not built, a tool that failed) is told apart, with its own next step.
+pub fn closing_line(
+    title: &str,
+    results: &[ScanResult],
+    policy: &Policy,
+    next: &str,
+) -> Option<String> {
+    let name = |r: &ScanResult| format!("{} ({})", r.target, r.scanner);
     let failed: Vec<String> = results
         .iter()
         .filter(|r| !r.passed(policy))
-        .map(|r| format!("{} ({})", r.target, r.scanner))
+        .map(name)
         .collect();
-    if !failed.is_empty() {
-        let missing_database = results.iter().any(|r| r.skipped.iter().any(|s| s.required));
-        let next = if missing_database {
-            format!(
-                "{next}. A database this run requires could not be had (see above): run where it \
-                 can be downloaded"
-            )
-        } else {
-            next.to_owned()
-        };
-        bail!("{title} failed: {}. {next}", failed.join(", "));
+    if failed.is_empty() {
+        return None;
     }
-    Ok(())
+    let with_findings = results.iter().any(|r| r.blocking(policy).next().is_some());
+    let not_scanned: Vec<String> = results
+        .iter()
+        .filter(|r| r.error.is_some())
+        .map(name)
+        .collect();
+    let missing_database = results.iter().any(|r| r.skipped.iter().any(|s| s.required));
+    let mut steps = Vec::new();
+    if with_findings {
+        steps.push(format!("{next}."));
+    }
+    if !not_scanned.is_empty() {
+        steps.push(format!(
+            "{} could not be scanned, which no finding caused: fix what the error above says \
+             and run again.",
+            not_scanned.join(", ")
+        ));
+    }
+    if missing_database {
+        steps.push(
+            "A database this run requires could not be had (see above): run where it can be \
+             downloaded."
+                .to_owned(),
+        );
+    }
+    Some(format!(
+        "{title} failed: {}. {}",
+        failed.join(", "),
+        steps.join(" ")
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_closing_line_advises_on_findings_only_when_findings_failed() {
+        let policy = policy();
+        let next = "Fix the findings above, or add them to .trivyignore.yaml";
+        let not_built = ScanResult::failed(
+            "api:1.0",
+            "trivy image",
+            "api:1.0 is not built: run `cargo xtask images` first".into(),
+        );
+        let mut found = ScanResult::new("repository", "trivy fs");
+        found.findings.push(finding("CVE-1", Severity::High));
+        let clean = ScanResult::new("compose.yml", "compose rule");
+
+        let line =
+            closing_line("scan", &[not_built.clone(), clean.clone()], &policy, next).unwrap();
+        assert!(
+            !line.contains("findings above") && !line.contains(".trivyignore"),
+            "{line}"
+        );
+        assert!(
+            line.contains("api:1.0 (trivy image) could not be scanned"),
+            "{line}"
+        );
+
+        let line = closing_line("scan", &[found.clone(), not_built], &policy, next).unwrap();
+        assert!(
+            line.contains(next) && line.contains("could not be scanned"),
+            "{line}"
+        );
+
+        let line = closing_line("scan", &[found, clean.clone()], &policy, next).unwrap();
+        assert!(
+            line.contains(next) && !line.contains("could not be scanned"),
+            "{line}"
+        );
+
+        assert_eq!(closing_line("scan", &[clean], &policy, next), None);
+    }
 
     fn finding(id: &str, severity: Severity) -> Finding {
         Finding {

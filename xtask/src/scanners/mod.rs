@@ -7,6 +7,7 @@ pub mod compose_rule;
 pub mod findings;
 pub mod hadolint;
 pub mod sarif;
+pub mod secrets;
 pub mod trivy;
 pub mod workflows;
 

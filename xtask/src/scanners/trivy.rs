@@ -51,21 +51,29 @@ pub struct Trivy {
 impl Trivy {
     /// Installs Trivy if need be, checks the ignore file, and gets the vulnerability database.
     pub fn prepare(ctx: &Ctx, require_vuln_db: bool) -> Result<Self> {
+        let mut trivy = Self::prepare_without_db(ctx)?;
+        trivy.require_vuln_db = require_vuln_db;
+        trivy.vuln_db = trivy.update_db(ctx)?;
+        Ok(trivy)
+    }
+
+    /// As [`Trivy::prepare`], without the vulnerability database: for the secret scans alone.
+    pub fn prepare_without_db(ctx: &Ctx) -> Result<Self> {
         let path = crate::deps::tools::path(ctx, "trivy")?;
         let ignore_file = ctx.root.join(IGNORE_FILE);
         let ignore_notes = check_ignore_file(&ignore_file, &today())?;
         let cache_dir = ctx.cache_dir.join("trivy");
-        let mut trivy = Self {
+        Ok(Self {
             path,
             cache_dir,
             config: ctx.root.join("trivy.yaml"),
             ignore_file,
-            vuln_db: VulnDb::Fresh,
-            require_vuln_db,
+            vuln_db: VulnDb::Missing {
+                why: "not downloaded for this scan".into(),
+            },
+            require_vuln_db: false,
             ignore_notes,
-        };
-        trivy.vuln_db = trivy.update_db(ctx)?;
-        Ok(trivy)
+        })
     }
 
     fn step(&self, subcommand: &str) -> Step {
@@ -193,13 +201,13 @@ impl Trivy {
         Ok(result)
     }
 
-    /// `trivy fs DIR`: secrets and licences (and vulnerabilities of the lock files, with a
-    /// database). Paths in findings are relative to `dir`.
+    /// `trivy fs DIR`: licences (and vulnerabilities of the lock files, with a database);
+    /// secrets are [`Trivy::secrets`]'s. Paths in findings are relative to `dir`.
     pub fn fs(&self, ctx: &Ctx, dir: &Path, json: &Path) -> Result<ScanResult> {
         let mut result = ScanResult::new(ctx.show(dir), "trivy fs");
         let step = self
             .common(self.step("fs"), json)
-            .args(["--scanners", &self.scanners(&["secret", "license"])])
+            .args(["--scanners", &self.scanners(&["license"])])
             .args([
                 "--skip-db-update",
                 "--skip-java-db-update",
@@ -211,6 +219,44 @@ impl Trivy {
         self.record_db(&mut result);
         if let Some(report) = self.run(ctx, &step, json)? {
             report.into_result(&ctx.root, Some(dir), &mut result);
+        }
+        Ok(result)
+    }
+
+    /// `trivy fs --scanners secret` on `tree`, a folder of files staged to be scanned whole
+    /// (trivy.yaml's skipped folders do not apply), with the secret configuration
+    /// `secret_config`. Paths in findings are relative to `tree`.
+    pub fn secrets(
+        &self,
+        ctx: &Ctx,
+        tree: &Path,
+        target: &str,
+        secret_config: &Path,
+        json: &Path,
+    ) -> Result<ScanResult> {
+        let mut result = ScanResult::new(target, "trivy secrets");
+        // Not trivy.yaml (nor the copy of it in `tree`, which Trivy would read from there).
+        let config = tree.with_extension("trivy.yaml");
+        ctx.runner.write_file(
+            &config,
+            "# The secret scan of staged files: nothing skipped.\nexit-code: 0\n",
+        )?;
+        let step = self
+            .step("fs")
+            .arg("--config")
+            .arg(&config)
+            .arg("--ignorefile")
+            .arg(&self.ignore_file)
+            .args(["--severity", ALL_SEVERITIES, "--exit-code", "0"])
+            .args(["--format", "json", "--quiet", "--skip-check-update"])
+            .arg("--output")
+            .arg(json)
+            .args(["--scanners", "secret", "--secret-config"])
+            .arg(secret_config)
+            .args(["--offline-scan", "--show-suppressed", "."])
+            .cwd(tree);
+        if let Some(report) = self.run(ctx, &step, json)? {
+            report.into_result(tree, Some(tree), &mut result);
         }
         Ok(result)
     }

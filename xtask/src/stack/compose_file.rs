@@ -20,6 +20,15 @@ pub fn mlflow_in_network(mlflow: &Service) -> String {
 pub const FILE: &str = "compose/docker-compose.demo.yml";
 pub const PROJECT: &str = "ml-mlops";
 pub const NETWORK: &str = "ml-mlops-network";
+/// The variable a named stack sets to `-NAME` (`--stack NAME` or `--port-offset N`): it ends
+/// the container and network names, so a second stack's names differ from the first's. Unset,
+/// the names are the default stack's.
+pub const SUFFIX_VARIABLE: &str = "XTASK_STACK_SUFFIX";
+
+/// `NAME${XTASK_STACK_SUFFIX:-}`: a name a second stack extends.
+fn per_stack(name: &str) -> String {
+    format!("{name}${{{SUFFIX_VARIABLE}:-}}")
+}
 /// The unprivileged user every container runs as.
 pub const USER: &str = "10001:10001";
 /// Where the API images keep their binary, and MLflow its virtual environment.
@@ -161,7 +170,7 @@ fn service_entry(service: &Service, mlflow_service: &Service) -> ComposeService 
                 allowed_hosts: Some(format!(
                     "{name},{name}:{port},{container},{container}:{port},localhost,localhost:*,127.0.0.1,127.0.0.1:*",
                     name = service.name,
-                    container = service.container,
+                    container = per_stack(&service.container),
                     port = service.container_port
                 )),
             });
@@ -205,7 +214,7 @@ fn service_entry(service: &Service, mlflow_service: &Service) -> ComposeService 
     }
     ComposeService {
         image: service.versioned_image(),
-        container_name: service.container.clone(),
+        container_name: per_stack(&service.container),
         command,
         environment,
         volumes,
@@ -243,7 +252,7 @@ pub fn file(stack: &Stack) -> ComposeFile {
         networks: BTreeMap::from([(
             NETWORK.to_owned(),
             Network {
-                name: NETWORK.into(),
+                name: per_stack(NETWORK),
             },
         )]),
     }
@@ -255,7 +264,9 @@ pub fn render(stack: &Stack) -> String {
         "# Generated from services/*/service.toml by `cargo xtask compose`; do not edit.\n\
          # Run it through the toolkit (`cargo xtask up --runtime docker`), or by hand:\n\
          #   docker compose -p {PROJECT} -f {FILE} up -d\n\
-         # Paths are relative to this file; XTASK_STACK_DIR and <SERVICE>_HOST_PORT move them.\n"
+         # Paths are relative to this file; XTASK_STACK_DIR and <SERVICE>_HOST_PORT move them.\n\
+         # A second stack (`--stack NAME` or `--port-offset N`) runs as project {PROJECT}-NAME\n\
+         # with {SUFFIX_VARIABLE}=-NAME, which ends its container and network names.\n"
     );
     let body = serde_yaml_ng::to_string(&file(stack)).expect("the compose file serializes");
     header + &body
@@ -303,7 +314,10 @@ mod tests {
         let (stack, yaml) = parsed();
         for s in &stack.services {
             let entry = &yaml["services"][s.name.as_str()];
-            assert_eq!(entry["container_name"].as_str(), Some(s.container.as_str()));
+            assert_eq!(
+                entry["container_name"].as_str(),
+                Some(format!("{}${{XTASK_STACK_SUFFIX:-}}", s.container).as_str())
+            );
             let ports: Vec<&str> = entry["ports"]
                 .as_sequence()
                 .unwrap()
@@ -331,7 +345,10 @@ mod tests {
                 );
             }
         }
-        assert_eq!(yaml["networks"][NETWORK]["name"].as_str(), Some(NETWORK));
+        assert_eq!(
+            yaml["networks"][NETWORK]["name"].as_str(),
+            Some("ml-mlops-network${XTASK_STACK_SUFFIX:-}")
+        );
     }
 
     #[test]

@@ -98,8 +98,74 @@ fn collect(
     Ok(())
 }
 
-/// Writes `out` (atomically: a failed backup leaves no half archive) from `sources`.
-pub fn write(out: &Path, sources: &[Source], skip_prefix: &str, created: &str) -> Result<Manifest> {
+/// Whether `out` may receive a new archive: nothing is there yet, in a folder that exists;
+/// or, with `replace`, a regular file is there. Anything else (a device, a folder, a link, a
+/// socket) is never replaced.
+pub fn check_destination(out: &Path, replace: bool) -> Result<()> {
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        bail!(
+            "{} is not an existing folder: create it, or write the archive elsewhere",
+            dir.display()
+        );
+    }
+    match std::fs::symlink_metadata(out) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot look at {}", out.display())),
+        Ok(meta) if meta.file_type().is_file() => {
+            if replace {
+                Ok(())
+            } else {
+                bail!(
+                    "{} exists: choose a new file name, or pass --force to replace it",
+                    out.display()
+                )
+            }
+        }
+        Ok(meta) => bail!(
+            "{} is {}, not a regular file: an archive never replaces it; choose a new file name",
+            out.display(),
+            describe_type(&meta.file_type())
+        ),
+    }
+}
+
+/// What kind of thing a path is, in words ("a folder", "a character device").
+pub fn describe_type(kind: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_dir() {
+        "a folder"
+    } else if kind.is_symlink() {
+        "a symbolic link"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_fifo() {
+        "a named pipe"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_file() {
+        "a regular file"
+    } else {
+        "a special file"
+    }
+}
+
+/// Writes `out` (atomically: a failed backup leaves no half archive) from `sources`. `out`
+/// must pass [`check_destination`] with `replace`; without `replace`, a file that appears
+/// there meanwhile is not replaced either.
+pub fn write(
+    out: &Path,
+    sources: &[Source],
+    skip_prefix: &str,
+    created: &str,
+    replace: bool,
+) -> Result<Manifest> {
+    check_destination(out, replace)?;
     let (mut files, mut links) = (Vec::new(), Vec::new());
     for source in sources {
         collect(source, skip_prefix, &mut files, &mut links)?;
@@ -123,7 +189,6 @@ pub fn write(out: &Path, sources: &[Source], skip_prefix: &str, created: &str) -
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let tmp = tempfile::Builder::new()
         .prefix(".backup-")
         .tempfile_in(dir)
@@ -154,8 +219,15 @@ pub fn write(out: &Path, sources: &[Source], skip_prefix: &str, created: &str) -
         tar.into_inner()?.finish()?;
     }
     tmp.as_file().sync_all()?;
-    tmp.persist(out)
-        .with_context(|| format!("cannot write {}", out.display()))?;
+    if replace {
+        // Checked again just before: only a regular file is ever replaced.
+        check_destination(out, replace)?;
+        tmp.persist(out)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+    } else {
+        tmp.persist_noclobber(out)
+            .with_context(|| format!("cannot write {} (nothing was replaced)", out.display()))?;
+    }
     Ok(manifest)
 }
 
@@ -218,10 +290,82 @@ fn safe_relative(path: &str) -> Result<PathBuf> {
     Ok(p.to_owned())
 }
 
+/// Where the models of the APIs stand in an archive (and in the stack directory).
+pub const MODELS: &str = "models";
+/// Where MLflow's artifacts stand in an archive.
+pub const ARTIFACTS: &str = "mlruns/artifacts";
+/// The link in an API's model folder that names the served version.
+pub const CURRENT: &str = "current";
+
+/// Checks that `manifest` lists exactly what a backup of a stack whose APIs are `apis` holds:
+/// the database and each API's `current` model link, and besides them only MLflow's artifacts
+/// and those APIs' model versions. Says everything that is missing or too much.
+pub fn check_layout(manifest: &Manifest, apis: &[&str]) -> Result<()> {
+    let required_link = |api: &str| format!("{MODELS}/{api}/{CURRENT}");
+    let allowed = |path: &str, is_link: bool| {
+        if path == DATABASE {
+            return !is_link;
+        }
+        if path
+            .strip_prefix(ARTIFACTS)
+            .is_some_and(|rest| rest.starts_with('/'))
+        {
+            return true;
+        }
+        apis.iter().any(|api| {
+            (is_link && path == required_link(api))
+                || path
+                    .strip_prefix(&format!("{MODELS}/{api}/versions/"))
+                    .is_some_and(|rest| !rest.is_empty())
+        })
+    };
+    let files: HashSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
+    let links: HashSet<&str> = manifest.links.iter().map(|l| l.path.as_str()).collect();
+    let mut missing = Vec::new();
+    if !files.contains(DATABASE) {
+        missing.push(format!("MLflow's database ({DATABASE})"));
+    }
+    for api in apis {
+        if !links.contains(required_link(api).as_str()) {
+            missing.push(format!("{api}'s model ({})", required_link(api)));
+        }
+    }
+    let mut extra: Vec<&str> = files
+        .iter()
+        .filter(|p| !allowed(p, false))
+        .chain(links.iter().filter(|p| !allowed(p, true)))
+        .copied()
+        .collect();
+    extra.sort_unstable();
+    let mut problems = Vec::new();
+    if !missing.is_empty() {
+        problems.push(format!("it lacks {}", missing.join(", ")));
+    }
+    if !extra.is_empty() {
+        let shown = extra.len().min(5);
+        problems.push(format!(
+            "it holds {} path(s) a backup of this stack never writes: {}{}",
+            extra.len(),
+            extra[..shown].join(", "),
+            if extra.len() > shown { ", ..." } else { "" }
+        ));
+    }
+    if !problems.is_empty() {
+        bail!(
+            "not a whole backup of this stack (MLflow's store and the models of {}): {}",
+            apis.join(", "),
+            problems.join("; ")
+        );
+    }
+    Ok(())
+}
+
 /// Reads `archive` into the empty folder `staging`, verifying every file against the
-/// manifest (size and SHA-256), that nothing is missing or added, and that every path stays
-/// inside. Any problem is an error; the caller deletes `staging`.
-pub fn extract_verified(archive: &Path, staging: &Path) -> Result<Manifest> {
+/// manifest (size and SHA-256), that nothing is missing or added, that every path stays
+/// inside, and, before extracting anything, that the manifest lists exactly what a backup of
+/// a stack with `apis` holds ([`check_layout`]). Any problem is an error; the caller deletes
+/// `staging`.
+pub fn extract_verified(archive: &Path, staging: &Path, apis: &[&str]) -> Result<Manifest> {
     let file = std::fs::File::open(archive)
         .with_context(|| format!("cannot open {}", archive.display()))?;
     let corrupt =
@@ -256,6 +400,7 @@ pub fn extract_verified(archive: &Path, staging: &Path) -> Result<Manifest> {
             manifest.format
         );
     }
+    check_layout(&manifest, apis).with_context(|| format!("{} is refused", archive.display()))?;
     // Looked up once per entry: an archive of MLflow's artifacts can hold many files.
     let files: HashMap<&str, &FileEntry> = manifest
         .files
@@ -373,7 +518,14 @@ mod tests {
         let root = dir.path().join("stack");
         stack_like(&root);
         let out = dir.path().join("backup.tar.gz");
-        let manifest = write(&out, &sources(&root), ".staging-", "2026-11-27T12:00:00Z").unwrap();
+        let manifest = write(
+            &out,
+            &sources(&root),
+            ".staging-",
+            "2026-11-27T12:00:00Z",
+            false,
+        )
+        .unwrap();
         (dir, out, manifest)
     }
 
@@ -392,7 +544,7 @@ mod tests {
         assert_eq!(manifest.links[0].target, "versions/v1");
         let staging = dir.path().join("restored");
         std::fs::create_dir(&staging).unwrap();
-        let read = extract_verified(&out, &staging).unwrap();
+        let read = extract_verified(&out, &staging, &["api"]).unwrap();
         assert_eq!(read, manifest);
         assert_eq!(
             std::fs::read(staging.join("models/api/current/model.json")).unwrap(),
@@ -408,7 +560,9 @@ mod tests {
         std::fs::write(&out, &bytes[..bytes.len() / 2]).unwrap();
         let staging = dir.path().join("restored");
         std::fs::create_dir(&staging).unwrap();
-        let err = extract_verified(&out, &staging).unwrap_err().to_string();
+        let err = extract_verified(&out, &staging, &["api"])
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("truncated or corrupt") || err.contains("incomplete"),
             "{err}"
@@ -421,12 +575,12 @@ mod tests {
         let root = dir.path().join("stack");
         stack_like(&root);
         let out = dir.path().join("backup.tar.gz");
-        write(&out, &sources(&root), ".staging-", "now").unwrap();
+        write(&out, &sources(&root), ".staging-", "now", false).unwrap();
         // Rewrite the archive with one byte of one file changed but the manifest kept: a
         // tampered archive whose gzip and tar framing are valid.
         let staging = dir.path().join("first");
         std::fs::create_dir(&staging).unwrap();
-        let manifest = extract_verified(&out, &staging).unwrap();
+        let manifest = extract_verified(&out, &staging, &["api"]).unwrap();
         std::fs::write(
             staging.join("mlruns/mlflow.db"),
             b"SQLite format 3\0 pretenD",
@@ -449,11 +603,145 @@ mod tests {
         tar.into_inner().unwrap().finish().unwrap();
         let again = dir.path().join("second");
         std::fs::create_dir(&again).unwrap();
-        let err = extract_verified(&out, &again).unwrap_err().to_string();
+        let err = extract_verified(&out, &again, &["api"])
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("mlruns/mlflow.db does not match the manifest"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_existing_file_is_replaced_only_when_asked() {
+        let (dir, out, _) = backup();
+        std::fs::write(&out, b"keep me").unwrap();
+        let root = dir.path().join("stack");
+        let err = write(&out, &sources(&root), ".staging-", "now", false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("exists") && err.contains("--force"), "{err}");
+        assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
+        write(&out, &sources(&root), ".staging-", "now", true).unwrap();
+        let staging = dir.path().join("restored");
+        std::fs::create_dir(&staging).unwrap();
+        extract_verified(&out, &staging, &["api"]).unwrap();
+    }
+
+    #[test]
+    fn what_is_not_a_regular_file_is_never_replaced() {
+        use std::os::unix::fs::FileTypeExt;
+        let (dir, _, _) = backup();
+        let root = dir.path().join("stack");
+        // A socket, a folder, a link and a device stand where the archive would go.
+        let socket = dir.path().join("socket.tar.gz");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let folder = dir.path().join("folder.tar.gz");
+        std::fs::create_dir(&folder).unwrap();
+        let link = dir.path().join("link.tar.gz");
+        std::fs::write(dir.path().join("target"), b"kept").unwrap();
+        std::os::unix::fs::symlink("target", &link).unwrap();
+        for (out, kind) in [
+            (&socket, "a socket"),
+            (&folder, "a folder"),
+            (&link, "a symbolic link"),
+            (&PathBuf::from("/dev/null"), "a character device"),
+        ] {
+            for replace in [false, true] {
+                let err = write(out, &sources(&root), ".staging-", "now", replace)
+                    .unwrap_err()
+                    .to_string();
+                assert!(
+                    err.contains(&format!("is {kind}, not a regular file")),
+                    "{err}"
+                );
+            }
+        }
+        assert!(std::fs::symlink_metadata(&socket)
+            .unwrap()
+            .file_type()
+            .is_socket());
+        assert!(folder.is_dir());
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read(dir.path().join("target")).unwrap(), b"kept");
+        // No temporary file is left beside them.
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".backup-"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn a_missing_folder_is_not_created() {
+        let (dir, _, _) = backup();
+        let root = dir.path().join("stack");
+        let out = dir.path().join("no/such/folder/backup.tar.gz");
+        let err = write(&out, &sources(&root), ".staging-", "now", true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is not an existing folder"), "{err}");
+        assert!(!dir.path().join("no").exists());
+    }
+
+    /// The error of restoring an archive written from `sources` for the APIs `apis`.
+    fn refusal(sources: &[Source], apis: &[&str]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("backup.tar.gz");
+        write(&out, sources, ".staging-", "now", false).unwrap();
+        let staging = dir.path().join("restored");
+        std::fs::create_dir(&staging).unwrap();
+        let err = format!("{:#}", extract_verified(&out, &staging, apis).unwrap_err());
+        // Refused before anything was extracted.
+        assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0, "{err}");
+        err
+    }
+
+    #[test]
+    fn a_partial_archive_is_refused_before_anything_is_extracted() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("stack");
+        stack_like(&root);
+        let all = sources(&root);
+        let without_database: Vec<Source> = sources(&root).into_iter().skip(1).collect();
+        let err = refusal(&without_database, &["api"]);
+        assert!(err.contains("it lacks MLflow's database"), "{err}");
+        let without_models: Vec<Source> = sources(&root).into_iter().take(2).collect();
+        let err = refusal(&without_models, &["api"]);
+        assert!(
+            err.contains("it lacks api's model (models/api/current)"),
+            "{err}"
+        );
+        // A stack with a second API: the archive lacks its model.
+        let err = refusal(&all, &["api", "other"]);
+        assert!(err.contains("it lacks other's model"), "{err}");
+        assert!(!err.contains("api's model"), "{err}");
+    }
+
+    #[test]
+    fn an_over_full_archive_is_refused_before_anything_is_extracted() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("stack");
+        stack_like(&root);
+        std::fs::write(root.join("notes.txt"), b"x").unwrap();
+        std::fs::write(root.join("mlruns/mlflow.db-journal"), b"x").unwrap();
+        std::fs::create_dir_all(root.join("models/stranger/versions/v1")).unwrap();
+        std::fs::write(root.join("models/stranger/versions/v1/model.json"), b"{}").unwrap();
+        std::fs::write(root.join("models/api/loose.json"), b"{}").unwrap();
+        let mut with_extra = sources(&root);
+        for p in ["notes.txt", "mlruns/mlflow.db-journal"] {
+            with_extra.push(Source {
+                archive_path: p.into(),
+                disk_path: root.join(p),
+            });
+        }
+        let err = refusal(&with_extra, &["api"]);
+        assert!(err.contains("it holds 4 path(s) a backup of this stack never writes: mlruns/mlflow.db-journal, models/api/loose.json, models/stranger/versions/v1/model.json, notes.txt"), "{err}");
+        assert!(!err.contains("it lacks"), "{err}");
     }
 
     #[test]

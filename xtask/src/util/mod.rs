@@ -1,10 +1,13 @@
-//! Small pieces every part uses: progress and tables for people and CI logs, HTTP probes,
-//! polling with a deadline, and the backup archive's format.
+//! Small pieces every part uses: progress and tables for people and CI logs, HTTP probes, file
+//! locks, polling with a deadline, the backup archive's format, and the table names of a SQLite
+//! file.
 
 pub mod archive;
 pub mod http;
+pub mod lock;
 pub mod poll;
 pub mod progress;
+pub mod sqlite;
 pub mod table;
 
 #[cfg(test)]
