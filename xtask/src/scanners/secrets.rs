@@ -207,6 +207,9 @@ pub fn stage_history(
             &Step::new("git")
                 .args([
                     "diff-tree",
+                    // A merge's files against each parent: a key added while resolving one
+                    // is read too.
+                    "-m",
                     "-r",
                     "--root",
                     "--no-commit-id",
@@ -224,41 +227,57 @@ pub fn stage_history(
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        let paths = nul_separated(&out.stdout);
-        if paths.is_empty() {
+        let mut paths = nul_separated(&out.stdout);
+        paths.sort();
+        paths.dedup();
+        let into = dest.join(commit);
+        // Paths as they are (one starting with `:` is no pathspec magic), a few hundred per
+        // call so that a large commit stays within the argument length.
+        for batch in paths.chunks(500) {
+            let archive = runner.query(
+                &Step::new("git")
+                    .args([
+                        "--literal-pathspecs",
+                        "archive",
+                        "--format=tar",
+                        commit,
+                        "--",
+                    ])
+                    .args(batch)
+                    .cwd(root),
+            )?;
+            if !archive.status.success() {
+                bail!(
+                    "git cannot read the files of {commit}: {}",
+                    String::from_utf8_lossy(&archive.stderr).trim()
+                );
+            }
+            staged += unpack_regular_files(&archive.stdout, &into)?;
+        }
+    }
+    Ok(staged)
+}
+
+/// Writes the regular files of the tar `archive` under `into` (nothing outside it); returns
+/// how many.
+fn unpack_regular_files(archive: &[u8], into: &Path) -> Result<usize> {
+    let mut staged = 0;
+    for entry in tar::Archive::new(archive).entries()? {
+        let mut entry = entry?;
+        if entry.header().entry_type() != tar::EntryType::Regular {
             continue;
         }
-        let archive = runner.query(
-            &Step::new("git")
-                .args(["archive", "--format=tar", commit, "--"])
-                .args(&paths)
-                .cwd(root),
-        )?;
-        if !archive.status.success() {
-            bail!(
-                "git cannot read the files of {commit}: {}",
-                String::from_utf8_lossy(&archive.stderr).trim()
-            );
+        let path: PathBuf = entry.path()?.into_owned();
+        if !path
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+        {
+            continue;
         }
-        let into = dest.join(commit);
-        let mut tar = tar::Archive::new(&archive.stdout[..]);
-        for entry in tar.entries()? {
-            let mut entry = entry?;
-            if entry.header().entry_type() != tar::EntryType::Regular {
-                continue;
-            }
-            let path: PathBuf = entry.path()?.into_owned();
-            if !path
-                .components()
-                .all(|c| matches!(c, std::path::Component::Normal(_)))
-            {
-                continue;
-            }
-            let to = into.join(&path);
-            std::fs::create_dir_all(to.parent().expect("a joined path has a parent"))?;
-            std::io::copy(&mut entry, &mut std::fs::File::create(&to)?)?;
-            staged += 1;
-        }
+        let to = into.join(&path);
+        std::fs::create_dir_all(to.parent().expect("a joined path has a parent"))?;
+        std::io::copy(&mut entry, &mut std::fs::File::create(&to)?)?;
+        staged += 1;
     }
     Ok(staged)
 }
@@ -356,6 +375,46 @@ mod tests {
                     .cwd(dir),
             )
             .unwrap();
+    }
+
+    #[test]
+    fn a_file_added_while_resolving_a_merge_and_a_path_git_could_read_as_magic_are_staged() {
+        let runner = Runner::for_tests();
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        std::fs::create_dir_all(&repo).unwrap();
+        git(&runner, &repo, &["init", "-q"]);
+        std::fs::write(repo.join("README.md"), "# readme\n").unwrap();
+        git(&runner, &repo, &["add", "."]);
+        git(&runner, &repo, &["commit", "-qm", "one"]);
+        git(&runner, &repo, &["checkout", "-q", "-b", "side"]);
+        std::fs::write(repo.join("side.txt"), "side\n").unwrap();
+        git(&runner, &repo, &["add", "."]);
+        git(&runner, &repo, &["commit", "-qm", "side"]);
+        git(&runner, &repo, &["checkout", "-q", "-"]);
+        std::fs::write(repo.join(":top.txt"), "T=1\n").unwrap();
+        git(&runner, &repo, &["add", "--", ":(literal):top.txt"]);
+        git(&runner, &repo, &["commit", "-qm", "main"]);
+        git(
+            &runner,
+            &repo,
+            &["merge", "-q", "--no-ff", "--no-commit", "side"],
+        );
+        std::fs::write(repo.join("merge-key.txt"), "KEY=1\n").unwrap();
+        git(&runner, &repo, &["add", "merge-key.txt"]);
+        git(&runner, &repo, &["commit", "-qm", "merge"]);
+
+        let all = commits(&runner, &repo, "HEAD").unwrap();
+        let history = dir.path().join("history");
+        stage_history(&runner, &repo, &all, &history).unwrap();
+        let merge = &all[0];
+        assert_eq!(
+            std::fs::read_to_string(history.join(merge).join("merge-key.txt")).unwrap(),
+            "KEY=1\n"
+        );
+        assert!(all
+            .iter()
+            .any(|c| history.join(c).join(":top.txt").is_file()));
     }
 
     #[test]
