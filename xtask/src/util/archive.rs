@@ -14,7 +14,7 @@ pub const MANIFEST: &str = "manifest.json";
 /// Where the MLflow database stands in an archive (and in the stack directory).
 pub const DATABASE: &str = "mlruns/mlflow.db";
 /// What a backup holds and a restore replaces, relative to the stack directory.
-pub const CONTENTS: [&str; 3] = [DATABASE, "mlruns/artifacts", "models"];
+pub const CONTENTS: [&str; 3] = [DATABASE, ARTIFACTS, MODELS];
 const FORMAT: u32 = 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
