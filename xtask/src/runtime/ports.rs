@@ -171,13 +171,14 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         assert!(in_use(port));
+        // This process, and at most a child another test forks meanwhile, which holds the
+        // socket from its fork to its exec.
         let holders = holders(&runner, port);
-        assert_eq!(holders.len(), 1, "{holders:?}");
-        assert_eq!(holders[0].pid, std::process::id());
-        assert!(!holders[0].command.is_empty());
+        let ours = holders.iter().find(|h| h.pid == std::process::id());
+        assert!(ours.is_some_and(|h| !h.command.is_empty()), "{holders:?}");
         // The reading used on macOS finds the same process.
         if which::which("lsof").is_ok() {
-            assert_eq!(listener_pids_from_lsof(&runner, port), [std::process::id()]);
+            assert!(listener_pids_from_lsof(&runner, port).contains(&std::process::id()));
         }
         drop(listener);
         assert!(!in_use(port));
