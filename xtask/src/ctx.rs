@@ -61,11 +61,22 @@ pub fn check_stack_name(name: &str) -> Result<()> {
 }
 
 /// The name of the stack these options choose: `--stack NAME`, else the port offset (`100`
-/// for `--port-offset 100`), else `None`: the default stack.
+/// for `--port-offset 100`), else `None`: the default stack. A named stack needs ports of its
+/// own, and a number names only the stack of that offset.
 pub fn stack_name(name: Option<String>, port_offset: u16) -> Result<Option<String>> {
     match name {
         Some(name) => {
             check_stack_name(&name)?;
+            if port_offset == 0 {
+                anyhow::bail!(
+                    "--stack {name} needs --port-offset N (N > 0): a second stack needs ports of its own beside the default stack's"
+                );
+            }
+            if name.bytes().all(|b| b.is_ascii_digit()) && name != port_offset.to_string() {
+                anyhow::bail!(
+                    "--stack {name} with --port-offset {port_offset}: a number names the stack of that port offset; give --port-offset {name}, or a name that is not a number"
+                );
+            }
             Ok(Some(name))
         }
         None if port_offset != 0 => Ok(Some(port_offset.to_string())),
@@ -298,8 +309,18 @@ mod tests {
             Some("blue")
         );
         for bad in ["", "Blue", "-x", "a b", "a/b", &"x".repeat(33)] {
-            assert!(stack_name(Some(bad.into()), 0).is_err(), "{bad:?} accepted");
+            assert!(
+                stack_name(Some(bad.into()), 100).is_err(),
+                "{bad:?} accepted"
+            );
         }
+        // A name needs ports of its own; a number names only its own offset's stack.
+        assert!(stack_name(Some("blue".into()), 0).is_err());
+        assert!(stack_name(Some("100".into()), 200).is_err());
+        assert_eq!(
+            stack_name(Some("100".into()), 100).unwrap().as_deref(),
+            Some("100")
+        );
         assert_eq!(
             named_stack_dir(Path::new("/repo"), "100"),
             Path::new("/repo/.xtask/stacks/100")

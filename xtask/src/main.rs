@@ -109,6 +109,7 @@ enum Command {
     FuzzApi(cmd::fuzz_api::FuzzApi),
     UpgradeDeps(cmd::upgrade_deps::UpgradeDeps),
     Release(cmd::release::Release),
+    VerifyRelease(cmd::verify_release::VerifyRelease),
     Completions(cmd::completions::Completions),
 }
 
@@ -178,6 +179,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::FuzzApi(cmd) => cmd.run(ctx),
         Command::UpgradeDeps(cmd) => cmd.run(ctx),
         Command::Release(cmd) => cmd.run(ctx),
+        Command::VerifyRelease(cmd) => cmd.run(ctx),
     }
 }
 

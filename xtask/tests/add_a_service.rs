@@ -127,7 +127,7 @@ fn a_new_folder_is_a_new_service_everywhere() {
             stdout(&images)
         );
     } else {
-        eprintln!("SKIPPED the images plan: no Docker engine answers");
+        common::skip("the images plan needs a Docker engine, and none answers");
     }
 }
 

@@ -194,6 +194,40 @@ fn under_github_actions_failures_are_annotated_and_summarized() {
     );
 }
 
+#[test]
+fn a_required_step_that_skipped_fails_the_pipeline_and_the_summary_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join("summary.md");
+    // An engine that does not answer: the docker steps are skipped.
+    let socket = format!("unix://{}", dir.path().join("no-docker.sock").display());
+    let env = [
+        ("DOCKER_HOST", Path::new(&socket)),
+        ("GITHUB_ACTIONS", Path::new("true")),
+        ("GITHUB_STEP_SUMMARY", summary.as_path()),
+    ];
+    let run = |args: &[&str]| common::xtask_in(&common::repo(), args, &env);
+
+    let allowed = run(&["ci", "--steps", "images"]);
+    assert!(allowed.status.success(), "{}", stderr(&allowed));
+
+    let required = run(&["ci", "--steps", "images", "--require", "containers"]);
+    assert!(!required.status.success());
+    let err = stderr(&required);
+    assert!(
+        err.contains("images skipped, as a whole or some of their tests, although required"),
+        "{err}"
+    );
+    let md = std::fs::read_to_string(&summary).unwrap();
+    assert!(
+        md.contains("| images | skipped: no Docker engine answers |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| images | skipped (REQUIRED): no Docker engine answers |"),
+        "{md}"
+    );
+}
+
 /// `--port-offset` makes a second stack: `down` plans the offset stack's compose project and
 /// names only, never the default stack's (which it would take down), and the default stack's
 /// plan keeps its names.

@@ -119,7 +119,7 @@ fn path_without_debootstrap(dir: &Path) -> PathBuf {
 #[ignore = "end-to-end: needs root and dockerd, runs the local stack; run by .ci/run"]
 fn on_a_fresh_engine_without_debootstrap_demo_falls_back_and_docker_fails_fast() {
     let Some(engine) = CleanEngine::start() else {
-        eprintln!("SKIPPED: needs root and dockerd to start a clean engine");
+        common::skip("needs root and dockerd to start a clean engine");
         return;
     };
     let stack = Stack::new();
@@ -171,7 +171,7 @@ fn on_a_fresh_engine_without_debootstrap_demo_falls_back_and_docker_fails_fast()
 #[ignore = "end-to-end: needs root and dockerd, builds images; run by .ci/run"]
 fn down_images_removes_what_the_toolkit_built_and_only_with_consent() {
     let Some(engine) = CleanEngine::start() else {
-        eprintln!("SKIPPED: needs root and dockerd to start a clean engine");
+        common::skip("needs root and dockerd to start a clean engine");
         return;
     };
     let stack = Stack::new();

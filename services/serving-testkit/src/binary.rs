@@ -364,6 +364,11 @@ pub fn reload_on_sighup<S: Service>(binary: &Path) {
     assert_eq!(first["last_reload"]["status"], "loaded", "{first}");
     let v1 = first["model_version"].as_str().unwrap().to_owned();
 
+    // Other rows in the same file, as when the public file is copied over the generated one:
+    // no longer the generated rows.
+    let mut file = std::fs::File::create(&data).unwrap();
+    S::generate_data(1500, 5, &mut file).unwrap();
+    drop(file);
     assert!(train_with(binary, &data, &model_dir, 2).status.success());
     signal(&server, "HUP");
     let second = wait_for_health(port, "the new model", |_, h| {
@@ -477,9 +482,12 @@ fn page(port: u16, path: &str) -> (u16, String) {
 pub fn dashboard_follows_the_model<S: Service>(binary: &Path) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data.csv");
-    let mut file = std::fs::File::create(&data).unwrap();
-    S::generate_data(1500, 4, &mut file).unwrap();
-    drop(file);
+    let generated = Command::new(binary)
+        .args(["generate-data", "--rows", "1500", "--seed", "4", "--out"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{generated:?}");
     let model_dir = dir.path().join("model");
     assert!(train_with(binary, &data, &model_dir, 1).status.success());
     let (port, dashboard) = (free_port(), free_port());
@@ -498,6 +506,10 @@ pub fn dashboard_follows_the_model<S: Service>(binary: &Path) {
         overview.contains(&v1),
         "the overview names the served model"
     );
+    assert!(
+        overview.contains("synthetic rows made by <code>generate-data</code> (seed 4)"),
+        "the page says its rows were generated: {overview}"
+    );
     let (status, _) = page(port, "/health");
     assert_eq!(status, 200, "the API answers beside it");
     let (status, _) = page(dashboard, "/predict_batch");
@@ -506,6 +518,11 @@ pub fn dashboard_follows_the_model<S: Service>(binary: &Path) {
         "the API's routes are not on the dashboard's port"
     );
 
+    // Other rows in the same file, as when the public file is copied over the generated one:
+    // no longer the generated rows.
+    let mut file = std::fs::File::create(&data).unwrap();
+    S::generate_data(1500, 5, &mut file).unwrap();
+    drop(file);
     assert!(train_with(binary, &data, &model_dir, 2).status.success());
     signal(&server, "HUP");
     let second = wait_for_health(dashboard, "the new model on the dashboard", |s, h| {
@@ -516,6 +533,10 @@ pub fn dashboard_follows_the_model<S: Service>(binary: &Path) {
     assert!(
         overview.contains(v2) && !overview.contains(&v1),
         "the overview is the new model's"
+    );
+    assert!(
+        overview.contains("trained on <code>data.csv</code>") && !overview.contains("synthetic"),
+        "a file that is not generate-data's is named as it is: {overview}"
     );
     let (_, api) = health_of(port).unwrap();
     assert_eq!(api["model_version"], v2, "the API serves the same model");

@@ -13,6 +13,7 @@ use crate::api::API_VERSION;
 use crate::artifact::{self, Artifact, FORMAT_VERSION};
 use crate::http::{self, RequestLimits};
 use crate::promotion::promote_help;
+use crate::provenance;
 use crate::server::ConnectionLimits;
 use crate::service::{Dashboard, Service};
 use crate::tracking::{StagedModel, Tracking, TrackingArgs};
@@ -281,6 +282,7 @@ fn generate<S: Service>(rows: usize, seed: u64, out: &Path) -> Result<()> {
     }
     tmp.persist(out)
         .with_context(|| format!("cannot write {}", out.display()))?;
+    provenance::write_note(out, seed, rows)?;
     tracing::info!(rows, seed, out = %out.display(), "generated synthetic data");
     Ok(())
 }
@@ -309,7 +311,11 @@ fn train<S: Service>(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
         .into();
-    metrics["data_sha256"] = artifact::file_sha256(data)?.into();
+    let data_sha256 = artifact::file_sha256(data)?;
+    if let Some(generated) = provenance::generated(data, &data_sha256) {
+        metrics[provenance::METRICS_KEY] = serde_json::to_value(generated)?;
+    }
+    metrics["data_sha256"] = data_sha256.into();
     // What the dashboard draws, stored in the version with the model it describes.
     let files = S::Dashboard::version_files(data).with_context(|| {
         format!(

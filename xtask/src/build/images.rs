@@ -274,35 +274,46 @@ fn remove_replaced(ctx: &Ctx, service: &Service, old: &str) {
 }
 
 /// Builds the images of `services`, in parallel where it can; returns the revision they are
-/// tagged with.
+/// tagged with. MLflow's image does not depend on the Rust release build, so it starts at
+/// once and builds beside it (its base, wheels and install take minutes too); the API images
+/// start when their binaries are built.
 pub fn build(ctx: &Ctx, services: &[&Service]) -> Result<Revision> {
     let apis: Vec<&Service> = services.iter().copied().filter(|s| s.is_api()).collect();
-    binaries::build(ctx, &apis)?;
     let revision = revision(ctx);
-    let results: Vec<(String, Result<()>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = services
-            .iter()
-            .map(|&service| {
-                let revision = &revision;
-                scope.spawn(move || {
-                    let result = ctx.reporter.run_task(
-                        format!("image {}", service.versioned_image()),
-                        |task| {
-                            if !build_one(ctx, service, revision)? {
-                                task.note("up to date");
-                            }
-                            Ok(())
-                        },
-                    );
-                    (service.name.clone(), result)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a build thread panicked"))
-            .collect()
-    });
+    let build_image = |service: &Service| {
+        let result =
+            ctx.reporter
+                .run_task(format!("image {}", service.versioned_image()), |task| {
+                    if !build_one(ctx, service, &revision)? {
+                        task.note("up to date");
+                    }
+                    Ok(())
+                });
+        (service.name.clone(), result)
+    };
+    let (binaries, results): (Result<()>, Vec<(String, Result<()>)>) =
+        std::thread::scope(|scope| {
+            let build_image = &build_image;
+            let beside: Vec<_> = services
+                .iter()
+                .filter(|s| !s.is_api())
+                .map(|&service| scope.spawn(move || build_image(service)))
+                .collect();
+            let binaries = binaries::build(ctx, &apis);
+            let after: Vec<_> = if binaries.is_ok() {
+                apis.iter()
+                    .map(|&service| scope.spawn(move || build_image(service)))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let results = beside
+                .into_iter()
+                .chain(after)
+                .map(|h| h.join().expect("a build thread panicked"))
+                .collect();
+            (binaries, results)
+        });
     let mut failed = Vec::new();
     for (name, result) in results {
         if let Err(e) = result {
@@ -311,6 +322,7 @@ pub fn build(ctx: &Ctx, services: &[&Service]) -> Result<Revision> {
             failed.push(format!("{name}: {e:#}"));
         }
     }
+    binaries?;
     if !failed.is_empty() {
         bail!("image builds failed:\n{}", failed.join("\n"));
     }

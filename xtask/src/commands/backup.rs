@@ -108,7 +108,8 @@ impl Backup {
             });
         }
         let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-        let result = archive::write(&out, &sources, STAGING_PREFIX, &created, self.force);
+        let apis: Vec<&str> = ctx.stack.apis().map(|api| api.name.as_str()).collect();
+        let result = archive::write(&out, &sources, STAGING_PREFIX, &created, self.force, &apis);
         if online {
             std::fs::remove_file(&snapshot).ok();
         }

@@ -31,14 +31,51 @@ pub struct Ci {
         conflicts_with = "steps"
     )]
     pub skip: Vec<String>,
+    /// Fail when one of these steps (comma-separated; a group's name, or `all`) was skipped,
+    /// as a whole or any test in it: what this machine can run must have run.
+    #[arg(long, value_delimiter = ',', value_name = "STEP,...")]
+    pub require: Vec<String>,
     /// List the steps and what each runs, then exit.
     #[arg(long)]
     pub list: bool,
+    /// With `--list`: as JSON (each step's name, group, whether it needs Docker, its
+    /// commands), for the workflows' job matrix.
+    #[arg(long, requires = "list")]
+    pub json: bool,
 }
+
+/// The groups of steps, in pipeline order: each runs as one job of the CI workflow (`cargo
+/// xtask ci --steps GROUP`), and `lint-workflows` checks the workflow's matrix names them all.
+pub const GROUPS: &[(&str, &str)] = &[
+    (
+        "checks",
+        "formatting, lints, workflows, licences and the scanners' own suite",
+    ),
+    (
+        "tests",
+        "the unit and integration tests, the fuzzing of the APIs, the upgrades",
+    ),
+    (
+        "containers",
+        "the images, their scan, the stack in containers and the release",
+    ),
+    (
+        "host",
+        "the local runtime, MLflow, the dashboard and the fault campaign",
+    ),
+];
+
+/// The environment variable naming the file each test that skips appends its line to
+/// (`xtask/tests/common`'s `skip`).
+const SKIP_LOG_ENV: &str = "XTASK_SKIP_LOG";
+/// The first word of such a line.
+const SKIP_MARK: &str = "XTASK-TEST-SKIPPED";
 
 /// One named part of the pipeline.
 struct PipelineStep {
     name: String,
+    /// One of [`GROUPS`].
+    group: &'static str,
     about: String,
     commands: Vec<Step>,
     /// Runs even after an earlier step failed (it cleans up).
@@ -71,6 +108,11 @@ fn xtask(ctx: &Ctx, args: &[&str]) -> Step {
 /// The ignored (slow) tests of `PACKAGE/tests/NAME.rs`, one at a time; what passing tests
 /// printed (their `MEASURED:` lines) is shown too.
 fn ignored_tests(ctx: &Ctx, package: &str, name: &str) -> Step {
+    ignored_tests_matching(ctx, package, name, &[])
+}
+
+/// The ignored tests of `PACKAGE/tests/NAME.rs`, with libtest's `FILTER...` arguments.
+fn ignored_tests_matching(ctx: &Ctx, package: &str, name: &str, filter: &[&str]) -> Step {
     cargo(
         ctx,
         &[
@@ -87,6 +129,17 @@ fn ignored_tests(ctx: &Ctx, package: &str, name: &str) -> Step {
             "--show-output",
         ],
     )
+    .args(filter)
+}
+
+/// The group a step belongs to (by its name; see [`GROUPS`]).
+fn group_of(step: &str) -> &'static str {
+    match step {
+        "fmt" | "clippy" | "lint-workflows" | "deny" | "e2e-scans" => "checks",
+        "test" | "add-a-service" | "fuzz-api" | "e2e-upgrades" => "tests",
+        "e2e-local" | "e2e-mlflow" | "e2e-dashboard" | "e2e-faults" => "host",
+        _ => "containers",
+    }
 }
 
 /// The end-to-end suite in `xtask/tests/NAME.rs`.
@@ -97,6 +150,7 @@ fn e2e(ctx: &Ctx, name: &str) -> Step {
 fn pipeline(ctx: &Ctx, docker: bool) -> Vec<PipelineStep> {
     let step = |name: &str, about: &str, commands| PipelineStep {
         name: name.to_owned(),
+        group: group_of(name),
         about: about.to_owned(),
         commands,
         always: false,
@@ -196,8 +250,14 @@ fn pipeline(ctx: &Ctx, docker: bool) -> Vec<PipelineStep> {
         ),
         step(
             "e2e-mlflow",
-            "tracking, registry, retrain under load, backup, reset, restore",
-            vec![e2e(ctx, "e2e_mlflow")],
+            "tracking, registry, retrain under load, backup, reset, restore; each service's \
+             training against a real server",
+            // The toolkit's suite first: it installs MLflow, which the services' suites use.
+            std::iter::once(e2e(ctx, "e2e_mlflow"))
+                .chain(["bankchurn", "carvision", "telecom"].map(|service| {
+                    ignored_tests(ctx, service, "mlflow").env("XTASK_CACHE_DIR", &ctx.cache_dir)
+                }))
+                .collect(),
         ),
         PipelineStep {
             // Debian's packages `chromium` and `chromium-driver`.
@@ -216,7 +276,12 @@ fn pipeline(ctx: &Ctx, docker: bool) -> Vec<PipelineStep> {
         docker_step(
             "e2e-docker-images",
             "every image built from a clean state, nothing left dangling",
-            vec![e2e(ctx, "e2e_docker").args(["--skip", "demo_retrain"])],
+            vec![ignored_tests_matching(
+                ctx,
+                "xtask",
+                "e2e_docker",
+                &["--skip", "demo_retrain"],
+            )],
         ),
     ];
     if docker {
@@ -232,9 +297,13 @@ fn pipeline(ctx: &Ctx, docker: bool) -> Vec<PipelineStep> {
                         "docker-compose 1.x"
                     }
                 ),
-                vec![e2e(ctx, "e2e_docker")
-                    .args(["--exact", "demo_retrain_crash_recovery_restart_and_down"])
-                    .env("XTASK_COMPOSE", frontend)],
+                vec![ignored_tests_matching(
+                    ctx,
+                    "xtask",
+                    "e2e_docker",
+                    &["--exact", "demo_retrain_crash_recovery_restart_and_down"],
+                )
+                .env("XTASK_COMPOSE", frontend)],
             ));
         }
     }
@@ -244,7 +313,8 @@ fn pipeline(ctx: &Ctx, docker: bool) -> Vec<PipelineStep> {
             "a clean engine without debootstrap: demo falls back, docker fails fast",
             vec![e2e(ctx, "e2e_fresh_machine")],
         ),
-        docker_step(
+        // Not a docker step: its two image cases skip themselves where Docker is missing.
+        step(
             "e2e-scans",
             "the scanners on planted findings, with the real tools",
             vec![e2e(ctx, "scans")],
@@ -268,9 +338,13 @@ fn pipeline(ctx: &Ctx, docker: bool) -> Vec<PipelineStep> {
 /// 2,358 to 2,580, positive and negative together; 95-115 s for the three APIs).
 const FUZZ_MAX_EXAMPLES: &str = "550";
 
-/// Whether `selector` (from `--steps` or `--skip`) names `step`: its name, or a group of it.
+/// Whether `selector` (from `--steps`, `--skip` or `--require`) names `step`: its name, a
+/// name it starts with (`e2e-docker` for `e2e-docker-plugin`), or its group.
 fn selects(selector: &str, step: &str) -> bool {
-    step == selector || step.starts_with(&format!("{selector}-"))
+    step == selector
+        || step.starts_with(&format!("{selector}-"))
+        || group_of(step) == selector
+        || selector == "all"
 }
 
 /// The compose front-ends installed here (`plugin`, `legacy`): the docker suite runs under
@@ -304,17 +378,50 @@ impl Ci {
         }
         let all = pipeline(ctx, engine.is_ok());
         let names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
-        for wanted in self.steps.iter().chain(&self.skip) {
+        for wanted in self.steps.iter().chain(&self.skip).chain(&self.require) {
             if !names.iter().any(|n| selects(wanted, n)) {
                 bail!(
-                    "no step named {wanted:?}; the steps are {}",
-                    names.join(", ")
+                    "no step or group named {wanted:?}; the steps are {}, the groups {}",
+                    names.join(", "),
+                    GROUPS
+                        .iter()
+                        .map(|(g, _)| *g)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             }
         }
+        if self.list && self.json {
+            let steps: Vec<serde_json::Value> = all
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "name": s.name,
+                        "group": s.group,
+                        "about": s.about,
+                        "needs_docker": s.needs_docker,
+                        "commands": s.commands.iter()
+                            .map(|c| c.display(&ctx.runner.aliases))
+                            .collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            let groups: Vec<serde_json::Value> = GROUPS
+                .iter()
+                .map(|(name, about)| serde_json::json!({"name": name, "about": about}))
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "groups": groups,
+                    "steps": steps,
+                }))?
+            );
+            return Ok(());
+        }
         if self.list {
             for step in &all {
-                println!("{:<20} {}", step.name, step.about);
+                println!("{:<20} [{}] {}", step.name, step.group, step.about);
                 for command in &step.commands {
                     println!("{:<20}   $ {}", "", command.display(&ctx.runner.aliases));
                 }
@@ -359,7 +466,7 @@ impl Ci {
                 ));
                 continue;
             }
-            let outcome = run_step(ctx, step);
+            let outcome = run_step(ctx, step)?;
             failed |= matches!(outcome, Outcome::Failed(..));
             results.push((&step.name, outcome));
         }
@@ -368,67 +475,139 @@ impl Ci {
         }
         let rows: Vec<Vec<String>> = results
             .iter()
-            .map(|(name, outcome)| vec![name.to_string(), outcome.to_string()])
+            .map(|(name, outcome)| {
+                let required = self.require.iter().any(|r| selects(r, name));
+                outcome.row(name, required)
+            })
             .collect();
-        eprintln!("\n{}", table::text(&["STEP", "RESULT"], &rows));
+        let headers = ["STEP", "RESULT", "TIME", "TESTS SKIPPED (WHY)"];
+        eprintln!("\n{}", table::text(&headers, &rows));
         ctx.reporter.summary(&format!(
             "### Pipeline\n\n{}",
-            table::markdown(&["step", "result"], &rows)
+            table::markdown(&headers, &rows)
         ));
         let failures: Vec<&str> = results
             .iter()
             .filter(|(_, o)| matches!(o, Outcome::Failed(..)))
             .map(|(name, _)| *name)
             .collect();
-        if !failures.is_empty() {
-            bail!(
-                "{} failed; run one again with `cargo xtask ci --steps {}`",
+        let required_skips: Vec<&str> = results
+            .iter()
+            .filter(|(name, o)| o.skipped_any() && self.require.iter().any(|r| selects(r, name)))
+            .map(|(name, _)| *name)
+            .collect();
+        match (failures.is_empty(), required_skips.is_empty()) {
+            (true, true) => Ok(()),
+            (false, _) => bail!(
+                "{} failed{}; run one again with `cargo xtask ci --steps {}`",
                 failures.join(", "),
+                if required_skips.is_empty() {
+                    String::new()
+                } else {
+                    format!(", and {} skipped (required)", required_skips.join(", "))
+                },
                 failures.join(",")
-            );
+            ),
+            (true, false) => bail!(
+                "{} skipped, as a whole or some of their tests, although required (`--require`): \
+                 the table says why; install what they need, or run them where it is",
+                required_skips.join(", ")
+            ),
         }
-        Ok(())
     }
 }
 
+/// How a step ended; the tests that skipped themselves in it are listed with their reasons
+/// (`test: why`).
 enum Outcome {
-    Passed(Duration),
-    Failed(Duration, String),
+    Passed(Duration, Vec<String>),
+    Failed(Duration, String, Vec<String>),
     Skipped(String),
 }
 
-impl std::fmt::Display for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Outcome {
+    /// Whether the step, or any test in it, did not run.
+    fn skipped_any(&self) -> bool {
         match self {
-            Outcome::Passed(t) => write!(f, "passed in {:.1}s", t.as_secs_f64()),
-            Outcome::Failed(t, why) => write!(f, "FAILED after {:.1}s: {why}", t.as_secs_f64()),
-            Outcome::Skipped(why) => write!(f, "skipped: {why}"),
+            Outcome::Skipped(_) => true,
+            Outcome::Passed(_, tests) | Outcome::Failed(_, _, tests) => !tests.is_empty(),
         }
+    }
+
+    /// The step's row of the table: step, result, time, the skipped tests and why.
+    fn row(&self, name: &str, required: bool) -> Vec<String> {
+        let mark = if required && self.skipped_any() {
+            " (REQUIRED)"
+        } else {
+            ""
+        };
+        let (result, time, skipped) = match self {
+            Outcome::Passed(t, tests) if tests.is_empty() => ("passed".to_owned(), Some(t), None),
+            Outcome::Passed(t, tests) => (
+                format!("passed, {} test(s) skipped{mark}", tests.len()),
+                Some(t),
+                Some(tests.join("; ")),
+            ),
+            Outcome::Failed(t, why, tests) => (
+                format!("FAILED: {why}"),
+                Some(t),
+                (!tests.is_empty()).then(|| tests.join("; ")),
+            ),
+            Outcome::Skipped(why) => (format!("skipped{mark}: {why}"), None, None),
+        };
+        vec![
+            name.to_owned(),
+            result,
+            time.map_or_else(|| "-".into(), |t| format!("{:.1}s", t.as_secs_f64())),
+            skipped.unwrap_or_else(|| "-".into()),
+        ]
     }
 }
 
-fn run_step(ctx: &Ctx, step: &PipelineStep) -> Outcome {
+/// The skipped tests a step's skip log names (`test: why`), from the lines
+/// `XTASK-TEST-SKIPPED test: why`.
+fn skipped_tests(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|line| line.strip_prefix(SKIP_MARK))
+        .map(|rest| rest.trim().to_owned())
+        .collect()
+}
+
+fn run_step(ctx: &Ctx, step: &PipelineStep) -> Result<Outcome> {
+    let log = ctx
+        .root
+        .join("target/xtask/ci")
+        .join(format!("{}.skipped", step.name));
+    ctx.runner.create_dir(log.parent().expect("a parent"))?;
+    ctx.runner.remove_path(&log)?;
     let started = Instant::now();
     let group = ctx.reporter.group(format!("{}: {}", step.name, step.about));
-    let result = step
-        .commands
-        .iter()
-        .try_for_each(|command| ctx.runner.run_attached(command));
+    let result = step.commands.iter().try_for_each(|command| {
+        ctx.runner
+            .run_attached(&command.clone().env(SKIP_LOG_ENV, &log))
+    });
     let elapsed = started.elapsed();
     drop(group);
-    match result {
-        Ok(()) => Outcome::Passed(elapsed),
+    let skipped = skipped_tests(&std::fs::read_to_string(&log).unwrap_or_default());
+    for test in &skipped {
+        ctx.reporter
+            .warn(format!("ci step {}: test skipped, {test}", step.name));
+    }
+    Ok(match result {
+        Ok(()) => Outcome::Passed(elapsed, skipped),
         Err(e) => {
             let why = format!("{e:#}");
             ctx.reporter.error(&format!("ci step {}", step.name), &why);
-            Outcome::Failed(elapsed, why)
+            Outcome::Failed(elapsed, why, skipped)
         }
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::selects;
+    use std::time::Duration;
+
+    use super::{group_of, selects, skipped_tests, Outcome, GROUPS};
 
     #[test]
     fn a_group_selects_its_steps() {
@@ -437,5 +616,38 @@ mod tests {
         assert!(selects("fmt", "fmt"));
         assert!(!selects("e2e-dock", "e2e-docker-plugin"));
         assert!(!selects("e2e", "test"));
+        assert!(selects("containers", "e2e-docker-plugin"));
+        assert!(selects("host", "e2e-mlflow"));
+        assert!(!selects("host", "e2e-docker-plugin"));
+        assert!(selects("all", "fmt"));
+    }
+
+    #[test]
+    fn every_step_is_in_a_listed_group() {
+        for step in [
+            "fmt",
+            "e2e-scans",
+            "e2e-mlflow",
+            "e2e-docker-legacy",
+            "images",
+            "test",
+        ] {
+            assert!(GROUPS.iter().any(|(g, _)| *g == group_of(step)), "{step}");
+        }
+    }
+
+    #[test]
+    fn a_skipped_test_is_counted_and_shown_with_its_reason() {
+        let log = "XTASK-TEST-SKIPPED release_pushes: docker-registry is not installed\n\
+                   something else\n";
+        let tests = skipped_tests(log);
+        assert_eq!(tests, ["release_pushes: docker-registry is not installed"]);
+        let outcome = Outcome::Passed(Duration::from_secs(3), tests);
+        assert!(outcome.skipped_any());
+        let row = outcome.row("e2e-release", true);
+        assert_eq!(row[1], "passed, 1 test(s) skipped (REQUIRED)");
+        assert_eq!(row[3], "release_pushes: docker-registry is not installed");
+        assert!(!Outcome::Passed(Duration::ZERO, vec![]).skipped_any());
+        assert!(Outcome::Skipped("no Docker engine answers".into()).skipped_any());
     }
 }

@@ -1,7 +1,7 @@
 //! `cargo xtask down`: stop every service of the stack, MLflow included, and free the ports;
 //! optionally delete the data and the images the toolkit built.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::build::engine;
 use crate::build::images;
@@ -98,7 +98,7 @@ impl Down {
             return Ok(());
         }
         // The images are shared by every stack on this engine: not while another one runs.
-        let others = other_stacks_running(ctx);
+        let others = other_stacks_running(ctx)?;
         if !others.is_empty() {
             bail!(
                 "the images were kept: the compose project(s) {} of other stacks run from them. \
@@ -126,8 +126,9 @@ impl Down {
 }
 
 /// The compose projects of the toolkit's other stacks (`ml-mlops`, `ml-mlops-NAME`) that have
-/// a running container on this engine.
-fn other_stacks_running(ctx: &Ctx) -> Vec<String> {
+/// a running container on this engine. An engine that cannot say is an error: the images are
+/// removed only when no other stack is known to run from them.
+fn other_stacks_running(ctx: &Ctx) -> Result<Vec<String>> {
     let step = Step::new("docker").args([
         "ps",
         "--filter",
@@ -139,7 +140,7 @@ fn other_stacks_running(ctx: &Ctx) -> Vec<String> {
     let mut projects: Vec<String> = ctx
         .runner
         .query_stdout(&step)
-        .unwrap_or_default()
+        .context("the images were kept: cannot list the engine's running containers to tell whether another stack runs from them")?
         .lines()
         .filter(|p| {
             *p != ours
@@ -150,5 +151,5 @@ fn other_stacks_running(ctx: &Ctx) -> Vec<String> {
         .collect();
     projects.sort();
     projects.dedup();
-    projects
+    Ok(projects)
 }

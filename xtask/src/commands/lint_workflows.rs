@@ -91,10 +91,14 @@ fn actionlint(ctx: &Ctx, tool: &Path, files: &[String]) -> Result<ScanResult> {
 
 fn zizmor(ctx: &Ctx, tool: &Path, files: &[String]) -> Result<ScanResult> {
     let mut result = ScanResult::new(TARGET, "zizmor");
-    // --offline: GitHub's API is out of reach here; the online audits (impostor commits,
-    // tags behind pinned SHAs) run nowhere else either, so this is said in the report.
+    // Under GitHub Actions with a token (GH_TOKEN), zizmor runs its online audits too
+    // (impostor commits, tags behind pinned SHAs, known-vulnerable actions); elsewhere GitHub's
+    // API is out of reach, so it runs --offline and the report says what was not checked.
+    let online = std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true")
+        && std::env::var("GH_TOKEN").is_ok_and(|t| !t.is_empty());
     let step = Step::new(tool.to_string_lossy())
-        .args(["--offline", "--min-severity", "medium", "--format", "json"])
+        .args(if online { &[][..] } else { &["--offline"][..] })
+        .args(["--min-severity", "medium", "--format", "json"])
         .args(files)
         .cwd(&ctx.root);
     // zizmor exits 10 + the worst severity when it finds something.
@@ -130,9 +134,13 @@ fn zizmor(ctx: &Ctx, tool: &Path, files: &[String]) -> Result<ScanResult> {
             }
         })
         .collect();
-    result
-        .notes
-        .push("online audits (impostor commits, stale tag comments) not run: --offline".into());
+    if !online {
+        result.notes.push(
+            "online audits (impostor commits, stale tag comments) not run: --offline \
+             (they run under GitHub Actions with GH_TOKEN set)"
+                .into(),
+        );
+    }
     Ok(result)
 }
 
@@ -195,6 +203,68 @@ fn xtask_commands(ctx: &Ctx, cli: &clap::Command) -> Result<ScanResult> {
     Ok(result)
 }
 
+/// The workflow whose matrix runs the pipeline, one job per group.
+const CI_WORKFLOW: &str = "ci.yml";
+
+/// The CI workflow's matrix covers the pipeline: its `group` values are exactly the groups
+/// `cargo xtask ci --list --json` names, so no step is left out of CI and no job runs nothing.
+fn matrix_covers_pipeline(ctx: &Ctx) -> Result<ScanResult> {
+    let mut result = ScanResult::new(TARGET, "ci matrix = pipeline groups");
+    let exe = std::env::current_exe().context("the toolkit's own executable")?;
+    let listed = ctx.runner.query(
+        &Step::new(exe.to_string_lossy())
+            .args(["ci", "--list", "--json"])
+            .cwd(&ctx.root),
+    )?;
+    if !listed.status.success() {
+        bail!(
+            "`cargo xtask ci --list --json` failed: {}",
+            String::from_utf8_lossy(&listed.stderr).trim()
+        );
+    }
+    let plan: Value =
+        serde_json::from_slice(&listed.stdout).context("`cargo xtask ci --list --json`")?;
+    let groups: Vec<&str> = plan["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g["name"].as_str())
+        .collect();
+    let file = format!("{TARGET}/{CI_WORKFLOW}");
+    let matrices = workflows::matrix_values(&ctx.root, CI_WORKFLOW, "group")?;
+    let mut problems = Vec::new();
+    if matrices.is_empty() {
+        problems.push(format!(
+            "no job of {file} has a `group` matrix: the pipeline's groups ({}) run nowhere",
+            groups.join(", ")
+        ));
+    }
+    for (job, values) in &matrices {
+        for missing in groups.iter().filter(|g| !values.iter().any(|v| v == *g)) {
+            problems.push(format!(
+                "job {job}: the pipeline's group `{missing}` is not in the matrix, so its steps never run in CI"
+            ));
+        }
+        for unknown in values.iter().filter(|v| !groups.contains(&v.as_str())) {
+            problems.push(format!(
+                "job {job}: `{unknown}` in the matrix is no group of the pipeline (`cargo xtask ci --list`)"
+            ));
+        }
+    }
+    result.findings = problems
+        .into_iter()
+        .map(|title| Finding {
+            id: "ci-matrix".into(),
+            severity: Severity::High,
+            title,
+            subject: file.clone(),
+            help: Some("list every group of `cargo xtask ci --list` in the matrix".into()),
+            location: Some(Location::new(&ctx.root, &ctx.root.join(&file), None)),
+        })
+        .collect();
+    Ok(result)
+}
+
 /// Runs one check as a task; an error becomes a failed row, and the other checks still run.
 fn check(ctx: &Ctx, name: &str, work: impl FnOnce() -> Result<ScanResult>) -> ScanResult {
     let task = ctx.reporter.task(format!("{name}: {TARGET}"));
@@ -224,6 +294,7 @@ impl LintWorkflows {
             check(ctx, "zizmor", || zizmor(ctx, &paths[1], &files)),
             check(ctx, "check-jsonschema", || schema(ctx, &paths[2], &files)),
             check(ctx, "cargo xtask commands", || xtask_commands(ctx, cli)),
+            check(ctx, "ci matrix", || matrix_covers_pipeline(ctx)),
         ];
         if ctx.dry_run() {
             return Ok(());

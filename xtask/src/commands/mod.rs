@@ -27,3 +27,4 @@ pub mod status;
 pub mod tools;
 pub mod up;
 pub mod upgrade_deps;
+pub mod verify_release;

@@ -31,12 +31,29 @@ use crate::util::table;
 /// HOST[/NAMESPACE]/ml-mlops/SERVICE:TAG. After the push the registry's digest for each tag
 /// must be the pushed one. The digests are printed and written to
 /// target/xtask/reports/release-TAG.json.
+///
+/// In two halves, as the release workflow runs it: `--scan-only` builds and scans and writes
+/// what passed (target/xtask/reports/release-scanned.json, the image archives in
+/// target/xtask/images/); `--from-scanned --registry ...` loads exactly those archives and
+/// pushes them, building and scanning nothing.
 #[derive(clap::Args, Debug)]
 pub struct Release {
     /// Where to push: HOST[:PORT][/NAMESPACE], e.g. ghcr.io/my-org (lowercased: registries
     /// refuse capitals).
-    #[arg(long, value_name = "HOST[:PORT][/NAMESPACE]", value_parser = parse_registry)]
-    pub registry: Registry,
+    #[arg(
+        long,
+        value_name = "HOST[:PORT][/NAMESPACE]",
+        value_parser = parse_registry,
+        required_unless_present = "scan_only"
+    )]
+    pub registry: Option<Registry>,
+    /// Build and scan only; record what passed for `--from-scanned` and push nothing.
+    #[arg(long, conflicts_with_all = ["registry", "from_scanned"])]
+    pub scan_only: bool,
+    /// Push what `--scan-only` recorded (its archives, loaded by ID), without building or
+    /// scanning again.
+    #[arg(long)]
+    pub from_scanned: bool,
     /// The image tag [default: the workspace version]. A git tag's `v` is dropped (`v1.0.0`
     /// is `1.0.0`); it must be the workspace version, or that version with a `-suffix`.
     #[arg(long, value_name = "VERSION", value_parser = parse_tag)]
@@ -94,7 +111,86 @@ struct Record<'a> {
     tag: &'a str,
     version: &'a str,
     images: &'a [Pushed],
-    scans: &'a [ScanResult],
+    scans: serde_json::Value,
+}
+
+/// What `--scan-only` hands to `--from-scanned`: the images that passed, by ID, with the
+/// archive each was scanned as.
+#[derive(Serialize, serde::Deserialize)]
+struct Scanned {
+    tag: String,
+    version: String,
+    images: Vec<ScannedImage>,
+    scans: serde_json::Value,
+}
+
+#[derive(Serialize, serde::Deserialize)]
+struct ScannedImage {
+    service: String,
+    image_id: String,
+    archive: PathBuf,
+}
+
+fn scanned_file(ctx: &Ctx) -> PathBuf {
+    reports_dir(ctx).join("release-scanned.json")
+}
+
+/// Loads the archives `--scan-only` recorded and checks each holds the recorded image ID.
+fn load_scanned<'a>(
+    ctx: &Ctx,
+    services: &[&'a Service],
+    tag: &str,
+) -> Result<(Vec<Cleared<'a>>, serde_json::Value)> {
+    let file = scanned_file(ctx);
+    let text = std::fs::read_to_string(&file).with_context(|| {
+        format!(
+            "cannot read {}: run `cargo xtask release --scan-only` first",
+            ctx.show(&file)
+        )
+    })?;
+    let scanned: Scanned = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not what --scan-only writes", ctx.show(&file)))?;
+    if scanned.tag != tag {
+        bail!(
+            "{} was scanned for tag {}, not {tag}",
+            ctx.show(&file),
+            scanned.tag
+        );
+    }
+    let mut cleared = Vec::new();
+    for &service in services {
+        let image = scanned
+            .images
+            .iter()
+            .find(|i| i.service == service.name)
+            .with_context(|| {
+                format!(
+                    "{} holds no scanned image of {}",
+                    ctx.show(&file),
+                    service.name
+                )
+            })?;
+        ctx.runner.run(
+            &Step::new("docker")
+                .args(["load", "--quiet", "--input"])
+                .arg(ctx.root.join(&image.archive)),
+        )?;
+        if !ctx.dry_run()
+            && engine::image_inspect(ctx, &image.image_id, "{{.Id}}").as_deref()
+                != Some(&image.image_id)
+        {
+            bail!(
+                "{} did not load image {}, the one that was scanned",
+                image.archive.display(),
+                image.image_id
+            );
+        }
+        cleared.push(Cleared {
+            service,
+            id: image.image_id.clone(),
+        });
+    }
+    Ok((cleared, scanned.scans))
 }
 
 fn short(id: &str) -> &str {
@@ -286,6 +382,10 @@ impl Release {
             );
         }
         let services = ctx.stack.select(&self.services)?;
+        let registry_name = self.registry.as_ref().map_or_else(
+            || "(scan only)".to_owned(),
+            |r| r.repository("ml-mlops/SERVICE"),
+        );
         let engine = engine::version(ctx)
             .map_err(|e| e.context("releasing images needs a Docker engine"))?;
         ctx.reporter.info(format!(
@@ -295,28 +395,69 @@ impl Release {
                 .map(|s| s.name.as_str())
                 .collect::<Vec<_>>()
                 .join(", "),
-            self.registry.repository("ml-mlops/SERVICE"),
+            registry_name,
         ));
 
-        // The scanner and its policy first: a missing one fails in seconds, not after a build.
-        let policy = Policy::load(&ctx.root)?;
-        crate::deps::tools::ensure(ctx, &["trivy"])?;
-        let trivy = Trivy::prepare(ctx, self.require_vuln_db)?;
-        images::preflight(ctx, &services, true)?;
-        images::build(ctx, &services)?;
-        let candidates = candidates(ctx, &services)?;
-        let (cleared, scans) = clear(ctx, &trivy, &policy, candidates)?;
+        let (cleared, scans) = if self.from_scanned {
+            load_scanned(ctx, &services, &tag)?
+        } else {
+            // The scanner and its policy first: a missing one fails in seconds, not after a
+            // build.
+            let policy = Policy::load(&ctx.root)?;
+            crate::deps::tools::ensure(ctx, &["trivy"])?;
+            let trivy = Trivy::prepare(ctx, self.require_vuln_db)?;
+            images::preflight(ctx, &services, true)?;
+            images::build(ctx, &services)?;
+            let candidates = candidates(ctx, &services)?;
+            let (cleared, scans) = clear(ctx, &trivy, &policy, candidates)?;
+            (
+                cleared,
+                serde_json::to_value(&scans).context("cannot record the scans")?,
+            )
+        };
+        let Some(registry) = self.registry.as_ref().filter(|_| !self.scan_only) else {
+            let dir = ctx.root.join("target/xtask/images");
+            let scanned = Scanned {
+                tag: tag.clone(),
+                version: VERSION.to_owned(),
+                images: cleared
+                    .iter()
+                    .map(|c| ScannedImage {
+                        service: c.service.name.clone(),
+                        image_id: c.id.clone(),
+                        // From the workspace root: the second half runs in another checkout.
+                        archive: PathBuf::from(format!(
+                            "target/xtask/images/{}.tar",
+                            c.service.name
+                        )),
+                    })
+                    .collect(),
+                scans,
+            };
+            let file = scanned_file(ctx);
+            ctx.runner.write_file(
+                &file,
+                serde_json::to_string_pretty(&scanned).context("cannot write what was scanned")?,
+            )?;
+            ctx.reporter.info(format!(
+                "built and scanned, nothing pushed: {} and the archives in {} are what \
+                 `cargo xtask release --from-scanned --registry ...` pushes",
+                ctx.show(&file),
+                ctx.show(&dir)
+            ));
+            return Ok(());
+        };
 
         let mut pushed = Vec::new();
         for image in &cleared {
             let title = format!(
                 "push {} as {}:{tag}",
                 short(&image.id),
-                self.registry.repository(&image.service.image())
+                registry.repository(&image.service.image())
             );
             let result = ctx
                 .reporter
-                .run_task(title, |_| push(ctx, &self.registry, &tag, image));
+                .run_task(title, |_| push(ctx, registry, &tag, image));
             match result {
                 Ok(p) => pushed.push(p),
                 Err(e) if pushed.is_empty() => return Err(e.context("nothing was pushed")),
@@ -334,11 +475,11 @@ impl Release {
         }
 
         let record = Record {
-            registry: self.registry.to_string(),
+            registry: registry.to_string(),
             tag: &tag,
             version: VERSION,
             images: &pushed,
-            scans: &scans,
+            scans,
         };
         let file = reports_dir(ctx).join(format!("release-{tag}.json"));
         ctx.runner.write_file(

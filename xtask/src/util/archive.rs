@@ -157,13 +157,28 @@ pub fn describe_type(kind: &std::fs::FileType) -> &'static str {
 
 /// Writes `out` (atomically: a failed backup leaves no half archive) from `sources`. `out`
 /// must pass [`check_destination`] with `replace`; without `replace`, a file that appears
-/// there meanwhile is not replaced either.
+/// there meanwhile is not replaced either. What would not pass [`check_layout`] for `apis`
+/// (a stray file in a model folder, say) is refused before anything is written: a backup
+/// that restore would refuse is no backup.
 pub fn write(
     out: &Path,
     sources: &[Source],
     skip_prefix: &str,
     created: &str,
     replace: bool,
+    apis: &[&str],
+) -> Result<Manifest> {
+    write_archive(out, sources, skip_prefix, created, replace, Some(apis))
+}
+
+/// [`write`], checking the layout only with `apis` (tests write archives restore refuses).
+fn write_archive(
+    out: &Path,
+    sources: &[Source],
+    skip_prefix: &str,
+    created: &str,
+    replace: bool,
+    apis: Option<&[&str]>,
 ) -> Result<Manifest> {
     check_destination(out, replace)?;
     let (mut files, mut links) = (Vec::new(), Vec::new());
@@ -177,6 +192,22 @@ pub fn write(
         files: Vec::new(),
         links,
     };
+    if let Some(apis) = apis {
+        let listed = Manifest {
+            files: files
+                .iter()
+                .map(|(path, _)| FileEntry {
+                    path: path.clone(),
+                    size: 0,
+                    sha256: String::new(),
+                })
+                .collect(),
+            ..manifest.clone()
+        };
+        check_layout(&listed, apis).context(
+            "the stack holds something a restore would refuse, so no backup was written; move it out of the stack's folders and back up again",
+        )?;
+    }
     for (path, disk) in &files {
         let (size, sha256) = hash_file(disk)?;
         manifest.files.push(FileEntry {
@@ -524,9 +555,26 @@ mod tests {
             ".staging-",
             "2026-11-27T12:00:00Z",
             false,
+            &["api"],
         )
         .unwrap();
         (dir, out, manifest)
+    }
+
+    #[test]
+    fn a_backup_restore_would_refuse_is_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("stack");
+        stack_like(&root);
+        std::fs::write(root.join("models/api/notes.txt"), b"mine").unwrap();
+        let out = dir.path().join("backup.tar.gz");
+        let err = write(&out, &sources(&root), ".staging-", "now", false, &["api"]).unwrap_err();
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("no backup was written") && err.contains("models/api/notes.txt"),
+            "{err}"
+        );
+        assert!(!out.exists());
     }
 
     #[test]
@@ -575,7 +623,7 @@ mod tests {
         let root = dir.path().join("stack");
         stack_like(&root);
         let out = dir.path().join("backup.tar.gz");
-        write(&out, &sources(&root), ".staging-", "now", false).unwrap();
+        write_archive(&out, &sources(&root), ".staging-", "now", false, None).unwrap();
         // Rewrite the archive with one byte of one file changed but the manifest kept: a
         // tampered archive whose gzip and tar framing are valid.
         let staging = dir.path().join("first");
@@ -617,12 +665,12 @@ mod tests {
         let (dir, out, _) = backup();
         std::fs::write(&out, b"keep me").unwrap();
         let root = dir.path().join("stack");
-        let err = write(&out, &sources(&root), ".staging-", "now", false)
+        let err = write_archive(&out, &sources(&root), ".staging-", "now", false, None)
             .unwrap_err()
             .to_string();
         assert!(err.contains("exists") && err.contains("--force"), "{err}");
         assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
-        write(&out, &sources(&root), ".staging-", "now", true).unwrap();
+        write_archive(&out, &sources(&root), ".staging-", "now", true, None).unwrap();
         let staging = dir.path().join("restored");
         std::fs::create_dir(&staging).unwrap();
         extract_verified(&out, &staging, &["api"]).unwrap();
@@ -648,7 +696,7 @@ mod tests {
             (&PathBuf::from("/dev/null"), "a character device"),
         ] {
             for replace in [false, true] {
-                let err = write(out, &sources(&root), ".staging-", "now", replace)
+                let err = write_archive(out, &sources(&root), ".staging-", "now", replace, None)
                     .unwrap_err()
                     .to_string();
                 assert!(
@@ -681,7 +729,7 @@ mod tests {
         let (dir, _, _) = backup();
         let root = dir.path().join("stack");
         let out = dir.path().join("no/such/folder/backup.tar.gz");
-        let err = write(&out, &sources(&root), ".staging-", "now", true)
+        let err = write_archive(&out, &sources(&root), ".staging-", "now", true, None)
             .unwrap_err()
             .to_string();
         assert!(err.contains("is not an existing folder"), "{err}");
@@ -692,7 +740,7 @@ mod tests {
     fn refusal(sources: &[Source], apis: &[&str]) -> String {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("backup.tar.gz");
-        write(&out, sources, ".staging-", "now", false).unwrap();
+        write_archive(&out, sources, ".staging-", "now", false, None).unwrap();
         let staging = dir.path().join("restored");
         std::fs::create_dir(&staging).unwrap();
         let err = format!("{:#}", extract_verified(&out, &staging, apis).unwrap_err());

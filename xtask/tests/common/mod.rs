@@ -91,6 +91,15 @@ impl Stack {
         self.command(args).stderr(Stdio::piped()).spawn().unwrap()
     }
 
+    /// Starts xtask in the background, both its outputs captured.
+    pub fn spawn_xtask_captured(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// The xtask binary aimed at this stack.
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
@@ -163,12 +172,26 @@ impl Stack {
 /// these lines, so a skipped test is reported as skipped, not passed.
 pub const SKIP_MARK: &str = "XTASK-TEST-SKIPPED";
 
+/// The file `cargo xtask ci` names for each step: every skip is appended to it, so a step
+/// counts its skipped tests whether or not libtest shows their output.
+pub const SKIP_LOG_ENV: &str = "XTASK_SKIP_LOG";
+
 /// Says that the calling test cannot run on this machine, and why (what to install, what it
 /// needs). The test then returns: libtest counts it as passed, the pipeline as skipped.
 pub fn skip(reason: impl std::fmt::Display) {
+    use std::io::Write as _;
     let test = std::thread::current().name().unwrap_or("a test").to_owned();
-    println!("{SKIP_MARK} {test}: {reason}");
+    let line = format!("{SKIP_MARK} {test}: {reason}");
+    println!("{line}");
     eprintln!("SKIPPED {test}: {reason}");
+    if let Some(log) = std::env::var_os(SKIP_LOG_ENV) {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap_or_else(|e| panic!("cannot open the skip log {log:?}: {e}"));
+        writeln!(file, "{line}").expect("the skip log is writable");
+    }
 }
 
 pub fn stdout(output: &Output) -> String {

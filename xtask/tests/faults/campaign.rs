@@ -59,7 +59,7 @@ impl Campaign {
     }
 
     pub fn skip(&mut self, name: &str, why: &str) {
-        eprintln!("SKIPPED: {name} ({}): {why}", self.runtime);
+        crate::common::skip(format!("{name} ({}): {why}", self.runtime));
         self.rows.push(Row {
             case: name.to_owned(),
             runtime: self.runtime,

@@ -37,6 +37,7 @@ use crate::api::{now, ErrorBody, ModelInfo, API_VERSION};
 use crate::error::ApiError;
 use crate::http::{bounds, refuse_large_head, AppState, DASHBOARD_ENDPOINT};
 use crate::loaded::Loaded;
+use crate::provenance;
 
 use crate::service::Service;
 
@@ -217,6 +218,9 @@ pub fn page<S: Service>(
                             }
                             @if let Some(data) = model.metrics["data_file"].as_str().filter(|d| !d.is_empty()) {
                                 " · trained on " code { (data) }
+                                @if let Some(seed) = model.metrics[provenance::METRICS_KEY]["seed"].as_u64() {
+                                    ", synthetic rows made by " code { "generate-data" } " (seed " (seed) "), not the public dataset"
+                                }
                             }
                             " · " (S::MANIFEST.name) " " (API_VERSION)
                         }

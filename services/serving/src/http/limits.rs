@@ -69,11 +69,6 @@ impl BodyBudget {
         }
     }
 
-    /// Bytes held now, all bodies together.
-    pub fn held(&self) -> usize {
-        self.held.load(Ordering::Relaxed)
-    }
-
     /// A share of the budget for one body, empty at first and given back when dropped.
     pub fn hold(&self) -> BodyHold<'_> {
         BodyHold {

@@ -29,8 +29,10 @@ use crate::service::{DashboardView, PageSource, PredictionMeta, Service};
 use crate::validation::FieldError;
 
 pub use crate::api::MAX_BATCH;
-pub use limits::{bounds, refuse_large_head, BodyBudget, Cut, RenderError, RequestLimits};
-pub use metrics::{Metrics, DASHBOARD as DASHBOARD_ENDPOINT};
+pub use limits::RequestLimits;
+// For the dashboard's router, which shares the API's limits and metrics.
+pub(crate) use limits::{bounds, refuse_large_head, BodyBudget};
+pub(crate) use metrics::{Metrics, DASHBOARD_ENDPOINT};
 
 /// Shared state of a running service.
 pub struct AppState<S: Service> {
@@ -97,7 +99,7 @@ pub fn router<S: Service>(state: Arc<AppState<S>>) -> Router {
         .route("/docs", get(docs_page))
         .route("/docs/", get(docs_page))
         .route("/redoc", get(docs_page))
-        .route("/docs/{*file}", get(docs_file))
+        .route("/docs/{*rest}", get(docs_file))
         .route("/predict", post(predict::<S>))
         .route("/predict_batch", post(predict_batch::<S>))
         .fallback(not_found);

@@ -1,0 +1,273 @@
+//! `cargo xtask verify-release RECORD`: the registry still serves exactly what a release
+//! recorded. For each image of the record (`target/xtask/reports/release-TAG.json`), the tag's
+//! manifest digest must be the recorded digest, and the recorded `REPOSITORY@DIGEST` must still
+//! resolve to the recorded image.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::build::registry::{self, Registry};
+use crate::ctx::Ctx;
+use crate::runner::Step;
+use crate::util::table;
+
+/// Check that the registry still serves exactly the digests a release recorded.
+///
+/// Reads the record `cargo xtask release` wrote and asks the registry for each tag and each
+/// recorded digest; fails naming every image the registry no longer serves as recorded.
+#[derive(clap::Args, Debug)]
+pub struct VerifyRelease {
+    /// The release record, e.g. target/xtask/reports/release-1.0.0.json, or the folder that
+    /// holds exactly one (as the release workflow passes it).
+    pub record: PathBuf,
+    /// Under GitHub Actions: write each image's `SERVICE-name` (its repository) and
+    /// `SERVICE-digest` to the step's outputs, for the attestation steps.
+    #[arg(long)]
+    pub github_output: bool,
+    /// Write SHA256SUMS beside the record: the record's and every SBOM's (sbom/*.json there).
+    #[arg(long)]
+    pub checksums: bool,
+}
+
+/// One image of the record.
+struct Recorded {
+    service: String,
+    image_id: String,
+    tag: String,
+    digest: String,
+    reference: String,
+}
+
+fn recorded(record: &Value) -> Result<Vec<Recorded>> {
+    let images = record["images"]
+        .as_array()
+        .context("the record lists no `images`")?;
+    if images.is_empty() {
+        bail!("the record lists no images: nothing was released");
+    }
+    images
+        .iter()
+        .map(|image| {
+            let field = |name: &str| {
+                image[name]
+                    .as_str()
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_owned)
+                    .with_context(|| format!("an image of the record has no `{name}`"))
+            };
+            Ok(Recorded {
+                service: field("service")?,
+                image_id: field("image_id")?,
+                tag: field("tag")?,
+                digest: field("digest")?,
+                reference: field("reference")?,
+            })
+        })
+        .collect()
+}
+
+/// What the registry says about `reference`, or why it could not say.
+fn inspect(
+    ctx: &Ctx,
+    registry: &Registry,
+    reference: &str,
+) -> Result<registry::RemoteManifest, String> {
+    let mut step = Step::new("docker").args(["manifest", "inspect", "--verbose"]);
+    if registry.is_loopback() {
+        step = step.arg("--insecure");
+    }
+    let output = ctx
+        .runner
+        .query(&step.arg(reference))
+        .map_err(|e| format!("{e:#}"))?;
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).trim().to_owned());
+    }
+    registry::remote_manifest(&String::from_utf8_lossy(&output.stdout))
+        .map_err(|e| format!("{e:#}"))
+}
+
+/// What is wrong with one image in the registry, if anything.
+fn check(ctx: &Ctx, registry: &Registry, image: &Recorded) -> Option<String> {
+    let by_tag = match inspect(ctx, registry, &image.tag) {
+        Ok(manifest) => manifest,
+        Err(why) => return Some(format!("the registry does not serve {}: {why}", image.tag)),
+    };
+    if by_tag.digest != image.digest {
+        return Some(format!(
+            "{} is now {}, the record says {}: something was pushed over the tag",
+            image.tag, by_tag.digest, image.digest
+        ));
+    }
+    match inspect(ctx, registry, &image.reference) {
+        Err(why) => Some(format!(
+            "the registry does not serve {}: {why}",
+            image.reference
+        )),
+        Ok(by_digest) => by_digest
+            .config
+            .filter(|config| *config != image.image_id)
+            .map(|config| {
+                format!(
+                    "{} is image {config}, the record says {}",
+                    image.reference, image.image_id
+                )
+            }),
+    }
+}
+
+fn sha256_of(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(format!("{:x}", Sha256::digest(bytes)))
+}
+
+/// `SHA256SUMS` beside the record: the record and every SBOM in `sbom/` there, as
+/// `sha256sum --check` reads them.
+fn checksums(ctx: &Ctx, record: &Path) -> Result<PathBuf> {
+    let dir = record.parent().unwrap_or(Path::new("."));
+    let mut files = vec![record.to_owned()];
+    if let Ok(entries) = std::fs::read_dir(dir.join("sbom")) {
+        let mut sboms: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        sboms.sort();
+        files.extend(sboms);
+    }
+    let mut text = String::new();
+    for file in &files {
+        let name = file.strip_prefix(dir).unwrap_or(file);
+        text.push_str(&format!("{}  {}\n", sha256_of(file)?, name.display()));
+    }
+    let out = dir.join("SHA256SUMS");
+    ctx.runner.write_file(&out, text)?;
+    Ok(out)
+}
+
+/// Appends `SERVICE-name` and `SERVICE-digest` of each image to `$GITHUB_OUTPUT`.
+fn github_output(images: &[Recorded]) -> Result<()> {
+    let path = std::env::var("GITHUB_OUTPUT")
+        .context("--github-output: GITHUB_OUTPUT is not set (it is under GitHub Actions)")?;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {path}"))?;
+    for image in images {
+        let name = image
+            .reference
+            .split_once('@')
+            .map_or(image.reference.as_str(), |(name, _)| name);
+        writeln!(file, "{}-name={name}", image.service)?;
+        writeln!(file, "{}-digest={}", image.service, image.digest)?;
+    }
+    Ok(())
+}
+
+/// `path` itself, or the one `release-VERSION.json` in the folder `path`.
+fn record_file(path: &Path) -> Result<PathBuf> {
+    if !path.is_dir() {
+        return Ok(path.to_owned());
+    }
+    let records: Vec<PathBuf> = std::fs::read_dir(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with("release-") && n.ends_with(".json") && n != "release-scanned.json"
+            })
+        })
+        .collect();
+    match records.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!(
+            "no release record (release-VERSION.json) in {}",
+            path.display()
+        ),
+        _ => bail!(
+            "{} holds {} release records: name one",
+            path.display(),
+            records.len()
+        ),
+    }
+}
+
+impl VerifyRelease {
+    pub fn run(mut self, ctx: &Ctx) -> Result<()> {
+        self.record = record_file(&self.record)?;
+        let text = std::fs::read_to_string(&self.record)
+            .with_context(|| format!("cannot read the release record {}", self.record.display()))?;
+        let record: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a release record", self.record.display()))?;
+        let registry = Registry::parse(
+            record["registry"]
+                .as_str()
+                .context("the record names no `registry`")?,
+        )?;
+        let images = recorded(&record)?;
+        let mut rows = Vec::new();
+        let mut problems = Vec::new();
+        for image in &images {
+            let problem = if ctx.dry_run() {
+                None
+            } else {
+                check(ctx, &registry, image)
+            };
+            rows.push(vec![
+                image.service.clone(),
+                image.reference.clone(),
+                problem
+                    .clone()
+                    .map_or_else(|| "✓ served as recorded".into(), |p| format!("✗ {p}")),
+            ]);
+            problems.extend(problem);
+        }
+        let headers = ["SERVICE", "RECORDED", "REGISTRY"];
+        println!("{}", table::text(&headers, &rows));
+        ctx.reporter.summary(&format!(
+            "### Release record {}\n\n{}",
+            self.record.display(),
+            table::markdown(&headers, &rows)
+        ));
+        if !problems.is_empty() {
+            bail!(
+                "the registry no longer serves what {} records:\n{}\nrelease again, or find who \
+                 pushed to these tags",
+                self.record.display(),
+                problems.join("\n")
+            );
+        }
+        if self.github_output {
+            github_output(&images)?;
+        }
+        if self.checksums {
+            let out = checksums(ctx, &self.record)?;
+            ctx.reporter.info(format!("checksums: {}", ctx.show(&out)));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_without_digests_is_refused() {
+        let record: Value = serde_json::json!({
+            "registry": "127.0.0.1:5000",
+            "images": [{"service": "a", "image_id": "sha256:1", "tag": "t", "digest": "",
+                        "reference": "r"}],
+        });
+        let error = recorded(&record).err().unwrap().to_string();
+        assert!(error.contains("no `digest`"), "{error}");
+        let empty = serde_json::json!({"registry": "x.io", "images": []});
+        assert!(recorded(&empty).is_err());
+    }
+}
