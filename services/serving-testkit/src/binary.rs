@@ -123,6 +123,20 @@ pub fn serve_and_healthcheck(binary: &Path) {
     signal(&server, "TERM");
     let status = wait_for_exit(&mut server, "the server exiting after an early SIGTERM");
     assert!(status.success(), "exit after a SIGTERM at bind: {status:?}");
+
+    // SIGHUP at the same moment asks for a reload, and must not end the server either.
+    let mut server = serve();
+    wait_until_accepting(port);
+    signal(&server, "HUP");
+    wait_until("serve answering after an early SIGHUP", PATIENCE, || {
+        if let Some(status) = server.try_wait().expect("the child's status") {
+            panic!("the server ended on a SIGHUP at bind: {status:?}");
+        }
+        get(&url)
+    });
+    signal(&server, "TERM");
+    let status = wait_for_exit(&mut server, "the server exiting after SIGTERM");
+    assert!(status.success(), "exit after SIGTERM: {status:?}");
 }
 
 /// Returns as soon as a TCP connection to `port` on loopback is accepted by the kernel: the

@@ -390,6 +390,8 @@ fn serve<S: Service>(
         // Before the ports are bound: a SIGTERM that arrives as soon as a client can connect
         // (the model still loading) must stop the server cleanly, not kill it.
         let stop = ShutdownSignals::register();
+        // SIGHUP too: its default action would end the server as well.
+        let hangups = listen_for_hangups();
         let listener = bind(addr, "").await?;
         let dashboard_listener = match dashboard_addr {
             Some(addr) => Some(bind(addr, " for the dashboard").await?),
@@ -403,7 +405,9 @@ fn serve<S: Service>(
             state
         })
         .await?;
-        tokio::spawn(reload_on_sighup(state.clone()));
+        if let Some(hangups) = hangups {
+            tokio::spawn(reload_on_sighup(state.clone(), hangups));
+        }
         tracing::info!(%addr, service = S::MANIFEST.name, model_dir = %model_dir.display(), "listening");
         // Both ports stop on the same signal, each finishing its in-flight requests.
         let shutdown = stop.received().shared();
@@ -447,16 +451,19 @@ async fn bind(addr: SocketAddr, purpose: &str) -> Result<tokio::net::TcpListener
     })
 }
 
-/// Loads the model again on every SIGHUP; the outcome shows in /health's `last_reload`.
-async fn reload_on_sighup<S: Service>(state: std::sync::Arc<http::AppState<S>>) {
+/// SIGHUP, listened for from now on (before the ports are bound, like the stop signals).
+fn listen_for_hangups() -> Option<tokio::signal::unix::Signal> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP: reloading is off");
-            return;
-        }
-    };
+    signal(SignalKind::hangup())
+        .inspect_err(|e| tracing::warn!(error = %e, "cannot listen for SIGHUP: reloading is off"))
+        .ok()
+}
+
+/// Loads the model again on every SIGHUP; the outcome shows in /health's `last_reload`.
+async fn reload_on_sighup<S: Service>(
+    state: std::sync::Arc<http::AppState<S>>,
+    mut hangups: tokio::signal::unix::Signal,
+) {
     while hangups.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the model");
         let state = state.clone();

@@ -85,7 +85,8 @@ async fn frame<S: Service>(
         if let Some(refused) = refuse_large_head(limit, &request, html_error::<S>) {
             return refused;
         }
-        if request.uri().path() == "/health" {
+        // Health probes are cheap and must answer under load: not counted.
+        if matches!(request.uri().path(), "/health" | "/_stcore/health") {
             return as_page::<S>(next.run(request).await);
         }
         // A crowd waits briefly or is told to come back, rather than queueing without end.

@@ -36,7 +36,7 @@ pub struct RequestLimits {
     /// together; past it such a request is refused with a 503 (see [`BodyBudget`]).
     pub buffered_body_bytes: usize,
     /// Most dashboard pages being drawn or waiting to be at once; past it a 503 page with
-    /// `Retry-After`. The dashboard's `/health` is not counted.
+    /// `Retry-After`. The dashboard's health paths are not counted.
     pub dashboard_in_flight: usize,
 }
 
