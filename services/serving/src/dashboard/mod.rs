@@ -90,13 +90,20 @@ async fn frame<S: Service>(
             return as_page::<S>(next.run(request).await);
         }
         // A crowd waits briefly or is told to come back, rather than queueing without end.
-        let Ok(_drawing) = in_flight.try_acquire() else {
+        let Ok(drawing) = in_flight.clone().try_acquire_owned() else {
             return busy::<S>(state.limits().dashboard_in_flight);
         };
         // Drawn on the runtime's blocking threads (one, where `serve` runs it), so the
         // thread that accepts and reads requests is free to count and refuse them meanwhile.
+        // The permit goes with the drawing: a client that leaves frees it only once its page
+        // is done, so what waits for the blocking thread stays bounded.
         let handle = tokio::runtime::Handle::current();
-        match tokio::task::spawn_blocking(move || handle.block_on(next.run(request))).await {
+        let draw = move || {
+            let page = handle.block_on(next.run(request));
+            drop(drawing);
+            page
+        };
+        match tokio::task::spawn_blocking(draw).await {
             Ok(drawn) => as_page::<S>(drawn),
             Err(e) => {
                 tracing::error!(error = %e, "drawing a dashboard page failed");
