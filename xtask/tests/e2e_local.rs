@@ -272,7 +272,7 @@ fn two_stacks_side_by_side_and_commands_on_one_stack_take_turns() {
     )
     .unwrap();
     let spawn = |seed: &str| {
-        first.spawn_xtask(&["--runtime", "local", "retrain", "telecom", "--seed", seed])
+        first.spawn_xtask_captured(&["--runtime", "local", "retrain", "telecom", "--seed", seed])
     };
     let mut waiting = spawn("11");
     let mut err = std::io::BufReader::new(waiting.stderr.take().unwrap());
@@ -321,9 +321,12 @@ fn two_stacks_side_by_side_and_commands_on_one_stack_take_turns() {
     let outputs: Vec<(String, String)> = [a, b]
         .into_iter()
         .zip(["a", "b"])
-        .map(|(child, name)| (name.to_owned(), stderr(&child.wait_with_output().unwrap())))
+        .map(|(child, name)| {
+            let output = child.wait_with_output().unwrap();
+            (name.to_owned(), stdout(&output) + &stderr(&output))
+        })
         .collect();
-    for ((name, status), _) in finished.iter().zip(0..) {
+    for (name, status) in &finished {
         let out = &outputs.iter().find(|(n, _)| n == name).unwrap().1;
         assert!(status.success(), "retrain {name} failed:\n{out}");
     }

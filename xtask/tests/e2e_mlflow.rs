@@ -332,6 +332,11 @@ fn tracked_models_retrain_without_downtime_and_survive_backup_reset_restore() {
             "{what} changed the stack"
         );
     }
+    // The stack was never stopped: the model it served still answers.
+    assert_eq!(
+        health_json(stack.port(8001))["model_version"],
+        served["model_version"]
+    );
 
     let started = Instant::now();
     let restore = xtask(&stack, &["restore", archive.to_str().unwrap(), "--yes"]);

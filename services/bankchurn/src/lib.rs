@@ -272,23 +272,31 @@ pub fn load(path: &Path) -> anyhow::Result<(Features, Vec<f64>)> {
     let mut y = Vec::new();
     Table::open(path, &COLUMNS)?
         .for_each_row(|r| {
-            let row = feature_row(
-                r.category("Geography", GEOGRAPHIES)?,
-                r.category("Gender", GENDERS)?,
-                [
-                    r.number("CreditScore")?,
-                    r.number("Age")?,
-                    // Blank in about 9% of the public file: the booster routes missing values itself.
-                    r.optional_number("Tenure")?.unwrap_or(f64::NAN),
-                    r.number("Balance")?,
-                    r.number_in("NumOfProducts", 1.0, 4.0)?,
-                    r.flag("HasCrCard")?,
-                    r.flag("IsActiveMember")?,
-                    r.number("EstimatedSalary")?,
-                ],
-            );
+            let geography = r.category("Geography", GEOGRAPHIES)?;
+            let gender = r.category("Gender", GENDERS)?;
+            // Blank in about 9% of the public file: the booster routes missing values itself.
+            let tenure = r.optional_number("Tenure")?;
+            let (has_cr_card, is_active_member) = (r.flag("HasCrCard")?, r.flag("IsActiveMember")?);
+            let label = r.flag("Exited")?;
+            let customer = Customer {
+                credit_score: r.whole_number("CreditScore")?,
+                geography: [Geography::France, Geography::Spain, Geography::Germany][geography],
+                gender: [Gender::Male, Gender::Female][gender],
+                age: r.whole_number("Age")?,
+                // A blank tenure is missing, which training allows and the API does not ask.
+                tenure: tenure.unwrap_or(0.0),
+                balance: r.number("Balance")?,
+                num_of_products: r.whole_number("NumOfProducts")?,
+                has_cr_card: has_cr_card as i64,
+                is_active_member: is_active_member as i64,
+                estimated_salary: r.number("EstimatedSalary")?,
+            };
+            // A row the API would refuse to answer is no row to learn from.
+            BankChurn::validate(&customer).map_err(|e| r.refused(e))?;
+            let mut row = request_row(&customer);
+            row[4] = tenure.unwrap_or(f64::NAN);
             x.push(&row);
-            y.push(r.flag("Exited")?);
+            y.push(label);
             Ok(())
         })
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;

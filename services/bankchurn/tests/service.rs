@@ -166,6 +166,7 @@ fn degenerate_data_is_refused_and_the_model_left_as_it_was() {
     testkit::degenerate_data_is_refused::<BankChurn>(
         Path::new(env!("CARGO_BIN_EXE_bankchurn")),
         &[("a single class", one_class, "every row has Exited = 0")],
+        ("Age", "-5"),
     );
 }
 

@@ -5,8 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use serving::table::{CellError, Row, Table};
+use serving::table::{CellError, Row, RowError, Table};
 use serving::train;
+use serving::Service;
 
 use crate::listing::{Listing, COLORS, CONDITIONS, FUELS, TRANSMISSIONS, TYPES};
 
@@ -113,12 +114,31 @@ pub(crate) fn parse_listing(l: &Listing) -> Parsed {
     }
 }
 
-fn parse_row(r: &Row<'_>) -> Result<(Parsed, f64), CellError> {
+fn parse_row(r: &Row<'_>) -> Result<(Parsed, f64), RowError> {
     let price = r.number("price")?;
     let model = r.text("model").to_lowercase();
     if model.is_empty() {
-        return Err(r.error("model", "expected a model name, found a blank cell"));
+        return Err(r
+            .error("model", "expected a model name, found a blank cell")
+            .into());
     }
+    // A row the API would refuse to answer is no row to learn from, nor to draw. Blank cells
+    // are missing values, which training allows: only the values present are checked.
+    let (model_year, cylinders) = (
+        r.optional_whole_number("model_year")?,
+        r.optional_whole_number("cylinders")?,
+    );
+    let odometer = r.optional_number("odometer")?;
+    let as_asked = Listing {
+        model_year: model_year.unwrap_or(2015),
+        model: model.clone(),
+        cylinders: cylinders.unwrap_or(4),
+        odometer: odometer.unwrap_or(0.0),
+        drive: None,
+        is_4wd: None,
+        ..Listing::example()
+    };
+    crate::CarVision::validate(&as_asked).map_err(|e| r.refused(e))?;
     let optional_category = |column: &str, allowed: &[&str]| -> Result<f64, CellError> {
         if r.text(column).is_empty() {
             Ok(f64::NAN)
@@ -127,13 +147,13 @@ fn parse_row(r: &Row<'_>) -> Result<(Parsed, f64), CellError> {
         }
     };
     let row = [
-        r.optional_number("model_year")?.unwrap_or(f64::NAN),
+        model_year.map_or(f64::NAN, |y| y as f64),
         f64::NAN,
         f64::NAN,
         r.category("condition", CONDITIONS)? as f64,
-        r.optional_number("cylinders")?.unwrap_or(f64::NAN),
+        cylinders.map_or(f64::NAN, |c| c as f64),
         optional_category("fuel", FUELS)?,
-        r.optional_number("odometer")?.unwrap_or(f64::NAN),
+        odometer.unwrap_or(f64::NAN),
         optional_category("transmission", TRANSMISSIONS)?,
         optional_category("type", TYPES)?,
         optional_category("paint_color", COLORS)?,

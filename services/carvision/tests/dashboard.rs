@@ -249,6 +249,19 @@ async fn market_filters_apply_to_every_chart_and_bad_ones_are_named_beside_their
     if cheap == 0 {
         assert!(html.contains("No listing matches"));
     }
+
+    // A price past the dearest listing is refused beside its field, not shown as a
+    // saturated number, and every listing still matches.
+    let (status, html) = get(&pages, "/market?min_price=1e308").await;
+    assert_eq!(status, 200, "{html}");
+    let error = html.find(r#"id="min_price-error""#).expect("an error");
+    assert!(
+        html[error..error + 300].contains("the dearest listing is $"),
+        "{}",
+        &html[error..error + 300]
+    );
+    assert!(!html.contains("18,446,744"), "a saturated price is shown");
+    assert_eq!(by_id(&html, "matching"), rows.price.len() as f64);
 }
 
 #[tokio::test]
@@ -437,6 +450,8 @@ async fn health_errors_and_headers_of_the_dashboard_port() {
     assert_eq!(health["status"], "healthy");
     assert_eq!(health["dashboard"], "CarVision Dashboard");
     assert!(health["model_version"].is_string());
+    // Streamlit's health path, which the old dashboard's probes ask.
+    assert_eq!(get(&pages, "/_stcore/health").await, (200, "ok".to_owned()));
 
     let (status, html) = get(&pages, "/no-such-page").await;
     assert_eq!(status, 404);
@@ -487,6 +502,7 @@ async fn without_a_model_or_its_data_the_dashboard_says_why_and_the_api_keeps_se
     let (status, health) = testkit::call(&pages, "GET", "/health", None).await;
     assert_eq!(status, 503);
     assert_eq!(health["status"], "unhealthy");
+    assert_eq!(get(&pages, "/_stcore/health").await.0, 503);
     assert!(
         health["reason"]
             .as_str()

@@ -141,6 +141,7 @@ fn degenerate_data_is_refused_and_the_model_left_as_it_was() {
             outliers,
             "only 0 listings priced within",
         )],
+        ("odometer", "-1"),
     );
 }
 

@@ -115,6 +115,28 @@ pub fn serve_and_healthcheck(binary: &Path) {
     assert!(term.success());
     let status = server.wait().unwrap();
     assert!(status.success(), "exit after SIGTERM: {status:?}");
+
+    // SIGTERM as soon as the port accepts, while the model is still loading: the handler is
+    // in place before the port is bound, so this is a clean stop too, not death by signal.
+    let mut server = serve();
+    wait_until_accepting(port);
+    signal(&server, "TERM");
+    let status = wait_for_exit(&mut server, "the server exiting after an early SIGTERM");
+    assert!(status.success(), "exit after a SIGTERM at bind: {status:?}");
+}
+
+/// Returns as soon as a TCP connection to `port` on loopback is accepted by the kernel: the
+/// moment the server has bound it, before it has answered anything. (Retrying at once, not at
+/// [`wait_until`]'s interval, since a refused connection costs nothing and the moment matters.)
+pub fn wait_until_accepting(port: u16) {
+    let deadline = Instant::now() + PATIENCE;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "port {port} never accepted within {PATIENCE:?}"
+        );
+        std::thread::yield_now();
+    }
 }
 
 /// Every file under `dir` with its contents (symlinks as their targets), sorted.
@@ -154,8 +176,14 @@ fn train_with(binary: &Path, data: &Path, model_dir: &Path, seed: u64) -> Output
 
 /// Training on data that cannot give a meaningful model fails with a clear error and leaves
 /// the served model byte-identical. `more_bad` adds the service's own cases (name, CSV text,
-/// a phrase the error must contain), e.g. a single class; 1, 2 and 10 rows are always tried.
-pub fn degenerate_data_is_refused<S: Service>(binary: &Path, more_bad: &[(&str, String, &str)]) {
+/// a phrase the error must contain), e.g. a single class; 1, 2 and 10 rows, a column named
+/// twice, a directory and a device are always tried, and rows with `refused`'s column set to
+/// its value, one the API refuses: one in ten is too many, one in a thousand is left out.
+pub fn degenerate_data_is_refused<S: Service>(
+    binary: &Path,
+    more_bad: &[(&str, String, &str)],
+    refused: (&str, &str),
+) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("good.csv");
     let mut file = std::fs::File::create(&data).unwrap();
@@ -182,19 +210,90 @@ pub fn degenerate_data_is_refused<S: Service>(binary: &Path, more_bad: &[(&str, 
             .iter()
             .map(|(n, t, p)| (n.to_string(), t.clone(), *p)),
     );
+    let header: Vec<&str> = lines[0].trim_end_matches('\r').split(',').collect();
+    let mut twice = header.clone();
+    *twice.last_mut().unwrap() = header[0];
+    let mut renamed = lines.clone();
+    let twice = twice.join(",");
+    renamed[0] = &twice;
+    cases.push((
+        "a column named twice".into(),
+        renamed.join("\n") + "\n",
+        "appears twice",
+    ));
+    let at = header
+        .iter()
+        .position(|c| *c == refused.0)
+        .expect("the refused column in the header");
+    let with_refused = |every: usize| {
+        let mut text = String::new();
+        for (i, line) in lines.iter().enumerate() {
+            if i > 0 && i % every == 0 {
+                let mut cells: Vec<&str> = line.split(',').collect();
+                cells[at] = refused.1;
+                text.push_str(&cells.join(","));
+            } else {
+                text.push_str(line);
+            }
+            text.push('\n');
+        }
+        text
+    };
+    cases.push((
+        "one row in ten the API refuses".into(),
+        with_refused(10),
+        "100 of 1000 rows (10.00%) hold values the API refuses",
+    ));
+    let bad = dir.path().join("bad.csv");
     for (name, text, phrase) in cases {
-        let bad = dir.path().join("bad.csv");
         std::fs::write(&bad, text).unwrap();
-        let output = train_with(binary, &bad, &model_dir, 5);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{name}: trained on it: {stderr}");
-        assert!(stderr.contains(phrase), "{name}: {stderr}");
-        assert!(stderr.contains("untouched"), "{name}: {stderr}");
-        assert!(
-            snapshot(&model_dir) == before,
-            "{name}: the model directory changed"
-        );
+        check_refused(binary, &bad, &model_dir, &before, &name, phrase);
     }
+    let paths = [
+        (
+            "a directory",
+            dir.path().to_owned(),
+            "is a directory, not a data file",
+        ),
+        (
+            "a device",
+            "/dev/zero".into(),
+            "/dev/zero is a character device, not a data file",
+        ),
+    ];
+    for (name, path, phrase) in paths {
+        check_refused(binary, &path, &model_dir, &before, name, phrase);
+    }
+
+    // One row in a thousand: left out, said, and the rest trained on.
+    std::fs::write(&bad, with_refused(1000)).unwrap();
+    let output = train_with(binary, &bad, &dir.path().join("other-model"), 5);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("1 of 1000 rows (0.10%) hold values the API refuses")
+            && stderr.contains("left out"),
+        "{stderr}"
+    );
+}
+
+fn check_refused(
+    binary: &Path,
+    data: &Path,
+    model_dir: &Path,
+    before: &[(std::path::PathBuf, Vec<u8>)],
+    name: &str,
+    phrase: &str,
+) {
+    let output = train_with(binary, data, model_dir, 5);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{name}: trained on it: {stderr}");
+    assert!(stderr.contains(phrase), "{name}: {stderr}");
+    assert!(stderr.contains("untouched"), "{name}: {stderr}");
+    assert!(
+        snapshot(model_dir) == before,
+        "{name}: the model directory changed"
+    );
 }
 
 fn spawn_serve(binary: &Path, port: u16, model_dir: &Path, extra: &[&str]) -> Child {
@@ -251,6 +350,11 @@ pub fn reload_on_sighup<S: Service>(binary: &Path) {
     assert_eq!(first["last_reload"]["status"], "loaded", "{first}");
     let v1 = first["model_version"].as_str().unwrap().to_owned();
 
+    // Other rows in the same file, as when the public file is copied over the generated one:
+    // no longer the generated rows.
+    let mut file = std::fs::File::create(&data).unwrap();
+    S::generate_data(1500, 5, &mut file).unwrap();
+    drop(file);
     assert!(train_with(binary, &data, &model_dir, 2).status.success());
     signal(&server, "HUP");
     let second = wait_for_health(port, "the new model", |_, h| {
@@ -364,9 +468,12 @@ fn page(port: u16, path: &str) -> (u16, String) {
 pub fn dashboard_follows_the_model<S: Service>(binary: &Path) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data.csv");
-    let mut file = std::fs::File::create(&data).unwrap();
-    S::generate_data(1500, 4, &mut file).unwrap();
-    drop(file);
+    let generated = Command::new(binary)
+        .args(["generate-data", "--rows", "1500", "--seed", "4", "--out"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{generated:?}");
     let model_dir = dir.path().join("model");
     assert!(train_with(binary, &data, &model_dir, 1).status.success());
     let (port, dashboard) = (free_port(), free_port());
@@ -385,6 +492,10 @@ pub fn dashboard_follows_the_model<S: Service>(binary: &Path) {
         overview.contains(&v1),
         "the overview names the served model"
     );
+    assert!(
+        overview.contains("synthetic rows made by <code>generate-data</code> (seed 4)"),
+        "the page says its rows were generated: {overview}"
+    );
     let (status, _) = page(port, "/health");
     assert_eq!(status, 200, "the API answers beside it");
     let (status, _) = page(dashboard, "/predict_batch");
@@ -393,6 +504,11 @@ pub fn dashboard_follows_the_model<S: Service>(binary: &Path) {
         "the API's routes are not on the dashboard's port"
     );
 
+    // Other rows in the same file, as when the public file is copied over the generated one:
+    // no longer the generated rows.
+    let mut file = std::fs::File::create(&data).unwrap();
+    S::generate_data(1500, 5, &mut file).unwrap();
+    drop(file);
     assert!(train_with(binary, &data, &model_dir, 2).status.success());
     signal(&server, "HUP");
     let second = wait_for_health(dashboard, "the new model on the dashboard", |s, h| {
@@ -403,6 +519,10 @@ pub fn dashboard_follows_the_model<S: Service>(binary: &Path) {
     assert!(
         overview.contains(v2) && !overview.contains(&v1),
         "the overview is the new model's"
+    );
+    assert!(
+        overview.contains("trained on <code>data.csv</code>") && !overview.contains("synthetic"),
+        "a file that is not generate-data's is named as it is: {overview}"
     );
     let (_, api) = health_of(port).unwrap();
     assert_eq!(api["model_version"], v2, "the API serves the same model");

@@ -13,6 +13,7 @@ use crate::api::API_VERSION;
 use crate::artifact::{self, Artifact, FORMAT_VERSION};
 use crate::http::{self, RequestLimits};
 use crate::promotion::promote_help;
+use crate::provenance;
 use crate::server::ConnectionLimits;
 use crate::service::{Dashboard, Service};
 use crate::tracking::{StagedModel, Tracking, TrackingArgs};
@@ -124,6 +125,15 @@ struct LimitArgs {
     /// Largest request body in bytes (then 413); a 1000-item batch needs about 300 KB.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1 << 20)]
     max_body_bytes: usize,
+    /// Most dashboard pages being drawn or waiting to be at once; more get a 503 page with
+    /// Retry-After, so that a crowd on the dashboard waits in its own queue, briefly.
+    #[arg(long, env = "DASHBOARD_MAX_IN_FLIGHT", default_value_t = 8)]
+    dashboard_max_in_flight: usize,
+    /// Most memory, in bytes, that request bodies still arriving in pieces may hold
+    /// together (a slow client's body is buffered until complete); past it such a request
+    /// gets a 503 with Retry-After. Keep it well under the container's memory limit.
+    #[arg(long, env = "MAX_BUFFERED_BODY_BYTES", default_value_t = 64 << 20)]
+    max_buffered_body_bytes: usize,
     /// After SIGTERM or Ctrl-C, time for in-flight requests to finish before exiting (keep
     /// it under the container's stop timeout, 10 s by default).
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "8s", value_parser = humantime::parse_duration)]
@@ -143,6 +153,8 @@ impl LimitArgs {
                 body_bytes: self.max_body_bytes,
                 body_timeout: self.body_timeout,
                 request_timeout: self.request_timeout,
+                buffered_body_bytes: self.max_buffered_body_bytes,
+                dashboard_in_flight: self.dashboard_max_in_flight.max(1),
                 ..RequestLimits::default()
             },
         )
@@ -270,6 +282,7 @@ fn generate<S: Service>(rows: usize, seed: u64, out: &Path) -> Result<()> {
     }
     tmp.persist(out)
         .with_context(|| format!("cannot write {}", out.display()))?;
+    provenance::write_note(out, seed, rows)?;
     tracing::info!(rows, seed, out = %out.display(), "generated synthetic data");
     Ok(())
 }
@@ -298,7 +311,11 @@ fn train<S: Service>(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
         .into();
-    metrics["data_sha256"] = artifact::file_sha256(data)?.into();
+    let data_sha256 = artifact::file_sha256(data)?;
+    if let Some(generated) = provenance::generated(data, &data_sha256) {
+        metrics[provenance::METRICS_KEY] = serde_json::to_value(generated)?;
+    }
+    metrics["data_sha256"] = data_sha256.into();
     // What the dashboard draws, stored in the version with the model it describes.
     let files = S::Dashboard::version_files(data).with_context(|| {
         format!(
@@ -354,7 +371,25 @@ fn serve<S: Service>(
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    // The dashboard draws its pages on threads of its own: a page takes milliseconds of CPU,
+    // and drawn on the API's threads, 64 clients of the dashboard held every /health and
+    // /predict behind them for 100-360 ms.
+    let dashboard_runtime = match dashboard_addr {
+        Some(_) => Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .max_blocking_threads(DASHBOARD_THREADS)
+                .thread_name("dashboard")
+                .enable_all()
+                .build()?,
+        ),
+        None => None,
+    };
+    let dashboard_threads = dashboard_runtime.as_ref().map(|r| r.handle().clone());
+    let served = runtime.block_on(async move {
+        // Before the ports are bound: a SIGTERM that arrives as soon as a client can connect
+        // (the model still loading) must stop the server cleanly, not kill it.
+        let stop = ShutdownSignals::register();
         let listener = bind(addr, "").await?;
         let dashboard_listener = match dashboard_addr {
             Some(addr) => Some(bind(addr, " for the dashboard").await?),
@@ -371,21 +406,37 @@ fn serve<S: Service>(
         tokio::spawn(reload_on_sighup(state.clone()));
         tracing::info!(%addr, service = S::MANIFEST.name, model_dir = %model_dir.display(), "listening");
         // Both ports stop on the same signal, each finishing its in-flight requests.
-        let shutdown = shutdown_signal().shared();
+        let shutdown = stop.received().shared();
         let api = crate::server::serve(listener, http::router(state.clone()), connections, shutdown.clone());
-        match dashboard_listener {
-            Some(listener) => {
+        match dashboard_listener.zip(dashboard_threads) {
+            Some((listener, threads)) => {
                 let addr = listener.local_addr()?;
                 tracing::info!(%addr, dashboard = S::Dashboard::TITLE, "dashboard listening");
-                let pages = crate::server::serve(listener, crate::dashboard::router(state), connections, shutdown);
-                tokio::join!(api, pages);
+                // Moved to the dashboard's runtime, so its connections are driven there.
+                let listener = listener.into_std()?;
+                let router = crate::dashboard::router(state);
+                let pages = threads.spawn(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    crate::server::serve(listener, router, connections, shutdown).await;
+                    anyhow::Ok(())
+                });
+                let ((), pages) = tokio::join!(api, pages);
+                pages.context("the dashboard's server failed")??;
             }
             None => api.await,
         }
         tracing::info!("stopped");
         Ok(())
-    })
+    });
+    // Outside the async context, where a runtime may be dropped.
+    drop(dashboard_runtime);
+    served
 }
+
+/// Threads that draw the dashboard's pages (beside the one of its runtime that accepts and
+/// reads requests): one draws as fast as the clients of a dashboard need, and leaves the
+/// API's threads the rest of the machine.
+const DASHBOARD_THREADS: usize = 1;
 
 async fn bind(addr: SocketAddr, purpose: &str) -> Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await.with_context(|| {
@@ -436,24 +487,47 @@ fn release_freed_memory() {
     }
 }
 
-/// Resolves on SIGTERM (docker stop) or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// SIGTERM (docker stop) and SIGINT (Ctrl-C), listened for from the moment this is made: a
+/// signal that arrives before [`ShutdownSignals::received`] is first polled is kept, not
+/// given its default action (death by signal). tokio's `ctrl_c()` would only register when
+/// polled, hence SIGINT by its number here too.
+struct ShutdownSignals {
+    terminate: Option<tokio::signal::unix::Signal>,
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    fn register() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        let listen = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for {name}: it will kill the server without a graceful stop");
+                None
             }
-            Err(_) => std::future::pending().await,
+        };
+        Self {
+            terminate: listen(SignalKind::terminate(), "SIGTERM"),
+            interrupt: listen(SignalKind::interrupt(), "SIGINT"),
         }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
     }
-    tracing::info!("shutdown requested");
+
+    /// Resolves on the first of them, received before or after this call.
+    async fn received(self) {
+        async fn recv(signal: Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            () = recv(self.terminate) => {},
+            () = recv(self.interrupt) => {},
+        }
+        tracing::info!("shutdown requested");
+    }
 }
 
 #[cfg(test)]

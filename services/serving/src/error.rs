@@ -26,6 +26,8 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     BodyTimeout(Duration),
     BodyUnreadable(String),
+    /// Too much is in progress to take this request now: a 503 with `Retry-After`.
+    Overloaded(String),
     /// Our fault, not the client's; logged where it happens.
     Internal(String),
 }
@@ -82,6 +84,17 @@ impl IntoResponse for ApiError {
                 StatusCode::BAD_REQUEST,
                 ErrorBody::new("bad_request", format!("cannot read the body: {message}")),
             ),
+            ApiError::Overloaded(message) => {
+                let mut response = error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorBody::new("overloaded", message),
+                );
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("1"),
+                );
+                return response;
+            }
             ApiError::Internal(message) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 ErrorBody::new("internal_error", message),

@@ -54,6 +54,7 @@ mod manifest;
 pub mod model;
 mod openapi;
 pub mod promotion;
+pub mod provenance;
 pub mod server;
 pub mod service;
 pub mod synth;

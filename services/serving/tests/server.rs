@@ -281,3 +281,77 @@ async fn shutdown_stops_within_the_deadline_despite_a_half_sent_request() {
         .unwrap();
     drop(half);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_arriving_in_pieces_share_a_budget_and_past_it_get_a_503_with_retry_after() {
+    let state = AppState::<Mock>::from_dir(
+        std::env::temp_dir().join("no-model-here"),
+        RequestLimits {
+            buffered_body_bytes: 4096,
+            ..RequestLimits::default()
+        },
+        false,
+    );
+    let server = start(router(state), limits()).await;
+    let port = server.port;
+    tokio::task::spawn_blocking(move || {
+        let body = format!("{{\"n\": 1{}}}", " ".repeat(100));
+        let open = || {
+            let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            write!(
+                c,
+                "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .unwrap();
+            c
+        };
+        // Each piece read by the server before the next is sent: a body in pieces.
+        let send = |c: &mut TcpStream, piece: &str| {
+            c.write_all(piece.as_bytes()).unwrap();
+            wait_until("the server reading a piece", Duration::from_secs(10), || {
+                (unread_by_server(port, c)? == 0).then_some(())
+            });
+        };
+        let answer = |c: &mut TcpStream| {
+            let mut out = Vec::new();
+            let _ = c.read_to_end(&mut out);
+            String::from_utf8_lossy(&out).into_owned()
+        };
+        let rest = |c: &mut TcpStream| {
+            c.write_all(&body.as_bytes()[2..]).unwrap();
+            answer(c)
+        };
+        // Two bodies in pieces: the first to buffer takes the whole budget (4 KiB).
+        let mut clients = [open(), open()];
+        for c in &mut clients {
+            send(c, &body[..1]);
+            send(c, &body[1..2]);
+        }
+        // The other is answered at once, before its body is complete.
+        let refused = wait_until("one client refused", Duration::from_secs(10), || {
+            clients.iter().position(|c| {
+                c.set_nonblocking(true).unwrap();
+                let ready = c.peek(&mut [0u8; 1]).is_ok_and(|n| n > 0);
+                c.set_nonblocking(false).unwrap();
+                ready
+            })
+        });
+        let shed = answer(&mut clients[refused]);
+        assert!(shed.starts_with("HTTP/1.1 503"), "{shed}");
+        assert!(shed.to_lowercase().contains("\r\nretry-after: 1\r\n"), "{shed}");
+        assert_eq!(json_body(&shed)["error"], "overloaded", "{shed}");
+        // The one within the budget is read to its end (and then told there is no model).
+        let kept = rest(&mut clients[1 - refused]);
+        assert_eq!(json_body(&kept)["error"], "model_not_loaded", "{kept}");
+        // Its share is given back: the next body in pieces fits again.
+        let mut next = open();
+        send(&mut next, &body[..1]);
+        send(&mut next, &body[1..2]);
+        let answered = rest(&mut next);
+        assert_eq!(json_body(&answered)["error"], "model_not_loaded", "{answered}");
+    })
+    .await
+    .unwrap();
+}

@@ -69,13 +69,17 @@ pub fn load(path: &Path) -> anyhow::Result<(Features, Vec<f64>)> {
     let mut y = Vec::new();
     Table::open(path, &COLUMNS)?
         .for_each_row(|r| {
-            x.push(&[
-                r.number("calls")?,
-                r.number("minutes")?,
-                r.number("messages")?,
-                r.number("mb_used")?,
-            ]);
-            y.push(r.flag("is_ultra")?);
+            let usage = Usage {
+                calls: r.number("calls")?,
+                minutes: r.number("minutes")?,
+                messages: r.number("messages")?,
+                mb_used: r.number("mb_used")?,
+            };
+            let label = r.flag("is_ultra")?;
+            // A row the API would refuse to answer is no row to learn from.
+            Telecom::validate(&usage).map_err(|e| r.refused(e))?;
+            x.push(&[usage.calls, usage.minutes, usage.messages, usage.mb_used]);
+            y.push(label);
             Ok(())
         })
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;

@@ -99,6 +99,7 @@ fn degenerate_data_is_refused_and_the_model_left_as_it_was() {
     testkit::degenerate_data_is_refused::<Telecom>(
         Path::new(env!("CARGO_BIN_EXE_telecom")),
         &[("a single class", one_class, "every row has is_ultra = 1")],
+        ("calls", "-3"),
     );
 }
 

@@ -82,7 +82,7 @@ pub fn acquire(
     if !try_lock(&file)? {
         let who = holder(path).unwrap_or_else(|| "another process".to_owned());
         reporter.info(format!(
-            "waiting for {what}: held by {who} ({}; Ctrl-C to give up)",
+            "waiting for {what}: held by {who}; Ctrl-C gives up (the lock is {})",
             path.display()
         ));
         loop {

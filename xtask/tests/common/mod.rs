@@ -91,6 +91,15 @@ impl Stack {
         self.command(args).stderr(Stdio::piped()).spawn().unwrap()
     }
 
+    /// Starts xtask in the background, both its outputs captured.
+    pub fn spawn_xtask_captured(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// The xtask binary aimed at this stack.
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));

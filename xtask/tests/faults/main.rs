@@ -5,6 +5,9 @@
 //! - a stranger holding a stack port before `demo`: caught before anything starts, holder named;
 //! - Ctrl-C during `demo`: no process or container of the stack left;
 //! - a slowloris against an API: `/health` still answers within a second;
+//! - 30 clients each sending a 1 MiB body a byte every 5 ms: the API's resident memory stays
+//!   under a quarter of its container's limit;
+//! - 64 clients on CarVision's dashboard: the API beside it keeps its latency (p99 bounded);
 //! - `kill -9` of each API under load: only the requests in flight fail; back within 5 s
 //!   (docker's restart policy) or after `up` (local);
 //! - a corrupt and a cyclic model published and signalled (SIGHUP): refused, the old model
@@ -27,10 +30,12 @@ mod common;
 
 mod bad_models;
 mod campaign;
+mod dashboard_load;
 mod full_disk;
 mod http;
 mod kill_under_load;
 mod mlflow_down;
+mod slow_body;
 mod slowloris;
 mod startup;
 mod target;
@@ -92,6 +97,12 @@ fn fault_campaign_on_the_local_runtime() {
 fn run_stack_cases(campaign: &mut Campaign, target: &Target) {
     campaign.case("slowloris against bankchurn", || {
         slowloris::case(target, "bankchurn")
+    });
+    campaign.case("slow request bodies against telecom", || {
+        slow_body::case(target, "telecom")
+    });
+    campaign.case("dashboard load beside the CarVision API", || {
+        dashboard_load::case(target)
     });
     for api in APIS {
         campaign.case(&format!("kill -9 {api} under load"), || {

@@ -87,11 +87,27 @@ impl Filters {
                 f.typed.insert(field, value.to_owned());
             }
         }
+        // A price past the dearest listing selects nothing and is not one anyone means
+        // (1e308 would show as $18,446,744,073,709,551,615): refused, saying the range.
+        let highest = market
+            .by_price
+            .last()
+            .map_or(0.0, |&i| market.price[i as usize].ceil());
         let price = |f: &mut Filters, field: &'static str| -> Option<f64> {
             let text = f.typed.get(field)?.replace([',', '$'], "");
             match text.parse::<f64>() {
                 _ if text.is_empty() => None,
-                Ok(v) if v.is_finite() && v >= 0.0 => Some(v),
+                Ok(v) if v.is_finite() && (0.0..=highest).contains(&v) => Some(v),
+                Ok(v) if v.is_finite() && v > highest => {
+                    f.error(
+                        field,
+                        format!(
+                            "the dearest listing is {}: enter a price from $0 to that",
+                            money(highest)
+                        ),
+                    );
+                    None
+                }
                 _ => {
                     f.error(field, "enter a price in whole dollars, like 15000".into());
                     None

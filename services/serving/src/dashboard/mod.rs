@@ -31,11 +31,13 @@ use axum::routing::get;
 use axum::{Json, Router};
 use maud::{html, Markup, DOCTYPE};
 use serde::Serialize;
+use tokio::sync::Semaphore;
 
 use crate::api::{now, ErrorBody, ModelInfo, API_VERSION};
 use crate::error::ApiError;
 use crate::http::{bounds, refuse_large_head, AppState, DASHBOARD_ENDPOINT};
 use crate::loaded::Loaded;
+use crate::provenance;
 
 use crate::service::Service;
 
@@ -52,23 +54,28 @@ pub fn router<S: Service>(state: Arc<AppState<S>>) -> Router {
     let pages: Pages<S> = state.clone();
     let own = Router::new()
         .route("/health", get(health::<S>))
+        .route("/_stcore/health", get(streamlit_health::<S>))
         .route(STYLESHEET_PATH, get(stylesheet))
         .with_state(state.clone());
     let routes = S::Dashboard::routes()
         .with_state(pages)
         .merge(own)
         .fallback(not_found::<S>);
+    let in_flight = Arc::new(Semaphore::new(state.limits().dashboard_in_flight.max(1)));
     let stack = tower::ServiceBuilder::new()
-        .layer(middleware::from_fn_with_state(state.clone(), frame::<S>))
+        .layer(middleware::from_fn_with_state(
+            (state.clone(), in_flight),
+            frame::<S>,
+        ))
         .layer(bounds(state.limits(), html_error::<S>));
     routes.layer(stack)
 }
 
 /// The outermost step of every request to the dashboard: counted and timed (all under one
-/// endpoint label), its head bounded, and an error without a page of its own (axum's empty
-/// 405, say) given one.
+/// endpoint label), its head bounded, the pages in flight bounded, and an error without a
+/// page of its own (axum's empty 405, say) given one.
 async fn frame<S: Service>(
-    State(state): State<Arc<AppState<S>>>,
+    State((state, in_flight)): State<(Arc<AppState<S>>, Arc<Semaphore>)>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -78,12 +85,46 @@ async fn frame<S: Service>(
         if let Some(refused) = refuse_large_head(limit, &request, html_error::<S>) {
             return refused;
         }
-        as_page::<S>(next.run(request).await)
+        if request.uri().path() == "/health" {
+            return as_page::<S>(next.run(request).await);
+        }
+        // A crowd waits briefly or is told to come back, rather than queueing without end.
+        let Ok(_drawing) = in_flight.try_acquire() else {
+            return busy::<S>(state.limits().dashboard_in_flight);
+        };
+        // Drawn on the runtime's blocking threads (one, where `serve` runs it), so the
+        // thread that accepts and reads requests is free to count and refuse them meanwhile.
+        let handle = tokio::runtime::Handle::current();
+        match tokio::task::spawn_blocking(move || handle.block_on(next.run(request))).await {
+            Ok(drawn) => as_page::<S>(drawn),
+            Err(e) => {
+                tracing::error!(error = %e, "drawing a dashboard page failed");
+                html_error::<S>(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorBody::new(
+                        "internal_error",
+                        "the dashboard failed on this page; it is logged",
+                    ),
+                )
+            }
+        }
     };
     state
         .metrics()
         .observe(&method, DASHBOARD_ENDPOINT, answer)
         .await
+}
+
+/// The 503 page of a request past the pages in flight, with `Retry-After`.
+fn busy<S: Service>(in_flight: usize) -> Response {
+    let mut page = error_page::<S>(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Busy",
+        &format!("{in_flight} pages are being drawn, the most at once; try again in a moment"),
+    );
+    page.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    page
 }
 
 /// The served model and its dashboard, or why there is none (a 503 page as a response), so
@@ -176,6 +217,9 @@ pub fn page<S: Service>(
                             }
                             @if let Some(data) = model.metrics["data_file"].as_str().filter(|d| !d.is_empty()) {
                                 " · trained on " code { (data) }
+                                @if let Some(seed) = model.metrics[provenance::METRICS_KEY]["seed"].as_u64() {
+                                    ", synthetic rows made by " code { "generate-data" } " (seed " (seed) "), not the public dataset"
+                                }
                             }
                             " · " (S::MANIFEST.name) " " (API_VERSION)
                         }
@@ -421,6 +465,15 @@ struct DashboardHealth {
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
     timestamp: String,
+}
+
+/// Streamlit's own health path, which the old dashboard's probes and scripts ask: `ok` when
+/// the pages can be drawn, as Streamlit answers; the reason otherwise.
+async fn streamlit_health<S: Service>(State(state): State<Arc<AppState<S>>>) -> Response {
+    match state.model.dashboard() {
+        Ok(_) => (StatusCode::OK, "ok").into_response(),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason).into_response(),
+    }
 }
 
 async fn health<S: Service>(State(state): State<Arc<AppState<S>>>) -> Response {

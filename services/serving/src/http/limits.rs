@@ -5,6 +5,7 @@
 
 use std::any::Any;
 use std::future::{ready, Ready};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
@@ -18,6 +19,7 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::{CatchPanicLayer, ResponseForPanic};
 
 use crate::api::ErrorBody;
+use crate::error::ApiError;
 
 /// Limits on each request, enforced by the router (the connection limits are in `server`).
 #[derive(Debug, Clone, Copy)]
@@ -30,6 +32,12 @@ pub struct RequestLimits {
     pub request_timeout: Duration,
     /// Most bytes of request line and headers together.
     pub header_bytes: usize,
+    /// Most memory held by request bodies still arriving in pieces, all connections
+    /// together; past it such a request is refused with a 503 (see [`BodyBudget`]).
+    pub buffered_body_bytes: usize,
+    /// Most dashboard pages being drawn or waiting to be at once; past it a 503 page with
+    /// `Retry-After`. The dashboard's `/health` is not counted.
+    pub dashboard_in_flight: usize,
 }
 
 impl Default for RequestLimits {
@@ -39,6 +47,69 @@ impl Default for RequestLimits {
             body_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             header_bytes: 16 << 10,
+            buffered_body_bytes: 64 << 20,
+            dashboard_in_flight: 8,
+        }
+    }
+}
+
+/// The memory that request bodies arriving in pieces may hold together: a slow client's
+/// body is buffered until it is complete, and many of them must not outgrow the container.
+#[derive(Debug)]
+pub struct BodyBudget {
+    held: AtomicUsize,
+    limit: usize,
+}
+
+impl BodyBudget {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            held: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// A share of the budget for one body, empty at first and given back when dropped.
+    pub fn hold(&self) -> BodyHold<'_> {
+        BodyHold {
+            budget: self,
+            bytes: 0,
+        }
+    }
+}
+
+/// One body's share of a [`BodyBudget`].
+pub struct BodyHold<'a> {
+    budget: &'a BodyBudget,
+    bytes: usize,
+}
+
+impl BodyHold<'_> {
+    /// Takes `more` bytes, or refuses the request with a 503 if the budget has no room.
+    pub fn grow(&mut self, more: usize) -> Result<(), ApiError> {
+        let budget = self.budget;
+        let before = budget.held.fetch_add(more, Ordering::Relaxed);
+        if before + more > budget.limit {
+            budget.held.fetch_sub(more, Ordering::Relaxed);
+            tracing::warn!(
+                held = before,
+                limit = budget.limit,
+                "request refused: bodies still arriving hold the most memory allowed"
+            );
+            return Err(ApiError::Overloaded(format!(
+                "requests still sending their bodies hold {} MiB, the most this service buffers; retry shortly",
+                budget.limit >> 20
+            )));
+        }
+        self.bytes += more;
+        Ok(())
+    }
+}
+
+impl Drop for BodyHold<'_> {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            self.budget.held.fetch_sub(self.bytes, Ordering::Relaxed);
         }
     }
 }

@@ -41,7 +41,8 @@ const ENDPOINTS: [&str; 12] = [
 ];
 const DOCS_REST: usize = 8;
 const OTHER_ENDPOINT: usize = 10;
-const DASHBOARD_ENDPOINT: usize = 11;
+/// The endpoint label of every request to the dashboard's port.
+pub const DASHBOARD_ENDPOINT: usize = 11;
 
 const STATUSES: [&str; 13] = [
     "200", "3xx", "400", "404", "405", "408", "413", "422", "431", "500", "503", "4xx", "5xx",
@@ -203,9 +204,6 @@ pub fn endpoint_of(request: &Request) -> usize {
         .unwrap_or(OTHER_ENDPOINT)
 }
 
-/// The endpoint label of every request to the dashboard's port.
-pub const DASHBOARD: usize = DASHBOARD_ENDPOINT;
-
 fn status_index(status: StatusCode) -> usize {
     match status.as_u16() {
         200 => 0,
@@ -245,7 +243,7 @@ mod tests {
         assert_eq!(endpoint("/docs/"), "/docs/");
         assert_eq!(endpoint("/docs/swagger-ui.css"), "/docs/{*rest}");
         assert_eq!(endpoint("/random/1"), "other");
-        assert_eq!(ENDPOINTS[DASHBOARD], "dashboard");
+        assert_eq!(ENDPOINTS[DASHBOARD_ENDPOINT], "dashboard");
         assert_eq!(STATUSES[status_index(StatusCode::IM_A_TEAPOT)], "4xx");
         assert_eq!(STATUSES[status_index(StatusCode::BAD_GATEWAY)], "5xx");
         assert_eq!(

@@ -13,7 +13,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http_body_util::BodyExt;
@@ -29,8 +29,10 @@ use crate::service::{DashboardView, PageSource, PredictionMeta, Service};
 use crate::validation::FieldError;
 
 pub use crate::api::MAX_BATCH;
-pub use limits::{bounds, refuse_large_head, Cut, RenderError, RequestLimits};
-pub use metrics::{Metrics, DASHBOARD as DASHBOARD_ENDPOINT};
+pub use limits::RequestLimits;
+// For the dashboard's router, which shares the API's limits and metrics.
+pub(crate) use limits::{bounds, refuse_large_head, BodyBudget};
+pub(crate) use metrics::{Metrics, DASHBOARD_ENDPOINT};
 
 /// Shared state of a running service.
 pub struct AppState<S: Service> {
@@ -40,6 +42,8 @@ pub struct AppState<S: Service> {
     openapi: String,
     title: String,
     limits: RequestLimits,
+    /// Memory held by request bodies still arriving in pieces, all connections together.
+    body_budget: BodyBudget,
 }
 
 impl<S: Service> AppState<S> {
@@ -78,25 +82,26 @@ impl<S: Service> AppState<S> {
             openapi: crate::openapi::document::<S>(&title),
             title,
             limits,
+            body_budget: BodyBudget::new(limits.buffered_body_bytes),
         })
     }
 }
 
 /// Builds the service's router around `state`.
 pub fn router<S: Service>(state: Arc<AppState<S>>) -> Router {
-    let docs: Router<Arc<AppState<S>>> = utoipa_swagger_ui::SwaggerUi::new("/docs")
-        .config(utoipa_swagger_ui::Config::from("/openapi.json"))
-        .into();
     let routes = Router::new()
         .route("/", get(root::<S>))
         .route("/health", get(health::<S>))
         .route("/metrics", get(metrics::<S>))
         .route("/openapi.json", get(openapi::<S>))
-        // No ReDoc can be had without the network: its old clients land on Swagger UI.
-        .route("/redoc", get(|| async { Redirect::to("/docs/") }))
+        // The page itself at /docs, as FastAPI answers, not a redirect to /docs/; no ReDoc
+        // can be had without the network: its old clients get the same page.
+        .route("/docs", get(docs_page))
+        .route("/docs/", get(docs_page))
+        .route("/redoc", get(docs_page))
+        .route("/docs/{*rest}", get(docs_file))
         .route("/predict", post(predict::<S>))
         .route("/predict_batch", post(predict_batch::<S>))
-        .merge(docs)
         .fallback(not_found);
     // One layer for the whole stack: each `Router::layer` boxes every route once more.
     let stack = ServiceBuilder::new()
@@ -124,6 +129,45 @@ async fn frame<S: Service>(
         as_json_error(next.run(request).await).await
     };
     state.metrics.observe(&method, endpoint, answer).await
+}
+
+/// Swagger UI's files (its script, styles and the initializer that names `/openapi.json`),
+/// served from the binary.
+fn swagger_file(path: &str) -> Option<utoipa_swagger_ui::SwaggerFile<'static>> {
+    static CONFIG: std::sync::OnceLock<Arc<utoipa_swagger_ui::Config<'static>>> =
+        std::sync::OnceLock::new();
+    let config = CONFIG.get_or_init(|| Arc::new(utoipa_swagger_ui::Config::from("/openapi.json")));
+    utoipa_swagger_ui::serve(path, config.clone())
+        .ok()
+        .flatten()
+}
+
+/// Swagger UI's page, its files found under `/docs/` from whichever path it is served at.
+async fn docs_page() -> Response {
+    let Some(page) = swagger_file("index.html") else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let page = String::from_utf8_lossy(&page.bytes).replacen(
+        "<head>",
+        "<head>\n    <base href=\"/docs/\">",
+        1,
+    );
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
+}
+
+async fn docs_file(
+    axum::extract::Path(file): axum::extract::Path<String>,
+    method: Method,
+    uri: axum::http::Uri,
+) -> Response {
+    match swagger_file(&file) {
+        Some(found) => (
+            [(header::CONTENT_TYPE, found.content_type)],
+            found.bytes.into_owned(),
+        )
+            .into_response(),
+        None => not_found(method, uri).await,
+    }
 }
 
 fn error_kind(status: StatusCode) -> &'static str {
@@ -256,8 +300,10 @@ async fn openapi<S: Service>(State(state): State<Arc<AppState<S>>>) -> Response 
         .into_response()
 }
 
-/// Reads the body within the size and time limits.
-async fn read_body(limits: &RequestLimits, request: Request) -> Result<Bytes, ApiError> {
+/// Reads the body within the size and time limits, and within the budget of memory all
+/// bodies still arriving may hold together.
+async fn read_body<S: Service>(state: &AppState<S>, request: Request) -> Result<Bytes, ApiError> {
+    let limits = &state.limits;
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -265,15 +311,55 @@ async fn read_body(limits: &RequestLimits, request: Request) -> Result<Bytes, Ap
     if declared.is_some_and(|n| n > limits.body_bytes) {
         return Err(ApiError::PayloadTooLarge(limits.body_bytes));
     }
-    let limited = http_body_util::Limited::new(request.into_body(), limits.body_bytes);
-    match tokio::time::timeout(limits.body_timeout, limited.collect()).await {
+    let collect = collect_body(request.into_body(), limits.body_bytes, &state.body_budget);
+    match tokio::time::timeout(limits.body_timeout, collect).await {
         Err(_) => Err(ApiError::BodyTimeout(limits.body_timeout)),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(ApiError::PayloadTooLarge(limits.body_bytes))
-        }
-        Ok(Err(e)) => Err(ApiError::BodyUnreadable(e.to_string())),
+        Ok(result) => result,
     }
+}
+
+/// The body's bytes. A body that arrives in one piece (nearly every request) is that piece,
+/// neither copied nor counted. One that arrives in pieces is copied into one buffer as it
+/// comes: each piece is a slice of the connection's read buffer and would otherwise keep all
+/// of it alive (a client sending a byte at a time pinned kilobytes per byte). The buffer
+/// counts against `budget`; past it the request is refused with a 503 before memory runs out.
+async fn collect_body(
+    mut body: Body,
+    limit: usize,
+    budget: &BodyBudget,
+) -> Result<Bytes, ApiError> {
+    let mut first: Option<Bytes> = None;
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut held = budget.hold();
+    let mut length = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::BodyUnreadable(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        length += data.len();
+        if length > limit {
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+        if first.is_none() && buffer.is_empty() {
+            first = Some(data);
+            continue;
+        }
+        if buffer.capacity() < length {
+            // Room for what came so far, doubling as it grows, never past the limit.
+            let capacity = length.max(buffer.capacity() * 2).max(4096).min(limit);
+            held.grow(capacity - buffer.capacity())?;
+            buffer.reserve_exact(capacity - buffer.len());
+        }
+        if let Some(first) = first.take() {
+            buffer.extend_from_slice(&first);
+        }
+        buffer.extend_from_slice(&data);
+    }
+    Ok(match first {
+        Some(only) => only,
+        None => Bytes::from(buffer),
+    })
 }
 
 fn prediction_meta<S: Service>(model: &Loaded<S::Model>) -> PredictionMeta {
@@ -339,7 +425,7 @@ async fn predict<S: Service>(
     State(state): State<Arc<AppState<S>>>,
     request: Request,
 ) -> Result<JsonAnswer<S::Response>, ApiError> {
-    let body = read_body(&state.limits, request).await?;
+    let body = read_body(&state, request).await?;
     predict_body(&state, state.model.get().as_deref(), &body).map(JsonAnswer)
 }
 
@@ -348,7 +434,7 @@ async fn predict_batch<S: Service>(
     request: Request,
 ) -> Result<JsonAnswer<BatchResponse<S::Response>>, ApiError> {
     let started = Instant::now();
-    let body = read_body(&state.limits, request).await?;
+    let body = read_body(&state, request).await?;
     let items: Vec<S::Request> = json::parse_seed(&body, BatchSeed::new(S::BATCH_ALIAS))?;
     for (i, item) in items.iter().enumerate() {
         S::validate(item).map_err(|e| {
