@@ -163,6 +163,8 @@ pub fn describe_holders(ctx: &Ctx, port: u16, holders: &[Holder]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -181,7 +183,14 @@ mod tests {
             assert!(listener_pids_from_lsof(&runner, port).contains(&std::process::id()));
         }
         drop(listener);
-        assert!(!in_use(port));
-        assert!(super::holders(&runner, port).is_empty());
+        // Free once that child, if any, has exec'd and so closed its copy.
+        let freed =
+            crate::util::poll::until(Duration::from_secs(10), Duration::from_millis(10), || {
+                (!in_use(port) && super::holders(&runner, port).is_empty()).then_some(())
+            });
+        assert!(
+            freed.is_some(),
+            "port {port} still held after its listener was dropped"
+        );
     }
 }
