@@ -415,6 +415,7 @@ fn scan_finds_a_planted_token_a_root_dockerfile_an_unhardened_compose_file_and_a
         "json/trivy-fs.json",
         "json/trivy-config.json",
         "sarif/trivy-fs.sarif",
+        "sarif/trivy-secrets.sarif",
         "sarif/trivy-config.sarif",
         "sarif/hadolint.sarif",
         "sarif/compose.sarif",
@@ -423,7 +424,7 @@ fn scan_finds_a_planted_token_a_root_dockerfile_an_unhardened_compose_file_and_a
         assert!(reports.join(file).is_file(), "no {file}");
     }
     let sarif: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(reports.join("sarif/trivy-fs.sarif")).unwrap(),
+        &std::fs::read_to_string(reports.join("sarif/trivy-secrets.sarif")).unwrap(),
     )
     .unwrap();
     assert_eq!(sarif["runs"][0]["results"][0]["ruleId"], "github-pat");

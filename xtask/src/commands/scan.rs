@@ -90,13 +90,17 @@ fn secret_lane(ctx: &Ctx, trivy: &Trivy, reports: &Path, history: Option<&str>) 
         }
     };
     results.push(unit(ctx, "tracked files", "trivy secrets", || {
-        trivy.secrets(
+        let json = reports.join("json/trivy-secrets.json");
+        let result = trivy.secrets(
             ctx,
             &staging.join("tracked"),
             "tracked files",
             &config_path,
-            &reports.join("json/trivy-secrets.json"),
-        )
+            &json,
+        )?;
+        // For code scanning, as the other Trivy scans.
+        trivy.sarif(ctx, &json, &reports.join("sarif/trivy-secrets.sarif"))?;
+        Ok(result)
     }));
     if let Some(revs) = history {
         let target = format!("history {revs}");
