@@ -275,6 +275,9 @@ impl Trivy {
     pub fn sarif(&self, ctx: &Ctx, json: &Path, sarif: &Path) -> Result<()> {
         // Run where no trivy.yaml is read: the SARIF keeps every severity.
         let dir = json.parent().unwrap_or(Path::new("."));
+        if let Some(out_dir) = sarif.parent() {
+            ctx.runner.create_dir(out_dir)?;
+        }
         let step = Step::new(self.path.to_string_lossy())
             .args(["convert", "--format", "sarif", "--quiet", "--output"])
             .arg(sarif)
