@@ -343,26 +343,26 @@ impl Bench {
                 // ABBA: neither side always runs first, so a drift in the machine's load
                 // weighs on both alike.
                 let service_first = round % 2 == 1;
-                if service_first {
-                    service.push(self.load_test(
-                        ctx,
-                        &api.name,
-                        round,
-                        &service_target,
-                        wrk,
-                        &script,
-                    )?);
-                }
-                floor.push(self.load_test(ctx, "its floor", round, &floor_target, wrk, &script)?);
-                if !service_first {
-                    service.push(self.load_test(
-                        ctx,
-                        &api.name,
-                        round,
-                        &service_target,
-                        wrk,
-                        &script,
-                    )?);
+                for service_turn in [service_first, !service_first] {
+                    if service_turn {
+                        service.push(self.load_test(
+                            ctx,
+                            &api.name,
+                            round,
+                            &service_target,
+                            wrk,
+                            &script,
+                        )?);
+                    } else {
+                        floor.push(self.load_test(
+                            ctx,
+                            "its floor",
+                            round,
+                            &floor_target,
+                            wrk,
+                            &script,
+                        )?);
+                    }
                 }
             }
             Ok((service, floor))

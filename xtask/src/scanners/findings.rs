@@ -434,6 +434,21 @@ pub fn closing_line(
     ))
 }
 
+/// A finding for tests: an upgradable package.
+#[cfg(test)]
+impl Finding {
+    pub fn example(id: &str, severity: Severity) -> Self {
+        Self {
+            id: id.into(),
+            severity,
+            title: format!("{id} title"),
+            subject: "pkg 1.0".into(),
+            help: Some("upgrade to 1.1".into()),
+            location: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,14 +493,7 @@ mod tests {
     }
 
     fn finding(id: &str, severity: Severity) -> Finding {
-        Finding {
-            id: id.into(),
-            severity,
-            title: format!("{id} title"),
-            subject: "pkg 1.0".into(),
-            help: Some("upgrade to 1.1".into()),
-            location: None,
-        }
+        Finding::example(id, severity)
     }
 
     fn policy() -> Policy {

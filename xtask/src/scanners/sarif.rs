@@ -136,14 +136,7 @@ mod tests {
     use super::*;
 
     fn finding(id: &str, severity: Severity) -> Finding {
-        Finding {
-            id: id.into(),
-            severity,
-            title: format!("{id} title"),
-            subject: "pkg 1.0".into(),
-            help: Some("upgrade to 1.1".into()),
-            location: None,
-        }
+        Finding::example(id, severity)
     }
 
     #[test]

@@ -147,9 +147,11 @@ impl Trivy {
         }
     }
 
-    fn common(&self, step: Step, json: &Path) -> Step {
+    /// The arguments every scan shares: `config`, the ignore file, every severity, a JSON
+    /// report at `json`.
+    fn common(&self, step: Step, config: &Path, json: &Path) -> Step {
         step.arg("--config")
-            .arg(&self.config)
+            .arg(config)
             .arg("--ignorefile")
             .arg(&self.ignore_file)
             .args(["--severity", ALL_SEVERITIES, "--exit-code", "0"])
@@ -184,7 +186,7 @@ impl Trivy {
     pub fn image(&self, ctx: &Ctx, image: &str, archive: &Path, json: &Path) -> Result<ScanResult> {
         let mut result = ScanResult::new(image, "trivy image");
         let step = self
-            .common(self.step("image"), json)
+            .common(self.step("image"), &self.config, json)
             .arg("--input")
             .arg(archive)
             .args(["--scanners", &self.scanners(&["secret"])])
@@ -206,7 +208,7 @@ impl Trivy {
     pub fn fs(&self, ctx: &Ctx, dir: &Path, json: &Path) -> Result<ScanResult> {
         let mut result = ScanResult::new(ctx.show(dir), "trivy fs");
         let step = self
-            .common(self.step("fs"), json)
+            .common(self.step("fs"), &self.config, json)
             .args(["--scanners", &self.scanners(&["license"])])
             .args([
                 "--skip-db-update",
@@ -242,15 +244,7 @@ impl Trivy {
             "# The secret scan of staged files: nothing skipped.\nexit-code: 0\n",
         )?;
         let step = self
-            .step("fs")
-            .arg("--config")
-            .arg(&config)
-            .arg("--ignorefile")
-            .arg(&self.ignore_file)
-            .args(["--severity", ALL_SEVERITIES, "--exit-code", "0"])
-            .args(["--format", "json", "--quiet", "--skip-check-update"])
-            .arg("--output")
-            .arg(json)
+            .common(self.step("fs"), &config, json)
             .args(["--scanners", "secret", "--secret-config"])
             .arg(secret_config)
             .args(["--offline-scan", "--show-suppressed", "."])
@@ -264,7 +258,10 @@ impl Trivy {
     /// `trivy config DIR`: misconfigurations of Dockerfiles and any manifests under `dir`.
     pub fn config(&self, ctx: &Ctx, dir: &Path, json: &Path) -> Result<ScanResult> {
         let mut result = ScanResult::new(ctx.show(dir), "trivy config");
-        let step = self.common(self.step("config"), json).arg(".").cwd(dir);
+        let step = self
+            .common(self.step("config"), &self.config, json)
+            .arg(".")
+            .cwd(dir);
         if let Some(report) = self.run(ctx, &step, json)? {
             report.into_result(&ctx.root, Some(dir), &mut result);
         }
