@@ -55,7 +55,12 @@ pub struct Ci {
     pub changed: bool,
     /// With `--changed`: run N of the skipped steps anyway, chosen at random, and fail naming
     /// the undeclared input when one of them fails.
-    #[arg(long, value_name = "N", requires = "changed")]
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "changed",
+        env = "XTASK_CI_VERIFY_SKIPS"
+    )]
     pub verify_skips: Option<usize>,
     /// Print a step's declared inputs, their values, and which changed since its last pass;
     /// run nothing.
