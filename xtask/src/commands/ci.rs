@@ -501,11 +501,7 @@ impl Ci {
                     unchanged.insert(step.name.as_str(), skip);
                 }
             }
-            ctx.reporter.detail(format!(
-                "fingerprinted {} step(s) in {} ms",
-                chosen.len(),
-                memory.took.as_millis()
-            ));
+            ctx.reporter.info(memory.timing(chosen.len()));
         }
         // The skips to prove by running them anyway.
         let verify: Vec<&str> =

@@ -60,6 +60,18 @@ impl Memory {
         })
     }
 
+    /// How long fingerprinting took, in words.
+    pub fn timing(&self, steps: usize) -> String {
+        format!(
+            "fingerprinted {steps} step(s) in {} ms: the repository's {} files in {} ms (git), \
+             the machine's facts in {} ms",
+            self.took.as_millis(),
+            self.snapshot.files.len(),
+            self.snapshot.took.as_millis(),
+            self.facts.took.as_millis()
+        )
+    }
+
     /// The step's fingerprint now; `None` for a step that declares no inputs.
     pub fn fingerprint(
         &mut self,

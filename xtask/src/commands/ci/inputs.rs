@@ -326,6 +326,31 @@ fn name_matches(pattern: &[u8], name: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    /// The pipeline's steps (one docker suite per compose front-end).
+    const STEPS: [&str; 21] = [
+        "fmt",
+        "clippy",
+        "test",
+        "add-a-service",
+        "lint-workflows",
+        "deny",
+        "fuzz-api",
+        "images",
+        "scan",
+        "demo",
+        "e2e-local",
+        "e2e-mlflow",
+        "e2e-dashboard",
+        "e2e-upgrades",
+        "e2e-docker-images",
+        "e2e-docker-plugin",
+        "e2e-docker-legacy",
+        "e2e-fresh-machine",
+        "e2e-scans",
+        "e2e-release",
+        "e2e-faults",
+    ];
+
     #[test]
     fn globs_match_names_and_folders() {
         assert!(glob_matches("**/*.rs", "main.rs"));
@@ -359,6 +384,43 @@ mod tests {
             .contains(&Fact::ComposeFrontends));
     }
 
+    /// The steps a change to `path` reruns.
+    fn steps_reading(path: &str) -> Vec<&'static str> {
+        STEPS
+            .into_iter()
+            .filter(|step| inputs_of(step).globs().any(|glob| glob_matches(glob, path)))
+            .collect()
+    }
+
+    #[test]
+    fn a_change_reruns_only_the_steps_that_read_it() {
+        assert_eq!(steps_reading("README.md"), ["test", "scan"]);
+        assert_eq!(steps_reading("docs/operations.md"), ["scan"]);
+        let bankchurn = steps_reading("services/bankchurn/src/lib.rs");
+        let carvision = steps_reading("services/carvision/src/lib.rs");
+        let shared = steps_reading("services/serving/src/lib.rs");
+        eprintln!("a change to services/bankchurn/src/lib.rs reruns {bankchurn:?}");
+        eprintln!("a change to services/serving/src/lib.rs reruns {shared:?}");
+        for step in [
+            "lint-workflows",
+            "deny",
+            "e2e-upgrades",
+            "e2e-scans",
+            "e2e-dashboard",
+        ] {
+            assert!(!bankchurn.contains(&step), "{step} reads bankchurn");
+        }
+        assert!(carvision.contains(&"e2e-dashboard"));
+        assert!(shared.contains(&"e2e-dashboard"));
+        for step in ["clippy", "test", "images", "scan", "demo", "e2e-mlflow"] {
+            assert!(bankchurn.contains(&step), "{step} does not read bankchurn");
+        }
+        assert_eq!(
+            steps_reading(".github/workflows/ci.yml"),
+            ["test", "lint-workflows", "scan"]
+        );
+    }
+
     /// A glob that matches no file of the repository is a typo, or names a file that moved:
     /// the step would no longer see it change. Optional configuration files are the exception.
     #[test]
@@ -376,29 +438,7 @@ mod tests {
             "rustfmt.toml",
             ".rustfmt.toml",
         ];
-        let steps = [
-            "fmt",
-            "clippy",
-            "test",
-            "add-a-service",
-            "lint-workflows",
-            "deny",
-            "fuzz-api",
-            "images",
-            "scan",
-            "demo",
-            "e2e-local",
-            "e2e-mlflow",
-            "e2e-dashboard",
-            "e2e-upgrades",
-            "e2e-docker-images",
-            "e2e-docker-plugin",
-            "e2e-fresh-machine",
-            "e2e-scans",
-            "e2e-release",
-            "e2e-faults",
-        ];
-        for step in steps {
+        for step in STEPS {
             for glob in inputs_of(step).globs() {
                 assert!(
                     optional.contains(&glob) || files.iter().any(|f| glob_matches(glob, f)),
