@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::fingerprint::{changes, describe, Facts, Fingerprint, Snapshot, FILE};
-use super::inputs::{glob_matches, inputs_of};
+use super::inputs::{glob_matches, inputs_of, Fact};
 use super::ledger::{self, Entry, Pass};
 use super::Outcome;
 use crate::ctx::Ctx;
@@ -29,6 +29,8 @@ pub struct Memory {
     fingerprints: BTreeMap<String, Fingerprint>,
     /// How long fingerprinting the steps took (files and facts).
     pub took: Duration,
+    /// Whether the run's outcomes are being recorded (its steps are over).
+    recording: bool,
 }
 
 /// Why a step need not run: its inputs are those of its last pass.
@@ -57,6 +59,7 @@ impl Memory {
             entries: Vec::new(),
             host: ledger::host_facts(),
             fingerprints: BTreeMap::new(),
+            recording: false,
         })
     }
 
@@ -146,6 +149,11 @@ impl Memory {
             Outcome::Failed(took, why, _) => ("failed", why.clone(), Some(*took)),
             Outcome::Skipped(why) | Outcome::Unchanged(why) => ("skipped", why.clone(), None),
         };
+        if !self.recording {
+            // The steps may have built or removed images: the passes record them as they are.
+            self.facts.forget(Fact::Images);
+            self.recording = true;
+        }
         let mut fingerprint = self.fingerprints.get(step).map(|f| f.digest.clone());
         match outcome {
             "passed" => {

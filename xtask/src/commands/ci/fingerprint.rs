@@ -111,8 +111,8 @@ impl Snapshot {
     }
 }
 
-/// The machine's facts, each measured once per run (but the image IDs, which the steps
-/// themselves change, measured whenever asked).
+/// The machine's facts, each measured once per run (the image IDs, which the steps change,
+/// again after them: see [`Facts::forget`]).
 #[derive(Default)]
 pub struct Facts {
     known: HashMap<Fact, String>,
@@ -128,10 +128,13 @@ impl Facts {
         let started = Instant::now();
         let value = measure(ctx, fact);
         self.took += started.elapsed();
-        if fact != Fact::Images {
-            self.known.insert(fact, value.clone());
-        }
+        self.known.insert(fact, value.clone());
         value
+    }
+
+    /// Measures `fact` again when next asked: what the steps themselves change (the images).
+    pub fn forget(&mut self, fact: Fact) {
+        self.known.remove(&fact);
     }
 
     /// Every fact measured so far, by name.
@@ -182,9 +185,7 @@ fn measure(ctx: &Ctx, fact: Fact) -> String {
             .unwrap_or_else(|| "no engine answers".into()),
         Fact::ComposeFrontends => {
             let plugin = first_line(ctx, "docker", &["compose", "version", "--short"]);
-            let legacy = which::which("docker-compose")
-                .ok()
-                .and_then(|_| first_line(ctx, "docker-compose", &["version", "--short"]));
+            let legacy = legacy_compose_version(ctx);
             format!(
                 "plugin {}, docker-compose {}",
                 plugin.as_deref().unwrap_or("absent"),
@@ -215,6 +216,33 @@ fn measure(ctx: &Ctx, fact: Fact) -> String {
             Ok(_) => first_line(ctx, program, &["--version"]).unwrap_or_else(|| "installed".into()),
         },
     }
+}
+
+/// docker-compose 1.x's version: a Python program that takes a second or two to say it, so
+/// the answer is kept in the ci state for as long as the program's file stays the same.
+fn legacy_compose_version(ctx: &Ctx) -> Option<String> {
+    let path = which::which("docker-compose").ok()?;
+    let meta = std::fs::metadata(&path).ok()?;
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let key = format!("{} {} {modified}", path.display(), meta.len());
+    let cache = super::ledger::state_dir(&ctx.root).join("docker-compose-version.json");
+    let mut known: BTreeMap<String, String> = std::fs::read_to_string(&cache)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default();
+    if let Some(version) = known.get(&key) {
+        return Some(version.clone());
+    }
+    let version = first_line(ctx, "docker-compose", &["version", "--short"])?;
+    known.insert(key, version.clone());
+    if !ctx.dry_run() && std::fs::create_dir_all(cache.parent().expect("a parent")).is_ok() {
+        let _ = std::fs::write(&cache, serde_json::to_vec(&known).unwrap_or_default());
+    }
+    Some(version)
 }
 
 /// The database's date; once it is due for an update, that (so the scan runs, and updates it).
