@@ -579,7 +579,11 @@ impl Ci {
             .iter()
             .map(|(name, outcome)| {
                 let required = self.require.iter().any(|r| selects(r, name));
-                outcome.row(name, required)
+                let mut row = outcome.row(name, required);
+                if verify.contains(name) && matches!(outcome, Outcome::Passed(..)) {
+                    row[1].push_str(" (a skip, verified)");
+                }
+                row
             })
             .collect();
         let headers = ["STEP", "RESULT", "TIME", "TESTS SKIPPED (WHY)"];
