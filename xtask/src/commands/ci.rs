@@ -537,7 +537,9 @@ impl Ci {
                 ));
                 continue;
             }
-            let skip = unchanged.get(step.name.as_str());
+            // A clean-up step runs whenever a step before it ran: it may have left something.
+            let cleans_up = step.always && !measured.is_empty();
+            let skip = unchanged.get(step.name.as_str()).filter(|_| !cleans_up);
             if let Some(skip) = skip.filter(|_| !verify.contains(&step.name.as_str())) {
                 ctx.runner
                     .plan(format!("skip {}: {}", step.name, skip.reason()));

@@ -290,7 +290,9 @@ pub fn inputs_of(step: &str) -> Inputs {
             tools: &[],
             facts: &[Toolchain, Engine, Python],
         },
-        // `down` cleans up after the demo: cheap, and never skipped.
+        // The demo's clean-up: skipped with the demo (and run whenever a step before it ran,
+        // see `ci::Ci::run`).
+        "down" => inputs_of("demo"),
         _ => Inputs::default(),
     }
 }
@@ -376,7 +378,6 @@ mod tests {
 
     #[test]
     fn a_step_declared_nowhere_is_never_skipped() {
-        assert!(!inputs_of("down").declared());
         assert!(!inputs_of("e2e-some-new-suite").declared());
         assert!(inputs_of("fmt").declared());
         assert!(inputs_of("e2e-docker-plugin")
