@@ -190,10 +190,22 @@ impl Memory {
             seconds: took.map(|t| (t.as_secs_f64() * 10.0).round() / 10.0),
             fingerprint: fingerprint.unwrap_or_default(),
             verified,
-            host: self.host.clone(),
+            host: self.host_with_facts(),
             measured,
         });
         Ok(())
+    }
+
+    /// The machine, with what the run measured of it that does not change by the hour (the
+    /// engine, the toolchain, Python): a trend can then be read against them.
+    fn host_with_facts(&self) -> BTreeMap<String, String> {
+        let mut host = self.host.clone();
+        for (name, value) in self.facts.all() {
+            if !matches!(name.as_str(), "image IDs" | "day" | "trivy database") {
+                host.insert(name, value);
+            }
+        }
+        host
     }
 
     /// Appends this run's lines to the ledger.

@@ -180,7 +180,8 @@ fn measure(ctx: &Ctx, fact: Fact) -> String {
             .query_stdout(&Step::new("docker").args([
                 "info",
                 "--format",
-                "{{.ServerVersion}} {{.Driver}} {{json .DriverStatus}}",
+                // The driver status names the image store (containerd's snapshotter or not).
+                "{{.ServerVersion}}, storage driver {{.Driver}}, {{json .DriverStatus}}",
             ]))
             .unwrap_or_else(|| "no engine answers".into()),
         Fact::ComposeFrontends => {
