@@ -477,7 +477,10 @@ impl Ci {
 
         // Not a clap requirement: the variable reaches `ci --list` in the pipeline's children.
         if self.verify_skips.unwrap_or(0) > 0 && !self.changed {
-            bail!("--verify-skips (or XTASK_CI_VERIFY_SKIPS) proves the skips of `--changed`: add --changed");
+            bail!(
+                "--verify-skips (or XTASK_CI_VERIFY_SKIPS) proves the skips of `--changed`: \
+                 add --changed"
+            );
         }
         // Every run is remembered (fingerprints, outcomes, the ledger); `--changed` reads it.
         let mut memory = match changed::Memory::open(ctx) {
@@ -562,9 +565,14 @@ impl Ci {
         if ctx.dry_run() {
             return Ok(());
         }
+        if ctx.is_interrupted() && memory.take().is_some() {
+            // An interrupted command may look as if it passed: nothing of this run is kept.
+            ctx.reporter
+                .warn("interrupted: this run's outcomes are not remembered");
+        }
         if let Some(memory) = memory.as_mut() {
             for (name, outcome) in &results {
-                let step = chosen_steps(&all, name);
+                let step = step_named(&all, name);
                 memory.record(
                     ctx,
                     name,
@@ -706,7 +714,7 @@ fn commands_of(ctx: &Ctx, step: &PipelineStep) -> Vec<String> {
         .collect()
 }
 
-fn chosen_steps<'a>(all: &'a [PipelineStep], name: &str) -> &'a PipelineStep {
+fn step_named<'a>(all: &'a [PipelineStep], name: &str) -> &'a PipelineStep {
     all.iter()
         .find(|s| s.name == name)
         .expect("a result is for a step of the pipeline")
