@@ -1,7 +1,9 @@
 //! `cargo xtask ci`: the whole pipeline as a plan of named steps, the same here, in `.ci/run`
 //! and in the GitHub workflows. Each step is one or more command lines (cargo, or this
 //! toolkit's own commands run as children); the plan is printed by `--dry-run`, every step is
-//! timed, and the summary says which failed and how to run just that step again.
+//! timed, and the summary says which failed and how to run just that step again. What each
+//! step reads is declared in `ci/inputs.rs` (`--changed` skips what is unchanged; a step not
+//! declared there always runs).
 
 mod changed;
 mod fingerprint;
