@@ -68,6 +68,10 @@ fn ci(dir: &Path, args: &[&str]) -> Output {
 
 #[test]
 fn a_skip_is_remembered_explained_and_verified_and_a_wrong_one_names_the_undeclared_input() {
+    let rustfmt = Command::new("cargo").args(["fmt", "--version"]).output();
+    if !rustfmt.is_ok_and(|out| out.status.success()) {
+        return common::skip("rustfmt is not installed (rustup component add rustfmt)");
+    }
     let workspace = workspace_copy();
     let dir = workspace.path();
     let includer = dir.join(INCLUDER);
