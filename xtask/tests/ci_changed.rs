@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{stderr, stdout, xtask_in};
+use common::{stderr, stdout};
 
 /// Where the undeclared input goes, and the module that includes it.
 const PLANTED: &str = "services/telecom/generated/planted.inc";
@@ -60,10 +60,31 @@ fn workspace_copy() -> tempfile::TempDir {
     copy
 }
 
+/// `cargo xtask ARGS` in `dir`, as `common::xtask_in` runs it, but without the CI workflow's
+/// `XTASK_CI_VERIFY_SKIPS` (this test chooses when to verify).
+fn xtask(dir: &Path, args: &[&str]) -> Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("XTASK_CI_VERIFY_SKIPS")
+        .env_remove("GITHUB_ACTIONS")
+        .env_remove("GITHUB_STEP_SUMMARY")
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .unwrap();
+    eprintln!(
+        "$ xtask {}\n--- stdout\n{}--- stderr\n{}",
+        args.join(" "),
+        stdout(&output),
+        stderr(&output)
+    );
+    output
+}
+
 fn ci(dir: &Path, args: &[&str]) -> Output {
     let mut all = vec!["ci", "--steps", "fmt"];
     all.extend_from_slice(args);
-    xtask_in(dir, &all, &[])
+    xtask(dir, &all)
 }
 
 #[test]
@@ -164,7 +185,7 @@ fn a_skip_is_remembered_explained_and_verified_and_a_wrong_one_names_the_undecla
     assert!(!dir.join("target/xtask/ci-state/fmt.json").exists());
 
     // The ledger holds every run: the passes, the skips, and the failed verification.
-    let history = xtask_in(dir, &["ci", "--history", "fmt"], &[]);
+    let history = xtask(dir, &["ci", "--history", "fmt"]);
     assert!(history.status.success(), "{}", stderr(&history));
     let ledger = std::fs::read_to_string(dir.join("target/xtask/ci-history.jsonl")).unwrap();
     let entries: Vec<serde_json::Value> = ledger
