@@ -88,6 +88,7 @@ enum Command {
     Up(cmd::up::Up),
     Down(cmd::down::Down),
     Restart(cmd::restart::Restart),
+    Dev(cmd::dev::Dev),
     Status(cmd::status::Status),
     Health(cmd::health::Health),
     Smoke(cmd::smoke::Smoke),
@@ -150,6 +151,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cmd.run(ctx, to_run(services)?.as_mut())
         }
         Command::Restart(cmd) => cmd.run(ctx, inspect()?.as_mut()),
+        // Takes the stack's lock itself: while bringing it up and during each swap, not
+        // while it waits for changes.
+        Command::Dev(cmd) => {
+            let services = lifecycle::selected(ctx, &cmd.options);
+            cmd.run(ctx, to_run(services)?.as_mut())
+        }
         Command::Down(cmd) => cmd.run(ctx, inspect()?.as_mut()),
         Command::Status(cmd) => cmd.run(ctx, inspect()?.as_ref()),
         Command::Logs(cmd) => cmd.run(ctx, inspect()?.as_ref()),

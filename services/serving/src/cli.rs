@@ -67,6 +67,11 @@ enum Command {
         host: std::net::IpAddr,
         #[arg(long, env = "MODEL_DIR", default_value = "models")]
         model_dir: PathBuf,
+        /// Bind the ports with SO_REUSEPORT, so a new version can listen on them beside this
+        /// one and take over with no gap (`cargo xtask dev`). Off by default: a second copy
+        /// started by mistake then fails to bind instead of silently sharing the port.
+        #[arg(long, env = "REUSE_PORT")]
+        reuse_port: bool,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -216,13 +221,17 @@ fn run<S: Service>(command: Command) -> Result<()> {
             dashboard_port,
             host,
             model_dir,
+            reuse_port,
             limits,
         } => {
             check_dashboard_port::<S>(port, dashboard_port)?;
             let (connections, requests) = limits.split();
             serve::<S>(
-                SocketAddr::new(host, port),
-                dashboard_port.map(|p| SocketAddr::new(host, p)),
+                Listen {
+                    addr: SocketAddr::new(host, port),
+                    dashboard_addr: dashboard_port.map(|p| SocketAddr::new(host, p)),
+                    reuse_port,
+                },
                 model_dir,
                 connections,
                 requests,
@@ -360,14 +369,25 @@ fn train<S: Service>(
     Ok(())
 }
 
-fn serve<S: Service>(
+/// Where `serve` listens.
+struct Listen {
     addr: SocketAddr,
     dashboard_addr: Option<SocketAddr>,
+    reuse_port: bool,
+}
+
+fn serve<S: Service>(
+    listen: Listen,
     model_dir: PathBuf,
     connections: ConnectionLimits,
     requests: RequestLimits,
 ) -> Result<()> {
     use futures_util::FutureExt;
+    let Listen {
+        addr,
+        dashboard_addr,
+        reuse_port,
+    } = listen;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -392,9 +412,9 @@ fn serve<S: Service>(
         let stop = ShutdownSignals::register();
         // SIGHUP too: its default action would end the server as well.
         let hangups = listen_for_hangups();
-        let listener = bind(addr, "").await?;
+        let listener = bind(addr, reuse_port, "")?;
         let dashboard_listener = match dashboard_addr {
-            Some(addr) => Some(bind(addr, " for the dashboard").await?),
+            Some(addr) => Some(bind(addr, reuse_port, " for the dashboard")?),
             None => None,
         };
         let dir = model_dir.clone();
@@ -442,8 +462,23 @@ fn serve<S: Service>(
 /// API's threads the rest of the machine.
 const DASHBOARD_THREADS: usize = 1;
 
-async fn bind(addr: SocketAddr, purpose: &str) -> Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await.with_context(|| {
+/// Listens on `addr` as `TcpListener::bind` does (SO_REUSEADDR on Unix), plus SO_REUSEPORT
+/// when asked, so the next version of the service can bind the same port before this one
+/// lets go of it.
+fn bind(addr: SocketAddr, reuse_port: bool, purpose: &str) -> Result<tokio::net::TcpListener> {
+    let listen = || -> std::io::Result<tokio::net::TcpListener> {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        if reuse_port {
+            socket.set_reuseport(true)?;
+        }
+        socket.bind(addr)?;
+        socket.listen(1024)
+    };
+    listen().with_context(|| {
         format!(
             "cannot listen on {addr}{purpose}: is another process using port {}?",
             addr.port()

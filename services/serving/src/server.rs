@@ -19,6 +19,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
+use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -90,23 +91,10 @@ pub async fn serve(
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(MAX_HEAD_BYTES);
 
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // EMFILE and the like: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
+    let serve_connection = |stream: TcpStream| {
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             tokio::spawn(refuse_overloaded(stream, max_connections));
-            continue;
+            return;
         };
         let _ = stream.set_nodelay(true);
         let in_flight = Arc::new(AtomicUsize::new(0));
@@ -132,6 +120,29 @@ pub async fn serve(
             }
             drop(permit);
         });
+    };
+
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // EMFILE and the like: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        serve_connection(stream);
+    }
+    // Connections the kernel has already queued on this listener would be reset when it
+    // closes: serve them first. With SO_REUSEPORT the next version listens beside this one
+    // and takes every connection from here on.
+    while let Some(Ok((stream, _))) = listener.accept().now_or_never() {
+        serve_connection(stream);
     }
     drop(listener);
     let open = max_connections - permits.available_permits();

@@ -165,7 +165,7 @@ fn group_of(step: &str) -> &'static str {
     match step {
         "fmt" | "clippy" | "lint-workflows" | "deny" | "e2e-scans" => "checks",
         "test" | "add-a-service" | "fuzz-api" | "e2e-upgrades" => "tests",
-        "e2e-local" | "e2e-mlflow" | "e2e-dashboard" | "e2e-faults" => "host",
+        "e2e-local" | "e2e-dev" | "e2e-mlflow" | "e2e-dashboard" | "e2e-faults" => "host",
         "images" | "scan" | "demo" | "down" | "e2e-docker-images" | "e2e-fresh-machine"
         | "e2e-release" => "containers",
         docker if docker.starts_with("e2e-docker-") => "containers",
@@ -278,6 +278,12 @@ fn pipeline(ctx: &Ctx, docker: bool) -> Vec<PipelineStep> {
             "e2e-local",
             "the local runtime end to end",
             vec![e2e(ctx, "e2e_local")],
+        ),
+        step(
+            "e2e-dev",
+            "`dev` on the local runtime: edits go live, broken ones keep the old version, no \
+             request fails",
+            vec![e2e(ctx, "dev_loop")],
         ),
         step(
             "e2e-mlflow",

@@ -10,13 +10,13 @@ use anyhow::{Context, Result};
 
 use rustix::process::Signal;
 
-use super::{Kind, Runtime, ServiceState, SQLITE_BACKUP};
+use super::{Candidate, Kind, Runtime, ServiceState, SQLITE_BACKUP};
 use crate::build::binaries;
 use crate::ctx::Ctx;
 use crate::runner::{tail, Background, Step, Stopped};
 use crate::runtime::mlflow_server;
 use crate::runtime::training::{self, Tracking};
-use crate::stack::{Kind as ServiceKind, Service, STOP_GRACE_SECONDS};
+use crate::stack::{Endpoint, Kind as ServiceKind, Service, STOP_GRACE_SECONDS};
 use crate::util::poll;
 
 /// How often `logs -f` looks at the logs' lengths, and how long it waits at most before it
@@ -80,26 +80,35 @@ impl Local {
     fn start_step(ctx: &Ctx, service: &Service) -> Step {
         match service.kind {
             ServiceKind::Mlflow => mlflow_server::server_step(ctx, service),
-            ServiceKind::Api => {
-                let mut step = binaries::serve_step(
-                    ctx,
-                    service,
-                    ctx.host_port(service),
-                    &ctx.model_dir(service),
-                )
-                .env("MLFLOW_TRACKING_URI", ctx.url(ctx.stack.mlflow(), ""))
-                .cwd(&ctx.stack_dir);
-                for endpoint in service.endpoints().iter().filter(|e| e.role.is_some()) {
-                    step = step.args([
-                        format!("--{}-port", endpoint.role.unwrap_or_default()),
-                        ctx.endpoint_port(endpoint).to_string(),
-                    ]);
-                }
-                step
-            }
+            ServiceKind::Api => Self::api_step(ctx, service, &|e| ctx.endpoint_port(e)),
         }
     }
+
+    /// An API serving on `port_of` each endpoint. Its ports are bound with SO_REUSEPORT, so
+    /// `dev` can start the next version on them before this one lets go.
+    fn api_step(ctx: &Ctx, service: &Service, port_of: &dyn Fn(&Endpoint) -> u16) -> Step {
+        let endpoints = service.endpoints();
+        let mut step = binaries::serve_step(
+            ctx,
+            service,
+            port_of(&endpoints[0]),
+            &ctx.model_dir(service),
+        )
+        .arg("--reuse-port")
+        .env("MLFLOW_TRACKING_URI", ctx.url(ctx.stack.mlflow(), ""))
+        .cwd(&ctx.stack_dir);
+        for endpoint in endpoints.iter().filter(|e| e.role.is_some()) {
+            step = step.args([
+                format!("--{}-port", endpoint.role.unwrap_or_default()),
+                port_of(endpoint).to_string(),
+            ]);
+        }
+        step
+    }
 }
+
+/// How long a new version gets to listen on the service's ports during a hand-over.
+const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Runtime for Local {
     fn kind(&self) -> Kind {
@@ -241,6 +250,91 @@ impl Runtime for Local {
         inputs
             .iter()
             .any(|f| modified(f).is_some_and(|m| m > p.written))
+    }
+
+    fn start_candidate(&mut self, ctx: &Ctx, service: &Service) -> Result<Candidate> {
+        let mut ports = Vec::new();
+        for endpoint in service.endpoints() {
+            // A port nothing listens on now, chosen by the system.
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            ports.push((endpoint.role, port));
+        }
+        let port_of = |e: &Endpoint| {
+            ports
+                .iter()
+                .find(|(role, _)| *role == e.role)
+                .map_or(0, |(_, p)| *p)
+        };
+        let step = Self::api_step(ctx, service, &port_of).env("LOG_FORMAT", "json");
+        let log = ctx
+            .state_dir()
+            .join("logs")
+            .join(format!("{}.candidate.log", service.name));
+        // A fresh log per candidate: its tail explains this candidate's failure only.
+        let _ = std::fs::remove_file(&log);
+        let child = ctx
+            .runner
+            .spawn_service(&step, &log)?
+            .context("a candidate cannot be started under --dry-run")?;
+        Ok(Candidate { child, ports, log })
+    }
+
+    fn hand_over(&mut self, ctx: &Ctx, service: &Service) -> Result<()> {
+        let path = pid_path(ctx, service);
+        let old = read_pid_file(&path).filter(|p| ctx.runner.running(p.pid, &p.program).is_some());
+        let step = Self::start_step(ctx, service);
+        let log = ctx.log_path(service);
+        let Some(new) = ctx.runner.spawn_service(&step, &log)? else {
+            return Ok(());
+        };
+        // Live once it holds every one of the service's ports beside the old version.
+        let ports: Vec<u16> = service
+            .endpoints()
+            .iter()
+            .map(|e| ctx.endpoint_port(e))
+            .collect();
+        let listening = poll::until(HAND_OVER_TIMEOUT, Duration::from_millis(10), || {
+            if let Some(why) = new.exited() {
+                return Some(Err(why));
+            }
+            let holds = |port: &u16| {
+                crate::runtime::ports::holders(&ctx.runner, *port)
+                    .iter()
+                    .any(|h| h.pid == new.pid())
+            };
+            ports.iter().all(holds).then_some(Ok(()))
+        });
+        let failure = match listening {
+            Some(Ok(())) => None,
+            Some(Err(why)) => Some(why),
+            None => Some(format!(
+                "it did not listen on port(s) {ports:?} within {HAND_OVER_TIMEOUT:?}"
+            )),
+        };
+        if let Some(why) = failure {
+            let _ = ctx.runner.stop_group(new.pid(), STOP_GRACE, Some(&new));
+            let log_text = std::fs::read(&log).unwrap_or_default();
+            anyhow::bail!(
+                "the new version of {} could not take over its ports ({why}); the old one was \
+                 started without SO_REUSEPORT if its log says the address is in use: `cargo xtask \
+                 restart {}` once. Its log:\n{}",
+                service.name,
+                service.name,
+                tail(&String::from_utf8_lossy(&log_text), 15)
+            );
+        }
+        std::fs::write(&path, format!("{}\n{}\n", new.pid(), step.program))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        let old_child = self.children.insert(service.name.clone(), new);
+        // The old version stops accepting and finishes its in-flight requests; the kernel
+        // sends every new connection to the new one meanwhile.
+        if let Some(old) = old {
+            ctx.runner
+                .stop_group(old.pid, STOP_GRACE, old_child.as_ref())?;
+        }
+        Ok(())
     }
 
     fn log_tail(&self, ctx: &Ctx, service: &Service, lines: usize) -> String {

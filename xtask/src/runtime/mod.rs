@@ -69,6 +69,23 @@ pub struct ServiceState {
     pub health_log: Option<String>,
 }
 
+/// A new version of an API serving on spare ports beside the running one.
+pub struct Candidate {
+    pub child: crate::runner::Background,
+    /// The spare port of each endpoint, by role (`None`: the API's own).
+    pub ports: Vec<(Option<&'static str>, u16)>,
+    pub log: std::path::PathBuf,
+}
+
+impl Candidate {
+    pub fn port(&self, endpoint: &crate::stack::Endpoint) -> u16 {
+        self.ports
+            .iter()
+            .find(|(role, _)| *role == endpoint.role)
+            .map_or(0, |(_, port)| *port)
+    }
+}
+
 pub trait Runtime {
     fn kind(&self) -> Kind;
     fn name(&self) -> &'static str {
@@ -120,6 +137,25 @@ pub trait Runtime {
     /// Whether a running service predates what it runs from, and must restart to pick it up.
     fn is_stale(&self, ctx: &Ctx, service: &Service) -> bool;
     fn log_tail(&self, ctx: &Ctx, service: &Service, lines: usize) -> String;
+    /// Starts the API's binary as built now beside the running version, on spare ports, for
+    /// `dev` to check before [`Runtime::hand_over`] puts it live.
+    fn start_candidate(&mut self, _ctx: &Ctx, service: &Service) -> Result<Candidate> {
+        anyhow::bail!(
+            "the {} runtime cannot run a new version of {} beside the old one yet: use --runtime local",
+            self.name(),
+            service.name
+        )
+    }
+    /// Puts the API's binary as built now on the service's ports in place of the running
+    /// version, with the shortest gap the runtime allows, the old version draining its
+    /// requests. On failure the old version keeps serving.
+    fn hand_over(&mut self, _ctx: &Ctx, service: &Service) -> Result<()> {
+        anyhow::bail!(
+            "the {} runtime cannot swap {} in place yet: use --runtime local",
+            self.name(),
+            service.name
+        )
+    }
     fn logs(
         &self,
         ctx: &Ctx,

@@ -217,8 +217,16 @@ fn check_field(answer: &Value, expect: &Expectation) -> Result<(), String> {
     Ok(())
 }
 
-fn health_check(ctx: &Ctx, service: &Service, endpoint: &Endpoint) -> Check {
-    let url = ctx.endpoint_health_url(endpoint);
+/// Where the checks reach a service: its published ports, or (for `dev`'s candidate
+/// version) the spare ports it was started on. The port of an endpoint.
+type PortOf<'a> = &'a dyn Fn(&Endpoint) -> u16;
+
+fn url_at(port_of: PortOf, endpoint: &Endpoint, path: &str) -> String {
+    format!("http://127.0.0.1:{}{path}", port_of(endpoint))
+}
+
+fn health_check(port_of: PortOf, service: &Service, endpoint: &Endpoint) -> Check {
+    let url = url_at(port_of, endpoint, &endpoint.health_path);
     let result = match http::get(&url, Duration::from_secs(5)) {
         Ok(a) if http::is_healthy(&a) => Ok(format!("{} healthy", a.status)),
         Ok(a) => Err(format!("answered {}: {}", a.status, a.body.trim())),
@@ -231,8 +239,8 @@ fn health_check(ctx: &Ctx, service: &Service, endpoint: &Endpoint) -> Check {
 }
 
 /// A page a person opens (a dashboard's `/`): 200 and an HTML document.
-fn page_check(ctx: &Ctx, service: &Service, endpoint: &Endpoint) -> Check {
-    let result = match http::get(&ctx.endpoint_url(endpoint, "/"), Duration::from_secs(10)) {
+fn page_check(port_of: PortOf, service: &Service, endpoint: &Endpoint) -> Check {
+    let result = match http::get(&url_at(port_of, endpoint, "/"), Duration::from_secs(10)) {
         Ok(a) if a.status == 200 && a.body.to_ascii_lowercase().contains("<html") => {
             Ok(format!("200, {} bytes of HTML", a.body.len()))
         }
@@ -249,9 +257,9 @@ fn page_check(ctx: &Ctx, service: &Service, endpoint: &Endpoint) -> Check {
     }
 }
 
-fn prediction_check(ctx: &Ctx, service: &Service) -> Option<Check> {
+fn prediction_check(port_of: PortOf, service: &Service) -> Option<Check> {
     let smoke = service.smoke.as_ref()?;
-    let url = ctx.url(service, &smoke.path);
+    let url = url_at(port_of, &service.endpoints()[0], &smoke.path);
     let result = match http::post_json(&url, &smoke.request, Duration::from_secs(10)) {
         Ok(a) if a.status == 200 => match a.json() {
             Some(answer) => smoke
@@ -307,13 +315,7 @@ pub fn run_checks(ctx: &Ctx, services: &[&Service]) -> Vec<Check> {
         if ctx.dry_run() {
             continue;
         }
-        for endpoint in &endpoints {
-            checks.push(health_check(ctx, service, endpoint));
-        }
-        checks.extend(prediction_check(ctx, service));
-        for endpoint in endpoints.iter().filter(|e| e.role.is_some()) {
-            checks.push(page_check(ctx, service, endpoint));
-        }
+        checks.extend(checks_at(&|e| ctx.endpoint_port(e), service));
     }
     for check in &checks {
         match &check.result {
@@ -323,6 +325,21 @@ pub fn run_checks(ctx: &Ctx, services: &[&Service]) -> Vec<Check> {
                 ctx.reporter.error(&format!("smoke: {}", check.name), why);
             }
         }
+    }
+    checks
+}
+
+/// The health, prediction and page checks of `service`, reached at `port_of` each endpoint,
+/// without printing them.
+pub fn checks_at(port_of: PortOf, service: &Service) -> Vec<Check> {
+    let endpoints = service.endpoints();
+    let mut checks: Vec<Check> = endpoints
+        .iter()
+        .map(|e| health_check(port_of, service, e))
+        .collect();
+    checks.extend(prediction_check(port_of, service));
+    for endpoint in endpoints.iter().filter(|e| e.role.is_some()) {
+        checks.push(page_check(port_of, service, endpoint));
     }
     checks
 }

@@ -182,6 +182,18 @@ pub fn inputs_of(step: &str) -> Inputs {
             tools: &[],
             facts: &[Toolchain, Python],
         },
+        // Builds a copy of the workspace's sources, so every service's sources count.
+        "e2e-dev" => Inputs {
+            files: &[
+                CARGO,
+                XTASK_BINARY,
+                XTASK_SUITES,
+                SERVICES,
+                file!("xtask/tests/dev_loop.rs"),
+            ],
+            tools: &[],
+            facts: &[Toolchain],
+        },
         "e2e-mlflow" => Inputs {
             files: &[
                 CARGO,
@@ -329,7 +341,7 @@ mod tests {
     use super::*;
 
     /// The pipeline's steps (one docker suite per compose front-end).
-    const STEPS: [&str; 21] = [
+    const STEPS: [&str; 22] = [
         "fmt",
         "clippy",
         "test",
@@ -341,6 +353,7 @@ mod tests {
         "scan",
         "demo",
         "e2e-local",
+        "e2e-dev",
         "e2e-mlflow",
         "e2e-dashboard",
         "e2e-upgrades",

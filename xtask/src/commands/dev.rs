@@ -1,0 +1,395 @@
+//! `cargo xtask dev [SERVICE...]`: bring the stack up, then watch the APIs' sources and put
+//! each change live in seconds, but only once the new version has passed the same health and
+//! smoke checks as `demo`: a change that does not compile, or compiles and answers wrong,
+//! leaves the working version serving.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use notify_debouncer_mini::notify::RecursiveMode;
+
+use crate::build::binaries;
+use crate::ctx::Ctx;
+use crate::runner::tail;
+use crate::runtime::lifecycle::{self, UpOptions};
+use crate::runtime::{observe, Candidate, Kind, Runtime};
+use crate::stack::Service;
+use crate::util::{http, poll};
+
+/// The folder of the library every API is built on: a change there affects them all.
+const SHARED_LIBRARY: &str = "services/serving";
+
+/// Bring the stack up, then rebuild and swap in each API whose sources change, once the new
+/// version passes its health and smoke checks (local runtime).
+///
+/// Watches each API's crate folder (its code, `service.toml`) and the serving library
+/// (which every API is built on, with the Dockerfile). A change is built, started beside the
+/// running version on spare ports, checked there, and only then put on the service's ports
+/// with no gap: both versions listen with SO_REUSEPORT and the old one drains. A failed build
+/// or check keeps the old version serving and shows why. Ctrl-C stops watching and leaves
+/// the stack running.
+#[derive(clap::Args, Debug)]
+pub struct Dev {
+    /// The APIs to watch [default: all of them].
+    pub services: Vec<String>,
+    #[command(flatten)]
+    pub options: UpOptions,
+    /// Stop the stack (as `down`) when watching ends.
+    #[arg(long)]
+    pub down_on_exit: bool,
+    /// Milliseconds of quiet after a change before it is built: an editor's save is often
+    /// several writes.
+    #[arg(long, default_value_t = 300, value_name = "MS")]
+    pub debounce: u64,
+}
+
+impl Dev {
+    pub fn run(self, ctx: &Ctx, runtime: &mut dyn Runtime) -> Result<()> {
+        let watched: Vec<&Service> = ctx
+            .stack
+            .select(&self.services)?
+            .into_iter()
+            .filter(|s| s.is_api())
+            .collect();
+        anyhow::ensure!(
+            !watched.is_empty(),
+            "nothing to watch: name one or more APIs ({})",
+            ctx.stack
+                .apis()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        anyhow::ensure!(
+            runtime.kind() == Kind::Local,
+            "`dev` swaps new versions in on the local runtime only so far, and this stack runs on {}: run `cargo xtask --runtime local dev`",
+            runtime.name()
+        );
+        {
+            let _lock = ctx.lock_stack()?;
+            lifecycle::bring_up(ctx, runtime, &self.options)?;
+        }
+        let folders = watched_folders(ctx, &watched);
+        for folder in &folders {
+            ctx.runner
+                .plan(format!("watch {} for changes", folder.display()));
+        }
+        if ctx.dry_run() {
+            ctx.runner.plan(
+                "on a change: build the affected APIs, start each beside the running one on spare ports, check its health and smoke there, then hand its ports over",
+            );
+            return Ok(());
+        }
+        let watching = self.watch(ctx, runtime, &watched, &folders);
+        if self.down_on_exit {
+            ctx.reporter.info("stopping the stack (--down-on-exit)");
+            let _lock = ctx.lock_stack()?;
+            for service in ctx.stack.services.iter().rev() {
+                runtime.stop(ctx, service)?;
+            }
+            runtime.stop_shared(ctx)?;
+        } else if watching.is_ok() {
+            ctx.reporter
+                .info("stopped watching; the stack keeps running (`cargo xtask down` stops it)");
+        }
+        watching
+    }
+
+    fn watch(
+        &self,
+        ctx: &Ctx,
+        runtime: &mut dyn Runtime,
+        watched: &[&Service],
+        folders: &[PathBuf],
+    ) -> Result<()> {
+        let (events, changes) = mpsc::channel();
+        let mut debouncer =
+            notify_debouncer_mini::new_debouncer(Duration::from_millis(self.debounce), events)
+                .context("cannot watch files on this machine")?;
+        for folder in folders {
+            debouncer
+                .watcher()
+                .watch(folder, RecursiveMode::Recursive)
+                .with_context(|| format!("cannot watch {}", folder.display()))?;
+        }
+        let names: Vec<&str> = watched.iter().map(|s| s.name.as_str()).collect();
+        ctx.reporter.info(format!(
+            "watching {} for changes (Ctrl-C stops watching)",
+            names.join(", ")
+        ));
+        loop {
+            if ctx.is_interrupted() {
+                return Ok(());
+            }
+            let batch = match changes.recv_timeout(Duration::from_millis(200)) {
+                Ok(Ok(batch)) => batch,
+                Ok(Err(e)) => {
+                    ctx.reporter.warn(format!("watching files: {e}"));
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    anyhow::bail!("the file watcher stopped; run `cargo xtask dev` again")
+                }
+            };
+            let seen = Instant::now();
+            let paths: BTreeSet<PathBuf> = batch.into_iter().map(|e| e.path).collect();
+            let mut affected: Vec<&Service> = Vec::new();
+            let mut relevant = Vec::new();
+            for path in &paths {
+                let hit = affected_by(&ctx.root, watched, path);
+                if !hit.is_empty() {
+                    relevant.push(ctx.show(path));
+                }
+                for service in hit {
+                    if !affected.iter().any(|s| s.name == service.name) {
+                        affected.push(service);
+                    }
+                }
+            }
+            if affected.is_empty() {
+                continue;
+            }
+            affected.sort_by(|a, b| a.name.cmp(&b.name));
+            let shown = match relevant.len() {
+                1 => relevant[0].clone(),
+                n => format!("{} and {} more", relevant[0], n - 1),
+            };
+            let names: Vec<&str> = affected.iter().map(|s| s.name.as_str()).collect();
+            println!("changed {shown} → {}", names.join(", "));
+            let _lock = ctx.lock_stack()?;
+            update(ctx, runtime, &affected, seen, self.options.timeout);
+        }
+    }
+}
+
+/// What `dev` watches for `services`: each one's crate folder and the shared library's.
+fn watched_folders(ctx: &Ctx, services: &[&Service]) -> Vec<PathBuf> {
+    let mut folders = vec![ctx.root.join(SHARED_LIBRARY)];
+    folders.extend(services.iter().map(|s| s.dir.clone()));
+    folders
+}
+
+/// Whether `path` is an editor's scratch file, not a source: Vim's swap files and its write
+/// probe `4913`, Emacs's lock and autosave files, backups ending in `~`, and the temporary
+/// files editors write before renaming them over the original.
+fn is_editor_temp(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return true;
+    };
+    name == "4913"
+        || name.ends_with('~')
+        || name.starts_with(".#")
+        || (name.starts_with('#') && name.ends_with('#'))
+        || [".swp", ".swo", ".swx", ".tmp", ".bak"]
+            .iter()
+            .any(|ext| name.ends_with(ext))
+        || name.contains(".tmp.")
+}
+
+/// The services in `services` a change to `path` affects: all of them for the shared library,
+/// else the one whose folder holds it; none for build output, git's files and editors'
+/// scratch files.
+fn affected_by<'a>(root: &Path, services: &[&'a Service], path: &Path) -> Vec<&'a Service> {
+    let generated = path
+        .components()
+        .any(|c| matches!(c.as_os_str().to_str(), Some("target" | ".git")));
+    if generated || is_editor_temp(path) {
+        return Vec::new();
+    }
+    if path.starts_with(root.join(SHARED_LIBRARY)) {
+        return services.to_vec();
+    }
+    services
+        .iter()
+        .copied()
+        .filter(|s| path.starts_with(&s.dir))
+        .collect()
+}
+
+/// Builds `services` and swaps in each new version that passes its checks; says on one line
+/// per event what happened. Never fails: whatever goes wrong keeps the old version serving.
+fn update(
+    ctx: &Ctx,
+    runtime: &mut dyn Runtime,
+    services: &[&Service],
+    seen: Instant,
+    timeout_secs: u64,
+) {
+    let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+    let started = Instant::now();
+    if let Err(e) = binaries::build(ctx, services) {
+        println!(
+            "kept the old {} because the build failed:\n{e:#}",
+            names.join(", ")
+        );
+        return;
+    }
+    println!(
+        "built {} in {:.1} s",
+        names.join(", "),
+        started.elapsed().as_secs_f64()
+    );
+    for service in services {
+        match swap(ctx, runtime, service, timeout_secs) {
+            Ok(()) => {
+                let live = seen.elapsed().as_secs_f64();
+                println!(
+                    "{} live ({live:.1} s after the change was seen)",
+                    service.name
+                );
+            }
+            Err(why) => println!("kept the old {} because {why:#}", service.name),
+        }
+    }
+}
+
+/// Starts `service`'s new build beside the running one, checks it, and hands its ports over.
+fn swap(ctx: &Ctx, runtime: &mut dyn Runtime, service: &Service, timeout_secs: u64) -> Result<()> {
+    let candidate = runtime.start_candidate(ctx, service)?;
+    let checked = check_candidate(service, &candidate, timeout_secs);
+    let _ = ctx.runner.stop_group(
+        candidate.child.pid(),
+        Duration::from_secs(5),
+        Some(&candidate.child),
+    );
+    checked?;
+    println!("{} healthy and passed its smoke check", service.name);
+    runtime.hand_over(ctx, service)
+}
+
+/// How long a new version that answers, but not healthy, gets to become healthy: the APIs
+/// load their model in well under a second.
+const UNHEALTHY_GRACE: Duration = Duration::from_secs(5);
+
+/// Waits until the candidate answers healthy on every endpoint, then runs the smoke checks.
+fn check_candidate(service: &Service, candidate: &Candidate, timeout_secs: u64) -> Result<()> {
+    let endpoints = service.endpoints();
+    let health_url = |e: &crate::stack::Endpoint| {
+        format!("http://127.0.0.1:{}{}", candidate.port(e), e.health_path)
+    };
+    let log_tail = || {
+        tail(
+            &std::fs::read_to_string(&candidate.log).unwrap_or_default(),
+            15,
+        )
+    };
+    let mut last = "it never answered".to_owned();
+    // Answering, but not healthy: given a few seconds to finish loading, then refused.
+    let mut answering_since: Option<Instant> = None;
+    let answered = poll::until(
+        Duration::from_secs(timeout_secs),
+        Duration::from_millis(40),
+        || {
+            if let Some(why) = candidate.child.exited() {
+                return Some(Err(format!("it exited ({why})")));
+            }
+            let mut all = true;
+            for e in &endpoints {
+                match http::get(&health_url(e), Duration::from_secs(1)) {
+                    Ok(a) if http::is_healthy(&a) => {}
+                    Ok(a) => {
+                        last =
+                            format!("{} answered {}: {}", health_url(e), a.status, a.body.trim());
+                        answering_since.get_or_insert_with(Instant::now);
+                        all = false;
+                    }
+                    Err(_) => all = false,
+                }
+            }
+            if all {
+                return Some(Ok(()));
+            }
+            answering_since
+                .is_some_and(|since| since.elapsed() > UNHEALTHY_GRACE)
+                .then(|| Err(format!("it is not healthy: {last}")))
+        },
+    );
+    match answered {
+        Some(Ok(())) => {}
+        Some(Err(why)) => anyhow::bail!("the new version failed: {why}; its log:\n{}", log_tail()),
+        None => anyhow::bail!(
+            "the new version was not healthy within {timeout_secs} s: {last}; its log:\n{}",
+            log_tail()
+        ),
+    }
+    let checks = observe::checks_at(&|e| candidate.port(e), service);
+    let failed: Vec<String> = checks
+        .iter()
+        .filter_map(|c| {
+            c.result
+                .as_ref()
+                .err()
+                .map(|why| format!("{}: {why}", c.name))
+        })
+        .collect();
+    anyhow::ensure!(
+        failed.is_empty(),
+        "the new version failed its checks: {}",
+        failed.join("; ")
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stack::Stack;
+
+    fn workspace() -> (PathBuf, Stack) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        (root.to_owned(), Stack::load(root).unwrap())
+    }
+
+    fn names(services: Vec<&Service>) -> Vec<&str> {
+        services.into_iter().map(|s| s.name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_change_reaches_the_services_built_from_it() {
+        let (root, stack) = workspace();
+        let apis: Vec<&Service> = stack.apis().collect();
+        let all = names(apis.clone());
+        assert!(all.len() >= 3, "{all:?}");
+        let at = |rel: &str| names(affected_by(&root, &apis, &root.join(rel)));
+        assert_eq!(at("services/serving/src/server.rs"), all);
+        assert_eq!(at("services/serving/Dockerfile.api"), all);
+        assert_eq!(at("services/bankchurn/src/main.rs"), ["bankchurn"]);
+        assert_eq!(at("services/bankchurn/service.toml"), ["bankchurn"]);
+        assert_eq!(at("services/telecom/src/lib.rs"), ["telecom"]);
+        assert!(at("services/mlflow/server.py").is_empty());
+        assert!(at("README.md").is_empty());
+        // Only the watched services: a change elsewhere is no one's.
+        let bankchurn: Vec<&Service> = apis
+            .iter()
+            .copied()
+            .filter(|s| s.name == "bankchurn")
+            .collect();
+        let only = |rel: &str| names(affected_by(&root, &bankchurn, &root.join(rel)));
+        assert_eq!(only("services/serving/src/lib.rs"), ["bankchurn"]);
+        assert!(only("services/telecom/src/lib.rs").is_empty());
+    }
+
+    #[test]
+    fn build_output_git_and_editor_scratch_files_are_ignored() {
+        let (root, stack) = workspace();
+        let apis: Vec<&Service> = stack.apis().collect();
+        let at = |rel: &str| affected_by(&root, &apis, &root.join(rel)).len();
+        for ignored in [
+            "services/bankchurn/target/release/bankchurn",
+            "services/serving/.git/index",
+            "services/bankchurn/src/.main.rs.swp",
+            "services/bankchurn/src/main.rs~",
+            "services/bankchurn/src/.#main.rs",
+            "services/bankchurn/src/#main.rs#",
+            "services/bankchurn/src/4913",
+            "services/bankchurn/src/main.rs.tmp.1234.5678",
+        ] {
+            assert_eq!(at(ignored), 0, "{ignored}");
+        }
+        assert_eq!(at("services/bankchurn/src/main.rs"), 1);
+    }
+}
