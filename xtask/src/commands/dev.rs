@@ -3,7 +3,8 @@
 //! smoke checks as `demo`: a change that does not compile, or compiles and answers wrong,
 //! leaves the working version serving.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -115,6 +116,7 @@ impl Dev {
                 .watch(folder, RecursiveMode::Recursive)
                 .with_context(|| format!("cannot watch {}", folder.display()))?;
         }
+        let mut sources = Sources::read(folders);
         let names: Vec<&str> = watched.iter().map(|s| s.name.as_str()).collect();
         ctx.reporter.info(format!(
             "watching {} for changes (Ctrl-C stops watching)",
@@ -139,7 +141,7 @@ impl Dev {
             let paths: BTreeSet<PathBuf> = batch.into_iter().map(|e| e.path).collect();
             let mut affected: Vec<&Service> = Vec::new();
             let mut relevant = Vec::new();
-            for path in &paths {
+            for path in paths.iter().filter(|p| sources.changed(p)) {
                 let hit = affected_by(&ctx.root, watched, path);
                 if !hit.is_empty() {
                     relevant.push(ctx.show(path));
@@ -208,6 +210,60 @@ fn affected_by<'a>(root: &Path, services: &[&'a Service], path: &Path) -> Vec<&'
         .copied()
         .filter(|s| path.starts_with(&s.dir))
         .collect()
+}
+
+/// The contents of the watched files as last seen, by a hash of each. The watcher reports
+/// files being opened and read too (a build reads every source): only a file whose contents
+/// changed, appeared or went away is a change.
+struct Sources {
+    hashes: HashMap<PathBuf, u64>,
+}
+
+fn content_hash(path: &Path) -> Option<u64> {
+    let bytes = std::fs::read(path).ok()?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+impl Sources {
+    /// Every file below `folders`, build output and git's files aside.
+    fn read(folders: &[PathBuf]) -> Self {
+        let mut hashes = HashMap::new();
+        let mut pending: Vec<PathBuf> = folders.to_vec();
+        while let Some(dir) = pending.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let skipped = matches!(entry.file_name().to_str(), Some("target" | ".git"));
+                match entry.file_type() {
+                    Ok(kind) if kind.is_dir() && !skipped => pending.push(path),
+                    Ok(kind) if kind.is_file() => {
+                        if let Some(hash) = content_hash(&path) {
+                            hashes.insert(path, hash);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Self { hashes }
+    }
+
+    /// Whether `path`'s contents differ from when last seen (remembering them as they are).
+    fn changed(&mut self, path: &Path) -> bool {
+        if path.is_dir() {
+            return false;
+        }
+        let now = content_hash(path);
+        let before = match now {
+            Some(hash) => self.hashes.insert(path.to_owned(), hash),
+            None => self.hashes.remove(path),
+        };
+        before != now
+    }
 }
 
 /// Builds `services` and swaps in each new version that passes its checks; says on one line
@@ -371,6 +427,33 @@ mod tests {
         let only = |rel: &str| names(affected_by(&root, &bankchurn, &root.join(rel)));
         assert_eq!(only("services/serving/src/lib.rs"), ["bankchurn"]);
         assert!(only("services/telecom/src/lib.rs").is_empty());
+    }
+
+    #[test]
+    fn only_files_whose_contents_changed_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let lib = src.join("lib.rs");
+        std::fs::write(&lib, "fn a() {}").unwrap();
+        let mut sources = Sources::read(&[dir.path().to_owned()]);
+        // Opened, read or saved unchanged: no change; nor is the folder itself.
+        assert!(!sources.changed(&lib));
+        std::fs::write(&lib, "fn a() {}").unwrap();
+        assert!(!sources.changed(&lib));
+        assert!(!sources.changed(&src));
+        std::fs::write(&lib, "fn b() {}").unwrap();
+        assert!(sources.changed(&lib));
+        assert!(
+            !sources.changed(&lib),
+            "seen once, the new contents are remembered"
+        );
+        let new = src.join("new.rs");
+        std::fs::write(&new, "").unwrap();
+        assert!(sources.changed(&new));
+        std::fs::remove_file(&new).unwrap();
+        assert!(sources.changed(&new));
+        assert!(!sources.changed(&new));
     }
 
     #[test]
