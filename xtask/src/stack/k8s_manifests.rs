@@ -1057,6 +1057,28 @@ mod tests {
         }
     }
 
+    /// `--validate` checks the versions the README promises, no fewer.
+    #[test]
+    fn the_readme_claims_the_validated_kubernetes_versions() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        let minor = |v: &str| v.trim_end_matches(".0").to_owned();
+        let claim = format!(
+            "Kubernetes {} to {}",
+            minor(KUBERNETES_VERSIONS[0]),
+            minor(KUBERNETES_VERSIONS[KUBERNETES_VERSIONS.len() - 1])
+        );
+        assert!(readme.contains(&claim), "the README does not say {claim:?}");
+        let minors: Vec<u32> = KUBERNETES_VERSIONS
+            .iter()
+            .map(|v| v.split('.').nth(1).unwrap().parse().unwrap())
+            .collect();
+        assert!(
+            minors.windows(2).all(|w| w[1] == w[0] + 1),
+            "a version is missing from the range: {minors:?}"
+        );
+    }
+
     #[test]
     fn images_and_namespace_come_from_the_settings() {
         let stack = stack();
