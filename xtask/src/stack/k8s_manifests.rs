@@ -84,6 +84,10 @@ pub struct Metadata {
     /// Empty in a pod template: its pods are named after the Deployment.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub name: String,
+    /// Written out, although the kustomization sets it too, so that the files read alone
+    /// (a scanner, `kubectl apply -f`) do not land in `default`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
 }
@@ -404,9 +408,10 @@ fn labels(service: &Service) -> Labels {
     labels
 }
 
-fn metadata(name: String, service: &Service) -> Metadata {
+fn metadata(name: String, service: &Service, namespace: &str) -> Metadata {
     Metadata {
         name,
+        namespace: namespace.into(),
         labels: labels(service),
     }
 }
@@ -549,7 +554,12 @@ fn training_containers(service: &Service, image: &str) -> Vec<Container> {
     ]
 }
 
-fn deployment(service: &Service, mlflow: &Service, image: &str) -> Object<DeploymentSpec> {
+fn deployment(
+    service: &Service,
+    mlflow: &Service,
+    image: &str,
+    namespace: &str,
+) -> Object<DeploymentSpec> {
     let ports = service
         .endpoints()
         .iter()
@@ -663,7 +673,7 @@ fn deployment(service: &Service, mlflow: &Service, image: &str) -> Object<Deploy
     Object {
         api_version: "apps/v1",
         kind: "Deployment",
-        metadata: metadata(deployment_name(service), service),
+        metadata: metadata(deployment_name(service), service, namespace),
         spec: Some(DeploymentSpec {
             replicas,
             revision_history_limit: 5,
@@ -673,8 +683,8 @@ fn deployment(service: &Service, mlflow: &Service, image: &str) -> Object<Deploy
             strategy,
             template: PodTemplate {
                 metadata: Metadata {
-                    name: String::new(),
                     labels: labels(service),
+                    ..Metadata::default()
                 },
                 spec: PodSpec {
                     automount_service_account_token: false,
@@ -697,11 +707,11 @@ fn deployment(service: &Service, mlflow: &Service, image: &str) -> Object<Deploy
     }
 }
 
-fn service_object(service: &Service) -> Object<ServiceSpec> {
+fn service_object(service: &Service, namespace: &str) -> Object<ServiceSpec> {
     Object {
         api_version: "v1",
         kind: "Service",
-        metadata: metadata(object_name(&service.name), service),
+        metadata: metadata(object_name(&service.name), service, namespace),
         spec: Some(ServiceSpec {
             kind: "ClusterIP",
             selector: selector_labels(service),
@@ -719,11 +729,11 @@ fn service_object(service: &Service) -> Object<ServiceSpec> {
     }
 }
 
-fn disruption_budget(service: &Service) -> Object<DisruptionBudgetSpec> {
+fn disruption_budget(service: &Service, namespace: &str) -> Object<DisruptionBudgetSpec> {
     Object {
         api_version: "policy/v1",
         kind: "PodDisruptionBudget",
-        metadata: metadata(object_name(&service.name), service),
+        metadata: metadata(object_name(&service.name), service, namespace),
         spec: Some(DisruptionBudgetSpec {
             max_unavailable: 1,
             selector: Selector {
@@ -733,11 +743,11 @@ fn disruption_budget(service: &Service) -> Object<DisruptionBudgetSpec> {
     }
 }
 
-fn autoscaler(service: &Service) -> Object<AutoscalerSpec> {
+fn autoscaler(service: &Service, namespace: &str) -> Object<AutoscalerSpec> {
     Object {
         api_version: "autoscaling/v2",
         kind: "HorizontalPodAutoscaler",
-        metadata: metadata(object_name(&service.name), service),
+        metadata: metadata(object_name(&service.name), service, namespace),
         spec: Some(AutoscalerSpec {
             scale_target_ref: ScaleTarget {
                 api_version: "apps/v1",
@@ -760,11 +770,11 @@ fn autoscaler(service: &Service) -> Object<AutoscalerSpec> {
     }
 }
 
-fn store_claim(mlflow: &Service) -> Object<ClaimSpec> {
+fn store_claim(mlflow: &Service, namespace: &str) -> Object<ClaimSpec> {
     Object {
         api_version: "v1",
         kind: "PersistentVolumeClaim",
-        metadata: metadata(store_claim_name(mlflow), mlflow),
+        metadata: metadata(store_claim_name(mlflow), mlflow, namespace),
         spec: Some(ClaimSpec {
             access_modes: vec!["ReadWriteOnce"],
             resources: ClaimResources {
@@ -775,7 +785,7 @@ fn store_claim(mlflow: &Service) -> Object<ClaimSpec> {
 }
 
 /// The namespace, enforcing the restricted pod security level the pods are written for.
-fn namespace(name: &str) -> Object<()> {
+fn namespace_object(name: &str) -> Object<()> {
     let level = |mode: &str| {
         (
             format!("pod-security.kubernetes.io/{mode}"),
@@ -787,6 +797,7 @@ fn namespace(name: &str) -> Object<()> {
         kind: "Namespace",
         metadata: Metadata {
             name: name.into(),
+            namespace: String::new(),
             labels: Labels::from([
                 ("app.kubernetes.io/part-of".into(), PART_OF.into()),
                 level("enforce"),
@@ -814,30 +825,31 @@ pub fn service_file_name(service: &Service) -> String {
 /// Every file of the base, `kustomization.yaml` last.
 pub fn render(stack: &Stack, settings: &Settings) -> Vec<File> {
     let mlflow = stack.mlflow();
+    let namespace = settings.namespace.as_str();
     let mut files = vec![File {
         name: "namespace.yaml".into(),
         text: documents(
             "# The namespace the kustomization puts everything in (its `namespace:`).\n",
-            &[yaml(&namespace(&settings.namespace))],
+            &[yaml(&namespace_object(namespace))],
         ),
     }];
     for service in &stack.services {
         let image = &settings.images[&service.name];
         let mut objects = vec![
-            yaml(&deployment(service, mlflow, image)),
-            yaml(&service_object(service)),
+            yaml(&deployment(service, mlflow, image, namespace)),
+            yaml(&service_object(service, namespace)),
         ];
         let header = match service.kind {
             Kind::Mlflow => {
-                objects.push(yaml(&store_claim(service)));
+                objects.push(yaml(&store_claim(service, namespace)));
                 format!(
                     "# {}: one pod on its claimed store (SQLite and artifacts in {MLRUNS}).\n",
                     service.title
                 )
             }
             Kind::Api => {
-                objects.push(yaml(&disruption_budget(service)));
-                objects.push(yaml(&autoscaler(service)));
+                objects.push(yaml(&disruption_budget(service, namespace)));
+                objects.push(yaml(&autoscaler(service, namespace)));
                 format!(
                     "# {}: {MIN_REPLICAS} to {MAX_REPLICAS} pods, each training the demo's model \
                      (seed {MODEL_SEED}) before it serves.\n",
@@ -1097,6 +1109,16 @@ mod tests {
             "{kustomization}"
         );
         for object in objects(&files) {
+            let expected = if object["kind"] == "Namespace" {
+                None
+            } else {
+                Some("serving")
+            };
+            assert_eq!(
+                object["metadata"]["namespace"].as_str(),
+                expected,
+                "{object:?}"
+            );
             if object["kind"] == "Deployment" {
                 let image = object["spec"]["template"]["spec"]["containers"][0]["image"]
                     .as_str()
