@@ -149,10 +149,24 @@ pub struct PodSpec {
     pub share_process_namespace: bool,
     pub security_context: PodSecurityContext,
     pub termination_grace_period_seconds: u64,
+    /// An API's pods on different nodes where the cluster has several, so that losing a node
+    /// loses one of them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpread>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub init_containers: Vec<Container>,
     pub containers: Vec<Container>,
     pub volumes: Vec<Volume>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TopologySpread {
+    pub max_skew: u32,
+    pub topology_key: &'static str,
+    /// `ScheduleAnyway`: a one-node cluster still runs them all.
+    pub when_unsatisfiable: &'static str,
+    pub label_selector: Selector,
 }
 
 #[derive(Serialize)]
@@ -698,6 +712,17 @@ fn deployment(
                         seccomp_profile: runtime_default(),
                     },
                     termination_grace_period_seconds: STOP_GRACE_SECONDS,
+                    topology_spread_constraints: match service.kind {
+                        Kind::Api => vec![TopologySpread {
+                            max_skew: 1,
+                            topology_key: "kubernetes.io/hostname",
+                            when_unsatisfiable: "ScheduleAnyway",
+                            label_selector: Selector {
+                                match_labels: selector_labels(service),
+                            },
+                        }],
+                        Kind::Mlflow => Vec::new(),
+                    },
                     init_containers,
                     containers: vec![container],
                     volumes,
