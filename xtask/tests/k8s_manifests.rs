@@ -97,17 +97,13 @@ fn the_rendered_manifests_pass_the_three_validators() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let said = format!("{}{}", stdout(&out), stderr(&out));
-    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    // The versions the README claims (a unit test holds the two together).
     for version in ["1.32", "1.33", "1.34", "1.35", "1.36", "1.37"] {
         assert!(
             said.contains(&format!("Kubernetes {version}.0: valid")),
             "{version} was not validated:\n{said}"
         );
     }
-    assert!(
-        readme.contains("Kubernetes 1.32 to 1.37"),
-        "the README no longer claims the versions validated here"
-    );
     let row = stdout(&out)
         .lines()
         .find(|l| l.contains("trivy config"))
