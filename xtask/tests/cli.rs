@@ -94,6 +94,64 @@ fn smoke_plan() {
     ensure_golden("smoke.txt", &plan(&["smoke"]));
 }
 
+/// The plan of a deployment to Kubernetes from a release record: render, apply, wait for each
+/// rollout. No cluster is at hand, so this plan is all of `--apply` that is tested.
+#[test]
+fn deploy_k8s_apply_plan() {
+    let record =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/k8s/release-1.0.0.json");
+    ensure_golden(
+        "deploy-k8s-apply.txt",
+        &plan(&[
+            "deploy",
+            "k8s",
+            "--release",
+            record.to_str().unwrap(),
+            "--apply",
+            "--kubeconfig",
+            "/home/user/.kube/config",
+            "--context",
+            "production",
+            "--timeout",
+            "10m",
+        ]),
+    );
+}
+
+/// The release workflow deploys only where a kubeconfig secret is set: without one the command
+/// posts a notice and succeeds, having run nothing; asked to deploy without the skip, it fails.
+#[test]
+fn deploy_k8s_without_a_kubeconfig_is_skipped_with_a_notice() {
+    let stack = Stack::new();
+    let args = [
+        "deploy",
+        "k8s",
+        "--apply",
+        "--kubeconfig-env",
+        "XTASK_TEST_NO_KUBECONFIG",
+    ];
+    let with_skip = [&args[..], &["--skip-without-kubeconfig"]].concat();
+    let skipped = stack.xtask_with_env(&with_skip, &[("GITHUB_ACTIONS", Path::new("true"))]);
+    assert!(skipped.status.success(), "{}", stderr(&skipped));
+    assert!(
+        stderr(&skipped).contains("::notice title=Kubernetes deploy skipped::"),
+        "{}",
+        stderr(&skipped)
+    );
+    assert!(
+        !stdout(&skipped).contains("kubectl"),
+        "{}",
+        stdout(&skipped)
+    );
+    let refused = stack.xtask(&args);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("XTASK_TEST_NO_KUBECONFIG is empty or unset"),
+        "{}",
+        stderr(&refused)
+    );
+}
+
 #[test]
 fn mlflow_upgrade_plan() {
     ensure_golden("mlflow-upgrade.txt", &plan(&["mlflow", "upgrade"]));

@@ -3,6 +3,7 @@
 //! the workflows derive names, ports and health paths from it.
 
 pub mod compose_file;
+pub mod k8s_manifests;
 pub mod mlflow_command;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,40 @@ pub enum Kind {
     Mlflow,
     /// A model API built from the crate in the same folder.
     Api,
+}
+
+/// What one container of a kind may use: the compose file's limits, and the Kubernetes
+/// requests and limits (the same memory ceiling on both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resources {
+    pub memory_limit_mib: u32,
+    pub pids_limit: u32,
+    /// What the Kubernetes scheduler reserves, and what its autoscaler measures use against.
+    pub memory_request_mib: u32,
+    pub cpu_request_millis: u32,
+    pub cpu_limit_millis: u32,
+}
+
+impl Kind {
+    pub fn resources(self) -> Resources {
+        match self {
+            // MLflow's one uvicorn worker uses about 360 MiB (measured, jobs off).
+            Kind::Mlflow => Resources {
+                memory_limit_mib: 1024,
+                pids_limit: 256,
+                memory_request_mib: 512,
+                cpu_request_millis: 250,
+                cpu_limit_millis: 1000,
+            },
+            Kind::Api => Resources {
+                memory_limit_mib: 256,
+                pids_limit: 128,
+                memory_request_mib: 64,
+                cpu_request_millis: 100,
+                cpu_limit_millis: 1000,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

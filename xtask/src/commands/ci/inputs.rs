@@ -128,6 +128,8 @@ pub fn inputs_of(step: &str) -> Inputs {
                 &["xtask/**"],
                 SERVICES,
                 COMPOSE,
+                // deploy/k8s: the committed render, checked against the stack.
+                &["deploy/**"],
                 SCAN_POLICY,
                 file!("README.md"),
                 &[".github/**", "deny.toml", ".gitignore"],
@@ -136,7 +138,7 @@ pub fn inputs_of(step: &str) -> Inputs {
             facts: &[Toolchain, Engine],
         },
         "add-a-service" => Inputs {
-            files: &[CARGO, &["xtask/**"], SERVICES, COMPOSE],
+            files: &[CARGO, &["xtask/**"], SERVICES, COMPOSE, &["deploy/**"]],
             tools: &[],
             facts: &[Toolchain],
         },
@@ -278,6 +280,20 @@ pub fn inputs_of(step: &str) -> Inputs {
             tools: &["trivy"],
             facts: &[Toolchain, Engine, Program("docker-registry")],
         },
+        // The render comes from the binary (service.toml files, the manifests' module); the
+        // overlay case reads the committed one.
+        "e2e-k8s" => Inputs {
+            files: &[
+                CARGO,
+                XTASK_BINARY,
+                XTASK_SUITES,
+                SCAN_POLICY,
+                &["deploy/**"],
+                file!("xtask/tests/k8s_manifests.rs"),
+            ],
+            tools: &["kubernetes-validate", "trivy"],
+            facts: &[Toolchain, Program("kubectl")],
+        },
         "e2e-faults" => Inputs {
             files: &[
                 CARGO,
@@ -329,7 +345,7 @@ mod tests {
     use super::*;
 
     /// The pipeline's steps (one docker suite per compose front-end).
-    const STEPS: [&str; 21] = [
+    const STEPS: [&str; 22] = [
         "fmt",
         "clippy",
         "test",
@@ -350,6 +366,7 @@ mod tests {
         "e2e-fresh-machine",
         "e2e-scans",
         "e2e-release",
+        "e2e-k8s",
         "e2e-faults",
     ];
 
