@@ -110,6 +110,7 @@ enum Command {
     FuzzApi(cmd::fuzz_api::FuzzApi),
     UpgradeDeps(cmd::upgrade_deps::UpgradeDeps),
     Release(cmd::release::Release),
+    Deploy(cmd::deploy::Deploy),
     VerifyRelease(cmd::verify_release::VerifyRelease),
     Completions(cmd::completions::Completions),
 }
@@ -186,6 +187,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::FuzzApi(cmd) => cmd.run(ctx),
         Command::UpgradeDeps(cmd) => cmd.run(ctx),
         Command::Release(cmd) => cmd.run(ctx),
+        Command::Deploy(cmd) => cmd.run(ctx),
         Command::VerifyRelease(cmd) => cmd.run(ctx),
     }
 }

@@ -163,7 +163,7 @@ fn ignored_tests_matching(ctx: &Ctx, package: &str, name: &str, filter: &[&str])
 /// pipeline from being built at all, so no step is ever left out of the CI matrix.
 fn group_of(step: &str) -> &'static str {
     match step {
-        "fmt" | "clippy" | "lint-workflows" | "deny" | "e2e-scans" => "checks",
+        "fmt" | "clippy" | "lint-workflows" | "deny" | "e2e-scans" | "e2e-k8s" => "checks",
         "test" | "add-a-service" | "fuzz-api" | "e2e-upgrades" => "tests",
         "e2e-local" | "e2e-dev" | "e2e-mlflow" | "e2e-dashboard" | "e2e-faults" => "host",
         "images" | "scan" | "demo" | "down" | "e2e-docker-images" | "e2e-fresh-machine"
@@ -350,6 +350,16 @@ fn pipeline(ctx: &Ctx, docker: bool) -> Vec<PipelineStep> {
             "a clean engine without debootstrap: demo falls back, docker fails fast",
             vec![e2e(ctx, "e2e_fresh_machine")],
         ),
+        PipelineStep {
+            // kubectl builds the kustomization (no cluster): GitHub's runners have it.
+            needs: &["kubectl"],
+            ..step(
+                "e2e-k8s",
+                "the Kubernetes manifests offline: kubectl kustomize, kubernetes-validate \
+                 --strict per claimed version, trivy config; planted faults are caught",
+                vec![e2e(ctx, "k8s_manifests")],
+            )
+        },
         // Not a docker step: its two image cases skip themselves where Docker is missing.
         step(
             "e2e-scans",

@@ -128,6 +128,8 @@ pub fn inputs_of(step: &str) -> Inputs {
                 &["xtask/**"],
                 SERVICES,
                 COMPOSE,
+                // deploy/k8s: the committed render, checked against the stack.
+                &["deploy/**"],
                 SCAN_POLICY,
                 file!("README.md"),
                 &[".github/**", "deny.toml", ".gitignore"],
@@ -136,7 +138,7 @@ pub fn inputs_of(step: &str) -> Inputs {
             facts: &[Toolchain, Engine],
         },
         "add-a-service" => Inputs {
-            files: &[CARGO, &["xtask/**"], SERVICES, COMPOSE],
+            files: &[CARGO, &["xtask/**"], SERVICES, COMPOSE, &["deploy/**"]],
             tools: &[],
             facts: &[Toolchain],
         },
@@ -290,6 +292,20 @@ pub fn inputs_of(step: &str) -> Inputs {
             tools: &["trivy"],
             facts: &[Toolchain, Engine, Program("docker-registry")],
         },
+        // The render comes from the binary (service.toml files, the manifests' module); the
+        // overlay case reads the committed one.
+        "e2e-k8s" => Inputs {
+            files: &[
+                CARGO,
+                XTASK_BINARY,
+                XTASK_SUITES,
+                SCAN_POLICY,
+                &["deploy/**"],
+                file!("xtask/tests/k8s_manifests.rs"),
+            ],
+            tools: &["kubernetes-validate", "trivy"],
+            facts: &[Toolchain, Program("kubectl")],
+        },
         "e2e-faults" => Inputs {
             files: &[
                 CARGO,
@@ -363,6 +379,7 @@ mod tests {
         "e2e-fresh-machine",
         "e2e-scans",
         "e2e-release",
+        "e2e-k8s",
         "e2e-faults",
     ];
 
