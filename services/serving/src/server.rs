@@ -52,6 +52,10 @@ impl Default for ConnectionLimits {
     }
 }
 
+/// After the listener closes, how long connections just accepted get for their first
+/// request to arrive before graceful shutdown closes the ones still idle.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(250);
+
 /// Most bytes hyper buffers for one request head; heads over `RequestLimits::header_bytes`
 /// (smaller) get the router's JSON 431 before this is reached.
 const MAX_HEAD_BYTES: usize = 64 << 10;
@@ -145,6 +149,12 @@ pub async fn serve(
         serve_connection(stream);
     }
     drop(listener);
+    // A connection accepted a moment ago has not had its request read yet, and graceful
+    // shutdown closes a connection with no request in flight at once: its client would get
+    // no answer. A short grace lets such requests begin, and then they are finished.
+    if permits.available_permits() < max_connections {
+        tokio::time::sleep(FIRST_REQUEST_GRACE).await;
+    }
     let open = max_connections - permits.available_permits();
     tracing::info!(
         open_connections = open,

@@ -357,7 +357,7 @@ mod tests {
     use super::*;
 
     /// The pipeline's steps (one docker suite per compose front-end).
-    const STEPS: [&str; 22] = [
+    const STEPS: [&str; 23] = [
         "fmt",
         "clippy",
         "test",
