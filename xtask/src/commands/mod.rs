@@ -10,6 +10,7 @@ pub mod demo;
 pub mod deny;
 pub mod doctor;
 pub mod down;
+pub mod drift;
 pub mod fuzz_api;
 pub mod health;
 pub mod images;
