@@ -230,3 +230,8 @@ fn serve_refuses_a_dashboard_port_it_has_no_dashboard_for() {
 async fn drift_is_stable_on_the_training_rows_and_drifted_on_age_plus_15_years() {
     testkit::drift_is_measured::<BankChurn>("Age", |age| (age + 15.0).min(100.0)).await;
 }
+
+#[tokio::test]
+async fn a_model_without_a_drift_profile_serves_and_a_changed_profile_is_refused() {
+    testkit::profiles_are_optional_but_checked::<BankChurn>().await;
+}

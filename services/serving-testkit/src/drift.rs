@@ -160,3 +160,53 @@ pub async fn drift_is_measured<S: Service>(feature: &str, shift: fn(f64) -> f64)
     }
     assert_eq!(report["verdict"], "drifted", "{report}");
 }
+
+/// A model stored without a profile (by an older build) still loads and serves, and `/drift`
+/// says why it has no verdict; a profile changed after training makes the model refused.
+pub async fn profiles_are_optional_but_checked<S: Service>() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    train_into::<S>(dir.path(), 1200, 7);
+    let models = dir.path().join("model");
+    let version_dir = std::fs::canonicalize(models.join(serving::artifact::CURRENT_LINK))
+        .expect("the current version");
+    let profile = version_dir.join(serving::drift::PROFILE_FILE);
+    let metrics_path = version_dir.join(serving::artifact::METRICS_FILE);
+    let metrics = std::fs::read(&metrics_path).expect("metrics.json");
+
+    let original = std::fs::read(&profile).expect("train stored a profile");
+    std::fs::write(&profile, b"{}").expect("write");
+    let refused = serving::model::load::<S>(&models).err().expect("refused");
+    assert!(
+        format!("{refused:#}").contains("changed after training"),
+        "{refused:#}"
+    );
+    std::fs::write(&profile, original).expect("write");
+
+    // As an older build stored it: no profile, none named in metrics.json.
+    let mut older: Value = serde_json::from_slice(&metrics).expect("json");
+    older[serving::artifact::VERSION_FILES_KEY]
+        .as_object_mut()
+        .expect("version files")
+        .remove(serving::drift::PROFILE_FILE);
+    std::fs::write(&metrics_path, older.to_string()).expect("write");
+    std::fs::remove_file(&profile).expect("remove");
+    let model = serving::model::load::<S>(&models)
+        .expect("an older model loads")
+        .expect("a model");
+    assert!(model.drift.is_none());
+    let app = router(AppState::<S>::new(Some(model)));
+    let body = serde_json::to_string(&S::example_request()).expect("serializes");
+    let (status, _) = call(&app, "POST", "/predict", Some(body)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, report) = call(&app, "GET", "/drift", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(report["verdict"], "no_reference", "{report}");
+    assert!(
+        report["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("retrain")),
+        "{report}"
+    );
+    let (_, metrics) = call(&app, "GET", "/metrics", None).await;
+    assert!(!metrics.as_str().unwrap().contains("model_feature_psi"));
+}
