@@ -11,6 +11,7 @@ pub mod deny;
 pub mod deploy;
 pub mod doctor;
 pub mod down;
+pub mod drift;
 pub mod fuzz_api;
 pub mod health;
 pub mod images;

@@ -195,6 +195,17 @@ pub fn inputs_of(step: &str) -> Inputs {
             tools: &[],
             facts: &[Toolchain, Python],
         },
+        "e2e-drift" => Inputs {
+            files: &[
+                CARGO,
+                XTASK_BINARY,
+                XTASK_SUITES,
+                SERVICES,
+                file!("xtask/tests/e2e_drift.rs"),
+            ],
+            tools: &[],
+            facts: &[Toolchain, Python],
+        },
         // CarVision's own test: the other APIs are not in it.
         "e2e-dashboard" => Inputs {
             files: &[
@@ -358,6 +369,7 @@ mod tests {
         "demo",
         "e2e-local",
         "e2e-mlflow",
+        "e2e-drift",
         "e2e-dashboard",
         "e2e-upgrades",
         "e2e-docker-images",
