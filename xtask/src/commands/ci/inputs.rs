@@ -356,7 +356,7 @@ mod tests {
     use super::*;
 
     /// The pipeline's steps (one docker suite per compose front-end).
-    const STEPS: [&str; 22] = [
+    const STEPS: &[&str] = &[
         "fmt",
         "clippy",
         "test",
@@ -417,7 +417,8 @@ mod tests {
     /// The steps a change to `path` reruns.
     fn steps_reading(path: &str) -> Vec<&'static str> {
         STEPS
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|step| inputs_of(step).globs().any(|glob| glob_matches(glob, path)))
             .collect()
     }
