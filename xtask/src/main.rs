@@ -95,6 +95,7 @@ enum Command {
     Logs(cmd::logs::Logs),
     Doctor(cmd::doctor::Doctor),
     Retrain(cmd::retrain::Retrain),
+    Drift(cmd::drift::Drift),
     Mlflow(cmd::mlflow::Mlflow),
     Backup(cmd::backup::Backup),
     Restore(cmd::restore::Restore),
@@ -173,6 +174,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cmd.run(ctx, to_run(services)?.as_mut())
         }
         Command::Health(cmd) => cmd.run(ctx),
+        Command::Drift(cmd) => cmd.run(ctx),
         Command::Smoke(cmd) => cmd.run(ctx),
         Command::Images(cmd) => cmd.run(ctx),
         Command::Bench(cmd) => cmd.run(ctx),

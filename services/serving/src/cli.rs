@@ -72,6 +72,10 @@ enum Command {
         /// started by mistake then fails to bind instead of silently sharing the port.
         #[arg(long, env = "REUSE_PORT")]
         reuse_port: bool,
+        /// Count the rows predicted on for `/drift` (a few atomic increments per row); `false`
+        /// turns it off, and `/drift` then says so.
+        #[arg(long, env = "DRIFT_COUNTING", default_value_t = true, action = clap::ArgAction::Set)]
+        drift_counting: bool,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -222,6 +226,7 @@ fn run<S: Service>(command: Command) -> Result<()> {
             host,
             model_dir,
             reuse_port,
+            drift_counting,
             limits,
         } => {
             check_dashboard_port::<S>(port, dashboard_port)?;
@@ -233,6 +238,7 @@ fn run<S: Service>(command: Command) -> Result<()> {
                     reuse_port,
                 },
                 model_dir,
+                drift_counting,
                 connections,
                 requests,
             )
@@ -332,6 +338,13 @@ fn train<S: Service>(
             data.display()
         )
     })?;
+    // The training data's profile, which the served model's live traffic is compared with.
+    let mut files = files;
+    files.extend(crate::drift::version_file(
+        data,
+        &S::example_request(),
+        |request| S::validate(request).is_ok(),
+    )?);
     if !files.is_empty() {
         metrics[artifact::VERSION_FILES_KEY] = artifact::describe_files(&files);
     }
@@ -379,6 +392,7 @@ struct Listen {
 fn serve<S: Service>(
     listen: Listen,
     model_dir: PathBuf,
+    drift_counting: bool,
     connections: ConnectionLimits,
     requests: RequestLimits,
 ) -> Result<()> {
@@ -421,6 +435,7 @@ fn serve<S: Service>(
         let dashboard = dashboard_listener.is_some();
         let state = tokio::task::spawn_blocking(move || {
             let state = http::AppState::<S>::from_dir(dir, requests, dashboard);
+            state.set_drift_counting(drift_counting);
             release_freed_memory();
             state
         })

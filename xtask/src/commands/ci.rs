@@ -165,7 +165,9 @@ fn group_of(step: &str) -> &'static str {
     match step {
         "fmt" | "clippy" | "lint-workflows" | "deny" | "e2e-scans" | "e2e-k8s" => "checks",
         "test" | "add-a-service" | "fuzz-api" | "e2e-upgrades" => "tests",
-        "e2e-local" | "e2e-dev" | "e2e-mlflow" | "e2e-dashboard" | "e2e-faults" => "host",
+        "e2e-local" | "e2e-dev" | "e2e-mlflow" | "e2e-drift" | "e2e-dashboard" | "e2e-faults" => {
+            "host"
+        }
         "images" | "scan" | "demo" | "down" | "e2e-docker-images" | "e2e-fresh-machine"
         | "e2e-release" => "containers",
         docker if docker.starts_with("e2e-docker-") => "containers",
@@ -295,6 +297,12 @@ fn pipeline(ctx: &Ctx, docker: bool) -> Vec<PipelineStep> {
                     ignored_tests(ctx, service, "mlflow").env("XTASK_CACHE_DIR", &ctx.cache_dir)
                 }))
                 .collect(),
+        ),
+        step(
+            "e2e-drift",
+            "drifted traffic detected by `drift`; `retrain --if-drifted` registers, promotes and \
+             swaps in a model under that traffic",
+            vec![e2e(ctx, "e2e_drift")],
         ),
         PipelineStep {
             // Debian's packages `chromium` and `chromium-driver`.

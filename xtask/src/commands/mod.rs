@@ -12,6 +12,7 @@ pub mod deploy;
 pub mod dev;
 pub mod doctor;
 pub mod down;
+pub mod drift;
 pub mod fuzz_api;
 pub mod health;
 pub mod images;

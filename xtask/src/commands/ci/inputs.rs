@@ -207,6 +207,17 @@ pub fn inputs_of(step: &str) -> Inputs {
             tools: &[],
             facts: &[Toolchain, Python],
         },
+        "e2e-drift" => Inputs {
+            files: &[
+                CARGO,
+                XTASK_BINARY,
+                XTASK_SUITES,
+                SERVICES,
+                file!("xtask/tests/e2e_drift.rs"),
+            ],
+            tools: &[],
+            facts: &[Toolchain, Python],
+        },
         // CarVision's own test: the other APIs are not in it.
         "e2e-dashboard" => Inputs {
             files: &[
@@ -357,7 +368,7 @@ mod tests {
     use super::*;
 
     /// The pipeline's steps (one docker suite per compose front-end).
-    const STEPS: [&str; 23] = [
+    const STEPS: &[&str] = &[
         "fmt",
         "clippy",
         "test",
@@ -371,6 +382,7 @@ mod tests {
         "e2e-local",
         "e2e-dev",
         "e2e-mlflow",
+        "e2e-drift",
         "e2e-dashboard",
         "e2e-upgrades",
         "e2e-docker-images",
@@ -418,7 +430,8 @@ mod tests {
     /// The steps a change to `path` reruns.
     fn steps_reading(path: &str) -> Vec<&'static str> {
         STEPS
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|step| inputs_of(step).globs().any(|glob| glob_matches(glob, path)))
             .collect()
     }
