@@ -109,6 +109,7 @@ enum Command {
     FuzzApi(cmd::fuzz_api::FuzzApi),
     UpgradeDeps(cmd::upgrade_deps::UpgradeDeps),
     Release(cmd::release::Release),
+    Deploy(cmd::deploy::Deploy),
     VerifyRelease(cmd::verify_release::VerifyRelease),
     Completions(cmd::completions::Completions),
 }
@@ -133,7 +134,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Retrain(_)
         | Command::Mlflow(_)
         | Command::Backup(_)
-        | Command::Restore(_) => ctx.lock_stack()?,
+        | Command::Restore(_)
+        | Command::Deploy(_) => ctx.lock_stack()?,
         _ => None,
     };
     let choice = cli.runtime;
@@ -179,6 +181,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::FuzzApi(cmd) => cmd.run(ctx),
         Command::UpgradeDeps(cmd) => cmd.run(ctx),
         Command::Release(cmd) => cmd.run(ctx),
+        Command::Deploy(cmd) => cmd.run(ctx),
         Command::VerifyRelease(cmd) => cmd.run(ctx),
     }
 }

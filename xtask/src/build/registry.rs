@@ -1,7 +1,7 @@
 //! Container registries as `release` addresses them: `HOST[:PORT][/NAMESPACE]`, image tags,
 //! and the digests that `docker push` and `docker manifest inspect` report.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 /// Where images are pushed: a host (and port) and an optional namespace, lowercase.
@@ -179,6 +179,44 @@ pub fn remote_manifest(json: &str) -> Result<RemoteManifest> {
         .or_else(|| entry["OCIManifest"]["config"]["digest"].as_str())
         .map(str::to_owned);
     Ok(RemoteManifest { digest, config })
+}
+
+/// One image of a release record (`target/xtask/reports/release-TAG.json`).
+pub struct Recorded {
+    pub service: String,
+    pub image_id: String,
+    pub tag: String,
+    pub digest: String,
+    pub reference: String,
+}
+
+/// The images a release record lists, every field present.
+pub fn recorded(record: &Value) -> Result<Vec<Recorded>> {
+    let images = record["images"]
+        .as_array()
+        .context("the record lists no `images`")?;
+    if images.is_empty() {
+        bail!("the record lists no images: nothing was released");
+    }
+    images
+        .iter()
+        .map(|image| {
+            let field = |name: &str| {
+                image[name]
+                    .as_str()
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_owned)
+                    .with_context(|| format!("an image of the record has no `{name}`"))
+            };
+            Ok(Recorded {
+                service: field("service")?,
+                image_id: field("image_id")?,
+                tag: field("tag")?,
+                digest: field("digest")?,
+                reference: field("reference")?,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

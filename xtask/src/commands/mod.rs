@@ -8,6 +8,7 @@ pub mod completions;
 pub mod compose;
 pub mod demo;
 pub mod deny;
+pub mod deploy;
 pub mod doctor;
 pub mod down;
 pub mod fuzz_api;

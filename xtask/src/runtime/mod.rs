@@ -19,6 +19,7 @@ pub mod local;
 pub mod mlflow_server;
 pub mod observe;
 pub mod ports;
+pub mod swarm;
 pub mod training;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -27,6 +28,9 @@ pub enum Choice {
     Auto,
     Docker,
     Local,
+    /// A Docker Swarm stack, on the manager DOCKER_HOST names (`cargo xtask deploy swarm`
+    /// puts it there; never chosen by `auto`).
+    Swarm,
 }
 
 /// Which runtime a [`Runtime`] is.
@@ -34,6 +38,7 @@ pub enum Choice {
 pub enum Kind {
     Local,
     Docker,
+    Swarm,
 }
 
 /// What the command will do with the runtime: decides which prerequisites are checked before
@@ -75,6 +80,7 @@ pub trait Runtime {
         match self.kind() {
             Kind::Local => "local",
             Kind::Docker => "docker",
+            Kind::Swarm => "swarm",
         }
     }
     /// Checks, in seconds, that everything building and starting `services` needs is here;
@@ -120,6 +126,11 @@ pub trait Runtime {
     /// Whether a running service predates what it runs from, and must restart to pick it up.
     fn is_stale(&self, ctx: &Ctx, service: &Service) -> bool;
     fn log_tail(&self, ctx: &Ctx, service: &Service, lines: usize) -> String;
+    /// A table of every task, where a service runs as several (a swarm): `status` prints it
+    /// under the services'.
+    fn tasks_table(&self, _ctx: &Ctx) -> Option<String> {
+        None
+    }
     fn logs(
         &self,
         ctx: &Ctx,
@@ -159,6 +170,14 @@ pub fn select(
             ctx.reporter
                 .detail(format!("runtime: docker ({})", docker.describe()));
             Ok(Box::new(docker))
+        }
+        Choice::Swarm => {
+            let swarm = swarm::Swarm::detect(ctx)?;
+            ctx.reporter.detail(format!(
+                "runtime: swarm (stack {} on Docker Engine {})",
+                swarm.stack, swarm.engine
+            ));
+            Ok(Box::new(swarm))
         }
         Choice::Auto => {
             if local::Local::default().any_running(ctx) {

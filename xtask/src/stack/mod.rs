@@ -4,6 +4,7 @@
 
 pub mod compose_file;
 pub mod mlflow_command;
+pub mod stack_file;
 
 use std::path::{Path, PathBuf};
 
