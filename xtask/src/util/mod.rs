@@ -3,6 +3,7 @@
 //! file.
 
 pub mod archive;
+pub mod debian_archive;
 pub mod http;
 pub mod lock;
 pub mod poll;
