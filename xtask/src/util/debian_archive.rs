@@ -1,6 +1,7 @@
 //! The Debian archive this machine's apt is set up with, read from its own sources (never a
 //! fixed address): the MLflow base image is bootstrapped from it, and the tests fetch a newer
-//! Docker engine from it (`tests/common` compiles this file too, so it uses nothing but std).
+//! Docker engine from it (`tests/common` compiles this file too, so it uses nothing but std,
+//! and its tests sit in `util/mod.rs`).
 
 /// The first `.../debian` source in `/etc/apt/sources.list` or `sources.list.d` (one-line or
 /// deb822 format), without a trailing slash; `XTASK_DEBIAN_MIRROR` overrides. `None` when
@@ -22,7 +23,7 @@ pub fn debian_archive() -> Option<String> {
 }
 
 /// The archive address a source line names, when it is a Debian archive.
-fn archive_of(line: &str) -> Option<&str> {
+pub fn archive_of(line: &str) -> Option<&str> {
     let line = line.trim();
     let uri = line.strip_prefix("URIs:").map(str::trim).or_else(|| {
         line.strip_prefix("deb ")
@@ -30,29 +31,4 @@ fn archive_of(line: &str) -> Option<&str> {
     })?;
     let uri = uri.split_whitespace().next()?;
     (uri.ends_with("/debian") || uri.ends_with("/debian/")).then_some(uri)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::archive_of;
-
-    #[test]
-    fn both_source_formats_name_the_archive_and_others_do_not() {
-        assert_eq!(
-            archive_of("URIs: http://archive.example/debian"),
-            Some("http://archive.example/debian")
-        );
-        assert_eq!(
-            archive_of("deb [arch=amd64] http://archive.example/debian/ bookworm main"),
-            Some("http://archive.example/debian/")
-        );
-        assert_eq!(
-            archive_of("URIs: http://archive.example/debian-security"),
-            None
-        );
-        assert_eq!(
-            archive_of("# deb http://archive.example/debian bookworm"),
-            None
-        );
-    }
 }
