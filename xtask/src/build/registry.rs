@@ -181,17 +181,18 @@ pub fn remote_manifest(json: &str) -> Result<RemoteManifest> {
     Ok(RemoteManifest { digest, config })
 }
 
-/// One image of a release record (`target/xtask/reports/release-TAG.json`).
-pub struct Recorded {
+/// One image of a release record (`target/xtask/reports/release-TAG.json`): what a
+/// deployment needs of it.
+pub struct ReleasedImage {
     pub service: String,
-    pub image_id: String,
-    pub tag: String,
+    /// `sha256:...`, the manifest's digest.
     pub digest: String,
+    /// `HOST/NAMESPACE/ml-mlops/SERVICE@sha256:...`.
     pub reference: String,
 }
 
-/// The images a release record lists, every field present.
-pub fn recorded(record: &Value) -> Result<Vec<Recorded>> {
+/// The images a release record lists, each with its service, digest and reference.
+pub fn released_images(record: &Value) -> Result<Vec<ReleasedImage>> {
     let images = record["images"]
         .as_array()
         .context("the record lists no `images`")?;
@@ -208,10 +209,8 @@ pub fn recorded(record: &Value) -> Result<Vec<Recorded>> {
                     .map(str::to_owned)
                     .with_context(|| format!("an image of the record has no `{name}`"))
             };
-            Ok(Recorded {
+            Ok(ReleasedImage {
                 service: field("service")?,
-                image_id: field("image_id")?,
-                tag: field("tag")?,
                 digest: field("digest")?,
                 reference: field("reference")?,
             })

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::build::registry::{self, recorded, Recorded, Registry};
+use crate::build::registry::{self, Registry};
 use crate::ctx::Ctx;
 use crate::runner::Step;
 use crate::util::table;
@@ -31,6 +31,46 @@ pub struct VerifyRelease {
     /// Write SHA256SUMS beside the record: the record's and every SBOM's (sbom/*.json there).
     #[arg(long)]
     pub checksums: bool,
+}
+
+/// One image of the record.
+struct Recorded {
+    service: String,
+    /// The image's configuration digest: what the registry's manifest names, whichever image
+    /// store the releasing engine had (records before it knew stores have only `image_id`,
+    /// which was that digest).
+    config: String,
+    tag: String,
+    digest: String,
+    reference: String,
+}
+
+fn recorded(record: &Value) -> Result<Vec<Recorded>> {
+    let images = record["images"]
+        .as_array()
+        .context("the record lists no `images`")?;
+    if images.is_empty() {
+        bail!("the record lists no images: nothing was released");
+    }
+    images
+        .iter()
+        .map(|image| {
+            let field = |name: &str| {
+                image[name]
+                    .as_str()
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_owned)
+                    .with_context(|| format!("an image of the record has no `{name}`"))
+            };
+            Ok(Recorded {
+                service: field("service")?,
+                config: field("config").or_else(|_| field("image_id"))?,
+                tag: field("tag")?,
+                digest: field("digest")?,
+                reference: field("reference")?,
+            })
+        })
+        .collect()
 }
 
 /// What the registry says about `reference`, or why it could not say.
@@ -73,11 +113,11 @@ fn check(ctx: &Ctx, registry: &Registry, image: &Recorded) -> Option<String> {
         )),
         Ok(by_digest) => by_digest
             .config
-            .filter(|config| *config != image.image_id)
+            .filter(|config| *config != image.config)
             .map(|config| {
                 format!(
-                    "{} is image {config}, the record says {}",
-                    image.reference, image.image_id
+                    "{} has configuration {config}, the record says {}",
+                    image.reference, image.config
                 )
             }),
     }

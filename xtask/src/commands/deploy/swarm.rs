@@ -74,7 +74,7 @@ fn images(
     })?;
     let json: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a release record", record.display()))?;
-    let recorded = registry::recorded(&json)?;
+    let recorded = registry::released_images(&json)?;
     let mut images = BTreeMap::new();
     let mut missing = Vec::new();
     for service in &ctx.stack.services {
