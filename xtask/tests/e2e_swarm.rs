@@ -275,6 +275,70 @@ fn a_one_node_swarm_runs_the_released_digests_heals_a_killed_task_and_is_removed
         killed_at.elapsed().as_secs_f64()
     );
 
+    // A deploy whose new tasks never become healthy: telecom's image pushed as bankchurn's,
+    // where it refuses bankchurn's model. The swarm rolls the update back; the command says
+    // so and fails, and the recorded image serves again.
+    let mut broken = record_json.clone();
+    let images = broken["images"].as_array_mut().unwrap();
+    let recorded = |service: &str| {
+        images
+            .iter()
+            .find(|i| i["service"] == service)
+            .unwrap()
+            .clone()
+    };
+    let (telecom, bankchurn) = (recorded("telecom"), recorded("bankchurn"));
+    let impostor = format!("{pushed_to}/ml-mlops/bankchurn:impostor-{TAG}");
+    for args in [
+        &["tag", telecom["tag"].as_str().unwrap(), &impostor][..],
+        &["push", &impostor][..],
+    ] {
+        let out = docker(args);
+        assert!(out.status.success(), "docker {args:?}: {}", stderr(&out));
+    }
+    for image in images.iter_mut().filter(|i| i["service"] == "bankchurn") {
+        image["digest"] = telecom["digest"].clone();
+    }
+    let broken_record = stack.path().join("release-broken.json");
+    std::fs::write(&broken_record, broken.to_string()).unwrap();
+    let mut broken_deploy = deploy;
+    broken_deploy[3] = broken_record.to_str().unwrap();
+    let started = Instant::now();
+    let failed = xtask_on(&engine, stack.path(), &broken_deploy);
+    assert!(
+        !failed.status.success(),
+        "a deploy that never gets healthy succeeded"
+    );
+    let why = stderr(&failed);
+    assert!(
+        why.contains("ml-mlops_bankchurn failed and the swarm rolled it back"),
+        "{why}"
+    );
+    eprintln!(
+        "MEASURED: a deploy whose new task never became healthy was rolled back and reported in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let spec = engine.docker(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+        "ml-mlops_bankchurn",
+    ]);
+    assert!(
+        stdout(&spec)
+            .trim()
+            .ends_with(bankchurn["digest"].as_str().unwrap()),
+        "{}",
+        stdout(&spec)
+    );
+    common::wait_for(
+        "bankchurn to answer healthy after the rollback",
+        Duration::from_secs(120),
+        Duration::from_millis(200),
+        || healthy(&url).then_some(()),
+    );
+
     let down = xtask_on(&engine, stack.path(), &["--runtime", "swarm", "down"]);
     assert!(down.status.success(), "{}", stderr(&down));
     let left = engine.docker(&["service", "ls", "--quiet"]);
@@ -285,5 +349,133 @@ fn a_one_node_swarm_runs_the_released_digests_heals_a_killed_task_and_is_removed
         "{}",
         stdout(&networks)
     );
-    // The engine, its namespace and the registry go when dropped; so do the record and tags.
+
+    // Two nodes: a second engine joins as a worker over a link of their own, the stack is
+    // deployed across both, and the worker is lost.
+    two_nodes_survive_losing_the_worker(&engine, &registry, &deploy, stack.path());
+    // The engines, their namespaces and the registry go when dropped; so do the record and
+    // tags.
+}
+
+/// A veth pair between two engines' namespaces, `10.214.X.1` and `.2`; it goes with them.
+fn link_namespaces(a: &NetnsEngine, b: &NetnsEngine) -> (String, String) {
+    let block = std::process::id() % 16_000;
+    let (a_addr, b_addr) = (
+        format!("10.{}.{}.1", 214 + block / 4000, (block % 4000) / 16),
+        format!("10.{}.{}.2", 214 + block / 4000, (block % 4000) / 16),
+    );
+    let (a_end, b_end) = (format!("xs{block}a"), format!("xs{block}b"));
+    let ip = |args: &[&str]| {
+        let out = Command::new("ip").args(args).output().unwrap();
+        assert!(out.status.success(), "ip {args:?}: {}", stderr(&out));
+    };
+    ip(&[
+        "link", "add", &a_end, "type", "veth", "peer", "name", &b_end,
+    ]);
+    ip(&["link", "set", &a_end, "netns", &a.netns]);
+    ip(&["link", "set", &b_end, "netns", &b.netns]);
+    for (engine, end, addr) in [(a, &a_end, &a_addr), (b, &b_end, &b_addr)] {
+        ip(&[
+            "-n",
+            &engine.netns,
+            "addr",
+            "add",
+            &format!("{addr}/30"),
+            "dev",
+            end,
+        ]);
+        ip(&["-n", &engine.netns, "link", "set", end, "up"]);
+    }
+    (a_addr, b_addr)
+}
+
+fn node_loss_recovered(manager: &NetnsEngine, stack_dir: &Path) -> bool {
+    let out = xtask_on(manager, stack_dir, &["--runtime", "swarm", "health"]);
+    out.status.success()
+}
+
+fn two_nodes_survive_losing_the_worker(
+    manager: &NetnsEngine,
+    registry: &Registry,
+    deploy: &[&str],
+    stack_dir: &Path,
+) {
+    let leave = manager.docker(&["swarm", "leave", "--force"]);
+    assert!(leave.status.success(), "{}", stderr(&leave));
+    let link = Link::private(1);
+    let mut options = Options::machine().with_link(link);
+    options
+        .daemon_config
+        .insert("insecure-registries".into(), serde_json::json!([deploy[5]]));
+    let Some(worker) = NetnsEngine::start_or_skip(options) else {
+        return;
+    };
+    let (manager_addr, worker_addr) = link_namespaces(manager, &worker);
+    let init = manager.docker(&["swarm", "init", "--advertise-addr", &manager_addr]);
+    assert!(init.status.success(), "{}", stderr(&init));
+    let token = manager.docker(&["swarm", "join-token", "--quiet", "worker"]);
+    let joined = worker.docker(&[
+        "swarm",
+        "join",
+        "--advertise-addr",
+        &worker_addr,
+        "--token",
+        stdout(&token).trim(),
+        &format!("{manager_addr}:2377"),
+    ]);
+    assert!(joined.status.success(), "{}", stderr(&joined));
+
+    let started = Instant::now();
+    let deployed = xtask_on(manager, stack_dir, deploy);
+    assert!(deployed.status.success(), "{}", stderr(&deployed));
+    eprintln!(
+        "MEASURED: deploy swarm on two nodes to healthy and smoke-checked in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let on_worker = worker.docker(&["ps", "--format", "{{.Names}}"]);
+    let moved: Vec<String> = stdout(&on_worker).lines().map(str::to_owned).collect();
+    eprintln!("tasks on the worker: {moved:?}");
+    assert!(!moved.is_empty(), "the worker runs no task");
+    assert!(
+        !moved.iter().any(|t| t.starts_with("ml-mlops_mlflow")),
+        "MLflow left the node holding its store"
+    );
+    // Something MLflow must keep: an experiment, made through its REST API on the manager.
+    let created = manager
+        .command("curl")
+        .args(["-sf", "-X", "POST", "-H", "Content-Type: application/json"])
+        .args(["-d", r#"{"name":"survives-node-loss"}"#])
+        .arg("http://127.0.0.1:5000/api/2.0/mlflow/experiments/create")
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", stderr(&created));
+
+    // The worker is lost: its engine stops and its namespace goes.
+    let lost_at = Instant::now();
+    drop(worker);
+    common::wait_for(
+        "every service healthy on the manager again",
+        Duration::from_secs(180),
+        Duration::from_millis(500),
+        || node_loss_recovered(manager, stack_dir).then_some(()),
+    );
+    eprintln!(
+        "MEASURED: node loss ({} task(s) on it) to every service healthy on the remaining node in {:.1}s",
+        moved.len(),
+        lost_at.elapsed().as_secs_f64()
+    );
+    let kept = manager
+        .command("curl")
+        .args(["-sf", "http://127.0.0.1:5000/api/2.0/mlflow/experiments/get-by-name?experiment_name=survives-node-loss"])
+        .output()
+        .unwrap();
+    assert!(
+        kept.status.success(),
+        "MLflow lost the experiment: {}",
+        stderr(&kept)
+    );
+
+    let down = xtask_on(manager, stack_dir, &["--runtime", "swarm", "down"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    let _ = registry;
 }

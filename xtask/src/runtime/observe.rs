@@ -217,22 +217,48 @@ fn check_field(answer: &Value, expect: &Expectation) -> Result<(), String> {
     Ok(())
 }
 
-fn health_check(ctx: &Ctx, service: &Service, endpoint: &Endpoint) -> Check {
-    let url = ctx.endpoint_health_url(endpoint);
+/// `url` (on the host's loopback, as the context makes them) on another address: a swarm
+/// node publishing a task's ports.
+fn on(host: &str, url: String) -> String {
+    match url.strip_prefix("http://127.0.0.1:") {
+        Some(rest) if host != LOOPBACK => format!("http://{host}:{rest}"),
+        _ => url,
+    }
+}
+
+const LOOPBACK: &str = "127.0.0.1";
+
+/// How a check is named: with the address it went to, unless that is the loopback.
+fn named(host: &str, name: String) -> String {
+    if host == LOOPBACK {
+        name
+    } else {
+        format!("{name} on {host}")
+    }
+}
+
+fn health_check(ctx: &Ctx, service: &Service, endpoint: &Endpoint, host: &str) -> Check {
+    let url = on(host, ctx.endpoint_health_url(endpoint));
     let result = match http::get(&url, Duration::from_secs(5)) {
         Ok(a) if http::is_healthy(&a) => Ok(format!("{} healthy", a.status)),
         Ok(a) => Err(format!("answered {}: {}", a.status, a.body.trim())),
         Err(e) => Err(format!("unreachable: {e:#}")),
     };
     Check {
-        name: format!("{} GET {}", service.label(endpoint), endpoint.health_path),
+        name: named(
+            host,
+            format!("{} GET {}", service.label(endpoint), endpoint.health_path),
+        ),
         result,
     }
 }
 
 /// A page a person opens (a dashboard's `/`): 200 and an HTML document.
-fn page_check(ctx: &Ctx, service: &Service, endpoint: &Endpoint) -> Check {
-    let result = match http::get(&ctx.endpoint_url(endpoint, "/"), Duration::from_secs(10)) {
+fn page_check(ctx: &Ctx, service: &Service, endpoint: &Endpoint, host: &str) -> Check {
+    let result = match http::get(
+        &on(host, ctx.endpoint_url(endpoint, "/")),
+        Duration::from_secs(10),
+    ) {
         Ok(a) if a.status == 200 && a.body.to_ascii_lowercase().contains("<html") => {
             Ok(format!("200, {} bytes of HTML", a.body.len()))
         }
@@ -244,14 +270,14 @@ fn page_check(ctx: &Ctx, service: &Service, endpoint: &Endpoint) -> Check {
         Err(e) => Err(format!("unreachable: {e:#}")),
     };
     Check {
-        name: format!("{} GET /", service.label(endpoint)),
+        name: named(host, format!("{} GET /", service.label(endpoint))),
         result,
     }
 }
 
-fn prediction_check(ctx: &Ctx, service: &Service) -> Option<Check> {
+fn prediction_check(ctx: &Ctx, service: &Service, host: &str) -> Option<Check> {
     let smoke = service.smoke.as_ref()?;
-    let url = ctx.url(service, &smoke.path);
+    let url = on(host, ctx.url(service, &smoke.path));
     let result = match http::post_json(&url, &smoke.request, Duration::from_secs(10)) {
         Ok(a) if a.status == 200 => match a.json() {
             Some(answer) => smoke
@@ -274,13 +300,23 @@ fn prediction_check(ctx: &Ctx, service: &Service) -> Option<Check> {
         Err(e) => Err(format!("unreachable: {e:#}")),
     };
     Some(Check {
-        name: format!("{} POST {}", service.name, smoke.path),
+        name: named(host, format!("{} POST {}", service.name, smoke.path)),
         result,
     })
 }
 
 /// Runs the checks for `services`; prints one line each.
 pub fn run_checks(ctx: &Ctx, services: &[&Service]) -> Vec<Check> {
+    run_checks_on(ctx, services, &|_| vec![LOOPBACK.to_owned()])
+}
+
+/// Runs the checks for `services` on each address `hosts` names for a service (a swarm
+/// publishing ports on each task's node), instead of the host's loopback.
+pub fn run_checks_on(
+    ctx: &Ctx,
+    services: &[&Service],
+    hosts: &dyn Fn(&Service) -> Vec<String>,
+) -> Vec<Check> {
     let mut checks = Vec::new();
     for service in services {
         let endpoints = service.endpoints();
@@ -307,12 +343,14 @@ pub fn run_checks(ctx: &Ctx, services: &[&Service]) -> Vec<Check> {
         if ctx.dry_run() {
             continue;
         }
-        for endpoint in &endpoints {
-            checks.push(health_check(ctx, service, endpoint));
-        }
-        checks.extend(prediction_check(ctx, service));
-        for endpoint in endpoints.iter().filter(|e| e.role.is_some()) {
-            checks.push(page_check(ctx, service, endpoint));
+        for host in hosts(service) {
+            for endpoint in &endpoints {
+                checks.push(health_check(ctx, service, endpoint, &host));
+            }
+            checks.extend(prediction_check(ctx, service, &host));
+            for endpoint in endpoints.iter().filter(|e| e.role.is_some()) {
+                checks.push(page_check(ctx, service, endpoint, &host));
+            }
         }
     }
     for check in &checks {

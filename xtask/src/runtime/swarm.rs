@@ -247,6 +247,44 @@ impl Swarm {
         }
     }
 
+    /// The addresses of the nodes that run a task of the service (each node's advertised
+    /// address; this node's own as its loopback, which MLflow accepts as a host name), without
+    /// repeats.
+    pub fn task_addresses(&self, ctx: &Ctx, service: &Service) -> Vec<String> {
+        let this_node =
+            ctx.runner
+                .query_stdout(&docker(&["info", "--format", "{{.Swarm.NodeAddr}}"]));
+        let mut addresses = Vec::new();
+        for task in self.tasks(ctx, service) {
+            if !(task.is_wanted() && task.is_running()) {
+                continue;
+            }
+            let node =
+                ctx.runner
+                    .query_stdout(&docker(&["inspect", "--format", "{{.NodeID}}", &task.id]));
+            let address = node.and_then(|node| {
+                ctx.runner.query_stdout(&docker(&[
+                    "node",
+                    "inspect",
+                    "--format",
+                    "{{.Status.Addr}}",
+                    &node,
+                ]))
+            });
+            let address = address.map(|a| {
+                if Some(&a) == this_node.as_ref() {
+                    "127.0.0.1".to_owned()
+                } else {
+                    a
+                }
+            });
+            if let Some(address) = address.filter(|a| !addresses.contains(a)) {
+                addresses.push(address);
+            }
+        }
+        addresses
+    }
+
     /// The errors of the service's latest failed tasks, for a report.
     pub fn task_errors(&self, ctx: &Ctx, service: &Service) -> String {
         let errors: Vec<String> = self
@@ -263,31 +301,46 @@ impl Swarm {
         }
     }
 
-    /// `docker stack rm`, then waits until its services and network are gone (the swarm
-    /// removes them in the background, and a new deploy meanwhile would find them half gone).
+    /// The stack's containers on this node (tasks still stopping included).
+    fn containers(&self, ctx: &Ctx) -> Vec<String> {
+        let filter = format!("label=com.docker.stack.namespace={}", self.stack);
+        ctx.runner
+            .query_stdout(&docker(&["ps", "--all", "--quiet", "--filter", &filter]))
+            .map(|t| t.lines().map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+
+    fn network_exists(&self, ctx: &Ctx, network: &str) -> bool {
+        ctx.runner
+            .query_stdout(&docker(&["network", "ls", "--format", "{{.Name}}"]))
+            .is_some_and(|names| names.lines().any(|n| n == network))
+    }
+
+    /// `docker stack rm`, then waits until its services, its containers on this node and its
+    /// network are gone (the swarm removes them in the background: ports stay held and a new
+    /// deploy meanwhile would find them half gone). `Ok(false)` when nothing was there.
     pub fn remove(&self, ctx: &Ctx, network: &str) -> Result<bool> {
-        if self.existing_services(ctx).is_empty() && !ctx.dry_run() {
-            return Ok(false);
+        let present = !self.existing_services(ctx).is_empty() || self.network_exists(ctx, network);
+        if present || ctx.dry_run() {
+            ctx.runner.run(&docker(&["stack", "rm", &self.stack]))?;
         }
-        ctx.runner.run(&docker(&["stack", "rm", &self.stack]))?;
         if ctx.dry_run() {
             return Ok(true);
         }
         let gone = poll::until(Duration::from_secs(120), Duration::from_millis(250), || {
-            let network_left = ctx
-                .runner
-                .query_stdout(&docker(&["network", "ls", "--format", "{{.Name}}"]))
-                .is_some_and(|names| names.lines().any(|n| n == network));
-            (self.existing_services(ctx).is_empty() && !network_left).then_some(())
+            (self.existing_services(ctx).is_empty()
+                && self.containers(ctx).is_empty()
+                && !self.network_exists(ctx, network))
+            .then_some(())
         });
         if gone.is_none() {
             bail!(
-                "stack {} was removed, but its services or network {network} are still there after 120 s: see `docker stack ps {}`",
+                "stack {} was removed, but its services, containers or network {network} are still there after 120 s: see `docker stack ps {}` and `docker ps --all`",
                 self.stack,
                 self.stack
             );
         }
-        Ok(true)
+        Ok(present)
     }
 }
 
@@ -426,9 +479,9 @@ impl Runtime for Swarm {
             ports: ports.join(", "),
             // A task runs only once it passed its healthcheck.
             health: Some(if running as u64 == wanted {
-                format!("healthy ({running}/{wanted} tasks)")
+                "healthy".to_owned()
             } else {
-                format!("{running}/{wanted} tasks healthy")
+                format!("{running} of {wanted} tasks healthy")
             }),
             health_log: None,
         })

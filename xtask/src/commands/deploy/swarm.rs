@@ -178,9 +178,15 @@ impl DeploySwarm {
         }
         wait_converged(ctx, &swarm, &before, self.timeout)?;
         let converged = started.elapsed();
-        wait_published(ctx)?;
         let services: Vec<&Service> = ctx.stack.services.iter().collect();
-        let checks = observe::run_checks(ctx, &services);
+        // Behind the routing mesh every port answers here; published on the tasks' nodes,
+        // each service is checked where its tasks run.
+        let hosts = |service: &Service| match self.publishing {
+            Publishing::VipIngress => vec!["127.0.0.1".to_owned()],
+            Publishing::DnsrrHost => swarm.task_addresses(ctx, service),
+        };
+        wait_published(ctx, &hosts)?;
+        let checks = observe::run_checks_on(ctx, &services, &hosts);
         let failed = observe::failed(&checks);
         if !failed.is_empty() {
             bail!(
@@ -283,17 +289,23 @@ fn wait_converged(
 
 /// Waits until every endpoint answers healthy through its published port (the routing mesh
 /// may take a moment to route to a task the swarm already calls running).
-fn wait_published(ctx: &Ctx) -> Result<()> {
+fn wait_published(ctx: &Ctx, hosts: &dyn Fn(&Service) -> Vec<String>) -> Result<()> {
     for (service, endpoint) in ctx.stack.endpoints() {
-        let url = ctx.endpoint_health_url(&endpoint);
-        let healthy = poll::until(Duration::from_secs(30), Duration::from_millis(200), || {
-            http::healthy(&url, Duration::from_secs(2)).then_some(())
-        });
-        if healthy.is_none() {
-            bail!(
-                "{} runs healthy in the swarm, but {url} does not answer healthy: is this machine a node, and is the port free here?",
-                service.label(&endpoint)
+        for host in hosts(service) {
+            let url = format!(
+                "http://{host}:{}{}",
+                ctx.endpoint_port(&endpoint),
+                endpoint.health_path
             );
+            let healthy = poll::until(Duration::from_secs(30), Duration::from_millis(200), || {
+                http::healthy(&url, Duration::from_secs(2)).then_some(())
+            });
+            if healthy.is_none() {
+                bail!(
+                    "{} runs healthy in the swarm, but {url} does not answer healthy: can this machine reach that node, and is the port free there?",
+                    service.label(&endpoint)
+                );
+            }
         }
     }
     Ok(())
