@@ -1,7 +1,8 @@
-//! `cargo xtask deploy swarm` on a real Docker Swarm: a second copy of this machine's engine in
-//! a network namespace of its own (never the shared engine) made a one-node swarm, the stack's
-//! images released with `cargo xtask release` to Debian's `docker-registry` and pulled by the
-//! node by digest. This kernel has no IPVS: the stack is published `dnsrr-host`.
+//! `cargo xtask deploy swarm` on a real Docker Swarm: copies of this machine's engine in network
+//! namespaces of their own (never the shared engine), first a one-node swarm, then two nodes
+//! (a worker joined over a link between the namespaces, then lost), the stack's images
+//! released with `cargo xtask release` to Debian's `docker-registry` and pulled by the nodes
+//! by digest. This kernel has no IPVS: the stack is published `dnsrr-host`.
 //!
 //! Ignored by default (root, a Docker engine, the registry); `cargo xtask ci` runs it in its
 //! e2e-swarm step. Everything it makes (the namespace, its engine, the registry, the release
@@ -144,7 +145,7 @@ fn task_pid(engine: &NetnsEngine, service: &str) -> Option<(String, i32)> {
 
 #[test]
 #[ignore = "needs root, a Docker engine and docker-registry; run by `cargo xtask ci` (e2e-swarm)"]
-fn a_one_node_swarm_runs_the_released_digests_heals_a_killed_task_and_is_removed() {
+fn a_swarm_of_one_then_two_nodes_runs_the_released_digests_heals_and_is_removed() {
     if !docker_answers() {
         common::skip("no Docker engine answers");
         return;
@@ -273,6 +274,41 @@ fn a_one_node_swarm_runs_the_released_digests_heals_a_killed_task_and_is_removed
     eprintln!(
         "MEASURED: task kill -9 to a new task healthy on its port in {:.1}s",
         killed_at.elapsed().as_secs_f64()
+    );
+
+    // A rolling restart (`restart` on a swarm replaces the tasks as an update would) under
+    // load. Published on the task's node, the old task stops before the new one starts: the
+    // requests in that gap fail, and are counted, not hidden.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        let url = url.clone();
+        std::thread::spawn(move || {
+            let (mut sent, mut failed) = (0u64, 0u64);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                sent += 1;
+                if !healthy(&url) {
+                    failed += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            (sent, failed)
+        })
+    };
+    let started = Instant::now();
+    let restarted = xtask_on(
+        &engine,
+        stack.path(),
+        &["--runtime", "swarm", "restart", "bankchurn"],
+    );
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (sent, failed) = load.join().unwrap();
+    assert!(restarted.status.success(), "{}", stderr(&restarted));
+    assert!(sent > 0);
+    eprintln!(
+        "MEASURED: rolling restart of bankchurn (dnsrr-host, stop-first, 1 task) in {:.1}s under load: {sent} requests sent, {failed} failed",
+        took.as_secs_f64()
     );
 
     // A deploy whose new tasks never become healthy: telecom's image pushed as bankchurn's,
