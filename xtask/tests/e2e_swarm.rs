@@ -311,6 +311,23 @@ fn a_swarm_of_one_then_two_nodes_runs_the_released_digests_heals_and_is_removed(
         took.as_secs_f64()
     );
 
+    // Retraining on a swarm: a one-off container of the deployed image on the stack's network
+    // (MLflow tracks the run), then the tasks replaced to serve the new model.
+    let retrained = xtask_on(
+        &engine,
+        stack.path(),
+        &["--runtime", "swarm", "retrain", "bankchurn", "--seed", "7"],
+    );
+    assert!(retrained.status.success(), "{}", stderr(&retrained));
+    let served = common::current_version(&stack.path().join("models/bankchurn"));
+    let health = ureq::get(&url)
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    assert!(health.contains(&served), "{health} does not serve {served}");
+
     // A deploy whose new tasks never become healthy: telecom's image pushed as bankchurn's,
     // where it refuses bankchurn's model. The swarm rolls the update back; the command says
     // so and fails, and the recorded image serves again.
