@@ -91,6 +91,11 @@ pub struct Expectation {
 #[serde(deny_unknown_fields)]
 pub struct MlflowSettings {
     pub version: String,
+    /// The schema revision (alembic's head) of a store this version made or upgraded: a
+    /// store at another one is refused before the server starts (`cargo xtask mlflow
+    /// upgrade` moves an older one forward). `mlflow upgrade` checks it against the pinned
+    /// MLflow's migrations.
+    pub schema_revision: String,
 }
 
 impl Service {
@@ -279,6 +284,16 @@ impl Stack {
             .version
     }
 
+    /// The schema revision of a store the pinned MLflow made.
+    pub fn mlflow_schema_revision(&self) -> &str {
+        &self
+            .mlflow()
+            .mlflow
+            .as_ref()
+            .expect("validated: MLflow has a version")
+            .schema_revision
+    }
+
     pub fn mlflow(&self) -> &Service {
         self.services
             .iter()
@@ -328,7 +343,7 @@ mod tests {
         Stack::load(root.path())
     }
 
-    const MLFLOW: &str = "title = 'T'\ncontainer = 'tracking'\nkind = 'mlflow'\nhost_port = 5000\ncontainer_port = 5000\nhealth_path = '/health'\n[mlflow]\nversion = '1'\n";
+    const MLFLOW: &str = "title = 'T'\ncontainer = 'tracking'\nkind = 'mlflow'\nhost_port = 5000\ncontainer_port = 5000\nhealth_path = '/health'\n[mlflow]\nversion = '1'\nschema_revision = 'abc'\n";
 
     fn api(container: &str, port: u16) -> String {
         format!(
