@@ -374,7 +374,7 @@ impl Runtime for Docker {
             images::build(ctx, &[mlflow])?;
         }
         let mlruns = ctx.mlruns_dir();
-        self.writable_by_containers(ctx, &mlruns)?;
+        writable_by_containers(ctx, &mlruns)?;
         let step = Step::new("docker")
             .args([
                 "run",

@@ -17,6 +17,7 @@ use crate::ctx::Ctx;
 use crate::runner::Step;
 use crate::stack::stack_file::{self, MLFLOW_STORE_LABEL};
 use crate::stack::Service;
+use crate::stack::{compose_file, mlflow_command};
 use crate::util::{poll, table};
 
 /// A swarm manager, found through the docker client's usual settings (`DOCKER_HOST`).
@@ -535,6 +536,32 @@ impl Runtime for Swarm {
         let rows = self.task_rows(ctx);
         (!rows.is_empty())
             .then(|| table::text(&["TASK", "ID", "NODE", "STATE", "PORTS", "ERROR"], &rows))
+    }
+
+    fn mlflow_python(&mut self, ctx: &Ctx) -> Result<(Step, String)> {
+        let mlflow = ctx.stack.mlflow();
+        let image = self
+            .deployed_image(ctx, mlflow)
+            .ok_or_else(|| self.not_deployed(mlflow))?;
+        let inside = compose_file::MLRUNS;
+        let step = docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--user",
+            compose_file::USER,
+        ])
+        .args([
+            "--volume",
+            &format!("{}:{inside}", ctx.mlruns_dir().display()),
+        ])
+        .args([
+            "--entrypoint",
+            &format!("{}/bin/python", compose_file::MLFLOW_VENV),
+        ])
+        .arg(image);
+        Ok((step, format!("{inside}/{}", mlflow_command::STORE_FILE)))
     }
 
     fn is_stale(&self, _ctx: &Ctx, _service: &Service) -> bool {
