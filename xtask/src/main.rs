@@ -136,7 +136,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Retrain(_)
         | Command::Mlflow(_)
         | Command::Backup(_)
-        | Command::Restore(_) => ctx.lock_stack()?,
+        | Command::Restore(_)
+        | Command::Deploy(_) => ctx.lock_stack()?,
         _ => None,
     };
     let choice = cli.runtime;

@@ -400,3 +400,87 @@ fn down_with_a_port_offset_plans_only_the_offset_stacks_names() {
         "the default stack's names changed:\n{plan}"
     );
 }
+
+/// A release record as `cargo xtask release` writes it, for `services`, on `registry`.
+fn release_record(dir: &Path, registry: &str, services: &[&str]) -> std::path::PathBuf {
+    let images: Vec<serde_json::Value> = services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let digest = format!("sha256:{i:064x}");
+            serde_json::json!({
+                "service": s,
+                "image_id": format!("sha256:{:064x}", i + 10),
+                "tag": format!("{registry}/ml-mlops/{s}:1.0.0"),
+                "digest": digest,
+                "reference": format!("{registry}/ml-mlops/{s}@{digest}"),
+                "push_seconds": 1.0,
+            })
+        })
+        .collect();
+    let record = dir.join("release-1.0.0.json");
+    let json = serde_json::json!({
+        "registry": registry, "tag": "1.0.0", "version": "1.0.0", "images": images, "scans": {}
+    });
+    std::fs::write(&record, json.to_string()).unwrap();
+    record
+}
+
+#[test]
+fn deploy_swarm_plans_the_recorded_digests_on_the_registry_the_nodes_reach() {
+    let stack = Stack::new();
+    let record = release_record(
+        stack.path(),
+        "127.0.0.1:5000",
+        &["mlflow", "bankchurn", "carvision", "telecom"],
+    );
+    let output = stack.xtask(&[
+        "--dry-run",
+        "deploy",
+        "swarm",
+        "--release",
+        record.to_str().unwrap(),
+        "--registry",
+        "10.0.0.1:5000",
+        "--publishing",
+        "dnsrr-host",
+        "--replicas",
+        "1",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let plan = stdout(&output);
+    assert!(plan.contains("docker stack deploy"), "{plan}");
+    assert!(
+        plan.contains(&format!(
+            "image: 10.0.0.1:5000/ml-mlops/telecom@sha256:{:064x}",
+            3
+        )),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("mode: host") && plan.contains("endpoint_mode: dnsrr"),
+        "{plan}"
+    );
+    assert!(!plan.contains("127.0.0.1:5000/ml-mlops"), "{plan}");
+    // Nothing was written: the stack file is shown, not kept.
+    assert!(!stack.path().join(".xtask/swarm/stack.yml").exists());
+}
+
+#[test]
+fn deploy_swarm_refuses_a_record_without_every_service() {
+    let stack = Stack::new();
+    let record = release_record(stack.path(), "127.0.0.1:5000", &["mlflow", "bankchurn"]);
+    let output = stack.xtask(&[
+        "--dry-run",
+        "deploy",
+        "swarm",
+        "--release",
+        record.to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(
+        err.contains("holds no image of carvision, telecom"),
+        "{err}"
+    );
+}

@@ -71,3 +71,73 @@ pub fn image_inspect(ctx: &Ctx, image: &str, format: &str) -> Option<String> {
 pub fn image_exists(ctx: &Ctx, image: &str) -> bool {
     image_inspect(ctx, image, "{{.Id}}").is_some()
 }
+
+/// Where the engine keeps its images, which decides what an image ID is the digest of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageStore {
+    /// The graph drivers' store (overlay2; Docker's default before 29): an image ID is the
+    /// digest of the image's configuration.
+    Classic,
+    /// containerd's snapshotters (Docker 29's default, as on GitHub's runners): an image ID is
+    /// the digest of the image's manifest (or index), what a registry serves it by.
+    Containerd,
+}
+
+impl ImageStore {
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageStore::Classic => "classic",
+            ImageStore::Containerd => "containerd",
+        }
+    }
+
+    /// What an image ID names on this store, for messages.
+    pub fn id_meaning(self) -> &'static str {
+        match self {
+            ImageStore::Classic => {
+                "the classic image store, where an image ID is its configuration's digest"
+            }
+            ImageStore::Containerd => {
+                "the containerd image store, where an image ID is its manifest's digest"
+            }
+        }
+    }
+}
+
+/// Which store the engine keeps its images in: `docker info` names a `driver-type` of
+/// `io.containerd.snapshotter.v1` on the containerd store.
+pub fn image_store(ctx: &Ctx) -> ImageStore {
+    let status = ctx.runner.query_stdout(&Step::new("docker").args([
+        "info",
+        "--format",
+        "{{json .DriverStatus}}",
+    ]));
+    store_of(status.as_deref().unwrap_or_default())
+}
+
+fn store_of(driver_status: &str) -> ImageStore {
+    if driver_status.contains("io.containerd.snapshotter") {
+        ImageStore::Containerd
+    } else {
+        ImageStore::Classic
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{store_of, ImageStore};
+
+    #[test]
+    fn the_store_is_read_from_the_driver_status() {
+        assert_eq!(
+            store_of(r#"[["driver-type","io.containerd.snapshotter.v1"]]"#),
+            ImageStore::Containerd
+        );
+        assert_eq!(
+            store_of(r#"[["Backing Filesystem","extfs"],["Supports d_type","true"]]"#),
+            ImageStore::Classic
+        );
+        assert_eq!(store_of(""), ImageStore::Classic);
+    }
+}

@@ -11,35 +11,13 @@ use super::engine;
 use crate::ctx::Ctx;
 use crate::runner::Step;
 use crate::stack::Service;
+use crate::util::debian_archive::debian_archive;
 
 /// The base MLflow's image prefers, when it is present or can be pulled.
 pub const PYTHON_BASE: &str = "python:3.11-slim";
 /// The base the toolkit bootstraps when it cannot.
 pub const BOOTSTRAPPED_BASE: &str = "ml-mlops/bookworm-python:local";
 const WHEELHOUSE_MARKER: &str = ".xtask-complete";
-
-/// The apt mirror this machine is set up with, for debootstrap.
-fn debian_mirror() -> Option<String> {
-    if let Ok(m) = std::env::var("XTASK_DEBIAN_MIRROR") {
-        return Some(m);
-    }
-    let mut texts = vec![std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default()];
-    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
-        texts.extend(
-            dir.flatten()
-                .filter_map(|e| std::fs::read_to_string(e.path()).ok()),
-        );
-    }
-    texts.iter().flat_map(|t| t.lines()).find_map(|line| {
-        let line = line.trim();
-        let uri = line.strip_prefix("URIs:").map(str::trim).or_else(|| {
-            line.strip_prefix("deb ")
-                .and_then(|r| r.split_whitespace().find(|w| w.starts_with("http")))
-        })?;
-        let uri = uri.split_whitespace().next()?;
-        (uri.ends_with("/debian") || uri.ends_with("/debian/")).then(|| uri.to_owned())
-    })
-}
 
 /// A base image already here, if any.
 fn present(ctx: &Ctx) -> Option<&'static str> {
@@ -134,7 +112,7 @@ fn bootstrap(ctx: &Ctx) -> Result<()> {
                 "bookworm",
             ])
             .arg(&rootfs);
-        if let Some(mirror) = debian_mirror() {
+        if let Some(mirror) = debian_archive() {
             debootstrap = debootstrap.arg(mirror);
         }
         ctx.runner.run(&debootstrap)?;

@@ -169,7 +169,7 @@ fn group_of(step: &str) -> &'static str {
             "host"
         }
         "images" | "scan" | "demo" | "down" | "e2e-docker-images" | "e2e-fresh-machine"
-        | "e2e-release" => "containers",
+        | "e2e-release" | "e2e-swarm" => "containers",
         docker if docker.starts_with("e2e-docker-") => "containers",
         _ => panic!("the pipeline step {step} has no group: add it to ci::group_of"),
     }
@@ -379,6 +379,16 @@ fn pipeline(ctx: &Ctx, docker: bool) -> Vec<PipelineStep> {
             "build, scan and push to a registry on this machine",
             vec![e2e(ctx, "release")],
         ),
+        PipelineStep {
+            // Debian's package `docker-registry`: the registry the nodes pull from.
+            needs: &["docker-registry"],
+            ..docker_step(
+                "e2e-swarm",
+                "deploy swarm from pushed digests to a swarm in a network namespace of its own: \
+                 healthy, smoke, a killed task replaced, everything removed",
+                vec![e2e(ctx, "e2e_swarm")],
+            )
+        },
         // Not a docker step: its local campaign runs anywhere, the docker one skips itself.
         step(
             "e2e-faults",

@@ -372,7 +372,11 @@ fn check_candidate(service: &Service, candidate: &Candidate, timeout_secs: u64) 
             log_tail()
         ),
     }
-    let checks = observe::checks_at(&|e| candidate.port(e), service);
+    let reach = observe::Reach {
+        host: observe::LOOPBACK,
+        port_of: &|e| candidate.port(e),
+    };
+    let checks = observe::checks_at(&reach, service);
     let failed: Vec<String> = checks
         .iter()
         .filter_map(|c| {

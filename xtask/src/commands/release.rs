@@ -4,8 +4,10 @@
 //! Every image is known by its ID from the moment it is built: the archive Trivy scans is
 //! checked to hold that ID, the registry tag is made from the ID (not from a local tag that
 //! could move), and after the push the registry's manifest must carry the pushed digest and
-//! that ID as its configuration. One image that fails its scan stops the release before
-//! anything is pushed.
+//! the scanned image's configuration. What an ID is depends on the engine's image store (the
+//! configuration's digest on the classic store, the manifest's on containerd's, GitHub's
+//! default): the archive is read for both, and each is compared with its like. One image that
+//! fails its scan stops the release before anything is pushed.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -13,14 +15,14 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::build::engine;
+use crate::build::engine::{self, ImageStore};
 use crate::build::images;
 use crate::build::registry::{self, Registry};
 use crate::ctx::Ctx;
 use crate::runner::Step;
 use crate::scanners::findings::{self, Policy, ScanResult};
 use crate::scanners::trivy::Trivy;
-use crate::scanners::{archived_image_id, reports_dir, save_image};
+use crate::scanners::{archived_image, reports_dir, save_image, ArchivedImage};
 use crate::stack::Service;
 use crate::util::table;
 
@@ -91,12 +93,17 @@ struct Candidate<'a> {
 struct Cleared<'a> {
     service: &'a Service,
     id: String,
+    /// The digest of its configuration, read from the archive that was scanned.
+    config: String,
 }
 
 #[derive(Serialize)]
 struct Pushed {
     service: String,
+    /// The ID on the engine that pushed it (see `image_store` in the record).
     image_id: String,
+    /// The digest of its configuration, whichever the store.
+    config: String,
     /// `HOST/NAMESPACE/ml-mlops/SERVICE:TAG`.
     tag: String,
     digest: String,
@@ -108,6 +115,8 @@ struct Pushed {
 #[derive(Serialize)]
 struct Record<'a> {
     registry: String,
+    /// The store of the engine that pushed: what `image_id` is the digest of.
+    image_store: ImageStore,
     tag: &'a str,
     version: &'a str,
     images: &'a [Pushed],
@@ -128,6 +137,10 @@ struct Scanned {
 struct ScannedImage {
     service: String,
     image_id: String,
+    /// The digest of the scanned image's configuration, the same on both stores (absent in
+    /// what older versions wrote).
+    #[serde(default)]
+    config: String,
     archive: PathBuf,
 }
 
@@ -135,9 +148,11 @@ fn scanned_file(ctx: &Ctx) -> PathBuf {
     reports_dir(ctx).join("release-scanned.json")
 }
 
-/// Loads the archives `--scan-only` recorded and checks each holds the recorded image ID.
+/// Loads the archives `--scan-only` recorded and checks each holds the image that was
+/// scanned: the recorded configuration, under the ID this engine's store gives it.
 fn load_scanned<'a>(
     ctx: &Ctx,
+    store: ImageStore,
     services: &[&'a Service],
     tag: &str,
 ) -> Result<(Vec<Cleared<'a>>, serde_json::Value)> {
@@ -170,24 +185,57 @@ fn load_scanned<'a>(
                     service.name
                 )
             })?;
+        let tar = ctx.root.join(&image.archive);
         ctx.runner.run(
             &Step::new("docker")
                 .args(["load", "--quiet", "--input"])
-                .arg(ctx.root.join(&image.archive)),
+                .arg(&tar),
         )?;
-        if !ctx.dry_run()
-            && engine::image_inspect(ctx, &image.image_id, "{{.Id}}").as_deref()
-                != Some(&image.image_id)
-        {
+        if ctx.dry_run() {
+            cleared.push(Cleared {
+                service,
+                id: image.image_id.clone(),
+                config: image.config.clone(),
+            });
+            continue;
+        }
+        let held = archived_image(ctx, &tar)?;
+        let scanned_config = Some(&image.config).filter(|c| !c.is_empty());
+        if scanned_config.is_some_and(|c| *c != held.config) {
             bail!(
-                "{} did not load image {}, the one that was scanned",
+                "{} now holds image {}, not the scanned {}: run `--scan-only` again",
                 image.archive.display(),
+                held.describe(),
+                image.config
+            );
+        }
+        let Some(id) = held.id_on(store) else {
+            bail!(
+                "{} was written by an engine older than Docker 25 (no index.json): on {} its ID \
+                 cannot be known before loading; scan and push with engines of one kind",
+                image.archive.display(),
+                store.id_meaning()
+            );
+        };
+        // Without a recorded configuration (an older record), the recorded ID must match.
+        if scanned_config.is_none() && id != image.image_id {
+            bail!(
+                "{} holds image {}, not the scanned {}",
+                image.archive.display(),
+                held.describe(),
                 image.image_id
+            );
+        }
+        if engine::image_inspect(ctx, id, "{{.Id}}").as_deref() != Some(id) {
+            bail!(
+                "{} did not load image {id}, the one that was scanned",
+                image.archive.display()
             );
         }
         cleared.push(Cleared {
             service,
-            id: image.image_id.clone(),
+            id: id.to_owned(),
+            config: held.config,
         });
     }
     Ok((cleared, scanned.scans))
@@ -214,44 +262,70 @@ fn candidates<'a>(ctx: &Ctx, services: &[&'a Service]) -> Result<Vec<Candidate<'
         .collect()
 }
 
-/// Saves the image by ID and checks the archive holds exactly that image (an archive of
-/// `scan` is reused when it does).
-fn archive(ctx: &Ctx, candidate: &Candidate) -> Result<PathBuf> {
+/// Saves the image by ID and checks the archive holds exactly that image: the ID `store`
+/// gives what the archive holds is the candidate's (an archive of `scan` is reused when it
+/// is). `None` under `--dry-run`.
+fn archive(
+    ctx: &Ctx,
+    store: ImageStore,
+    candidate: &Candidate,
+) -> Result<(PathBuf, Option<ArchivedImage>)> {
     let dir = ctx.root.join("target/xtask/images");
     let name = &candidate.service.name;
     let id = &candidate.id;
     let tar = save_image(ctx, id, id, &dir, name)?;
     if ctx.dry_run() {
-        return Ok(tar);
+        return Ok((tar, None));
     }
-    if archived_image_id(ctx, &tar).ok().as_ref() == Some(id) {
-        return Ok(tar);
+    if let Some(held) = archived_image(ctx, &tar)
+        .ok()
+        .filter(|held| held.id_on(store) == Some(id))
+    {
+        return Ok((tar, Some(held)));
     }
     // An archive saved under another ID (a tag that moved while `scan` saved it): again, by ID.
     ctx.runner
         .remove_path(&dir.join(format!("{name}.tar.id")))?;
     let tar = save_image(ctx, id, id, &dir, name)?;
-    let held = archived_image_id(ctx, &tar)?;
-    if &held != id {
-        bail!("`docker save {id}` wrote an archive of {held}");
+    let held = archived_image(ctx, &tar)?;
+    if held.id_on(store) != Some(id) {
+        bail!(
+            "`docker save {id}` wrote an archive of another image ({}); the engine keeps its \
+             images in {}: this is an engine or toolkit fault, not a finding",
+            held.describe(),
+            store.id_meaning()
+        );
     }
-    Ok(tar)
+    Ok((tar, Some(held)))
 }
 
-fn scan(ctx: &Ctx, trivy: &Trivy, candidate: &Candidate) -> ScanResult {
+/// Scans the candidate's archive; with the result, the configuration digest of what was
+/// scanned (`None` when it could not be archived, and under `--dry-run`).
+fn scan(
+    ctx: &Ctx,
+    store: ImageStore,
+    trivy: &Trivy,
+    candidate: &Candidate,
+) -> (ScanResult, Option<String>) {
     let service = candidate.service;
     let target = format!("{} ({})", service.versioned_image(), short(&candidate.id));
     let task = ctx.reporter.task(format!("trivy image: {target}"));
     let json = reports_dir(ctx).join(format!("json/release-trivy-image-{}.json", service.name));
-    let result = archive(ctx, candidate).and_then(|tar| trivy.image(ctx, &target, &tar, &json));
+    let result = archive(ctx, store, candidate).and_then(|(tar, held)| {
+        let result = trivy.image(ctx, &target, &tar, &json)?;
+        Ok((result, held.map(|h| h.config)))
+    });
     match result {
-        Ok(result) => {
+        Ok((result, config)) => {
             task.done(format!("{} findings", result.findings.len()));
-            result
+            (result, config)
         }
         Err(e) => {
             task.fail("error");
-            ScanResult::failed(target, "trivy image", format!("{e:#}"))
+            (
+                ScanResult::failed(target, "trivy image", format!("{e:#}")),
+                None,
+            )
         }
     }
 }
@@ -259,15 +333,20 @@ fn scan(ctx: &Ctx, trivy: &Trivy, candidate: &Candidate) -> ScanResult {
 /// Scans every candidate; returns the ones cleared to push, or fails naming the rest.
 fn clear<'a>(
     ctx: &Ctx,
+    store: ImageStore,
     trivy: &Trivy,
     policy: &Policy,
     candidates: Vec<Candidate<'a>>,
 ) -> Result<(Vec<Cleared<'a>>, Vec<ScanResult>)> {
-    let results: Vec<ScanResult> = candidates.iter().map(|c| scan(ctx, trivy, c)).collect();
+    let (results, configs): (Vec<ScanResult>, Vec<Option<String>>) = candidates
+        .iter()
+        .map(|c| scan(ctx, store, trivy, c))
+        .unzip();
     if ctx.dry_run() {
         let cleared = candidates
             .into_iter()
             .map(|c| Cleared {
+                config: format!("<the configuration of {}>", c.service.versioned_image()),
                 service: c.service,
                 id: c.id,
             })
@@ -285,24 +364,32 @@ fn clear<'a>(
     .context("refusing to push: nothing was pushed")?;
     let cleared = candidates
         .into_iter()
-        .zip(&results)
-        .map(|(c, result)| {
+        .zip(results.iter().zip(configs))
+        .map(|(c, (result, config))| {
             // `report` fails on any failed result; this keeps a failed one from being pushed
             // whatever becomes of it.
-            if !result.passed(policy) {
+            let (true, Some(config)) = (result.passed(policy), config) else {
                 bail!("{} did not pass its scan", c.service.versioned_image());
-            }
+            };
             Ok(Cleared {
                 service: c.service,
                 id: c.id,
+                config,
             })
         })
         .collect::<Result<_>>()?;
     Ok((cleared, results))
 }
 
-/// Tags the image from its ID, pushes it, and checks the registry holds what was pushed.
-fn push(ctx: &Ctx, registry: &Registry, tag: &str, image: &Cleared) -> Result<Pushed> {
+/// Tags the image from its ID, pushes it, and checks the registry holds what was pushed: the
+/// scanned configuration, and on the containerd store the very manifest the ID names.
+fn push(
+    ctx: &Ctx,
+    store: ImageStore,
+    registry: &Registry,
+    tag: &str,
+    image: &Cleared,
+) -> Result<Pushed> {
     let repository = registry.repository(&image.service.image());
     let target = format!("{repository}:{tag}");
     let started = Instant::now();
@@ -330,12 +417,13 @@ fn push(ctx: &Ctx, registry: &Registry, tag: &str, image: &Cleared) -> Result<Pu
     if ctx.dry_run() {
         ctx.runner.run(&inspect)?;
         ctx.runner.plan(format!(
-            "check the registry's digest of {target} is the pushed one, with {} as its image",
-            image.id
+            "check the registry's digest of {target} is the pushed one, with the scanned \
+             image's configuration"
         ));
         return Ok(Pushed {
             service: image.service.name.clone(),
             image_id: image.id.clone(),
+            config: image.config.clone(),
             tag: target,
             digest: String::new(),
             reference: String::new(),
@@ -354,15 +442,24 @@ fn push(ctx: &Ctx, registry: &Registry, tag: &str, image: &Cleared) -> Result<Pu
             remote.digest
         );
     }
-    if let Some(config) = remote.config.as_ref().filter(|c| **c != image.id) {
+    if let Some(config) = remote.config.as_ref().filter(|c| **c != image.config) {
         bail!(
-            "the registry's {target} is image {config}, not the scanned {}",
+            "the registry's {target} has configuration {config}, not the scanned image's {}",
+            image.config
+        );
+    }
+    // On the containerd store the ID is the manifest's digest: the registry must serve that
+    // very manifest.
+    if store == ImageStore::Containerd && digest != image.id {
+        bail!(
+            "the registry's {target} is manifest {digest}, not the scanned image's {}",
             image.id
         );
     }
     Ok(Pushed {
         service: image.service.name.clone(),
         image_id: image.id.clone(),
+        config: image.config.clone(),
         reference: format!("{repository}@{digest}"),
         tag: target,
         digest,
@@ -388,18 +485,20 @@ impl Release {
         );
         let engine = engine::version(ctx)
             .map_err(|e| e.context("releasing images needs a Docker engine"))?;
+        let store = engine::image_store(ctx);
         ctx.reporter.info(format!(
-            "release {} as {}:{tag} (Docker Engine {engine})",
+            "release {} as {}:{tag} (Docker Engine {engine}, {} image store)",
             services
                 .iter()
                 .map(|s| s.name.as_str())
                 .collect::<Vec<_>>()
                 .join(", "),
             registry_name,
+            store.name(),
         ));
 
         let (cleared, scans) = if self.from_scanned {
-            load_scanned(ctx, &services, &tag)?
+            load_scanned(ctx, store, &services, &tag)?
         } else {
             // The scanner and its policy first: a missing one fails in seconds, not after a
             // build.
@@ -409,7 +508,7 @@ impl Release {
             images::preflight(ctx, &services, true)?;
             images::build(ctx, &services)?;
             let candidates = candidates(ctx, &services)?;
-            let (cleared, scans) = clear(ctx, &trivy, &policy, candidates)?;
+            let (cleared, scans) = clear(ctx, store, &trivy, &policy, candidates)?;
             (
                 cleared,
                 serde_json::to_value(&scans).context("cannot record the scans")?,
@@ -425,6 +524,7 @@ impl Release {
                     .map(|c| ScannedImage {
                         service: c.service.name.clone(),
                         image_id: c.id.clone(),
+                        config: c.config.clone(),
                         // From the workspace root: the second half runs in another checkout.
                         archive: PathBuf::from(format!(
                             "target/xtask/images/{}.tar",
@@ -457,7 +557,7 @@ impl Release {
             );
             let result = ctx
                 .reporter
-                .run_task(title, |_| push(ctx, registry, &tag, image));
+                .run_task(title, |_| push(ctx, store, registry, &tag, image));
             match result {
                 Ok(p) => pushed.push(p),
                 Err(e) if pushed.is_empty() => return Err(e.context("nothing was pushed")),
@@ -476,6 +576,7 @@ impl Release {
 
         let record = Record {
             registry: registry.to_string(),
+            image_store: store,
             tag: &tag,
             version: VERSION,
             images: &pushed,

@@ -263,6 +263,10 @@ fn wait_for_model(
         || {
             let health = http::get(&url, Duration::from_secs(2)).ok()?.json()?;
             let reload = &health["last_reload"];
+            if reload["at"].as_str().is_none() && health["model_version"] == version {
+                // A process started since (a swarm replaces its tasks) loaded it at start.
+                return Some(Ok(()));
+            }
             if reload["at"].as_str().is_none_or(|at| at < asked_at) {
                 return None; // the signal has not been handled yet
             }

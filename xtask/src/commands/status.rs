@@ -21,6 +21,9 @@ impl Status {
             println!("{}", serde_json::to_string_pretty(&rows)?);
         } else {
             println!("{}", observe::render(&rows));
+            if let Some(tasks) = runtime.tasks_table(ctx) {
+                println!("\n{tasks}");
+            }
         }
         Ok(())
     }

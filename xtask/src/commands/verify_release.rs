@@ -37,7 +37,10 @@ pub struct VerifyRelease {
 /// One image of the record.
 struct Recorded {
     service: String,
-    image_id: String,
+    /// The image's configuration digest: what the registry's manifest names, whichever image
+    /// store the releasing engine had (records before it knew stores have only `image_id`,
+    /// which was that digest).
+    config: String,
     tag: String,
     digest: String,
     reference: String,
@@ -62,7 +65,7 @@ fn recorded(record: &Value) -> Result<Vec<Recorded>> {
             };
             Ok(Recorded {
                 service: field("service")?,
-                image_id: field("image_id")?,
+                config: field("config").or_else(|_| field("image_id"))?,
                 tag: field("tag")?,
                 digest: field("digest")?,
                 reference: field("reference")?,
@@ -111,11 +114,11 @@ fn check(ctx: &Ctx, registry: &Registry, image: &Recorded) -> Option<String> {
         )),
         Ok(by_digest) => by_digest
             .config
-            .filter(|config| *config != image.image_id)
+            .filter(|config| *config != image.config)
             .map(|config| {
                 format!(
-                    "{} is image {config}, the record says {}",
-                    image.reference, image.image_id
+                    "{} has configuration {config}, the record says {}",
+                    image.reference, image.config
                 )
             }),
     }

@@ -21,6 +21,95 @@ use crate::stack::compose_file::{self, MLRUNS as MLRUNS_IN_CONTAINER};
 use crate::stack::mlflow_command;
 use crate::stack::{Kind as ServiceKind, Service, STOP_GRACE_SECONDS};
 
+/// The containers run as an unprivileged user: it must be able to write `dir` (MLflow's
+/// store, or a model directory while a one-off container trains into it).
+pub fn writable_by_containers(ctx: &Ctx, dir: &Path) -> Result<()> {
+    ctx.runner.create_dir(dir)?;
+    if rustix::process::geteuid().is_root() {
+        ctx.runner
+            .run(&Step::new("chown").args(["-R", compose_file::USER]).arg(dir))?;
+    } else {
+        // Not root: open the folders to the container's user instead.
+        ctx.runner
+            .run(&Step::new("chmod").args(["-R", "a+rwX"]).arg(dir))?;
+    }
+    Ok(())
+}
+
+/// Where a one-off training container runs: the service's image, on the stack's network.
+pub struct TrainingContainer<'a> {
+    pub service: &'a Service,
+    pub image: &'a str,
+    pub network: &'a str,
+}
+
+/// Trains `container.service`'s model on `data` in a one-off container of its image, the data
+/// mounted read-only and the model directory its only writable mount; MLflow is reached by its
+/// name on the stack's network.
+pub fn train_in_container(
+    ctx: &Ctx,
+    container: &TrainingContainer,
+    data: &Path,
+    seed: u64,
+    tracking: &Tracking,
+    extra: &[String],
+) -> Result<()> {
+    let service = container.service;
+    let model_dir = ctx.model_dir(service);
+    writable_by_containers(ctx, &model_dir)?;
+    let file_name = data
+        .file_name()
+        .with_context(|| format!("{} is not a file", data.display()))?;
+    let in_container = Path::new("/data").join(file_name);
+    // Inside the stack's network MLflow has another address than from the host.
+    let (tracking, network) = match tracking {
+        Tracking::On {
+            register, promote, ..
+        } => (
+            Tracking::On {
+                uri: compose_file::mlflow_in_network(ctx.stack.mlflow()),
+                register: *register,
+                promote: *promote,
+            },
+            container.network.to_owned(),
+        ),
+        Tracking::Off => (Tracking::Off, "none".to_owned()),
+    };
+    let args = training::train_args(&in_container, Path::new("/models"), seed, &tracking, extra);
+    let mount =
+        |from: &Path, to: &Path, mode: &str| format!("{}:{}{mode}", from.display(), to.display());
+    let data =
+        std::fs::canonicalize(data).with_context(|| format!("cannot read {}", data.display()))?;
+    ctx.runner.run(
+        &Step::new("docker")
+            .args([
+                "run",
+                "--rm",
+                "--network",
+                &network,
+                "--user",
+                compose_file::USER,
+            ])
+            .args(["--read-only", "--cap-drop", "ALL"])
+            .args([
+                "--security-opt",
+                "no-new-privileges:true",
+                "--tmpfs",
+                "/tmp",
+            ])
+            .args(["--volume", &mount(&data, &in_container, ":ro")])
+            .args(["--volume", &mount(&model_dir, Path::new("/models"), "")])
+            .args([
+                "--env",
+                &format!("GIT_COMMIT={}", training::git_commit(ctx)),
+            ])
+            .args(["--env", "LOG_FORMAT=json"])
+            .arg(container.image)
+            .args(args),
+    )?;
+    Ok(())
+}
+
 pub struct Docker {
     /// `docker compose` or `docker-compose`, found when first needed: `status` and `restart`
     /// never run compose, and the lookup costs a process.
@@ -96,21 +185,6 @@ impl Docker {
         all.get(0).cloned()
     }
 
-    /// The containers run as an unprivileged user: it must be able to write `dir` (MLflow's
-    /// store, or a model directory while a one-off container trains into it).
-    fn writable_by_containers(&self, ctx: &Ctx, dir: &Path) -> Result<()> {
-        ctx.runner.create_dir(dir)?;
-        if rustix::process::geteuid().is_root() {
-            ctx.runner
-                .run(&Step::new("chown").args(["-R", compose_file::USER]).arg(dir))?;
-        } else {
-            // Not root: open the folders to the container's user instead.
-            ctx.runner
-                .run(&Step::new("chmod").args(["-R", "a+rwX"]).arg(dir))?;
-        }
-        Ok(())
-    }
-
     fn remove(&self, ctx: &Ctx, service: &Service) -> Result<()> {
         ctx.runner.run(&Step::new("docker").args([
             "rm",
@@ -140,7 +214,7 @@ impl Runtime for Docker {
     fn start(&mut self, ctx: &Ctx, service: &Service) -> Result<()> {
         if service.kind == ServiceKind::Mlflow {
             ctx.runner.create_dir(&ctx.mlruns_dir().join("artifacts"))?;
-            self.writable_by_containers(ctx, &ctx.mlruns_dir())?;
+            writable_by_containers(ctx, &ctx.mlruns_dir())?;
         }
         // Removing first keeps docker-compose 1.29 from recreating (and crashing on) it.
         if self.inspect(ctx, &ctx.container(service)).is_some() {
@@ -257,61 +331,18 @@ impl Runtime for Docker {
         if !engine::image_exists(ctx, &service.versioned_image()) {
             images::build(ctx, &[service])?;
         }
-        let model_dir = ctx.model_dir(service);
-        self.writable_by_containers(ctx, &model_dir)?;
-        let file_name = data
-            .file_name()
-            .with_context(|| format!("{} is not a file", data.display()))?;
-        let in_container = Path::new("/data").join(file_name);
-        // Inside the stack's network MLflow has another address than from the host.
-        let (tracking, network) = match tracking {
-            Tracking::On {
-                register, promote, ..
-            } => (
-                Tracking::On {
-                    uri: compose_file::mlflow_in_network(ctx.stack.mlflow()),
-                    register: *register,
-                    promote: *promote,
-                },
-                ctx.network(),
-            ),
-            Tracking::Off => (Tracking::Off, "none".to_owned()),
-        };
-        let args =
-            training::train_args(&in_container, Path::new("/models"), seed, &tracking, extra);
-        let mount = |from: &Path, to: &Path, mode: &str| {
-            format!("{}:{}{mode}", from.display(), to.display())
-        };
-        let data = std::fs::canonicalize(data)
-            .with_context(|| format!("cannot read {}", data.display()))?;
-        ctx.runner.run(
-            &Step::new("docker")
-                .args([
-                    "run",
-                    "--rm",
-                    "--network",
-                    &network,
-                    "--user",
-                    compose_file::USER,
-                ])
-                .args(["--read-only", "--cap-drop", "ALL"])
-                .args([
-                    "--security-opt",
-                    "no-new-privileges:true",
-                    "--tmpfs",
-                    "/tmp",
-                ])
-                .args(["--volume", &mount(&data, &in_container, ":ro")])
-                .args(["--volume", &mount(&model_dir, Path::new("/models"), "")])
-                .args([
-                    "--env",
-                    &format!("GIT_COMMIT={}", training::git_commit(ctx)),
-                ])
-                .args(["--env", "LOG_FORMAT=json"])
-                .arg(service.versioned_image())
-                .args(args),
-        )?;
-        Ok(())
+        train_in_container(
+            ctx,
+            &TrainingContainer {
+                service,
+                image: &service.versioned_image(),
+                network: &ctx.network(),
+            },
+            data,
+            seed,
+            tracking,
+            extra,
+        )
     }
 
     fn backup_database(&self, ctx: &Ctx, dest: &Path) -> Result<bool> {
@@ -343,7 +374,7 @@ impl Runtime for Docker {
             images::build(ctx, &[mlflow])?;
         }
         let mlruns = ctx.mlruns_dir();
-        self.writable_by_containers(ctx, &mlruns)?;
+        writable_by_containers(ctx, &mlruns)?;
         let step = Step::new("docker")
             .args([
                 "run",

@@ -22,6 +22,7 @@ pub mod mlflow_server;
 pub mod mlflow_store;
 pub mod observe;
 pub mod ports;
+pub mod swarm;
 pub mod training;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -30,6 +31,9 @@ pub enum Choice {
     Auto,
     Docker,
     Local,
+    /// A Docker Swarm stack, on the manager DOCKER_HOST names (`cargo xtask deploy swarm`
+    /// puts it there; never chosen by `auto`).
+    Swarm,
 }
 
 /// Which runtime a [`Runtime`] is.
@@ -37,6 +41,7 @@ pub enum Choice {
 pub enum Kind {
     Local,
     Docker,
+    Swarm,
 }
 
 /// What the command will do with the runtime: decides which prerequisites are checked before
@@ -95,6 +100,7 @@ pub trait Runtime {
         match self.kind() {
             Kind::Local => "local",
             Kind::Docker => "docker",
+            Kind::Swarm => "swarm",
         }
     }
     /// Checks, in seconds, that everything building and starting `services` needs is here;
@@ -164,6 +170,11 @@ pub trait Runtime {
             service.name
         )
     }
+    /// A table of every task, where a service runs as several (a swarm): `status` prints it
+    /// under the services'.
+    fn tasks_table(&self, _ctx: &Ctx) -> Option<String> {
+        None
+    }
     fn logs(
         &self,
         ctx: &Ctx,
@@ -203,6 +214,14 @@ pub fn select(
             ctx.reporter
                 .detail(format!("runtime: docker ({})", docker.describe()));
             Ok(Box::new(docker))
+        }
+        Choice::Swarm => {
+            let swarm = swarm::Swarm::detect(ctx)?;
+            ctx.reporter.detail(format!(
+                "runtime: swarm (stack {} on Docker Engine {})",
+                swarm.stack, swarm.engine
+            ));
+            Ok(Box::new(swarm))
         }
         Choice::Auto => {
             if local::Local::default().any_running(ctx) {

@@ -217,30 +217,51 @@ fn check_field(answer: &Value, expect: &Expectation) -> Result<(), String> {
     Ok(())
 }
 
-/// Where the checks reach a service: its published ports, or (for `dev`'s candidate
-/// version) the spare ports it was started on. The port of an endpoint.
-type PortOf<'a> = &'a dyn Fn(&Endpoint) -> u16;
-
-fn url_at(port_of: PortOf, endpoint: &Endpoint, path: &str) -> String {
-    format!("http://127.0.0.1:{}{path}", port_of(endpoint))
+/// Where the checks reach a service: an address (the host's loopback, or a swarm node
+/// publishing a task's ports) and the port of each endpoint there (its published port, or the
+/// spare port `dev` started a candidate version on).
+pub struct Reach<'a> {
+    pub host: &'a str,
+    pub port_of: &'a dyn Fn(&Endpoint) -> u16,
 }
 
-fn health_check(port_of: PortOf, service: &Service, endpoint: &Endpoint) -> Check {
-    let url = url_at(port_of, endpoint, &endpoint.health_path);
+pub const LOOPBACK: &str = "127.0.0.1";
+
+impl Reach<'_> {
+    fn url(&self, endpoint: &Endpoint, path: &str) -> String {
+        format!("http://{}:{}{path}", self.host, (self.port_of)(endpoint))
+    }
+
+    /// How a check is named: with the address it went to, unless that is the loopback.
+    fn named(&self, name: String) -> String {
+        if self.host == LOOPBACK {
+            name
+        } else {
+            format!("{name} on {}", self.host)
+        }
+    }
+}
+
+fn health_check(reach: &Reach, service: &Service, endpoint: &Endpoint) -> Check {
+    let url = reach.url(endpoint, &endpoint.health_path);
     let result = match http::get(&url, Duration::from_secs(5)) {
         Ok(a) if http::is_healthy(&a) => Ok(format!("{} healthy", a.status)),
         Ok(a) => Err(format!("answered {}: {}", a.status, a.body.trim())),
         Err(e) => Err(format!("unreachable: {e:#}")),
     };
     Check {
-        name: format!("{} GET {}", service.label(endpoint), endpoint.health_path),
+        name: reach.named(format!(
+            "{} GET {}",
+            service.label(endpoint),
+            endpoint.health_path
+        )),
         result,
     }
 }
 
 /// A page a person opens (a dashboard's `/`): 200 and an HTML document.
-fn page_check(port_of: PortOf, service: &Service, endpoint: &Endpoint) -> Check {
-    let result = match http::get(&url_at(port_of, endpoint, "/"), Duration::from_secs(10)) {
+fn page_check(reach: &Reach, service: &Service, endpoint: &Endpoint) -> Check {
+    let result = match http::get(&reach.url(endpoint, "/"), Duration::from_secs(10)) {
         Ok(a) if a.status == 200 && a.body.to_ascii_lowercase().contains("<html") => {
             Ok(format!("200, {} bytes of HTML", a.body.len()))
         }
@@ -252,14 +273,14 @@ fn page_check(port_of: PortOf, service: &Service, endpoint: &Endpoint) -> Check 
         Err(e) => Err(format!("unreachable: {e:#}")),
     };
     Check {
-        name: format!("{} GET /", service.label(endpoint)),
+        name: reach.named(format!("{} GET /", service.label(endpoint))),
         result,
     }
 }
 
-fn prediction_check(port_of: PortOf, service: &Service) -> Option<Check> {
+fn prediction_check(reach: &Reach, service: &Service) -> Option<Check> {
     let smoke = service.smoke.as_ref()?;
-    let url = url_at(port_of, &service.endpoints()[0], &smoke.path);
+    let url = reach.url(&service.endpoints()[0], &smoke.path);
     let result = match http::post_json(&url, &smoke.request, Duration::from_secs(10)) {
         Ok(a) if a.status == 200 => match a.json() {
             Some(answer) => smoke
@@ -282,13 +303,23 @@ fn prediction_check(port_of: PortOf, service: &Service) -> Option<Check> {
         Err(e) => Err(format!("unreachable: {e:#}")),
     };
     Some(Check {
-        name: format!("{} POST {}", service.name, smoke.path),
+        name: reach.named(format!("{} POST {}", service.name, smoke.path)),
         result,
     })
 }
 
 /// Runs the checks for `services`; prints one line each.
 pub fn run_checks(ctx: &Ctx, services: &[&Service]) -> Vec<Check> {
+    run_checks_on(ctx, services, &|_| vec![LOOPBACK.to_owned()])
+}
+
+/// Runs the checks for `services` on each address `hosts` names for a service (a swarm
+/// publishing ports on each task's node), at its published ports; prints one line each.
+pub fn run_checks_on(
+    ctx: &Ctx,
+    services: &[&Service],
+    hosts: &dyn Fn(&Service) -> Vec<String>,
+) -> Vec<Check> {
     let mut checks = Vec::new();
     for service in services {
         let endpoints = service.endpoints();
@@ -315,7 +346,13 @@ pub fn run_checks(ctx: &Ctx, services: &[&Service]) -> Vec<Check> {
         if ctx.dry_run() {
             continue;
         }
-        checks.extend(checks_at(&|e| ctx.endpoint_port(e), service));
+        for host in hosts(service) {
+            let reach = Reach {
+                host: &host,
+                port_of: &|e| ctx.endpoint_port(e),
+            };
+            checks.extend(checks_at(&reach, service));
+        }
     }
     for check in &checks {
         match &check.result {
@@ -329,17 +366,17 @@ pub fn run_checks(ctx: &Ctx, services: &[&Service]) -> Vec<Check> {
     checks
 }
 
-/// The health, prediction and page checks of `service`, reached at `port_of` each endpoint,
-/// without printing them.
-pub fn checks_at(port_of: PortOf, service: &Service) -> Vec<Check> {
+/// The health, prediction and page checks of `service` where `reach` says, without
+/// printing them.
+pub fn checks_at(reach: &Reach, service: &Service) -> Vec<Check> {
     let endpoints = service.endpoints();
     let mut checks: Vec<Check> = endpoints
         .iter()
-        .map(|e| health_check(port_of, service, e))
+        .map(|e| health_check(reach, service, e))
         .collect();
-    checks.extend(prediction_check(port_of, service));
+    checks.extend(prediction_check(reach, service));
     for endpoint in endpoints.iter().filter(|e| e.role.is_some()) {
-        checks.push(page_check(port_of, service, endpoint));
+        checks.push(page_check(reach, service, endpoint));
     }
     checks
 }

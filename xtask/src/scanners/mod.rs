@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use crate::build::engine::ImageStore;
 use crate::ctx::Ctx;
 use crate::runner::Step;
 
@@ -44,30 +45,77 @@ pub fn save_image(ctx: &Ctx, image: &str, id: &str, dir: &Path, name: &str) -> R
     Ok(tar)
 }
 
-/// The id of the image a `docker save` archive holds, read from its own `manifest.json` (the
-/// configuration's digest), so what is scanned is known by content, not by name.
-pub fn archived_image_id(ctx: &Ctx, tar: &Path) -> Result<String> {
-    let step = Step::new("tar").arg("-xOf").arg(tar).arg("manifest.json");
-    let out = ctx.runner.query(&step)?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "{} has no manifest.json: {}",
-            tar.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+/// The image a `docker save` archive holds, known by content, not by name: so what is scanned
+/// can be checked to be the image that is pushed, on either image store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivedImage {
+    /// The digest of its configuration (`manifest.json`'s `Config`): the same on both stores.
+    pub config: String,
+    /// The digest of the manifest (or index) the archive's `index.json` names: the OCI layout
+    /// Docker 25 and later write. `None` in Docker 20's archives.
+    pub manifest: Option<String>,
+}
+
+impl ArchivedImage {
+    /// The ID an engine with `store` gives this image: its configuration's digest on the
+    /// classic store, its manifest's on containerd's.
+    pub fn id_on(&self, store: ImageStore) -> Option<&str> {
+        match store {
+            ImageStore::Classic => Some(&self.config),
+            ImageStore::Containerd => self.manifest.as_deref(),
+        }
     }
-    let manifest: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("{}: manifest.json is not JSON", tar.display()))?;
+
+    /// What the archive holds, for messages: both digests.
+    pub fn describe(&self) -> String {
+        match &self.manifest {
+            Some(manifest) => format!("configuration {}, manifest {manifest}", self.config),
+            None => format!("configuration {}", self.config),
+        }
+    }
+}
+
+/// Reads `manifest.json` (and `index.json`, where there is one) of a `docker save` archive.
+pub fn archived_image(ctx: &Ctx, tar: &Path) -> Result<ArchivedImage> {
+    let member = |name: &str| -> Result<Option<Vec<u8>>> {
+        let out = ctx
+            .runner
+            .query(&Step::new("tar").arg("-xOf").arg(tar).arg(name))?;
+        Ok(out.status.success().then_some(out.stdout))
+    };
+    let Some(manifest) = member("manifest.json")? else {
+        anyhow::bail!("{} has no manifest.json", tar.display());
+    };
+    let index = member("index.json")?;
+    parse_archive(&manifest, index.as_deref()).with_context(|| tar.display().to_string())
+}
+
+fn parse_archive(manifest_json: &[u8], index_json: Option<&[u8]>) -> Result<ArchivedImage> {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(manifest_json).context("manifest.json is not JSON")?;
     let images = manifest.as_array().map_or(0, Vec::len);
     if images != 1 {
-        anyhow::bail!("{} holds {images} images, not one", tar.display());
+        anyhow::bail!("the archive holds {images} images, not one");
     }
-    config_digest(manifest[0]["Config"].as_str().unwrap_or_default()).with_context(|| {
-        format!(
-            "{}: manifest.json names no image configuration",
-            tar.display()
-        )
-    })
+    let config = config_digest(manifest[0]["Config"].as_str().unwrap_or_default())
+        .context("manifest.json names no image configuration")?;
+    let manifest = match index_json {
+        None => None,
+        Some(bytes) => {
+            let index: serde_json::Value =
+                serde_json::from_slice(bytes).context("index.json is not JSON")?;
+            let entries = index["manifests"].as_array().map_or(0, Vec::len);
+            if entries != 1 {
+                anyhow::bail!("index.json names {entries} images, not one");
+            }
+            let digest = index["manifests"][0]["digest"]
+                .as_str()
+                .filter(|d| config_digest(d.trim_start_matches("sha256:")).is_some())
+                .context("index.json names no digest")?;
+            Some(digest.to_owned())
+        }
+    };
+    Ok(ArchivedImage { config, manifest })
 }
 
 /// `sha256:HEX` from a `docker save` manifest's `Config`: `HEX.json` (Docker 20) or
@@ -106,6 +154,39 @@ mod tests {
         assert_eq!(config_digest(&format!("{hex}.json")), Some(id.clone()));
         assert_eq!(config_digest(&format!("blobs/sha256/{hex}")), Some(id));
         assert_eq!(config_digest("config.json"), None);
+    }
+
+    #[test]
+    fn an_archive_is_known_by_what_each_store_calls_its_image() {
+        let config = "486bead287be86299cd985846c0b9f45f367e530caf324f2e645bdd7a85c1347";
+        let manifest = "c3d41aadbcc18e72622910ceb2467f90ad95b1b710e44918d249fb498e3200a2";
+        // As Docker 26 on the containerd store saves an image.
+        let manifest_json = format!(r#"[{{"Config":"blobs/sha256/{config}","Layers":[]}}]"#);
+        let index_json = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"digest":"sha256:{manifest}","size":497}}]}}"#
+        );
+        let archived =
+            parse_archive(manifest_json.as_bytes(), Some(index_json.as_bytes())).unwrap();
+        assert_eq!(archived.config, format!("sha256:{config}"));
+        let config_id = format!("sha256:{config}");
+        let manifest_id = format!("sha256:{manifest}");
+        assert_eq!(
+            archived.id_on(ImageStore::Classic),
+            Some(config_id.as_str())
+        );
+        assert_eq!(
+            archived.id_on(ImageStore::Containerd),
+            Some(manifest_id.as_str())
+        );
+        // As Docker 20 saves one: no index, so no manifest digest.
+        let old = parse_archive(
+            format!(r#"[{{"Config":"{config}.json"}}]"#).as_bytes(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(old.id_on(ImageStore::Classic), Some(config_id.as_str()));
+        assert_eq!(old.id_on(ImageStore::Containerd), None);
+        assert!(parse_archive(b"[]", None).is_err());
     }
 
     #[test]

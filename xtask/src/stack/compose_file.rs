@@ -47,17 +47,17 @@ pub fn port_variable(service: &Service, endpoint: &Endpoint) -> String {
 }
 
 /// `127.0.0.1:${VAR:-HOST}:CONTAINER` for each endpoint.
-fn published_ports(service: &Service) -> Vec<String> {
+fn published_ports(service: &Service) -> Vec<Port> {
     service
         .endpoints()
         .iter()
         .map(|e| {
-            format!(
+            Port::Short(format!(
                 "127.0.0.1:${{{}:-{}}}:{}",
                 port_variable(service, e),
                 e.host_port,
                 e.container_port
-            )
+            ))
         })
         .collect()
 }
@@ -81,11 +81,16 @@ impl<T: Serialize> Serialize for Ordered<T> {
 #[derive(Serialize)]
 pub struct ComposeService {
     pub image: String,
-    pub container_name: String,
+    /// Compose only: a swarm names its tasks itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
     pub environment: BTreeMap<String, String>,
-    pub volumes: Vec<String>,
+    /// Container labels: a change to one replaces the service's tasks.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    pub volumes: Vec<Mount>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub depends_on: BTreeMap<String, DependsOn>,
     pub user: String,
@@ -96,14 +101,50 @@ pub struct ComposeService {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tmpfs: Vec<String>,
     pub cap_drop: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub security_opt: Vec<String>,
-    pub pids_limit: u32,
-    pub mem_limit: String,
-    pub ports: Vec<String>,
+    /// Compose only; a swarm takes its limits from `deploy.resources`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pids_limit: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mem_limit: Option<String>,
+    pub ports: Vec<Port>,
     pub healthcheck: Healthcheck,
     pub stop_grace_period: String,
-    pub restart: String,
+    /// Compose only; a swarm's is `deploy.restart_policy`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart: Option<String>,
     pub networks: Vec<String>,
+    /// Swarm only: replicas, updates, restarts, resources and placement.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<super::stack_file::Deploy>,
+}
+
+/// A volume in compose's short syntax (`SOURCE:TARGET[:ro]`), or a tmpfs in the long one
+/// (a swarm ignores the `tmpfs:` key, but not this).
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum Mount {
+    Short(String),
+    Tmpfs {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        target: String,
+    },
+}
+
+/// A published port: compose's short syntax, or the long one a swarm needs to choose how it
+/// is published (`mode: ingress` through the routing mesh, `mode: host` on the task's node).
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum Port {
+    Short(String),
+    Long {
+        target: u16,
+        published: u16,
+        protocol: &'static str,
+        mode: &'static str,
+    },
 }
 
 #[derive(Serialize)]
@@ -123,6 +164,12 @@ pub struct Healthcheck {
 #[derive(Serialize)]
 pub struct Network {
     pub name: String,
+    /// `overlay` in a swarm; compose's default bridge otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// In a swarm: one-off containers (retraining) may join it too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attachable: Option<bool>,
 }
 
 /// The container's health probe, exec form: scratch images have no shell.
@@ -164,7 +211,7 @@ fn memory_limit(mib: u32) -> String {
     }
 }
 
-fn service_entry(service: &Service, mlflow_service: &Service) -> ComposeService {
+pub(super) fn service_entry(service: &Service, mlflow_service: &Service) -> ComposeService {
     let resources = service.kind.resources();
     let stack_dir = "${XTASK_STACK_DIR:-..}";
     let (command, mut environment, volumes, depends_on, tmpfs);
@@ -188,7 +235,7 @@ fn service_entry(service: &Service, mlflow_service: &Service) -> ComposeService 
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
-            volumes = vec![format!("{stack_dir}/mlruns:{MLRUNS}")];
+            volumes = vec![Mount::Short(format!("{stack_dir}/mlruns:{MLRUNS}"))];
             depends_on = BTreeMap::new();
             // Python writes its temporary files here; the root file system stays read-only.
             tmpfs = vec!["/tmp".to_owned()];
@@ -210,7 +257,10 @@ fn service_entry(service: &Service, mlflow_service: &Service) -> ComposeService 
                     dashboard.container_port.to_string(),
                 );
             }
-            volumes = vec![format!("{stack_dir}/models/{}:/models:ro", service.name)];
+            volumes = vec![Mount::Short(format!(
+                "{stack_dir}/models/{}:/models:ro",
+                service.name
+            ))];
             depends_on = BTreeMap::from([(
                 mlflow_service.name.clone(),
                 DependsOn {
@@ -222,9 +272,10 @@ fn service_entry(service: &Service, mlflow_service: &Service) -> ComposeService 
     }
     ComposeService {
         image: service.versioned_image(),
-        container_name: per_stack(&service.container),
+        container_name: Some(per_stack(&service.container)),
         command,
         environment,
+        labels: BTreeMap::new(),
         volumes,
         depends_on,
         user: USER.into(),
@@ -236,13 +287,14 @@ fn service_entry(service: &Service, mlflow_service: &Service) -> ComposeService 
         tmpfs,
         cap_drop: vec!["ALL".into()],
         security_opt: vec!["no-new-privileges:true".into()],
-        pids_limit: resources.pids_limit,
-        mem_limit: memory_limit(resources.memory_limit_mib),
+        pids_limit: Some(resources.pids_limit),
+        mem_limit: Some(memory_limit(resources.memory_limit_mib)),
         ports: published_ports(service),
         healthcheck: healthcheck(service),
         stop_grace_period: format!("{STOP_GRACE_SECONDS}s"),
-        restart: "unless-stopped".into(),
+        restart: Some("unless-stopped".into()),
         networks: vec![NETWORK.into()],
+        deploy: None,
     }
 }
 
@@ -261,6 +313,8 @@ pub fn file(stack: &Stack) -> ComposeFile {
             NETWORK.to_owned(),
             Network {
                 name: per_stack(NETWORK),
+                driver: None,
+                attachable: None,
             },
         )]),
     }

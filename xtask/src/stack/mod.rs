@@ -5,6 +5,7 @@
 pub mod compose_file;
 pub mod k8s_manifests;
 pub mod mlflow_command;
+pub mod stack_file;
 
 use std::path::{Path, PathBuf};
 

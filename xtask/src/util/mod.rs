@@ -3,6 +3,7 @@
 //! file.
 
 pub mod archive;
+pub mod debian_archive;
 pub mod drift;
 pub mod http;
 pub mod lock;
@@ -36,5 +37,26 @@ mod tests {
         });
         assert_eq!(answer, None);
         assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn both_source_formats_name_the_debian_archive_and_others_do_not() {
+        use super::debian_archive::archive_of;
+        assert_eq!(
+            archive_of("URIs: http://archive.example/debian"),
+            Some("http://archive.example/debian")
+        );
+        assert_eq!(
+            archive_of("deb [arch=amd64] http://archive.example/debian/ bookworm main"),
+            Some("http://archive.example/debian/")
+        );
+        assert_eq!(
+            archive_of("URIs: http://archive.example/debian-security"),
+            None
+        );
+        assert_eq!(
+            archive_of("# deb http://archive.example/debian bookworm"),
+            None
+        );
     }
 }

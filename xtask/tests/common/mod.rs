@@ -10,6 +10,8 @@ use std::time::Duration;
 #[path = "../../src/util/poll.rs"]
 pub mod poll;
 
+pub mod netns_engine;
+
 /// Waits until `ready` answers `Some`, asking every `every`, and returns the answer; panics
 /// naming `what` it waited for when `timeout` passes first.
 pub fn wait_for<T>(

@@ -1,0 +1,534 @@
+//! `cargo xtask deploy swarm` on a real Docker Swarm: copies of this machine's engine in network
+//! namespaces of their own (never the shared engine), first a one-node swarm, then two nodes
+//! (a worker joined over a link between the namespaces, then lost), the stack's images
+//! released with `cargo xtask release` to Debian's `docker-registry` and pulled by the nodes
+//! by digest. This kernel has no IPVS: the stack is published `dnsrr-host`.
+//!
+//! Ignored by default (root, a Docker engine, the registry); `cargo xtask ci` runs it in its
+//! e2e-swarm step. Everything it makes (the namespace, its engine, the registry, the release
+//! record and the tags the release left on this machine's engine) goes when it ends.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::netns_engine::{Link, NetnsEngine, Options};
+use common::{docker, docker_answers, repo, stderr, stdout};
+
+/// The tag the test releases under: its own, so no real release record is overwritten.
+const TAG: &str = "1.0.0-e2e-swarm";
+
+/// Debian's distribution registry on this machine, listening on every address: this engine
+/// pushes to it on loopback (which Docker trusts without TLS), the node pulls from it over
+/// the link. Stopped, with its storage, when dropped.
+struct Registry {
+    process: Child,
+    port: u16,
+    _storage: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Option<Self> {
+        let Ok(binary) = which::which("docker-registry") else {
+            common::skip("docker-registry is not installed (apt-get install docker-registry)");
+            return None;
+        };
+        let storage = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("0.0.0.0:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = storage.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
+                 storage:\n  filesystem:\n    rootdirectory: {}\n\
+                 http:\n  addr: 0.0.0.0:{port}\n",
+                storage.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let process = Command::new(binary)
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        common::wait_for(
+            "the registry to listen",
+            Duration::from_secs(15),
+            Duration::from_millis(100),
+            || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
+        );
+        Some(Self {
+            process,
+            port,
+            _storage: storage,
+        })
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// What `cargo xtask release` left outside the test's folders: its record, its image archives'
+/// report, and the registry tags on this machine's engine. Removed when dropped.
+struct Released {
+    record: PathBuf,
+    registry: String,
+}
+
+impl Drop for Released {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.record);
+        let listed = docker(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]);
+        for image in stdout(&listed).lines() {
+            if image.starts_with(&format!("{}/", self.registry)) && image.ends_with(TAG) {
+                docker(&["image", "rm", image]);
+            }
+        }
+    }
+}
+
+/// The real xtask binary, run inside the node's namespace against its engine, on the stack
+/// in `stack_dir`.
+fn xtask_on(engine: &NetnsEngine, stack_dir: &Path, args: &[&str]) -> Output {
+    let output = engine
+        .command(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .current_dir(repo())
+        .env("XTASK_STACK_DIR", stack_dir)
+        .env_remove("XTASK_PORT_OFFSET")
+        .env_remove("GITHUB_ACTIONS")
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .unwrap();
+    eprintln!(
+        "$ xtask {}\n--- stdout\n{}--- stderr\n{}",
+        args.join(" "),
+        stdout(&output),
+        stderr(&output)
+    );
+    output
+}
+
+fn healthy(url: &str) -> bool {
+    ureq::get(url)
+        .config()
+        .timeout_global(Some(Duration::from_secs(2)))
+        .build()
+        .call()
+        .is_ok_and(|r| r.status() == 200)
+}
+
+/// The host pid of one running task's process of `service` (the node shares this machine's
+/// pid namespace; only its network is its own).
+fn task_pid(engine: &NetnsEngine, service: &str) -> Option<(String, i32)> {
+    let filter = format!("label=com.docker.swarm.service.name=ml-mlops_{service}");
+    let ids = engine.docker(&["ps", "--quiet", "--filter", &filter]);
+    let id = stdout(&ids).lines().next()?.to_owned();
+    let pid = engine.docker(&["inspect", "--format", "{{.State.Pid}}", &id]);
+    let pid = stdout(&pid).trim().parse().ok().filter(|&p: &i32| p > 0)?;
+    Some((id, pid))
+}
+
+#[test]
+#[ignore = "needs root, a Docker engine and docker-registry; run by `cargo xtask ci` (e2e-swarm)"]
+fn a_swarm_of_one_then_two_nodes_runs_the_released_digests_heals_and_is_removed() {
+    if !docker_answers() {
+        common::skip("no Docker engine answers");
+        return;
+    }
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let link = Link::private(0);
+    let mut options = Options::machine().with_link(link);
+    // The node pulls over the link: plain HTTP to this one registry, as to a loopback one.
+    options.daemon_config.insert(
+        "insecure-registries".into(),
+        serde_json::json!([format!("{}:{}", link.host, registry.port)]),
+    );
+    let Some(engine) = NetnsEngine::start_or_skip(options) else {
+        return;
+    };
+
+    // Release: this machine's engine builds (or reuses) and scans the images, pushes them,
+    // and records their digests. It holds the default image tags: the docker lock.
+    let pushed_to = format!("127.0.0.1:{}", registry.port);
+    let released = Released {
+        record: repo().join(format!("target/xtask/reports/release-{TAG}.json")),
+        registry: pushed_to.clone(),
+    };
+    let started = Instant::now();
+    let release = Command::new("flock")
+        .arg("/tmp/xtask-docker.lock")
+        .arg(env!("CARGO_BIN_EXE_xtask"))
+        .args(["release", "--registry", &pushed_to, "--tag", TAG])
+        .current_dir(repo())
+        .env_remove("GITHUB_ACTIONS")
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .unwrap();
+    assert!(
+        release.status.success(),
+        "release failed:\n{}{}",
+        stdout(&release),
+        stderr(&release)
+    );
+    eprintln!(
+        "MEASURED: release (build or reuse, scan, push) in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let init = engine.docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+    assert!(init.status.success(), "{}", stderr(&init));
+
+    let stack = tempfile::tempdir().unwrap();
+    let record = released.record.to_str().unwrap().to_owned();
+    let nodes_reach = format!("{}:{}", link.host, registry.port);
+    let deploy = [
+        "deploy",
+        "swarm",
+        "--release",
+        &record,
+        "--registry",
+        &nodes_reach,
+        "--publishing",
+        "dnsrr-host",
+        "--replicas",
+        "1",
+    ];
+    let started = Instant::now();
+    let deployed = xtask_on(&engine, stack.path(), &deploy);
+    assert!(deployed.status.success(), "{}", stderr(&deployed));
+    eprintln!(
+        "MEASURED: deploy swarm (one node, models trained first) to healthy and smoke-checked in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // Exactly the recorded digests run, pulled from the registry the node reaches.
+    let record_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&released.record).unwrap()).unwrap();
+    for image in record_json["images"].as_array().unwrap() {
+        let service = image["service"].as_str().unwrap();
+        let spec = engine.docker(&[
+            "service",
+            "inspect",
+            "--format",
+            "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+            &format!("ml-mlops_{service}"),
+        ]);
+        assert_eq!(
+            stdout(&spec).trim(),
+            format!(
+                "{nodes_reach}/ml-mlops/{service}@{}",
+                image["digest"].as_str().unwrap()
+            )
+        );
+    }
+
+    let status = xtask_on(&engine, stack.path(), &["--runtime", "swarm", "status"]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    let table = stdout(&status);
+    for service in ["mlflow", "bankchurn", "carvision", "telecom"] {
+        assert!(
+            table.contains(&format!("ml-mlops_{service}.1")),
+            "no task row of {service}:\n{table}"
+        );
+    }
+    for args in [
+        &["--runtime", "swarm", "health"][..],
+        &["--runtime", "swarm", "smoke"][..],
+    ] {
+        let out = xtask_on(&engine, stack.path(), args);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+
+    // kill -9 of a task's process: the swarm replaces the task, and the port answers again.
+    let url = format!("http://{}:8001/health", link.engine);
+    assert!(healthy(&url), "{url} does not answer from the host");
+    let (killed, pid) = task_pid(&engine, "bankchurn").expect("a bankchurn task runs");
+    let killed_at = Instant::now();
+    common::signal(pid, "KILL");
+    common::wait_for(
+        "a new bankchurn task to answer healthy",
+        Duration::from_secs(120),
+        Duration::from_millis(100),
+        || {
+            let replaced = task_pid(&engine, "bankchurn").is_some_and(|(id, _)| id != killed);
+            (replaced && healthy(&url)).then_some(())
+        },
+    );
+    eprintln!(
+        "MEASURED: task kill -9 to a new task healthy on its port in {:.1}s",
+        killed_at.elapsed().as_secs_f64()
+    );
+
+    // A rolling restart (`restart` on a swarm replaces the tasks as an update would) under
+    // load. Published on the task's node, the old task stops before the new one starts: the
+    // requests in that gap fail, and are counted, not hidden.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        let url = url.clone();
+        std::thread::spawn(move || {
+            let (mut sent, mut failed) = (0u64, 0u64);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                sent += 1;
+                if !healthy(&url) {
+                    failed += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            (sent, failed)
+        })
+    };
+    let started = Instant::now();
+    let restarted = xtask_on(
+        &engine,
+        stack.path(),
+        &["--runtime", "swarm", "restart", "bankchurn"],
+    );
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (sent, failed) = load.join().unwrap();
+    assert!(restarted.status.success(), "{}", stderr(&restarted));
+    assert!(sent > 0);
+    eprintln!(
+        "MEASURED: rolling restart of bankchurn (dnsrr-host, stop-first, 1 task) in {:.1}s under load: {sent} requests sent, {failed} failed",
+        took.as_secs_f64()
+    );
+
+    // Retraining on a swarm: a one-off container of the deployed image on the stack's network
+    // (MLflow tracks the run), then the tasks replaced to serve the new model.
+    let retrained = xtask_on(
+        &engine,
+        stack.path(),
+        &["--runtime", "swarm", "retrain", "bankchurn", "--seed", "7"],
+    );
+    assert!(retrained.status.success(), "{}", stderr(&retrained));
+    let served = common::current_version(&stack.path().join("models/bankchurn"));
+    let health = ureq::get(&url)
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    assert!(health.contains(&served), "{health} does not serve {served}");
+
+    // A deploy whose new tasks never become healthy: telecom's image pushed as bankchurn's,
+    // where it refuses bankchurn's model. The swarm rolls the update back; the command says
+    // so and fails, and the recorded image serves again.
+    let mut broken = record_json.clone();
+    let images = broken["images"].as_array_mut().unwrap();
+    let recorded = |service: &str| {
+        images
+            .iter()
+            .find(|i| i["service"] == service)
+            .unwrap()
+            .clone()
+    };
+    let (telecom, bankchurn) = (recorded("telecom"), recorded("bankchurn"));
+    let impostor = format!("{pushed_to}/ml-mlops/bankchurn:impostor-{TAG}");
+    for args in [
+        &["tag", telecom["tag"].as_str().unwrap(), &impostor][..],
+        &["push", &impostor][..],
+    ] {
+        let out = docker(args);
+        assert!(out.status.success(), "docker {args:?}: {}", stderr(&out));
+    }
+    for image in images.iter_mut().filter(|i| i["service"] == "bankchurn") {
+        image["digest"] = telecom["digest"].clone();
+    }
+    let broken_record = stack.path().join("release-broken.json");
+    std::fs::write(&broken_record, broken.to_string()).unwrap();
+    let mut broken_deploy = deploy;
+    broken_deploy[3] = broken_record.to_str().unwrap();
+    let started = Instant::now();
+    let failed = xtask_on(&engine, stack.path(), &broken_deploy);
+    assert!(
+        !failed.status.success(),
+        "a deploy that never gets healthy succeeded"
+    );
+    let why = stderr(&failed);
+    assert!(
+        why.contains("ml-mlops_bankchurn failed and the swarm rolled it back"),
+        "{why}"
+    );
+    eprintln!(
+        "MEASURED: a deploy whose new task never became healthy was rolled back and reported in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let spec = engine.docker(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+        "ml-mlops_bankchurn",
+    ]);
+    assert!(
+        stdout(&spec)
+            .trim()
+            .ends_with(bankchurn["digest"].as_str().unwrap()),
+        "{}",
+        stdout(&spec)
+    );
+    common::wait_for(
+        "bankchurn to answer healthy after the rollback",
+        Duration::from_secs(120),
+        Duration::from_millis(200),
+        || healthy(&url).then_some(()),
+    );
+
+    let down = xtask_on(&engine, stack.path(), &["--runtime", "swarm", "down"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    let left = engine.docker(&["service", "ls", "--quiet"]);
+    assert_eq!(stdout(&left).trim(), "", "services left after down");
+    let networks = engine.docker(&["network", "ls", "--format", "{{.Name}}"]);
+    assert!(
+        !stdout(&networks).contains("ml-mlops-network"),
+        "{}",
+        stdout(&networks)
+    );
+
+    // Two nodes: a second engine joins as a worker over a link of their own, the stack is
+    // deployed across both, and the worker is lost.
+    two_nodes_survive_losing_the_worker(&engine, &registry, &deploy, stack.path());
+    // The engines, their namespaces and the registry go when dropped; so do the record and
+    // tags.
+}
+
+/// A veth pair between two engines' namespaces, `10.214.X.1` and `.2`; it goes with them.
+fn link_namespaces(a: &NetnsEngine, b: &NetnsEngine) -> (String, String) {
+    let block = std::process::id() % 16_000;
+    let (a_addr, b_addr) = (
+        format!("10.{}.{}.1", 214 + block / 4000, (block % 4000) / 16),
+        format!("10.{}.{}.2", 214 + block / 4000, (block % 4000) / 16),
+    );
+    let (a_end, b_end) = (format!("xs{block}a"), format!("xs{block}b"));
+    let ip = |args: &[&str]| {
+        let out = Command::new("ip").args(args).output().unwrap();
+        assert!(out.status.success(), "ip {args:?}: {}", stderr(&out));
+    };
+    ip(&[
+        "link", "add", &a_end, "type", "veth", "peer", "name", &b_end,
+    ]);
+    ip(&["link", "set", &a_end, "netns", &a.netns]);
+    ip(&["link", "set", &b_end, "netns", &b.netns]);
+    for (engine, end, addr) in [(a, &a_end, &a_addr), (b, &b_end, &b_addr)] {
+        ip(&[
+            "-n",
+            &engine.netns,
+            "addr",
+            "add",
+            &format!("{addr}/30"),
+            "dev",
+            end,
+        ]);
+        ip(&["-n", &engine.netns, "link", "set", end, "up"]);
+    }
+    (a_addr, b_addr)
+}
+
+fn node_loss_recovered(manager: &NetnsEngine, stack_dir: &Path) -> bool {
+    let out = xtask_on(manager, stack_dir, &["--runtime", "swarm", "health"]);
+    out.status.success()
+}
+
+fn two_nodes_survive_losing_the_worker(
+    manager: &NetnsEngine,
+    registry: &Registry,
+    deploy: &[&str],
+    stack_dir: &Path,
+) {
+    let leave = manager.docker(&["swarm", "leave", "--force"]);
+    assert!(leave.status.success(), "{}", stderr(&leave));
+    let link = Link::private(1);
+    let mut options = Options::machine().with_link(link);
+    options
+        .daemon_config
+        .insert("insecure-registries".into(), serde_json::json!([deploy[5]]));
+    let Some(worker) = NetnsEngine::start_or_skip(options) else {
+        return;
+    };
+    let (manager_addr, worker_addr) = link_namespaces(manager, &worker);
+    let init = manager.docker(&["swarm", "init", "--advertise-addr", &manager_addr]);
+    assert!(init.status.success(), "{}", stderr(&init));
+    let token = manager.docker(&["swarm", "join-token", "--quiet", "worker"]);
+    let joined = worker.docker(&[
+        "swarm",
+        "join",
+        "--advertise-addr",
+        &worker_addr,
+        "--token",
+        stdout(&token).trim(),
+        &format!("{manager_addr}:2377"),
+    ]);
+    assert!(joined.status.success(), "{}", stderr(&joined));
+
+    let started = Instant::now();
+    let deployed = xtask_on(manager, stack_dir, deploy);
+    assert!(deployed.status.success(), "{}", stderr(&deployed));
+    eprintln!(
+        "MEASURED: deploy swarm on two nodes to healthy and smoke-checked in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let on_worker = worker.docker(&["ps", "--format", "{{.Names}}"]);
+    let moved: Vec<String> = stdout(&on_worker).lines().map(str::to_owned).collect();
+    eprintln!("tasks on the worker: {moved:?}");
+    assert!(!moved.is_empty(), "the worker runs no task");
+    assert!(
+        !moved.iter().any(|t| t.starts_with("ml-mlops_mlflow")),
+        "MLflow left the node holding its store"
+    );
+    // Something MLflow must keep: an experiment, made through its REST API on the manager.
+    let created = manager
+        .command("curl")
+        .args(["-sf", "-X", "POST", "-H", "Content-Type: application/json"])
+        .args(["-d", r#"{"name":"survives-node-loss"}"#])
+        .arg("http://127.0.0.1:5000/api/2.0/mlflow/experiments/create")
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", stderr(&created));
+
+    // The worker is lost: its engine stops and its namespace goes.
+    let lost_at = Instant::now();
+    drop(worker);
+    common::wait_for(
+        "every service healthy on the manager again",
+        Duration::from_secs(180),
+        Duration::from_millis(500),
+        || node_loss_recovered(manager, stack_dir).then_some(()),
+    );
+    eprintln!(
+        "MEASURED: node loss ({} task(s) on it) to every service healthy on the remaining node in {:.1}s",
+        moved.len(),
+        lost_at.elapsed().as_secs_f64()
+    );
+    let kept = manager
+        .command("curl")
+        .args(["-sf", "http://127.0.0.1:5000/api/2.0/mlflow/experiments/get-by-name?experiment_name=survives-node-loss"])
+        .output()
+        .unwrap();
+    assert!(
+        kept.status.success(),
+        "MLflow lost the experiment: {}",
+        stderr(&kept)
+    );
+
+    let down = xtask_on(manager, stack_dir, &["--runtime", "swarm", "down"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    let _ = registry;
+}
