@@ -44,8 +44,8 @@ pub enum ImageStore {
 }
 
 /// A veth pair between the host and the engine's namespace: `host` on the host's end,
-/// `engine` on the namespace's, both in one `/prefix` network; the namespace routes
-/// everything else through the host's end.
+/// `engine` on the namespace's, both in one `/prefix` network. The namespace has no other
+/// route (no way out to the internet).
 #[derive(Clone, Copy, Debug)]
 pub struct Link {
     pub host: Ipv4Addr,
@@ -498,6 +498,21 @@ impl NetnsEngine {
         command
     }
 
+    /// The real xtask binary in `dir` (the workspace it works on), inside the namespace and
+    /// aimed at this engine.
+    pub fn xtask_in(&self, dir: &Path, args: &[&str]) -> Output {
+        super::run_xtask(self.command(env!("CARGO_BIN_EXE_xtask")), dir, args, &[])
+    }
+
+    /// The real xtask binary in `dir`, aimed at this engine over its socket but run in the
+    /// host's network (which the namespace has none of: downloads work, its loopback is not
+    /// the engine's).
+    pub fn xtask_outside(&self, dir: &Path, args: &[&str]) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        command.envs(self.env());
+        super::run_xtask(command, dir, args, &[])
+    }
+
     /// `docker ARGS` against this engine, inside its namespace.
     pub fn docker_command(&self, args: &[&str]) -> Command {
         let mut command = self.command("docker");
@@ -599,7 +614,8 @@ impl NetnsEngine {
         };
         in_netns(&["addr", "add", &engine, "dev", &engine_end]);
         in_netns(&["link", "set", &engine_end, "up"]);
-        in_netns(&["route", "add", "default", "via", &link.host.to_string()]);
+        // No default route: what leaves the namespace for elsewhere fails at once ("network
+        // is unreachable") instead of waiting for answers that never come (DNS, downloads).
     }
 
     /// The client's config folder: this engine's BuildKit plugin and the machine's compose
