@@ -1,8 +1,16 @@
 //! `cargo xtask ci`: the whole pipeline as a plan of named steps, the same here, in `.ci/run`
 //! and in the GitHub workflows. Each step is one or more command lines (cargo, or this
 //! toolkit's own commands run as children); the plan is printed by `--dry-run`, every step is
-//! timed, and the summary says which failed and how to run just that step again.
+//! timed, and the summary says which failed and how to run just that step again. What each
+//! step reads is declared in `ci/inputs.rs` (`--changed` skips what is unchanged; a step not
+//! declared there always runs).
 
+mod changed;
+mod fingerprint;
+mod inputs;
+mod ledger;
+
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
@@ -42,6 +50,23 @@ pub struct Ci {
     /// commands), for the workflows' job matrix.
     #[arg(long, requires = "list")]
     pub json: bool,
+    /// Skip each step whose declared inputs (files, pinned tools, the engine, the images...)
+    /// are those of its last pass, saying so; `--explain STEP` shows them. Without it, every
+    /// step runs.
+    #[arg(long)]
+    pub changed: bool,
+    /// With `--changed`: run N of the skipped steps anyway, chosen at random, and fail naming
+    /// the undeclared input when one of them fails.
+    #[arg(long, value_name = "N", env = "XTASK_CI_VERIFY_SKIPS")]
+    pub verify_skips: Option<usize>,
+    /// Print a step's declared inputs, their values, and which changed since its last pass;
+    /// run nothing.
+    #[arg(long, value_name = "STEP", conflicts_with_all = ["list", "history"])]
+    pub explain: Option<String>,
+    /// Show the ledger of past runs: every step's trend, or one step's runs and their
+    /// `MEASURED:` lines.
+    #[arg(long, value_name = "STEP", num_args = 0..=1, conflicts_with = "list")]
+    pub history: Option<Option<String>>,
 }
 
 /// The groups of steps, in pipeline order: each runs as one job of the CI workflow (`cargo
@@ -70,6 +95,8 @@ pub const GROUPS: &[(&str, &str)] = &[
 const SKIP_LOG_ENV: &str = "XTASK_SKIP_LOG";
 /// The first word of such a line.
 const SKIP_MARK: &str = "XTASK-TEST-SKIPPED";
+/// How the suites' measurements begin; the ledger keeps those lines.
+const MEASURED_MARK: &str = "MEASURED:";
 
 /// One named part of the pipeline.
 struct PipelineStep {
@@ -414,7 +441,8 @@ impl Ci {
         }
         let all = pipeline(ctx, engine.is_ok());
         let names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
-        for wanted in self.steps.iter().chain(&self.skip).chain(&self.require) {
+        let named = self.steps.iter().chain(&self.skip).chain(&self.require);
+        for wanted in named.chain(&self.explain) {
             if !names.iter().any(|n| selects(wanted, n)) {
                 bail!(
                     "no step or group named {wanted:?}; the steps are {}, the groups {}",
@@ -426,6 +454,15 @@ impl Ci {
                         .join(", ")
                 );
             }
+        }
+        if let Some(step) = &self.history {
+            return changed::history(ctx, step.as_deref());
+        }
+        if let Some(wanted) = &self.explain {
+            for step in all.iter().filter(|s| selects(wanted, &s.name)) {
+                changed::explain(ctx, &step.name, &step.about, &commands_of(ctx, step))?;
+            }
+            return Ok(());
         }
         if self.list && self.json {
             let steps: Vec<serde_json::Value> = all
@@ -472,6 +509,39 @@ impl Ci {
             })
             .collect();
 
+        // Not a clap requirement: the variable reaches the pipeline's children and their tests,
+        // which may run `ci` without `--changed`.
+        if self.verify_skips.unwrap_or(0) > 0 && !self.changed {
+            ctx.reporter
+                .info("without --changed nothing is skipped: --verify-skips has no skip to prove");
+        }
+        // Every run is remembered (fingerprints, outcomes, the ledger); `--changed` reads it.
+        let mut memory = match changed::Memory::open(ctx) {
+            _ if ctx.dry_run() && !self.changed => None,
+            Ok(memory) => Some(memory),
+            Err(e) if self.changed => {
+                return Err(e.context("`--changed` fingerprints the repository with git"))
+            }
+            Err(e) => {
+                ctx.reporter
+                    .warn(format!("{e:#}: this run's outcomes are not remembered"));
+                None
+            }
+        };
+        let mut unchanged = HashMap::new();
+        if let Some(memory) = memory.as_mut() {
+            for step in &chosen {
+                let skip = memory.check(ctx, &step.name, &commands_of(ctx, step))?;
+                if let Some(skip) = skip.filter(|_| self.changed) {
+                    unchanged.insert(step.name.as_str(), skip);
+                }
+            }
+            ctx.reporter.info(memory.timing(chosen.len()));
+        }
+        // The skips to prove by running them anyway.
+        let verify: Vec<&str> =
+            fastrand::choose_multiple(unchanged.keys().copied(), self.verify_skips.unwrap_or(0));
+        let mut measured: HashMap<&str, Vec<String>> = HashMap::new();
         let mut results: Vec<(&str, Outcome)> = Vec::new();
         let mut failed = false;
         for step in chosen {
@@ -502,25 +572,81 @@ impl Ci {
                 ));
                 continue;
             }
-            let outcome = run_step(ctx, step)?;
+            // A clean-up step runs whenever a step before it ran: it may have left something.
+            let cleans_up = step.always && !measured.is_empty();
+            let skip = unchanged.get(step.name.as_str()).filter(|_| !cleans_up);
+            if let Some(skip) = skip.filter(|_| !verify.contains(&step.name.as_str())) {
+                ctx.runner
+                    .plan(format!("skip {}: {}", step.name, skip.reason()));
+                results.push((&step.name, Outcome::Unchanged(skip.reason())));
+                continue;
+            }
+            let (mut outcome, lines) = run_step(ctx, step)?;
+            measured.insert(&step.name, lines);
+            if let (Some(skip), Outcome::Failed(_, why, _)) = (skip, &mut outcome) {
+                let undeclared = memory
+                    .as_ref()
+                    .map(|m| m.undeclared_changes(&step.name, &skip.pass))
+                    .unwrap_or_default();
+                *why = changed::wrong_skip(&step.name, skip, &undeclared, why);
+                ctx.reporter
+                    .error(&format!("ci --verify-skips: {}", step.name), why);
+            }
             failed |= matches!(outcome, Outcome::Failed(..));
             results.push((&step.name, outcome));
         }
         if ctx.dry_run() {
             return Ok(());
         }
+        if ctx.is_interrupted() && memory.take().is_some() {
+            // An interrupted command may look as if it passed: nothing of this run is kept.
+            ctx.reporter
+                .warn("interrupted: this run's outcomes are not remembered");
+        }
+        if let Some(memory) = memory.as_mut() {
+            for (name, outcome) in &results {
+                let step = step_named(&all, name);
+                memory.record(
+                    ctx,
+                    name,
+                    &commands_of(ctx, step),
+                    outcome,
+                    measured.remove(name).unwrap_or_default(),
+                    verify.contains(name),
+                )?;
+            }
+            memory.finish(ctx)?;
+        }
         let rows: Vec<Vec<String>> = results
             .iter()
             .map(|(name, outcome)| {
                 let required = self.require.iter().any(|r| selects(r, name));
-                outcome.row(name, required)
+                let mut row = outcome.row(name, required);
+                if verify.contains(name) && matches!(outcome, Outcome::Passed(..)) {
+                    row[1].push_str(" (a skip, verified)");
+                }
+                row
             })
             .collect();
         let headers = ["STEP", "RESULT", "TIME", "TESTS SKIPPED (WHY)"];
         eprintln!("\n{}", table::text(&headers, &rows));
+        // The step summary also holds each time against the median of the earlier runs.
+        let summary_rows: Vec<Vec<String>> = rows
+            .iter()
+            .map(|row| {
+                let trend = memory
+                    .as_ref()
+                    .map_or_else(|| "-".into(), |m| m.trend(&row[0]));
+                if trend.contains("FLAKY") {
+                    ctx.reporter.warn(format!("ci step {}: {trend}", row[0]));
+                }
+                row.iter().cloned().chain([trend]).collect()
+            })
+            .collect();
+        let summary_headers = [&headers[..], &["AGAINST EARLIER RUNS"]].concat();
         ctx.reporter.summary(&format!(
             "### Pipeline\n\n{}",
-            table::markdown(&headers, &rows)
+            table::markdown(&summary_headers, &summary_rows)
         ));
         let failures: Vec<&str> = results
             .iter()
@@ -559,6 +685,8 @@ enum Outcome {
     Passed(Duration, Vec<String>),
     Failed(Duration, String, Vec<String>),
     Skipped(String),
+    /// Not run: its inputs are those of its last pass (`--changed`), as the reason says.
+    Unchanged(String),
 }
 
 impl Outcome {
@@ -566,6 +694,7 @@ impl Outcome {
     fn skipped_any(&self) -> bool {
         match self {
             Outcome::Skipped(_) => true,
+            Outcome::Unchanged(_) => false,
             Outcome::Passed(_, tests) | Outcome::Failed(_, _, tests) => !tests.is_empty(),
         }
     }
@@ -590,6 +719,7 @@ impl Outcome {
                 (!tests.is_empty()).then(|| tests.join("; ")),
             ),
             Outcome::Skipped(why) => (format!("skipped{mark}: {why}"), None, None),
+            Outcome::Unchanged(why) => (format!("skipped: {why}"), None, None),
         };
         vec![
             name.to_owned(),
@@ -609,7 +739,23 @@ fn skipped_tests(log: &str) -> Vec<String> {
         .collect()
 }
 
-fn run_step(ctx: &Ctx, step: &PipelineStep) -> Result<Outcome> {
+/// The step's command lines, as `--list` shows them: part of its fingerprint.
+fn commands_of(ctx: &Ctx, step: &PipelineStep) -> Vec<String> {
+    step.commands
+        .iter()
+        .map(|c| c.display(&ctx.runner.aliases))
+        .collect()
+}
+
+fn step_named<'a>(all: &'a [PipelineStep], name: &str) -> &'a PipelineStep {
+    all.iter()
+        .find(|s| s.name == name)
+        .expect("a result is for a step of the pipeline")
+}
+
+/// Runs the step's commands; hands back how it ended and the `MEASURED:` lines its suites
+/// printed.
+fn run_step(ctx: &Ctx, step: &PipelineStep) -> Result<(Outcome, Vec<String>)> {
     let log = ctx
         .root
         .join("target/xtask/ci")
@@ -618,9 +764,15 @@ fn run_step(ctx: &Ctx, step: &PipelineStep) -> Result<Outcome> {
     ctx.runner.remove_path(&log)?;
     let started = Instant::now();
     let group = ctx.reporter.group(format!("{}: {}", step.name, step.about));
+    let mut measured = Vec::new();
     let result = step.commands.iter().try_for_each(|command| {
-        ctx.runner
-            .run_attached(&command.clone().env(SKIP_LOG_ENV, &log))
+        let (result, lines) = ctx
+            .runner
+            .run_attached_keeping(&command.clone().env(SKIP_LOG_ENV, &log), |line| {
+                line.starts_with(MEASURED_MARK)
+            });
+        measured.extend(lines);
+        result
     });
     let elapsed = started.elapsed();
     drop(group);
@@ -629,14 +781,15 @@ fn run_step(ctx: &Ctx, step: &PipelineStep) -> Result<Outcome> {
         ctx.reporter
             .warn(format!("ci step {}: test skipped, {test}", step.name));
     }
-    Ok(match result {
+    let outcome = match result {
         Ok(()) => Outcome::Passed(elapsed, skipped),
         Err(e) => {
             let why = format!("{e:#}");
             ctx.reporter.error(&format!("ci step {}", step.name), &why);
             Outcome::Failed(elapsed, why, skipped)
         }
-    })
+    };
+    Ok((outcome, measured))
 }
 
 #[cfg(test)]

@@ -13,8 +13,9 @@ use crate::scanners::workflows;
 /// Lint the GitHub Actions workflows: actionlint, zizmor, GitHub's schema, xtask commands.
 ///
 /// actionlint; zizmor's security audit (no finding at medium or above, offline); GitHub's
-/// workflow schema (check-jsonschema); and every `cargo xtask` command a workflow runs must
-/// parse with this toolkit's command line.
+/// workflow schema (check-jsonschema); every `cargo xtask` command a workflow runs must
+/// parse with this toolkit's command line; the CI matrix names the pipeline's groups; and
+/// every job that runs the toolkit keeps its reports when it fails.
 #[derive(clap::Args, Debug)]
 pub struct LintWorkflows {}
 
@@ -265,6 +266,28 @@ fn matrix_covers_pipeline(ctx: &Ctx) -> Result<ScanResult> {
     Ok(result)
 }
 
+/// Every job that runs the toolkit uploads its reports (`target/xtask/reports/`) when it
+/// fails, so a red run can be read without running it again.
+fn reports_kept(ctx: &Ctx) -> Result<ScanResult> {
+    let mut result = ScanResult::new(TARGET, "reports kept on failure");
+    result.findings = workflows::jobs_without_kept_reports(&ctx.root)?
+        .into_iter()
+        .map(|job| Finding {
+            id: "reports-kept".into(),
+            severity: Severity::High,
+            title: format!("job {job} runs `cargo xtask` but keeps no reports when it fails"),
+            subject: job,
+            help: Some(
+                "add an actions/upload-artifact step with `if: ${{ failure() }}` and the \
+                 paths target/xtask/reports/ and the stacks' logs"
+                    .into(),
+            ),
+            location: None,
+        })
+        .collect();
+    Ok(result)
+}
+
 /// Runs one check as a task; an error becomes a failed row, and the other checks still run.
 fn check(ctx: &Ctx, name: &str, work: impl FnOnce() -> Result<ScanResult>) -> ScanResult {
     let task = ctx.reporter.task(format!("{name}: {TARGET}"));
@@ -295,6 +318,7 @@ impl LintWorkflows {
             check(ctx, "check-jsonschema", || schema(ctx, &paths[2], &files)),
             check(ctx, "cargo xtask commands", || xtask_commands(ctx, cli)),
             check(ctx, "ci matrix", || matrix_covers_pipeline(ctx)),
+            check(ctx, "reports kept", || reports_kept(ctx)),
         ];
         if ctx.dry_run() {
             return Ok(());

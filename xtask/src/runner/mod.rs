@@ -332,6 +332,56 @@ impl Runner {
         Ok(())
     }
 
+    /// Like [`Runner::run_attached`], but the child's standard output passes through this
+    /// process line by line, and the lines `keep` accepts are handed back (a suite's
+    /// `MEASURED:` lines). Standard error stays attached, so cargo keeps its progress bar.
+    /// The lines are handed back whether the step passed or failed.
+    pub fn run_attached_keeping(
+        &self,
+        step: &Step,
+        keep: impl Fn(&str) -> bool,
+    ) -> (Result<()>, Vec<String>) {
+        use std::io::{BufRead, Write};
+        self.announce(step);
+        if self.dry_run {
+            return (Ok(()), Vec::new());
+        }
+        let mut kept = Vec::new();
+        let shell = match Shell::new() {
+            Ok(shell) => shell,
+            Err(e) => return (Err(e.into()), kept),
+        };
+        let mut command = std::process::Command::from(step.command(&shell));
+        command.stdout(std::process::Stdio::piped());
+        let mut child = match command.spawn().with_context(|| cannot_run(step)) {
+            Ok(child) => child,
+            Err(e) => return (Err(e), kept),
+        };
+        let mut reader = std::io::BufReader::new(child.stdout.take().expect("stdout is piped"));
+        let mut out = std::io::stdout();
+        let mut line = Vec::new();
+        while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+            let _ = out.write_all(&line);
+            let _ = out.flush();
+            let text = String::from_utf8_lossy(&line);
+            let text = text.trim_end();
+            if keep(text) {
+                kept.push(text.to_owned());
+            }
+            line.clear();
+        }
+        let status = match child.wait().with_context(|| cannot_run(step)) {
+            Ok(status) => status,
+            Err(e) => return (Err(e), kept),
+        };
+        let interrupted = status.code() == Some(130) || status.signal() == Some(SIGINT);
+        if !status.success() && !interrupted {
+            let why = anyhow::anyhow!("`{}` failed ({status})", step.display(&self.aliases));
+            return (Err(why), kept);
+        }
+        (Ok(()), kept)
+    }
+
     /// Starts a long-running service in its own process group (so stopping it reaches its
     /// children too, and a Ctrl-C at the terminal does not), output appended to `log`.
     /// Returns `None` under `--dry-run`.

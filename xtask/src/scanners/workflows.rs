@@ -223,6 +223,59 @@ pub fn matrix_values(root: &Path, file: &str, key: &str) -> Result<Vec<(String, 
         .collect())
 }
 
+/// The jobs (`file: job`) that run `cargo xtask` but keep no reports when they fail: no step
+/// uploads `target/xtask/reports/` (or all of `target/xtask/`) under `failure()`, `always()`
+/// or `!cancelled()`.
+pub fn jobs_without_kept_reports(root: &Path) -> Result<Vec<String>> {
+    let mut missing = Vec::new();
+    for path in files(root)? {
+        let file = path
+            .file_name()
+            .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let doc: Value =
+            serde_yaml_ng::from_str(&text).with_context(|| format!("{file} is not valid YAML"))?;
+        let jobs = doc.get("jobs").and_then(Value::as_mapping);
+        for (job, body) in jobs.into_iter().flatten() {
+            let steps: Vec<&Value> = body
+                .get("steps")
+                .and_then(Value::as_sequence)
+                .into_iter()
+                .flatten()
+                .collect();
+            let field = |step: &Value, key: &str| {
+                step.get(key)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            let runs_xtask = steps
+                .iter()
+                .any(|s| field(s, "run").contains("cargo xtask"));
+            let keeps_reports = steps.iter().any(|s| {
+                let condition = field(s, "if");
+                let paths = s
+                    .get("with")
+                    .and_then(|w| w.get("path"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                field(s, "uses").starts_with("actions/upload-artifact@")
+                    && ["failure()", "always()", "!cancelled()"]
+                        .iter()
+                        .any(|c| condition.contains(c))
+                    && paths
+                        .lines()
+                        .any(|p| matches!(p.trim(), "target/xtask/" | "target/xtask/reports/"))
+            });
+            if runs_xtask && !keeps_reports {
+                missing.push(format!("{file}: {}", job.as_str().unwrap_or("?")));
+            }
+        }
+    }
+    Ok(missing)
+}
+
 /// An action a workflow uses, pinned to a commit, with the tag its comment says it stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PinnedAction {
@@ -285,6 +338,34 @@ pub fn pinned_actions(root: &Path) -> Result<Vec<PinnedAction>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_job_that_runs_the_toolkit_must_keep_its_reports_when_it_fails() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join(DIR);
+        std::fs::create_dir_all(&dir).unwrap();
+        let upload =
+            "      - uses: actions/upload-artifact@bbbca2ddaa5d8feaa63e36b76fdaad77386f024f\n\
+                      \x20       if: ${{ failure() }}\n\
+                      \x20       with:\n\
+                      \x20         path: |\n\
+                      \x20           target/xtask/reports/\n";
+        std::fs::write(
+            dir.join("kept.yml"),
+            format!("jobs:\n  scan:\n    steps:\n      - run: cargo xtask scan\n{upload}"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("lost.yml"),
+            "jobs:\n  fuzz:\n    steps:\n      - run: cargo xtask fuzz-api\n  \
+             other:\n    steps:\n      - run: echo hello\n",
+        )
+        .unwrap();
+        assert_eq!(
+            jobs_without_kept_reports(root.path()).unwrap(),
+            ["lost.yml: fuzz"]
+        );
+    }
 
     #[test]
     fn scripts_split_into_commands_and_words() {
