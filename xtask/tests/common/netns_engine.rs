@@ -288,19 +288,41 @@ fn next_name() -> String {
     format!("xe{}n{n}", std::process::id())
 }
 
-/// Deletes the namespaces earlier test processes left (killed before they could), named
-/// `xe<pid>n<n>` after a process that is gone.
-fn remove_stale_namespaces() {
-    let Ok(list) = std::fs::read_dir("/var/run/netns") else {
-        return;
-    };
-    for entry in list.flatten() {
+/// Whether `name` (`xe<pid>n<n>`, or a folder `xe<pid>n<n>.XXXX`) is an engine's of a test
+/// process that is gone.
+fn owner_is_gone(name: &str) -> bool {
+    name.strip_prefix("xe")
+        .and_then(|rest| rest.split_once('n'))
+        .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+}
+
+/// Removes what the engines of earlier test processes left when those were killed before
+/// they could (a timeout, SIGKILL): their daemons and shims, mounts, folders and namespaces.
+fn remove_stale_engines() {
+    for entry in std::fs::read_dir("/tmp").into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let owner = name
-            .strip_prefix("xe")
-            .and_then(|rest| rest.split_once('n'))
-            .and_then(|(pid, _)| pid.parse::<u32>().ok());
-        if owner.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+        if !name.contains('.') || !owner_is_gone(&name) {
+            continue;
+        }
+        let dir = entry.path();
+        for pid in processes_naming(&dir.to_string_lossy()) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        for mount in mounts_under(&dir) {
+            let _ = Command::new("umount").arg("--lazy").arg(&mount).status();
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    for entry in std::fs::read_dir("/var/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if owner_is_gone(&name) {
             let _ = Command::new("ip").args(["netns", "delete", &name]).status();
         }
     }
@@ -354,12 +376,12 @@ impl NetnsEngine {
         if which::which("runc").is_err() {
             return unavailable("runc is not installed (apt-get install runc)");
         }
-        remove_stale_namespaces();
+        remove_stale_engines();
         let started = Instant::now();
         let name = next_name();
         // Under /tmp, short: unix socket paths have a limit of 107 bytes.
         let dir = tempfile::Builder::new()
-            .prefix("xe")
+            .prefix(&format!("{name}."))
             .tempdir_in("/tmp")
             .unwrap();
         let mut engine = Self {
