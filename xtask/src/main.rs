@@ -94,6 +94,7 @@ enum Command {
     Logs(cmd::logs::Logs),
     Doctor(cmd::doctor::Doctor),
     Retrain(cmd::retrain::Retrain),
+    Drift(cmd::drift::Drift),
     Mlflow(cmd::mlflow::Mlflow),
     Backup(cmd::backup::Backup),
     Restore(cmd::restore::Restore),
@@ -109,6 +110,7 @@ enum Command {
     FuzzApi(cmd::fuzz_api::FuzzApi),
     UpgradeDeps(cmd::upgrade_deps::UpgradeDeps),
     Release(cmd::release::Release),
+    Deploy(cmd::deploy::Deploy),
     VerifyRelease(cmd::verify_release::VerifyRelease),
     Completions(cmd::completions::Completions),
 }
@@ -165,6 +167,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cmd.run(ctx, to_run(services)?.as_mut())
         }
         Command::Health(cmd) => cmd.run(ctx),
+        Command::Drift(cmd) => cmd.run(ctx),
         Command::Smoke(cmd) => cmd.run(ctx),
         Command::Images(cmd) => cmd.run(ctx),
         Command::Bench(cmd) => cmd.run(ctx),
@@ -179,6 +182,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::FuzzApi(cmd) => cmd.run(ctx),
         Command::UpgradeDeps(cmd) => cmd.run(ctx),
         Command::Release(cmd) => cmd.run(ctx),
+        Command::Deploy(cmd) => cmd.run(ctx),
         Command::VerifyRelease(cmd) => cmd.run(ctx),
     }
 }

@@ -72,6 +72,38 @@ fn a_new_folder_is_a_new_service_everywhere() {
     );
     assert!(compose.contains("PORT: '8080'"), "{compose}");
 
+    // So are the Kubernetes manifests: the committed render lacks the new service's file.
+    let check = run(&["deploy", "k8s", "--check"]);
+    assert!(!check.status.success(), "the old manifests passed");
+    assert!(
+        stderr(&check).contains(&format!("{NAME}.yaml is missing")),
+        "{}",
+        stderr(&check)
+    );
+    assert!(run(&["deploy", "k8s", "--render", "deploy/k8s"])
+        .status
+        .success());
+    assert!(run(&["deploy", "k8s", "--check"]).status.success());
+    let manifests =
+        std::fs::read_to_string(workspace.path().join("deploy/k8s/fraud.yaml")).unwrap();
+    for expected in [
+        "kind: Deployment\nmetadata:\n  name: fraud-api\n",
+        "kind: Service\nmetadata:\n  name: fraud\n",
+        "kind: PodDisruptionBudget\n",
+        "kind: HorizontalPodAutoscaler\n",
+        "containerPort: 8080\n",
+        "image: ml-mlops/fraud:1.0.0\n",
+        "- /data/transactions.csv\n",
+    ] {
+        assert!(
+            manifests.contains(expected),
+            "fraud.yaml lacks {expected:?}:\n{manifests}"
+        );
+    }
+    let kustomization =
+        std::fs::read_to_string(workspace.path().join("deploy/k8s/kustomization.yaml")).unwrap();
+    assert!(kustomization.contains("- fraud.yaml\n"), "{kustomization}");
+
     let status = run(&["status", "--json"]);
     assert!(status.status.success(), "{}", stderr(&status));
     let rows: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();

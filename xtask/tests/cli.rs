@@ -45,8 +45,9 @@ fn plan(args: &[&str]) -> String {
     full.extend_from_slice(args);
     let output = stack.xtask(&full);
     assert!(output.status.success(), "{}", stderr(&output));
-    // The commit recorded with training runs changes with every commit.
-    stdout(&output)
+    // The commit recorded with training runs changes with every commit, the time with
+    // every run.
+    without_stamps(&stdout(&output))
         .lines()
         .map(|line| match line.split_once("GIT_COMMIT=") {
             Some((before, after)) => {
@@ -58,6 +59,31 @@ fn plan(args: &[&str]) -> String {
         .collect()
 }
 
+/// `text` with each time stamp of the toolkit's folder names (`20261206T104111Z`) as `<time>`.
+fn without_stamps(text: &str) -> String {
+    let is_stamp = |s: &[u8]| {
+        s.len() == 16
+            && s[..8].iter().all(u8::is_ascii_digit)
+            && s[8] == b'T'
+            && s[9..15].iter().all(u8::is_ascii_digit)
+            && s[15] == b'Z'
+    };
+    let bytes = text.as_bytes();
+    let mut out = String::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes.get(at..at + 16).is_some_and(is_stamp) {
+            out.push_str("<time>");
+            at += 16;
+        } else {
+            let c = text[at..].chars().next().unwrap();
+            out.push(c);
+            at += c.len_utf8();
+        }
+    }
+    out
+}
+
 #[test]
 fn demo_plan_on_the_local_runtime() {
     ensure_golden("demo-local.txt", &plan(&["demo"]));
@@ -66,6 +92,100 @@ fn demo_plan_on_the_local_runtime() {
 #[test]
 fn smoke_plan() {
     ensure_golden("smoke.txt", &plan(&["smoke"]));
+}
+
+/// The plan of a deployment to Kubernetes from a release record: render, apply, wait for each
+/// rollout. No cluster is at hand, so this plan is all of `--apply` that is tested.
+#[test]
+fn deploy_k8s_apply_plan() {
+    let record =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/k8s/release-1.0.0.json");
+    ensure_golden(
+        "deploy-k8s-apply.txt",
+        &plan(&[
+            "deploy",
+            "k8s",
+            "--release",
+            record.to_str().unwrap(),
+            "--apply",
+            "--kubeconfig",
+            "/home/user/.kube/config",
+            "--context",
+            "production",
+            "--timeout",
+            "10m",
+        ]),
+    );
+}
+
+/// The release workflow deploys only where a kubeconfig secret is set: without one the command
+/// posts a notice and succeeds, having run nothing; asked to deploy without the skip, it fails.
+#[test]
+fn deploy_k8s_without_a_kubeconfig_is_skipped_with_a_notice() {
+    let stack = Stack::new();
+    let args = [
+        "deploy",
+        "k8s",
+        "--apply",
+        "--kubeconfig-env",
+        "XTASK_TEST_NO_KUBECONFIG",
+    ];
+    let with_skip = [&args[..], &["--skip-without-kubeconfig"]].concat();
+    let skipped = stack.xtask_with_env(&with_skip, &[("GITHUB_ACTIONS", Path::new("true"))]);
+    assert!(skipped.status.success(), "{}", stderr(&skipped));
+    assert!(
+        stderr(&skipped).contains("::notice title=Kubernetes deploy skipped::"),
+        "{}",
+        stderr(&skipped)
+    );
+    assert!(
+        !stdout(&skipped).contains("kubectl"),
+        "{}",
+        stdout(&skipped)
+    );
+    let refused = stack.xtask(&args);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("XTASK_TEST_NO_KUBECONFIG is empty or unset"),
+        "{}",
+        stderr(&refused)
+    );
+}
+
+#[test]
+fn mlflow_upgrade_plan() {
+    ensure_golden("mlflow-upgrade.txt", &plan(&["mlflow", "upgrade"]));
+}
+
+#[test]
+fn a_store_of_another_schema_stops_up_before_anything_starts_and_is_left_as_it_was() {
+    let stack = Stack::new();
+    let mlruns = stack.path().join("mlruns");
+    std::fs::create_dir_all(&mlruns).unwrap();
+    let store = mlruns.join("mlflow.db");
+    let db = rusqlite::Connection::open(&store).unwrap();
+    db.execute_batch(
+        "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL);
+         INSERT INTO alembic_version VALUES ('0123456789ab');",
+    )
+    .unwrap();
+    drop(db);
+    let before = std::fs::read(&store).unwrap();
+    let output = stack.xtask(&["--runtime", "local", "up"]);
+    assert!(
+        !output.status.success(),
+        "up went on with a store of another schema"
+    );
+    let err = stderr(&output);
+    assert!(
+        err.contains("at schema revision 0123456789ab")
+            && err.contains("cargo xtask mlflow upgrade")
+            && err.contains("Nothing was started"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&store).unwrap(), before);
+    assert!(common::port_free(stack.port(5000)));
+    assert!(stack.pid_files().is_empty(), "up started something");
 }
 
 #[test]

@@ -474,3 +474,202 @@ fn repack(archive: &std::path::Path, out: &std::path::Path, edit: impl FnOnce(&s
     }
     tar.into_inner().unwrap().finish().unwrap();
 }
+
+/// The oldest MLflow with registered-model aliases (2.3), whose wheels install on the
+/// Python 3.11 these machines have; its dependencies pinned as they last installed.
+const OLD_MLFLOW: &str = "2.3.0";
+
+/// A virtual environment with [`OLD_MLFLOW`], made once under the toolkit's cache.
+fn old_mlflow_python() -> std::path::PathBuf {
+    let cache = std::env::var_os("XTASK_CACHE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| {
+                    std::path::Path::new(&std::env::var_os("HOME").unwrap()).join(".cache")
+                })
+                .join("ml-mlops-xtask")
+        });
+    let venv = cache.join(format!("test-mlflow-{OLD_MLFLOW}"));
+    let done = venv.join(".complete");
+    if !done.is_file() {
+        let _ = std::fs::remove_dir_all(&venv);
+        let made = std::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .unwrap();
+        assert!(made.success(), "python3 -m venv failed");
+        let constraints = common::repo().join(format!(
+            "xtask/tests/fixtures/mlflow-{OLD_MLFLOW}-constraints.txt"
+        ));
+        let installed = std::process::Command::new(venv.join("bin/pip"))
+            .args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-input",
+            ])
+            .arg(format!("mlflow=={OLD_MLFLOW}"))
+            .arg("-c")
+            .arg(&constraints)
+            .status()
+            .unwrap();
+        assert!(
+            installed.success(),
+            "pip install mlflow=={OLD_MLFLOW} failed"
+        );
+        std::fs::write(&done, OLD_MLFLOW).unwrap();
+    }
+    venv.join("bin/python")
+}
+
+/// What the old MLflow's own client writes into a new store: an experiment of three runs
+/// with a param and five steps of a metric each, a registered model with a version per run,
+/// and the alias `champion` on version 2.
+const OLD_CLIENT_SCRIPT: &str = r#"
+import sys
+from mlflow.tracking import MlflowClient
+uri = "sqlite:///" + sys.argv[1]
+client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+experiment = client.create_experiment("made-by-mlflow-2", artifact_location=sys.argv[2])
+runs = []
+for seed in range(3):
+    run = client.create_run(experiment)
+    client.log_param(run.info.run_id, "seed", str(seed))
+    for step in range(5):
+        client.log_metric(run.info.run_id, "auc", 0.5 + seed / 10 + step / 100, step=step)
+    client.set_terminated(run.info.run_id)
+    runs.append(run.info.run_id)
+client.create_registered_model("Old-Model")
+for run_id in runs:
+    client.create_model_version("Old-Model", "runs:/" + run_id + "/model", run_id)
+client.set_registered_model_alias("Old-Model", "champion", "2")
+"#;
+
+#[test]
+#[ignore = "end-to-end: an older MLflow from PyPI makes a store, the pinned one upgrades it; run by .ci/run"]
+fn a_store_an_older_mlflow_made_is_refused_then_upgraded_with_everything_in_it() {
+    let stack = Stack::new();
+    let mlruns = stack.path().join("mlruns");
+    std::fs::create_dir_all(mlruns.join("artifacts")).unwrap();
+    let store = mlruns.join("mlflow.db");
+    let made = std::process::Command::new(old_mlflow_python())
+        .args(["-c", OLD_CLIENT_SCRIPT])
+        .arg(&store)
+        .arg(mlruns.join("artifacts"))
+        .status()
+        .unwrap();
+    assert!(
+        made.success(),
+        "MLflow {OLD_MLFLOW} could not make its store"
+    );
+
+    // A store of another schema: `up` refuses it before starting anything, and says what to do.
+    let before = std::fs::read(&store).unwrap();
+    let refused = xtask(&stack, &["up", "--timeout", "60"]);
+    assert!(
+        !refused.status.success(),
+        "up started MLflow on an old store"
+    );
+    let err = stderr(&refused);
+    assert!(
+        err.contains("cargo xtask mlflow upgrade") && err.contains("Nothing was started"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&store).unwrap(),
+        before,
+        "up changed the store"
+    );
+
+    let started = Instant::now();
+    let upgrade = xtask(&stack, &["mlflow", "upgrade"]);
+    eprintln!(
+        "MEASURED: mlflow upgrade of a store MLflow {OLD_MLFLOW} made took {:.1?}",
+        started.elapsed()
+    );
+    assert!(upgrade.status.success(), "{}", stderr(&upgrade));
+    let said = stdout(&upgrade);
+    // Two experiments: ours and the `Default` one every store has.
+    assert!(
+        said.contains("2 experiments, 3 runs, 1 registered models, 3 model versions, 1 aliases"),
+        "{said}"
+    );
+    let copies: Vec<_> = std::fs::read_dir(mlruns.join("backups"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("mlflow.db"))
+        .collect();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(
+        std::fs::read(&copies[0]).unwrap(),
+        before,
+        "the copy is not the old store"
+    );
+    let again = xtask(&stack, &["mlflow", "upgrade"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stdout(&again).contains("nothing to do"),
+        "{}",
+        stdout(&again)
+    );
+
+    // The pinned MLflow serves what the old one wrote: runs, metric history, versions, alias.
+    let up = xtask(&stack, &["up", "--timeout", "60"]);
+    assert!(up.status.success(), "{}", stderr(&up));
+    let mlflow = Mlflow {
+        url: format!("http://127.0.0.1:{}", stack.port(5000)),
+    };
+    let experiment = mlflow.call(
+        "GET",
+        "experiments/get-by-name",
+        json!({"experiment_name": "made-by-mlflow-2"}),
+    );
+    let id = experiment["experiment"]["experiment_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let runs = mlflow.call("POST", "runs/search", json!({"experiment_ids": [id]}));
+    let runs = runs["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    let run_id = runs[0]["info"]["run_id"].as_str().unwrap();
+    let history = mlflow.call(
+        "GET",
+        "metrics/get-history",
+        json!({"run_id": run_id, "metric_key": "auc"}),
+    );
+    assert_eq!(history["metrics"].as_array().unwrap().len(), 5, "{history}");
+    let champion = mlflow.call(
+        "GET",
+        "registered-models/alias",
+        json!({"name": "Old-Model", "alias": "champion"}),
+    );
+    assert_eq!(champion["model_version"]["version"], "2", "{champion}");
+
+    // A store from a newer MLflow (a revision the pinned one does not know): refused, untouched.
+    let down = xtask(&stack, &["down"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    let changed = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\nc.execute(\"UPDATE alembic_version SET version_num = 'ffffffffffff'\")\nc.commit()",
+        ])
+        .arg(&store)
+        .status()
+        .unwrap();
+    assert!(changed.success());
+    let newer = std::fs::read(&store).unwrap();
+    let refused = xtask(&stack, &["mlflow", "upgrade"]);
+    assert!(
+        !refused.status.success(),
+        "upgraded a store from a newer MLflow"
+    );
+    assert!(
+        stderr(&refused).contains("a newer MLflow made it")
+            && stderr(&refused).contains("Nothing was changed"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(std::fs::read(&store).unwrap(), newer);
+}

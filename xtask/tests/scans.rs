@@ -549,7 +549,7 @@ fn fixture_stack(ws: &Workspace, tag: &str) -> (String, String) {
     ws.write(
         &format!("services/{mlflow}/service.toml"),
         "title = \"MLflow\"\ncontainer = \"fixture-mlflow\"\nkind = \"mlflow\"\nhost_port = 5000\n\
-         container_port = 5000\nhealth_path = \"/health\"\n\n[mlflow]\nversion = \"3.17.2\"\n",
+         container_port = 5000\nhealth_path = \"/health\"\n\n[mlflow]\nversion = \"3.17.2\"\nschema_revision = \"dc11669786a5\"\n",
     );
     ws.write(
         &format!("services/{api}/service.toml"),

@@ -225,3 +225,13 @@ async fn old_clients_batches_and_integers_written_as_floats_are_accepted() {
 fn serve_refuses_a_dashboard_port_it_has_no_dashboard_for() {
     testkit::dashboard_port_is_refused::<BankChurn>(Path::new(env!("CARGO_BIN_EXE_bankchurn")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drift_is_stable_on_the_training_rows_and_drifted_on_age_plus_15_years() {
+    testkit::drift_is_measured::<BankChurn>("Age", |age| (age + 15.0).min(100.0)).await;
+}
+
+#[tokio::test]
+async fn a_model_without_a_drift_profile_serves_and_a_changed_profile_is_refused() {
+    testkit::profiles_are_optional_but_checked::<BankChurn>().await;
+}

@@ -219,3 +219,8 @@ fn the_dashboard_port_serves_the_model_the_api_serves_and_follows_a_reload() {
 fn the_dashboard_needs_a_port_of_its_own() {
     testkit::dashboard_port_is_refused::<CarVision>(Path::new(env!("CARGO_BIN_EXE_carvision")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drift_is_stable_on_the_training_rows_and_drifted_on_odometer_doubled() {
+    testkit::drift_is_measured::<CarVision>("odometer", |miles| miles * 2.0).await;
+}

@@ -369,6 +369,63 @@ impl Client {
         Ok(answer.runs)
     }
 
+    /// Every experiment, deleted ones too, page by page.
+    pub fn search_experiments(&self) -> Result<Vec<Experiment>> {
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(default)]
+            experiments: Vec<Experiment>,
+            next_page_token: Option<String>,
+        }
+        every_page(|token| {
+            let answer: Answer = self.post(
+                "experiments/search",
+                json!({ "max_results": 1000, "view_type": "ALL", "page_token": token }),
+            )?;
+            Ok((answer.experiments, answer.next_page_token))
+        })
+    }
+
+    /// Every run of these experiments, deleted ones too, page by page.
+    pub fn search_all_runs(&self, experiment_ids: &[&str]) -> Result<Vec<Run>> {
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(default)]
+            runs: Vec<Run>,
+            next_page_token: Option<String>,
+        }
+        every_page(|token| {
+            let answer: Answer = self.post(
+                "runs/search",
+                json!({
+                    "experiment_ids": experiment_ids,
+                    "max_results": 1000,
+                    "run_view_type": "ALL",
+                    "page_token": token,
+                }),
+            )?;
+            Ok((answer.runs, answer.next_page_token))
+        })
+    }
+
+    /// Every registered model, with its aliases, page by page.
+    pub fn search_registered_models(&self) -> Result<Vec<RegisteredModel>> {
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(default)]
+            registered_models: Vec<RegisteredModel>,
+            next_page_token: Option<String>,
+        }
+        every_page(|token| {
+            let mut query = vec![("max_results", "1000")];
+            if let Some(token) = token {
+                query.push(("page_token", token));
+            }
+            let answer: Answer = self.get("registered-models/search", &query)?;
+            Ok((answer.registered_models, answer.next_page_token))
+        })
+    }
+
     /// Uploads `bytes` as `path` (e.g. `model/model.json`) among the artifacts at
     /// `artifact_uri`, through the tracking server's artifact proxy.
     pub fn upload_artifact(&self, artifact_uri: &str, path: &str, bytes: &[u8]) -> Result<()> {
@@ -561,6 +618,23 @@ fn parse_tracking_uri(uri: &str) -> Result<String> {
         return Err(invalid("a tracking URI takes no query or fragment"));
     }
     Ok(trimmed.to_owned())
+}
+
+/// Calls `page` with each page's token (none for the first) until an answer has no
+/// next one.
+fn every_page<T>(
+    mut page: impl FnMut(Option<&str>) -> Result<(Vec<T>, Option<String>)>,
+) -> Result<Vec<T>> {
+    let mut all = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let (items, next) = page(token.as_deref())?;
+        all.extend(items);
+        match next.filter(|t| !t.is_empty()) {
+            Some(next) => token = Some(next),
+            None => return Ok(all),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -55,7 +55,11 @@ pub fn train_into<S: Service>(dir: &Path, rows: usize, seed: u64) -> Value {
     drop(file);
     let (model, mut metrics) = S::train(&data, seed).expect("training succeeds on generated data");
     metrics["data_file"] = "data.csv".into();
-    let files = S::Dashboard::version_files(&data).expect("the dashboard's data");
+    let mut files = S::Dashboard::version_files(&data).expect("the dashboard's data");
+    files.extend(
+        serving::drift::version_file(&data, &S::example_request(), |r| S::validate(r).is_ok())
+            .expect("the drift profile"),
+    );
     let artifact = Artifact {
         service: S::MANIFEST.name.into(),
         format_version: FORMAT_VERSION,

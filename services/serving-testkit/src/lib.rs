@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod binary;
+pub mod drift;
 pub mod mlflow;
 pub mod net;
 pub mod wait;
@@ -25,5 +26,6 @@ pub use binary::{
     dashboard_follows_the_model, dashboard_port_is_refused, degenerate_data_is_refused, get,
     reload_on_sighup, serve_and_healthcheck, serve_command, slowloris_and_sigterm, snapshot,
 };
+pub use drift::{drift_is_measured, profiles_are_optional_but_checked};
 pub use net::free_port;
 pub use wait::{poll_until, wait_until};

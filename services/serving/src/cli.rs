@@ -67,6 +67,10 @@ enum Command {
         host: std::net::IpAddr,
         #[arg(long, env = "MODEL_DIR", default_value = "models")]
         model_dir: PathBuf,
+        /// Count the rows predicted on for `/drift` (a few atomic increments per row); `false`
+        /// turns it off, and `/drift` then says so.
+        #[arg(long, env = "DRIFT_COUNTING", default_value_t = true, action = clap::ArgAction::Set)]
+        drift_counting: bool,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -216,6 +220,7 @@ fn run<S: Service>(command: Command) -> Result<()> {
             dashboard_port,
             host,
             model_dir,
+            drift_counting,
             limits,
         } => {
             check_dashboard_port::<S>(port, dashboard_port)?;
@@ -224,6 +229,7 @@ fn run<S: Service>(command: Command) -> Result<()> {
                 SocketAddr::new(host, port),
                 dashboard_port.map(|p| SocketAddr::new(host, p)),
                 model_dir,
+                drift_counting,
                 connections,
                 requests,
             )
@@ -323,6 +329,13 @@ fn train<S: Service>(
             data.display()
         )
     })?;
+    // The training data's profile, which the served model's live traffic is compared with.
+    let mut files = files;
+    files.extend(crate::drift::version_file(
+        data,
+        &S::example_request(),
+        |request| S::validate(request).is_ok(),
+    )?);
     if !files.is_empty() {
         metrics[artifact::VERSION_FILES_KEY] = artifact::describe_files(&files);
     }
@@ -364,6 +377,7 @@ fn serve<S: Service>(
     addr: SocketAddr,
     dashboard_addr: Option<SocketAddr>,
     model_dir: PathBuf,
+    drift_counting: bool,
     connections: ConnectionLimits,
     requests: RequestLimits,
 ) -> Result<()> {
@@ -401,6 +415,7 @@ fn serve<S: Service>(
         let dashboard = dashboard_listener.is_some();
         let state = tokio::task::spawn_blocking(move || {
             let state = http::AppState::<S>::from_dir(dir, requests, dashboard);
+            state.set_drift_counting(drift_counting);
             release_freed_memory();
             state
         })

@@ -44,6 +44,7 @@ pub mod api;
 pub mod artifact;
 mod cli;
 pub mod dashboard;
+pub mod drift;
 pub mod error;
 mod floor;
 mod healthcheck;

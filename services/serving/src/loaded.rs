@@ -1,11 +1,13 @@
 //! A model that passed validation and is ready to serve, with where it came from.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Result;
 
 use crate::api::ModelInfo;
 use crate::artifact;
+use crate::drift::{Monitor, Profile};
 
 /// A validated model, with where it came from.
 pub struct Loaded<M> {
@@ -18,6 +20,9 @@ pub struct Loaded<M> {
     pub seed: u64,
     /// Its `metrics.json`.
     pub metrics: serde_json::Value,
+    /// The live traffic counted against its training data's profile; `None` for a model
+    /// trained before profiles were stored.
+    pub drift: Option<Arc<Monitor>>,
 }
 
 impl<M> Loaded<M> {
@@ -33,7 +38,14 @@ impl<M> Loaded<M> {
             },
             seed: 0,
             metrics: serde_json::json!({ "model_version": version }),
+            drift: None,
         }
+    }
+
+    /// The same model, counting its traffic against `profile`: for tests.
+    pub fn with_drift_profile(mut self, profile: Profile) -> Self {
+        self.drift = Some(Arc::new(Monitor::new(profile)));
+        self
     }
 
     /// Reads a file `train` stored in this model's version beside it (see

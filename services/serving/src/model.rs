@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 
 use crate::api::{now, LastReload, ModelInfo};
 use crate::artifact::{self, Artifact, FORMAT_VERSION};
+use crate::drift;
 use crate::loaded::Loaded;
 use crate::service::{Dashboard, DashboardView, PredictionMeta, Service};
 
@@ -46,6 +47,7 @@ fn validate<S: Service>(stored: artifact::Stored) -> Result<Loaded<S::Model>> {
     );
     S::check_model(&artifact.model)?;
     canary::<S>(&artifact.model, &stored.version)?;
+    let drift = drift_monitor::<S>(&stored)?;
     let text = |key: &str| match &stored.metrics[key] {
         serde_json::Value::String(s) => Some(s.clone()),
         serde_json::Value::Number(n) => Some(n.to_string()),
@@ -63,7 +65,25 @@ fn validate<S: Service>(stored: artifact::Stored) -> Result<Loaded<S::Model>> {
         version: stored.version,
         path: stored.path,
         metrics: stored.metrics,
+        drift,
     })
+}
+
+/// The drift counters of a stored model, from the reference profile stored with it; `None`
+/// for a model trained before profiles were (it still serves, and `/drift` says why).
+fn drift_monitor<S: Service>(stored: &artifact::Stored) -> Result<Option<Arc<drift::Monitor>>> {
+    if stored.metrics[artifact::VERSION_FILES_KEY]
+        .get(drift::PROFILE_FILE)
+        .is_none()
+    {
+        return Ok(None);
+    }
+    let version_dir = stored.path.parent().unwrap_or(Path::new("."));
+    let bytes = artifact::read_version_file(version_dir, &stored.metrics, drift::PROFILE_FILE)?;
+    let profile: drift::Profile = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a drift profile", drift::PROFILE_FILE))?;
+    profile.check(&S::example_request())?;
+    Ok(Some(Arc::new(drift::Monitor::new(profile))))
 }
 
 /// One prediction on the example request must work and give finite numbers.
@@ -210,9 +230,15 @@ impl<S: Service> ModelSlot<S> {
         };
         let started = std::time::Instant::now();
         let outcome = match load::<S>(dir) {
-            Ok(Some(model)) => {
+            Ok(Some(mut model)) => {
                 let version = model.version.clone();
-                let unchanged = self.get().is_some_and(|m| m.version == version);
+                let served = self.get().filter(|m| m.version == version);
+                let unchanged = served.is_some();
+                // The same version goes on counting where it was; another starts from zero
+                // against its own profile.
+                if let Some(served) = served {
+                    model.drift = served.drift.clone();
+                }
                 let model = Arc::new(model);
                 // The same version is the same folder of files: its prepared dashboard stands
                 // (reading and scoring its data again is the costly part of a reload).

@@ -7,6 +7,7 @@ use utoipa::openapi::{RefOr, Schema};
 use utoipa::ToSchema;
 
 use crate::api::{ErrorBody, Health, LastReload, Links, ModelInfo, Root, API_VERSION, MAX_BATCH};
+use crate::drift::{DriftReport, FeatureDrift, Thresholds};
 use crate::service::Service;
 
 fn schema_ref(name: &str) -> Value {
@@ -126,6 +127,9 @@ pub fn document<S: Service>(title: &str) -> String {
     collect::<LastReload>(&mut schemas);
     collect::<ModelInfo>(&mut schemas);
     collect::<ErrorBody>(&mut schemas);
+    collect::<DriftReport>(&mut schemas);
+    collect::<FeatureDrift>(&mut schemas);
+    collect::<Thresholds>(&mut schemas);
     let mut components: Map<String, Value> = schemas
         .into_iter()
         .map(|(name, schema)| {
@@ -152,6 +156,11 @@ pub fn document<S: Service>(title: &str) -> String {
         json_response("A model is loaded", "Health"),
     );
     health["get"]["responses"]["503"] = json_response("No model is loaded", "Health");
+    let mut drift = get(
+        "Data drift: each feature's PSI of the rows predicted on since the model was loaded against its training data, and a verdict",
+        json_response("The drift report; `verdict` is `no_reference` for a model trained without a profile", "DriftReport"),
+    );
+    drift["get"]["responses"]["503"] = error("No model is loaded");
     let metrics_text = json!({
         "description": "Prometheus metrics",
         "content": { "application/openmetrics-text": { "schema": { "type": "string" } } }
@@ -168,6 +177,7 @@ pub fn document<S: Service>(title: &str) -> String {
             "/health": health,
             "/metrics": get("Prometheus metrics (text format)", metrics_text),
             "/openapi.json": get("This document", this_document),
+            "/drift": drift,
             "/predict": post("Predict one item", &request, &response),
             "/predict_batch": post(&format!("Predict 1 to {MAX_BATCH} items"), "BatchRequest", "BatchResponse"),
         },

@@ -138,3 +138,8 @@ async fn the_old_api_shape_gets_exactly_the_models_answer() {
 fn serve_refuses_a_dashboard_port_it_has_no_dashboard_for() {
     testkit::dashboard_port_is_refused::<Telecom>(Path::new(env!("CARGO_BIN_EXE_telecom")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drift_is_stable_on_the_training_rows_and_drifted_on_calls_halved() {
+    testkit::drift_is_measured::<Telecom>("calls", |calls| calls / 2.0).await;
+}

@@ -6,3 +6,4 @@ pub mod engine;
 pub mod images;
 pub mod mlflow_base;
 pub mod registry;
+pub mod release_record;

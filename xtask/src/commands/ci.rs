@@ -163,9 +163,9 @@ fn ignored_tests_matching(ctx: &Ctx, package: &str, name: &str, filter: &[&str])
 /// pipeline from being built at all, so no step is ever left out of the CI matrix.
 fn group_of(step: &str) -> &'static str {
     match step {
-        "fmt" | "clippy" | "lint-workflows" | "deny" | "e2e-scans" => "checks",
+        "fmt" | "clippy" | "lint-workflows" | "deny" | "e2e-scans" | "e2e-k8s" => "checks",
         "test" | "add-a-service" | "fuzz-api" | "e2e-upgrades" => "tests",
-        "e2e-local" | "e2e-mlflow" | "e2e-dashboard" | "e2e-faults" => "host",
+        "e2e-local" | "e2e-mlflow" | "e2e-drift" | "e2e-dashboard" | "e2e-faults" => "host",
         "images"
         | "scan"
         | "demo"
@@ -296,6 +296,12 @@ fn pipeline(ctx: &Ctx, docker: bool) -> Vec<PipelineStep> {
                 }))
                 .collect(),
         ),
+        step(
+            "e2e-drift",
+            "drifted traffic detected by `drift`; `retrain --if-drifted` registers, promotes and \
+             swaps in a model under that traffic",
+            vec![e2e(ctx, "e2e_drift")],
+        ),
         PipelineStep {
             // Debian's packages `chromium` and `chromium-driver`.
             needs: &["chromium", "chromedriver"],
@@ -350,6 +356,16 @@ fn pipeline(ctx: &Ctx, docker: bool) -> Vec<PipelineStep> {
             "a clean engine without debootstrap: demo falls back, docker fails fast",
             vec![e2e(ctx, "e2e_fresh_machine")],
         ),
+        PipelineStep {
+            // kubectl builds the kustomization (no cluster): GitHub's runners have it.
+            needs: &["kubectl"],
+            ..step(
+                "e2e-k8s",
+                "the Kubernetes manifests offline: kubectl kustomize, kubernetes-validate \
+                 --strict per claimed version, trivy config; planted faults are caught",
+                vec![e2e(ctx, "k8s_manifests")],
+            )
+        },
         // Not a docker step: its two image cases skip themselves where Docker is missing.
         step(
             "e2e-scans",

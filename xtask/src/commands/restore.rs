@@ -40,9 +40,18 @@ pub const MLFLOW_TABLES: [&str; 8] = [
     "model_versions",
 ];
 
-/// Checks that `database` is a SQLite file holding MLflow's tables.
+/// Checks that `database` is a sound SQLite file holding MLflow's tables.
 pub fn check_database(database: &Path) -> Result<()> {
-    let tables = sqlite::table_names(database)?;
+    let opened = sqlite::Database::open(database)?;
+    let problems = opened.problems()?;
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "{} is damaged: SQLite's check found {}",
+            database.display(),
+            problems.join("; ")
+        );
+    }
+    let tables = opened.table_names()?;
     let missing: Vec<&str> = MLFLOW_TABLES
         .into_iter()
         .filter(|t| !tables.iter().any(|have| have == t))

@@ -13,7 +13,8 @@ use crate::ctx::Ctx;
 use crate::runtime::training::{self, Tracking};
 use crate::runtime::Runtime;
 use crate::stack::Kind;
-use crate::util::{http, poll};
+use crate::util::drift::Report;
+use crate::util::{http, poll, table};
 
 /// Retrain an API's model, register it, and swap it into the running service.
 ///
@@ -39,6 +40,18 @@ pub struct Retrain {
     /// Train without MLflow (nothing tracked, nothing registered).
     #[arg(long, conflicts_with_all = ["register_model", "promote"])]
     pub no_mlflow: bool,
+    /// Retrain only when the service's `/drift` says `drifted` (exit 0 without training
+    /// otherwise); the report is printed either way.
+    #[arg(long)]
+    pub if_drifted: bool,
+    /// The API's base URL when it is not this machine's stack (a deployed API): where
+    /// `--if-drifted` asks for drift, and whose `/health` names the champion it serves.
+    #[arg(long, value_name = "URL")]
+    pub api_url: Option<String>,
+    /// Track in this MLflow server instead of the stack's (e.g. a shared tracking server on
+    /// the local runtime; the docker runtime trains inside the stack's network).
+    #[arg(long, value_name = "URL", conflicts_with = "no_mlflow")]
+    pub tracking_uri: Option<String>,
     /// Seconds the running service gets to load the new model.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub timeout: u64,
@@ -81,8 +94,12 @@ impl Retrain {
                 bail!("{problem}");
             }
         }
+        if self.if_drifted && !self.drifted(ctx, service)? {
+            return Ok(());
+        }
         let tracking = self.tracking(ctx, runtime)?;
         let before = training::served_metrics(ctx, service);
+        let champion = self.champion(ctx, service, &tracking, before.as_ref());
         ctx.reporter
             .run_task(
                 format!("train {} on {}", service.name, ctx.show(&data)),
@@ -103,6 +120,14 @@ impl Retrain {
         }
         let after = training::served_metrics(ctx, service)
             .context("training finished but wrote no metrics.json")?;
+        let comparison = compare(&after, champion.as_ref());
+        println!("{}", table::text(&COMPARISON, &comparison));
+        ctx.reporter.summary(&format!(
+            "## {}: the candidate against the champion\n\n{}\n{}\n",
+            service.name,
+            table::markdown(&COMPARISON, &comparison),
+            promotion(&after)
+        ));
         let version = after["model_version"]
             .as_str()
             .unwrap_or_default()
@@ -120,10 +145,82 @@ impl Retrain {
         Ok(())
     }
 
+    /// The champion's metrics before training: those of the registry version the API serves
+    /// (its `/health` says which), from MLflow; else the served model's own.
+    fn champion(
+        &self,
+        ctx: &Ctx,
+        service: &crate::stack::Service,
+        tracking: &Tracking,
+        served: Option<&Value>,
+    ) -> Option<Value> {
+        if ctx.dry_run() {
+            return None;
+        }
+        let health_url = match &self.api_url {
+            Some(base) => format!("{}{}", base.trim_end_matches('/'), service.health_path),
+            None => ctx.health_url(service),
+        };
+        let health = http::get(&health_url, Duration::from_secs(5))
+            .ok()
+            .and_then(|a| a.json());
+        let registered = health.as_ref().and_then(|h| {
+            Some((
+                h["registry_model"].as_str()?,
+                h["registry_version"].as_str()?,
+            ))
+        });
+        if let (Some((model, version)), Tracking::On { uri, .. }) = (registered, tracking) {
+            match training::registered_metrics(uri, model, version) {
+                Ok(metrics) => return Some(metrics),
+                Err(e) => ctx.reporter.warn(format!("{e:#}")),
+            }
+        }
+        served.cloned()
+    }
+
+    /// Whether the service's `/drift` says it drifted; prints its report.
+    fn drifted(&self, ctx: &Ctx, service: &crate::stack::Service) -> Result<bool> {
+        let url = match &self.api_url {
+            Some(base) => format!("{}/drift", base.trim_end_matches('/')),
+            None => ctx.url(service, "/drift"),
+        };
+        ctx.runner
+            .plan(format!("GET {url}: retrain only if it says `drifted`"));
+        if ctx.dry_run() {
+            return Ok(true);
+        }
+        let report = Report::fetch(&service.name, &url, None)
+            .context("--if-drifted needs the service's drift report")?;
+        println!("{}\n", report.text());
+        ctx.reporter
+            .summary(&format!("## Data drift\n\n{}\n", report.markdown()));
+        if !report.drifted() {
+            ctx.reporter.info(format!(
+                "{} has not drifted ({}): nothing retrained",
+                service.name,
+                report.verdict()
+            ));
+        }
+        Ok(report.drifted())
+    }
+
     /// MLflow tracks the run whenever it answers; registering needs it.
     fn tracking(&self, ctx: &Ctx, runtime: &dyn Runtime) -> Result<Tracking> {
         if self.no_mlflow {
             return Ok(Tracking::Off);
+        }
+        if let Some(uri) = &self.tracking_uri {
+            let uri = uri.trim_end_matches('/');
+            let health = format!("{uri}/health");
+            if !ctx.dry_run() && !http::healthy(&health, Duration::from_secs(10)) {
+                bail!("MLflow does not answer at {health}: check --tracking-uri");
+            }
+            return Ok(Tracking::On {
+                uri: uri.to_owned(),
+                register: self.register_model,
+                promote: self.promote,
+            });
         }
         let mlflow = ctx.stack.mlflow();
         let answers = ctx.dry_run()
@@ -190,6 +287,48 @@ fn wait_for_model(
             service.name,
             service.name
         ),
+    }
+}
+
+const COMPARISON: [&str; 3] = ["metric", "candidate", "champion"];
+
+/// The candidate's held-out metrics beside the champion's, the numbers both have or the
+/// candidate has.
+fn compare(candidate: &Value, champion: Option<&Value>) -> Vec<Vec<String>> {
+    let Some(metrics) = candidate.as_object() else {
+        return Vec::new();
+    };
+    metrics
+        .iter()
+        .filter_map(|(key, value)| {
+            let value = value.as_f64()?;
+            if matches!(key.as_str(), "seed" | "training_seconds" | "rows")
+                || key.ends_with("_rows")
+            {
+                return None;
+            }
+            let theirs = champion
+                .and_then(|c| c[key].as_f64())
+                .map_or_else(|| "-".to_owned(), |x| format!("{x:.4}"));
+            Some(vec![key.clone(), format!("{value:.4}"), theirs])
+        })
+        .collect()
+}
+
+/// Whether the candidate became the champion, as its metrics record it.
+fn promotion(after: &Value) -> String {
+    match (
+        after["registry_model"].as_str(),
+        after["registry_version"].as_str(),
+        after["registry_alias"].as_str(),
+    ) {
+        (Some(model), Some(version), Some(alias)) => {
+            format!("Promoted: {model} v{version} holds `{alias}` and is served.")
+        }
+        (Some(model), Some(version), None) => {
+            format!("Registered {model} v{version}, not promoted.")
+        }
+        _ => "Not registered.".to_owned(),
     }
 }
 

@@ -11,6 +11,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::build::registry::{self, Registry};
+use crate::build::release_record;
 use crate::ctx::Ctx;
 use crate::runner::Step;
 use crate::util::table;
@@ -172,38 +173,9 @@ fn github_output(images: &[Recorded]) -> Result<()> {
     Ok(())
 }
 
-/// `path` itself, or the one `release-VERSION.json` in the folder `path`.
-fn record_file(path: &Path) -> Result<PathBuf> {
-    if !path.is_dir() {
-        return Ok(path.to_owned());
-    }
-    let records: Vec<PathBuf> = std::fs::read_dir(path)
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                n.starts_with("release-") && n.ends_with(".json") && n != "release-scanned.json"
-            })
-        })
-        .collect();
-    match records.as_slice() {
-        [one] => Ok(one.clone()),
-        [] => bail!(
-            "no release record (release-VERSION.json) in {}",
-            path.display()
-        ),
-        _ => bail!(
-            "{} holds {} release records: name one",
-            path.display(),
-            records.len()
-        ),
-    }
-}
-
 impl VerifyRelease {
     pub fn run(mut self, ctx: &Ctx) -> Result<()> {
-        self.record = record_file(&self.record)?;
+        self.record = release_record::locate(&self.record)?;
         let text = std::fs::read_to_string(&self.record)
             .with_context(|| format!("cannot read the release record {}", self.record.display()))?;
         let record: Value = serde_json::from_str(&text)

@@ -404,6 +404,7 @@ mod tests {
             "check-jsonschema",
             "uv",
             "schemathesis",
+            "kubernetes-validate",
         ] {
             assert!(names.contains(&expected), "{expected} is not pinned");
         }
@@ -443,6 +444,7 @@ mod tests {
             ),
             ("cargo-upgrade v0.13.13\n", "0.13.13"),
             ("schemathesis, version 4.32.5\n", "4.32.5"),
+            ("1.37.0\n", "1.37.0"),
         ];
         for (output, version) in cases {
             assert_eq!(parse_version(output).as_deref(), Some(version), "{output}");

@@ -496,6 +496,18 @@ impl Runner {
             .with_context(|| format!("cannot move {} to {}", from.display(), to.display()))
     }
 
+    /// Copies the file `from` to `to`: a copy of its own, which later changes to `from` leave
+    /// as it was.
+    pub fn copy_file(&self, from: &Path, to: &Path) -> Result<()> {
+        self.plan(format!("cp {} {}", from.display(), to.display()));
+        if self.dry_run {
+            return Ok(());
+        }
+        std::fs::copy(from, to)
+            .map(drop)
+            .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))
+    }
+
     /// Hard-links `from` to `to`, or copies it where links cannot be made (another file
     /// system).
     pub fn link_or_copy(&self, from: &Path, to: &Path) -> Result<()> {

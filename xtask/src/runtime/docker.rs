@@ -337,6 +337,35 @@ impl Runtime for Docker {
         Ok(true)
     }
 
+    fn mlflow_python(&mut self, ctx: &Ctx) -> Result<(Step, String)> {
+        let mlflow = ctx.stack.mlflow();
+        if !engine::image_exists(ctx, &mlflow.versioned_image()) {
+            images::build(ctx, &[mlflow])?;
+        }
+        let mlruns = ctx.mlruns_dir();
+        self.writable_by_containers(ctx, &mlruns)?;
+        let step = Step::new("docker")
+            .args([
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--user",
+                compose_file::USER,
+            ])
+            .args([
+                "--volume",
+                &format!("{}:{MLRUNS_IN_CONTAINER}", mlruns.display()),
+            ])
+            .args([
+                "--entrypoint",
+                &format!("{}/bin/python", compose_file::MLFLOW_VENV),
+            ])
+            .arg(mlflow.versioned_image());
+        let store = format!("{MLRUNS_IN_CONTAINER}/{}", mlflow_command::STORE_FILE);
+        Ok((step, store))
+    }
+
     fn is_stale(&self, ctx: &Ctx, service: &Service) -> bool {
         let Some(info) = self.inspect(ctx, &ctx.container(service)) else {
             return false;

@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use crate::ctx::Ctx;
 use crate::runtime::training::{self, Tracking, DEFAULT_SEED};
 use crate::runtime::Runtime;
-use crate::runtime::{mlflow_server, ports};
+use crate::runtime::{mlflow_server, mlflow_store, ports};
 use crate::stack::mlflow_command;
 use crate::stack::{Endpoint, Kind, Service};
 use crate::util::progress::Task;
@@ -104,6 +104,9 @@ pub fn bring_up(ctx: &Ctx, runtime: &mut dyn Runtime, options: &UpOptions) -> Re
         .copied()
         .partition(|s| s.kind == Kind::Mlflow);
     check_ports(ctx, runtime, &services)?;
+    if !trackers.is_empty() {
+        mlflow_store::check_before_start(ctx)?;
+    }
     runtime.build(ctx, &services)?;
 
     // A store MLflow has not finished building yet: see `discard_store`.

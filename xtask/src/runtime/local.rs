@@ -230,6 +230,16 @@ impl Runtime for Local {
         Ok(true)
     }
 
+    fn mlflow_python(&mut self, ctx: &Ctx) -> Result<(Step, String)> {
+        mlflow_server::ensure_installed(ctx)?;
+        let python = mlflow_server::venv_dir(ctx).join("bin/python");
+        let step = Step::new(python.to_string_lossy()).cwd(ctx.mlruns_dir());
+        let store = mlflow_server::store_path(ctx)
+            .to_string_lossy()
+            .into_owned();
+        Ok((step, store))
+    }
+
     fn is_stale(&self, ctx: &Ctx, service: &Service) -> bool {
         let Some(p) = self.running(ctx, service) else {
             return false;

@@ -1,7 +1,8 @@
 //! Where the stack runs: host processes (`local`) or containers (`docker`). Commands talk to a
 //! [`Runtime`]; what is the same on both sits beside them: bringing the stack up (`lifecycle`),
 //! status, health and smoke checks (`observe`), port holders (`ports`), training
-//! (`training`) and the MLflow server's command line (`mlflow_server`).
+//! (`training`), the MLflow server on the host (`mlflow_server`) and its store's schema
+//! (`mlflow_store`).
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -10,6 +11,7 @@ use anyhow::Result;
 use clap::ValueEnum;
 
 use crate::ctx::Ctx;
+use crate::runner::Step;
 use crate::runtime::training::Tracking;
 use crate::stack::Service;
 
@@ -17,6 +19,7 @@ pub mod docker;
 pub mod lifecycle;
 pub mod local;
 pub mod mlflow_server;
+pub mod mlflow_store;
 pub mod observe;
 pub mod ports;
 pub mod training;
@@ -117,6 +120,11 @@ pub trait Runtime {
     /// server runs, through SQLite's online backup in the server's own Python: a consistent
     /// copy. `Ok(false)` when MLflow is not running (a plain copy is then consistent).
     fn backup_database(&self, ctx: &Ctx, dest: &Path) -> Result<bool>;
+    /// MLflow's Python as a one-off process beside the stack's store, never the server: the
+    /// managed virtual environment on the host, or a container of MLflow's image with
+    /// `mlruns/` mounted and no network. Returns it with the store's path as it sees it.
+    /// Builds what it runs from if missing.
+    fn mlflow_python(&mut self, ctx: &Ctx) -> Result<(Step, String)>;
     /// Whether a running service predates what it runs from, and must restart to pick it up.
     fn is_stale(&self, ctx: &Ctx, service: &Service) -> bool;
     fn log_tail(&self, ctx: &Ctx, service: &Service, lines: usize) -> String;

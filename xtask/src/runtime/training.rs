@@ -149,6 +149,29 @@ pub fn is_registered(uri: &str, metrics: &Value) -> Result<bool> {
     }
 }
 
+/// The metrics MLflow at `uri` holds for the run of `model` version `version` in its
+/// registry (e.g. the champion a running API serves, as its `/health` names it).
+pub fn registered_metrics(uri: &str, model: &str, version: &str) -> Result<Value> {
+    let client = mlflow_client::Client::new(
+        uri,
+        mlflow_client::ClientOptions {
+            timeout: Duration::from_secs(10),
+            ..Default::default()
+        },
+    )?;
+    let found = client
+        .get_model_version(model, version)
+        .and_then(|v| client.get_run(&v.run_id))
+        .with_context(|| format!("cannot read {model} v{version}'s run from MLflow at {uri}"))?;
+    Ok(found
+        .data
+        .metrics
+        .iter()
+        .map(|m| (m.key.clone(), Value::from(m.value)))
+        .collect::<serde_json::Map<_, _>>()
+        .into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -182,8 +182,10 @@ pub fn check_step(step: &RunStep, cli: &clap::Command) -> Vec<String> {
             ["sudo", "apt-get", "update" | "install", ..] => {}
             // The last job of a fan-out: fails unless every job it needs succeeded.
             ["test", "VALUE", "=", "success"] => {}
-            // A step that stops the job, saying why in an error annotation.
-            ["echo", message] if message.starts_with("::error::") => {}
+            // A step that stops the job, saying why in an error annotation, or says why the
+            // job skips its work (a notice).
+            ["echo", message]
+                if message.starts_with("::error::") || message.starts_with("::notice::") => {}
             ["exit", "1"] if i > 0 => {}
             other => problems.push(format!(
                 "`{}` is not a `cargo xtask` command: put it in the toolkit",

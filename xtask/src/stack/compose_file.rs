@@ -155,9 +155,19 @@ fn healthcheck(service: &Service) -> Healthcheck {
     }
 }
 
+/// Compose's spelling of a memory limit: `1g`, `256m`.
+fn memory_limit(mib: u32) -> String {
+    if mib.is_multiple_of(1024) {
+        format!("{}g", mib / 1024)
+    } else {
+        format!("{mib}m")
+    }
+}
+
 fn service_entry(service: &Service, mlflow_service: &Service) -> ComposeService {
+    let resources = service.kind.resources();
     let stack_dir = "${XTASK_STACK_DIR:-..}";
-    let (command, mut environment, volumes, depends_on, tmpfs, pids, memory);
+    let (command, mut environment, volumes, depends_on, tmpfs);
     match service.kind {
         Kind::Mlflow => {
             command = mlflow_command::server_args(&mlflow_command::ServerSettings {
@@ -182,7 +192,6 @@ fn service_entry(service: &Service, mlflow_service: &Service) -> ComposeService 
             depends_on = BTreeMap::new();
             // Python writes its temporary files here; the root file system stays read-only.
             tmpfs = vec!["/tmp".to_owned()];
-            (pids, memory) = (256, "1g");
         }
         Kind::Api => {
             command = Vec::new();
@@ -209,7 +218,6 @@ fn service_entry(service: &Service, mlflow_service: &Service) -> ComposeService 
                 },
             )]);
             tmpfs = Vec::new();
-            (pids, memory) = (128, "256m");
         }
     }
     ComposeService {
@@ -228,8 +236,8 @@ fn service_entry(service: &Service, mlflow_service: &Service) -> ComposeService 
         tmpfs,
         cap_drop: vec!["ALL".into()],
         security_opt: vec!["no-new-privileges:true".into()],
-        pids_limit: pids,
-        mem_limit: memory.into(),
+        pids_limit: resources.pids_limit,
+        mem_limit: memory_limit(resources.memory_limit_mib),
         ports: published_ports(service),
         healthcheck: healthcheck(service),
         stop_grace_period: format!("{STOP_GRACE_SECONDS}s"),

@@ -47,3 +47,28 @@ pub fn server_args(settings: &ServerSettings) -> Vec<String> {
 
 /// The SQLite store's file name in `mlruns/`, on the host and in the container alike.
 pub const STORE_FILE: &str = "mlflow.db";
+
+/// Prints, as JSON, the schema revisions MLflow's migrations know (`revisions`, newest
+/// first) and their head (`head`): run by MLflow's own Python, it tells a store an older
+/// MLflow made (a known revision) from one a newer MLflow made (an unknown one).
+pub const SCHEMA_REVISIONS: &str = "import json\n\
+from alembic.script import ScriptDirectory\n\
+from mlflow.store.db.utils import _get_alembic_config\n\
+script = ScriptDirectory.from_config(_get_alembic_config(db_url=''))\n\
+heads = list(script.get_heads())\n\
+print(json.dumps({'head': heads[0] if len(heads) == 1 else None, \
+'revisions': [r.revision for r in script.walk_revisions()]}))\n";
+
+/// The arguments of MLflow's Python that migrate the store at `store` (a path as that
+/// process sees it) to the installed MLflow's schema.
+pub fn upgrade_args(store: &str) -> Vec<String> {
+    [
+        "-m",
+        "mlflow",
+        "db",
+        "upgrade",
+        &format!("sqlite:///{store}"),
+    ]
+    .map(String::from)
+    .to_vec()
+}

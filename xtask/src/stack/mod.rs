@@ -3,6 +3,7 @@
 //! the workflows derive names, ports and health paths from it.
 
 pub mod compose_file;
+pub mod k8s_manifests;
 pub mod mlflow_command;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,40 @@ pub enum Kind {
     Mlflow,
     /// A model API built from the crate in the same folder.
     Api,
+}
+
+/// What one container of a kind may use: the compose file's limits, and the Kubernetes
+/// requests and limits (the same memory ceiling on both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resources {
+    pub memory_limit_mib: u32,
+    pub pids_limit: u32,
+    /// What the Kubernetes scheduler reserves, and what its autoscaler measures use against.
+    pub memory_request_mib: u32,
+    pub cpu_request_millis: u32,
+    pub cpu_limit_millis: u32,
+}
+
+impl Kind {
+    pub fn resources(self) -> Resources {
+        match self {
+            // MLflow's one uvicorn worker uses about 360 MiB (measured, jobs off).
+            Kind::Mlflow => Resources {
+                memory_limit_mib: 1024,
+                pids_limit: 256,
+                memory_request_mib: 512,
+                cpu_request_millis: 250,
+                cpu_limit_millis: 1000,
+            },
+            Kind::Api => Resources {
+                memory_limit_mib: 256,
+                pids_limit: 128,
+                memory_request_mib: 64,
+                cpu_request_millis: 100,
+                cpu_limit_millis: 1000,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -90,6 +125,11 @@ pub struct Expectation {
 #[serde(deny_unknown_fields)]
 pub struct MlflowSettings {
     pub version: String,
+    /// The schema revision (alembic's head) of a store this version made or upgraded: a
+    /// store at another one is refused before the server starts (`cargo xtask mlflow
+    /// upgrade` moves an older one forward). `mlflow upgrade` checks it against the pinned
+    /// MLflow's migrations.
+    pub schema_revision: String,
 }
 
 impl Service {
@@ -278,6 +318,16 @@ impl Stack {
             .version
     }
 
+    /// The schema revision of a store the pinned MLflow made.
+    pub fn mlflow_schema_revision(&self) -> &str {
+        &self
+            .mlflow()
+            .mlflow
+            .as_ref()
+            .expect("validated: MLflow has a version")
+            .schema_revision
+    }
+
     pub fn mlflow(&self) -> &Service {
         self.services
             .iter()
@@ -327,7 +377,7 @@ mod tests {
         Stack::load(root.path())
     }
 
-    const MLFLOW: &str = "title = 'T'\ncontainer = 'tracking'\nkind = 'mlflow'\nhost_port = 5000\ncontainer_port = 5000\nhealth_path = '/health'\n[mlflow]\nversion = '1'\n";
+    const MLFLOW: &str = "title = 'T'\ncontainer = 'tracking'\nkind = 'mlflow'\nhost_port = 5000\ncontainer_port = 5000\nhealth_path = '/health'\n[mlflow]\nversion = '1'\nschema_revision = 'abc'\n";
 
     fn api(container: &str, port: u16) -> String {
         format!(

@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod debian_archive;
+pub mod drift;
 pub mod http;
 pub mod lock;
 pub mod poll;

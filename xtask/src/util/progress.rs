@@ -83,6 +83,15 @@ impl Reporter {
         }
     }
 
+    /// Something deliberately not done, worth seeing on the run's page: a `::notice` under
+    /// GitHub Actions, a plain line elsewhere.
+    pub fn notice(&self, title: &str, text: &str) {
+        match self.mode {
+            Mode::GitHub => eprintln!("::notice title={}::{}", escape(title), escape(text)),
+            _ => self.line(&format!("{title}: {text}")),
+        }
+    }
+
     /// A failure: always shown, and annotated under GitHub Actions.
     pub fn error(&self, title: &str, text: &str) {
         match self.mode {

@@ -1,164 +1,83 @@
-//! Reading the names of the tables in a SQLite database file, without SQLite: its header and
-//! the schema table's b-tree (the file format, <https://sqlite.org/fileformat.html>). Enough to
-//! tell, before a restore touches anything, whether a file is a SQLite database holding
-//! MLflow's tables; opening it is left to MLflow.
+//! Reading an MLflow store's SQLite file before MLflow opens it, read-only and through SQLite
+//! itself: whether a restore's database is sound and holds MLflow's tables, and which schema
+//! revision a store is at, so that `up` can tell an out-of-date store from a fresh one.
 
-use std::collections::HashSet;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+use rusqlite::{Connection, OpenFlags};
 
-const MAGIC: &[u8; 16] = b"SQLite format 3\0";
-
-/// The tables of the SQLite database in `path`; an error says why it is not one.
-pub fn table_names(path: &Path) -> Result<Vec<String>> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    tables_in(&bytes)
-        .with_context(|| format!("{} is not a readable SQLite database", path.display()))
+/// A SQLite database opened read-only: nothing is written to it, not even a journal.
+pub struct Database {
+    connection: Connection,
 }
 
-fn tables_in(bytes: &[u8]) -> Result<Vec<String>> {
-    if bytes.len() < 100 || &bytes[..16] != MAGIC {
-        bail!("it does not start with SQLite's header");
-    }
-    let page_size = match u16::from_be_bytes([bytes[16], bytes[17]]) {
-        1 => 65536,
-        n if n >= 512 && n.is_power_of_two() => usize::from(n),
-        n => bail!("its page size {n} is not valid"),
-    };
-    if !bytes.len().is_multiple_of(page_size) {
-        bail!(
-            "its size ({} bytes) is not a whole number of {page_size}-byte pages: it was cut short",
-            bytes.len()
-        );
-    }
-    let reserved = usize::from(bytes[20]);
-    let usable = page_size
-        .checked_sub(reserved)
-        .filter(|u| *u >= 480)
-        .context("its reserved space leaves no usable page")?;
-    let db = Db {
-        bytes,
-        page_size,
-        usable,
-    };
-    let mut names = Vec::new();
-    let mut seen = HashSet::new();
-    db.walk(1, &mut seen, &mut names)?;
-    Ok(names)
-}
-
-struct Db<'a> {
-    bytes: &'a [u8],
-    page_size: usize,
-    usable: usize,
-}
-
-impl Db<'_> {
-    fn page(&self, number: u32) -> Result<&[u8]> {
-        let start = (number as usize)
-            .checked_sub(1)
-            .context("page 0 does not exist")?
-            * self.page_size;
-        self.bytes
-            .get(start..start + self.page_size)
-            .with_context(|| format!("page {number} is past the end of the file"))
+impl Database {
+    /// Opens `path`; an error says why it is not a readable SQLite database.
+    pub fn open(path: &Path) -> Result<Self> {
+        let not_readable = || format!("{} is not a readable SQLite database", path.display());
+        if !path.is_file() {
+            anyhow::bail!("{} is not a file", path.display());
+        }
+        let connection = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .with_context(not_readable)?;
+        // Reading the schema is where a file that is not SQLite, or is cut short, shows.
+        let database = Database { connection };
+        database.table_names().with_context(not_readable)?;
+        Ok(database)
     }
 
-    /// Collects the table names of the schema b-tree rooted at page `number`.
-    fn walk(&self, number: u32, seen: &mut HashSet<u32>, names: &mut Vec<String>) -> Result<()> {
-        if !seen.insert(number) {
-            bail!("its schema's pages form a loop");
-        }
-        let page = self.page(number)?;
-        // Page 1 starts with the 100-byte file header.
-        let at = if number == 1 { 100 } else { 0 };
-        let header = page.get(at..at + 12).context("a page is too short")?;
-        let cells = usize::from(u16::from_be_bytes([header[3], header[4]]));
-        let (interior, header_len) = match header[0] {
-            0x05 => (true, 12),
-            0x0d => (false, 8),
-            other => bail!("page {number} of its schema has type {other:#x}, not a table page"),
-        };
-        for i in 0..cells {
-            let slot = at + header_len + 2 * i;
-            let pointer = page
-                .get(slot..slot + 2)
-                .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
-                .context("a cell pointer is past the page")?;
-            let cell = page
-                .get(pointer..self.usable.min(page.len()))
-                .filter(|c| !c.is_empty())
-                .context("a cell is past the page")?;
-            if interior {
-                let child = cell.get(..4).context("a cell is cut short")?;
-                self.walk(
-                    u32::from_be_bytes([child[0], child[1], child[2], child[3]]),
-                    seen,
-                    names,
-                )?;
-            } else if let Some(name) = table_name(cell)? {
-                names.push(name);
-            }
-        }
-        if interior {
-            let right = &header[8..12];
-            self.walk(
-                u32::from_be_bytes([right[0], right[1], right[2], right[3]]),
-                seen,
-                names,
-            )?;
-        }
-        Ok(())
+    /// The names of its tables.
+    pub fn table_names(&self) -> Result<Vec<String>> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")?;
+        let names = statement
+            .query_map([], |row| row.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(names)
     }
-}
 
-/// A varint: up to 9 bytes, big-endian 7 bits each, the ninth all 8.
-fn varint(bytes: &[u8]) -> Result<(u64, usize)> {
-    let mut value = 0u64;
-    for (i, &b) in bytes.iter().enumerate().take(9) {
-        if i == 8 {
-            return Ok(((value << 8) | u64::from(b), 9));
-        }
-        value = (value << 7) | u64::from(b & 0x7f);
-        if b & 0x80 == 0 {
-            return Ok((value, i + 1));
-        }
+    /// How many rows `table` has (a name this toolkit chose, never a user's).
+    pub fn count_rows(&self, table: &str) -> Result<u64> {
+        let count: i64 = self.connection.query_row(
+            &format!("SELECT count(*) FROM \"{}\"", table.replace('"', "\"\"")),
+            [],
+            |row| row.get(0),
+        )?;
+        Ok(u64::try_from(count)?)
     }
-    bail!("a number is cut short")
-}
 
-/// The name in a schema row (`type, name, tbl_name, rootpage, sql`) when its type is `table`.
-/// Only the row's first bytes are read: they are on the page even when the rest overflows.
-fn table_name(cell: &[u8]) -> Result<Option<String>> {
-    let (_, a) = varint(cell)?; // payload size
-    let (_, b) = varint(&cell[a..])?; // rowid
-    let record = &cell[a + b..];
-    let (header_len, mut at) = varint(record)?;
-    let header_len = usize::try_from(header_len)?;
-    let mut lengths = Vec::new();
-    while at < header_len && lengths.len() < 2 {
-        let (serial, n) = varint(record.get(at..).context("a record is cut short")?)?;
-        at += n;
-        lengths.push(match serial {
-            13.. if serial % 2 == 1 => usize::try_from((serial - 13) / 2)?,
-            // Not text: not a schema row this reader understands.
-            _ => return Ok(None),
-        });
+    /// SQLite's own check of every page and index (`PRAGMA quick_check`): the problems it
+    /// found, none for a sound file.
+    pub fn problems(&self) -> Result<Vec<String>> {
+        let mut statement = self.connection.prepare("PRAGMA quick_check")?;
+        let lines = statement
+            .query_map([], |row| row.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(lines.into_iter().filter(|line| line != "ok").collect())
     }
-    let [type_len, name_len] = lengths[..] else {
-        return Ok(None);
-    };
-    let text = |from: usize, len: usize| {
-        record
-            .get(from..from + len)
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-            .context("a schema row is cut short")
-    };
-    if text(header_len, type_len)? != "table" {
-        return Ok(None);
+
+    /// The schema revision MLflow's migrations (alembic) left in the store, `None` when it
+    /// has no such table or row (a store MLflow never finished making).
+    pub fn schema_revision(&self) -> Result<Option<String>> {
+        if !self.table_names()?.iter().any(|t| t == "alembic_version") {
+            return Ok(None);
+        }
+        let mut statement = self
+            .connection
+            .prepare("SELECT version_num FROM alembic_version")?;
+        let mut revisions = statement
+            .query_map([], |row| row.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        match revisions.len() {
+            0 | 1 => Ok(revisions.pop()),
+            n => anyhow::bail!("its alembic_version table has {n} rows, MLflow writes one"),
+        }
     }
-    Ok(Some(text(header_len + type_len, name_len)?))
 }
 
 #[cfg(test)]
@@ -169,10 +88,17 @@ mod tests {
     /// an interior page and leaves, made with Python's sqlite3.
     const FIXTURE: &[u8] = include_bytes!("../../tests/fixtures/mlflow-schema.db");
 
+    fn write(bytes: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mlflow.db");
+        std::fs::write(&path, bytes).unwrap();
+        (dir, path)
+    }
+
     #[test]
     fn reads_every_table_of_a_multi_page_schema() {
-        assert_eq!(FIXTURE[100], 0x05, "the fixture's schema should span pages");
-        let names = tables_in(FIXTURE).unwrap();
+        let (_dir, path) = write(FIXTURE);
+        let names = Database::open(&path).unwrap().table_names().unwrap();
         for table in [
             "experiments",
             "runs",
@@ -185,15 +111,39 @@ mod tests {
     }
 
     #[test]
-    fn what_is_not_a_database_is_refused() {
-        let err = tables_in(b"{\"not\": \"sqlite\"}").unwrap_err().to_string();
-        assert!(err.contains("SQLite's header"), "{err}");
-        let cut = &FIXTURE[..FIXTURE.len() - 100];
-        let err = tables_in(cut).unwrap_err().to_string();
-        assert!(err.contains("cut short"), "{err}");
-        // Page 1 pointing at a page past the end.
+    fn what_is_not_a_sound_database_is_refused() {
+        let (_dir, path) = write(b"{\"not\": \"sqlite\"}");
+        let err = format!("{:#}", Database::open(&path).err().unwrap());
+        assert!(err.contains("not a readable SQLite database"), "{err}");
+        // Page 1 pointing at a page past the end: the schema cannot be read.
         let mut broken = FIXTURE.to_vec();
         broken[108..112].copy_from_slice(&9999u32.to_be_bytes());
-        assert!(tables_in(&broken).is_err());
+        let (_dir, path) = write(&broken);
+        assert!(Database::open(&path).is_err());
+    }
+
+    #[test]
+    fn reads_the_schema_revision_and_leaves_the_file_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mlflow.db");
+        let writer = Connection::open(&path).unwrap();
+        writer
+            .execute_batch(
+                "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL);
+                 INSERT INTO alembic_version VALUES ('1b5f0d9ad7c1');",
+            )
+            .unwrap();
+        drop(writer);
+        let before = std::fs::read(&path).unwrap();
+        let database = Database::open(&path).unwrap();
+        assert_eq!(
+            database.schema_revision().unwrap().as_deref(),
+            Some("1b5f0d9ad7c1")
+        );
+        assert!(database.problems().unwrap().is_empty());
+        drop(database);
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(entries.len(), 1, "reading left files beside the store");
     }
 }

@@ -9,7 +9,9 @@ use std::time::Instant;
 use axum::extract::Request;
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
-use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+
+use crate::drift::Monitor;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
@@ -25,7 +27,7 @@ const METHODS: [&str; 8] = [
 ];
 
 /// The API's routes as labels, then `other` (no route) and `dashboard` (the dashboard's port).
-const ENDPOINTS: [&str; 12] = [
+const ENDPOINTS: [&str; 13] = [
     "/",
     "/health",
     "/metrics",
@@ -36,13 +38,14 @@ const ENDPOINTS: [&str; 12] = [
     "/docs/",
     "/docs/{*rest}",
     "/redoc",
+    "/drift",
     "other",
     "dashboard",
 ];
 const DOCS_REST: usize = 8;
-const OTHER_ENDPOINT: usize = 10;
+const OTHER_ENDPOINT: usize = 11;
 /// The endpoint label of every request to the dashboard's port.
-pub const DASHBOARD_ENDPOINT: usize = 11;
+pub const DASHBOARD_ENDPOINT: usize = 12;
 
 const STATUSES: [&str; 13] = [
     "200", "3xx", "400", "404", "405", "408", "413", "422", "431", "500", "503", "4xx", "5xx",
@@ -90,10 +93,28 @@ impl Metrics {
         }
     }
 
-    /// The OpenMetrics text of every series.
-    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+    /// The OpenMetrics text of every series, with the served model's drift when it counts
+    /// any: `model_feature_psi{feature}` and `model_drift_rows`, unprefixed (the names
+    /// dashboards and alerts share across services), computed now from the counts.
+    pub fn encode(&self, drift: Option<&Monitor>) -> Result<String, std::fmt::Error> {
+        use std::fmt::Write;
         let mut text = String::new();
-        encode(&mut text, &self.registry)?;
+        encode_registry(&mut text, &self.registry)?;
+        if let Some(monitor) = drift {
+            text.push_str("# HELP model_feature_psi Population stability index of the rows predicted on since the model was loaded against its training data, per feature.\n");
+            text.push_str("# TYPE model_feature_psi gauge\n");
+            for (feature, _, psi, _) in monitor.psi() {
+                writeln!(
+                    text,
+                    "model_feature_psi{{feature=\"{}\"}} {psi}",
+                    feature.replace(['"', '\\', '\n'], "_")
+                )?;
+            }
+            text.push_str("# HELP model_drift_rows Rows predicted on since the model was loaded, counted for drift.\n");
+            text.push_str("# TYPE model_drift_rows gauge\n");
+            writeln!(text, "model_drift_rows {}", monitor.rows())?;
+        }
+        encode_eof(&mut text)?;
         Ok(text)
     }
 
@@ -259,7 +280,7 @@ mod tests {
             metrics.record(1, 4, 0, 0.001);
         }
         metrics.record(1, 4, 7, 0.001);
-        let text = metrics.encode().unwrap();
+        let text = metrics.encode(None).unwrap();
         assert!(
             text.contains(
                 r#"svc_requests_total{method="POST",endpoint="/predict",status="200"} 3"#
@@ -293,7 +314,7 @@ mod tests {
                 }
             }
         }
-        let text = metrics.encode().unwrap();
+        let text = metrics.encode(None).unwrap();
         assert!(
             text.contains(r#"svc_predictions_total{plan="v0"} 3"#),
             "{text}"

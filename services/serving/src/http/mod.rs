@@ -6,6 +6,7 @@
 mod limits;
 mod metrics;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,6 +22,7 @@ use rand::Rng;
 use tower::ServiceBuilder;
 
 use crate::api::{now, BatchResponse, ErrorBody, Health, Links, Root, API_VERSION};
+use crate::drift::{DriftReport, Thresholds};
 use crate::error::{error_response, ApiError};
 use crate::json::{self, BatchSeed};
 use crate::loaded::Loaded;
@@ -44,6 +46,8 @@ pub struct AppState<S: Service> {
     limits: RequestLimits,
     /// Memory held by request bodies still arriving in pieces, all connections together.
     body_budget: BodyBudget,
+    /// Whether predictions are counted for `/drift` (`serve --drift-counting`).
+    drift_counting: AtomicBool,
 }
 
 impl<S: Service> AppState<S> {
@@ -83,7 +87,13 @@ impl<S: Service> AppState<S> {
             title,
             limits,
             body_budget: BodyBudget::new(limits.buffered_body_bytes),
+            drift_counting: AtomicBool::new(true),
         })
+    }
+
+    /// Turns counting the rows predicted on for `/drift` on or off (on by default).
+    pub fn set_drift_counting(&self, on: bool) {
+        self.drift_counting.store(on, Ordering::Relaxed);
     }
 }
 
@@ -100,6 +110,7 @@ pub fn router<S: Service>(state: Arc<AppState<S>>) -> Router {
         .route("/docs/", get(docs_page))
         .route("/redoc", get(docs_page))
         .route("/docs/{*rest}", get(docs_file))
+        .route("/drift", get(drift::<S>))
         .route("/predict", post(predict::<S>))
         .route("/predict_batch", post(predict_batch::<S>))
         .fallback(not_found);
@@ -276,7 +287,8 @@ async fn root<S: Service>(State(state): State<Arc<AppState<S>>>) -> Json<Root> {
 }
 
 async fn metrics<S: Service>(State(state): State<Arc<AppState<S>>>) -> Response {
-    let text = match state.metrics.encode() {
+    let drift = state.model.get().and_then(|m| m.drift.clone());
+    let text = match state.metrics.encode(drift.as_deref()) {
         Ok(text) => text,
         Err(e) => {
             return ApiError::Internal(format!("cannot encode the metrics: {e}")).into_response()
@@ -290,6 +302,51 @@ async fn metrics<S: Service>(State(state): State<Arc<AppState<S>>>) -> Response 
         text,
     )
         .into_response()
+}
+
+/// `GET /drift`: the rows predicted on since the model was loaded, per feature, against the
+/// training data's profile stored with the model.
+async fn drift<S: Service>(
+    State(state): State<Arc<AppState<S>>>,
+) -> Result<Json<DriftReport>, ApiError> {
+    let model = state.model.get().ok_or(ApiError::ModelNotLoaded)?;
+    let mut report = DriftReport {
+        service: S::MANIFEST.name.into(),
+        model_version: Some(model.version.clone()),
+        verdict: "no_reference".into(),
+        reason: None,
+        rows: 0,
+        thresholds: Thresholds::default(),
+        reference_rows: None,
+        features: Vec::new(),
+    };
+    if !state.drift_counting.load(Ordering::Relaxed) {
+        report.verdict = "off".into();
+        report.reason =
+            Some("this process counts no rows for drift (`serve --drift-counting false`)".into());
+        return Ok(Json(report));
+    }
+    match &model.drift {
+        Some(monitor) => {
+            report.rows = monitor.rows();
+            report.reference_rows = Some(monitor.profile().rows);
+            (report.verdict, report.features) = monitor.report();
+            if report.verdict == "insufficient_data" {
+                report.reason = Some(format!(
+                    "{} of the {} rows a verdict needs were predicted on since model version {} was loaded",
+                    report.rows, report.thresholds.min_rows, model.version
+                ));
+            }
+        }
+        None => {
+            report.reason = Some(format!(
+                "model version {} has no reference profile ({}): it was trained by an older build; retrain it to measure drift",
+                model.version,
+                crate::drift::PROFILE_FILE
+            ));
+        }
+    }
+    Ok(Json(report))
 }
 
 async fn openapi<S: Service>(State(state): State<Arc<AppState<S>>>) -> Response {
@@ -392,6 +449,15 @@ fn predict_checked<S: Service>(
     for response in &responses {
         if let Some(label) = S::prediction_label(response) {
             state.metrics.count_prediction(label);
+        }
+    }
+    if let Some(monitor) = model
+        .drift
+        .as_ref()
+        .filter(|_| state.drift_counting.load(Ordering::Relaxed))
+    {
+        for request in requests {
+            monitor.observe(request);
         }
     }
     Ok(responses)

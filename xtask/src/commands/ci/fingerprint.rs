@@ -214,8 +214,17 @@ fn measure(ctx: &Ctx, fact: Fact) -> String {
         }
         Fact::Program(program) => match which::which(program) {
             Err(_) => "not installed".into(),
-            Ok(_) => first_line(ctx, program, &["--version"]).unwrap_or_else(|| "installed".into()),
+            Ok(_) => first_line(ctx, program, version_args(program))
+                .unwrap_or_else(|| "installed".into()),
         },
+    }
+}
+
+/// How a program says its version: `--version`, except kubectl, which has no such flag.
+fn version_args(program: &str) -> &'static [&'static str] {
+    match program {
+        "kubectl" => &["version", "--client"],
+        _ => &["--version"],
     }
 }
 

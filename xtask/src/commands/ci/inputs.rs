@@ -128,6 +128,8 @@ pub fn inputs_of(step: &str) -> Inputs {
                 &["xtask/**"],
                 SERVICES,
                 COMPOSE,
+                // deploy/k8s: the committed render, checked against the stack.
+                &["deploy/**"],
                 SCAN_POLICY,
                 file!("README.md"),
                 &[".github/**", "deny.toml", ".gitignore"],
@@ -136,7 +138,7 @@ pub fn inputs_of(step: &str) -> Inputs {
             facts: &[Toolchain, Engine],
         },
         "add-a-service" => Inputs {
-            files: &[CARGO, &["xtask/**"], SERVICES, COMPOSE],
+            files: &[CARGO, &["xtask/**"], SERVICES, COMPOSE, &["deploy/**"]],
             tools: &[],
             facts: &[Toolchain],
         },
@@ -189,6 +191,17 @@ pub fn inputs_of(step: &str) -> Inputs {
                 XTASK_SUITES,
                 SERVICES,
                 file!("xtask/tests/e2e_mlflow.rs"),
+            ],
+            tools: &[],
+            facts: &[Toolchain, Python],
+        },
+        "e2e-drift" => Inputs {
+            files: &[
+                CARGO,
+                XTASK_BINARY,
+                XTASK_SUITES,
+                SERVICES,
+                file!("xtask/tests/e2e_drift.rs"),
             ],
             tools: &[],
             facts: &[Toolchain, Python],
@@ -279,8 +292,8 @@ pub fn inputs_of(step: &str) -> Inputs {
             facts: &[Toolchain, Engine, Program("docker-registry")],
         },
         // The container suites on a second engine the tests start (from Debian trixie's
-        // packages, cached): what they build, scan, run and release; this machine's engine
-        // lends it the MLflow image's Python base.
+        // packages, cached): what they build, run and release; this machine's engine lends it
+        // the MLflow image's Python base.
         "e2e-engine-containerd" => Inputs {
             files: &[
                 CARGO,
@@ -292,8 +305,22 @@ pub fn inputs_of(step: &str) -> Inputs {
                 file!("xtask/tests/e2e_engine.rs"),
                 file!("xtask/tests/release.rs"),
             ],
-            tools: &["trivy", "hadolint", "cargo-deny"],
+            tools: &["trivy"],
             facts: &[Toolchain, Engine, Python, Program("docker-registry")],
+        },
+        // The render comes from the binary (service.toml files, the manifests' module); the
+        // overlay case reads the committed one.
+        "e2e-k8s" => Inputs {
+            files: &[
+                CARGO,
+                XTASK_BINARY,
+                XTASK_SUITES,
+                SCAN_POLICY,
+                &["deploy/**"],
+                file!("xtask/tests/k8s_manifests.rs"),
+            ],
+            tools: &["kubernetes-validate", "trivy"],
+            facts: &[Toolchain, Program("kubectl")],
         },
         "e2e-faults" => Inputs {
             files: &[
@@ -346,7 +373,7 @@ mod tests {
     use super::*;
 
     /// The pipeline's steps (one docker suite per compose front-end).
-    const STEPS: [&str; 22] = [
+    const STEPS: &[&str] = &[
         "fmt",
         "clippy",
         "test",
@@ -359,6 +386,7 @@ mod tests {
         "demo",
         "e2e-local",
         "e2e-mlflow",
+        "e2e-drift",
         "e2e-dashboard",
         "e2e-upgrades",
         "e2e-docker-images",
@@ -368,6 +396,7 @@ mod tests {
         "e2e-scans",
         "e2e-release",
         "e2e-engine-containerd",
+        "e2e-k8s",
         "e2e-faults",
     ];
 
@@ -406,7 +435,8 @@ mod tests {
     /// The steps a change to `path` reruns.
     fn steps_reading(path: &str) -> Vec<&'static str> {
         STEPS
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|step| inputs_of(step).globs().any(|glob| glob_matches(glob, path)))
             .collect()
     }
