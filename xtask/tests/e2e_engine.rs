@@ -8,6 +8,7 @@
 mod common;
 
 use std::process::Command;
+use std::time::Instant;
 
 use common::netns_engine::{mounts_under, processes_naming, Link, NetnsEngine, Options};
 use common::{stderr, stdout};
@@ -115,4 +116,144 @@ fn a_test_that_panics_still_removes_its_engine() {
     assert!(!netns.exists(), "{} is left", netns.display());
     assert!(!dir.exists(), "{} is left", dir.display());
     assert_eq!(processes_naming(&dir.to_string_lossy()), Vec::<u32>::new());
+}
+
+/// The Python base the MLflow image is built on, copied from this machine's engine when it
+/// has one (the pipeline's `images` step made it), so the second engine does not bootstrap
+/// it again; otherwise `images` bootstraps it there itself.
+fn copy_python_base(engine: &NetnsEngine) {
+    for base in ["python:3.11-slim", "ml-mlops/bookworm-python:local"] {
+        if !common::docker(&["image", "inspect", base]).status.success() {
+            continue;
+        }
+        let mut save = Command::new("docker")
+            .args(["save", base])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let loaded = engine
+            .docker_command(&["load", "--quiet"])
+            .stdin(save.stdout.take().unwrap())
+            .output()
+            .unwrap();
+        assert!(save.wait().unwrap().success(), "docker save {base} failed");
+        assert!(loaded.status.success(), "{}", stderr(&loaded));
+        return;
+    }
+}
+
+/// The pipeline's container steps (`images`, `demo` and `smoke`, `down --images`), on
+/// an engine like GitHub's: containerd's image store, BuildKit. `images` runs over
+/// the engine's socket from the host's network (PyPI, Trivy's downloads); the stack runs and
+/// is checked inside the engine's namespace, where its published ports are.
+#[test]
+#[ignore = "needs root; builds the stack's images on a second engine (minutes)"]
+fn the_stack_builds_runs_and_leaves_nothing_on_the_containerd_store() {
+    let Some(engine) = NetnsEngine::start_or_skip(Options::like_github()) else {
+        return;
+    };
+    let stack = common::Stack::new();
+    let env: Vec<(&str, std::ffi::OsString)> = engine.env();
+    let env: Vec<(&str, &std::path::Path)> = env
+        .iter()
+        .map(|(k, v)| (*k, std::path::Path::new(v)))
+        .collect();
+    let images_of = |filter: &str| {
+        let mut args = vec!["images", "--quiet"];
+        args.extend(["--filter", filter]);
+        let out = engine.docker(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let mut ids: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    let timed = |what: &str, args: &[&str], inside: bool| {
+        let started = Instant::now();
+        let output = if inside {
+            stack.xtask_on(&engine, args)
+        } else {
+            stack.xtask_with_env(args, &env)
+        };
+        eprintln!(
+            "MEASURED: {what} on the containerd store in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        assert!(
+            output.status.success(),
+            "{what} failed:\n{}",
+            stderr(&output)
+        );
+        output
+    };
+
+    copy_python_base(&engine);
+    let built = timed("images", &["--verbose", "images"], false);
+    let said = format!("{}{}", stdout(&built), stderr(&built));
+    assert!(
+        said.contains("docker buildx build --load"),
+        "not built with BuildKit:\n{said}"
+    );
+    for image in ["mlflow", "bankchurn", "carvision", "telecom"] {
+        let id = engine.docker(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{.Id}}",
+            &format!("ml-mlops/{image}:1.0.0"),
+        ]);
+        assert!(
+            id.status.success(),
+            "ml-mlops/{image}:1.0.0 is not on the second engine"
+        );
+    }
+    assert_eq!(
+        images_of("dangling=true"),
+        Vec::<String>::new(),
+        "the build left untagged images"
+    );
+
+    // Built again with nothing changed: every image is found up to date (the inputs label
+    // survives BuildKit and the containerd store).
+    let again = timed("images (unchanged)", &["images"], false);
+    for image in ["mlflow", "bankchurn", "carvision", "telecom"] {
+        assert!(
+            stderr(&again).contains(&format!("image ml-mlops/{image}:1.0.0: up to date")),
+            "{image} was rebuilt with unchanged inputs:\n{}",
+            stderr(&again)
+        );
+    }
+
+    // Not `scan` yet: on this store Trivy cannot read the MLflow image's archive ("failed to
+    // extract the archive: archive/tar: invalid tar header" for a layer); the images built
+    // FROM scratch scan (the containerd release test). To fix before this suite scans.
+
+    let demo = timed("demo", &["--runtime", "docker", "demo"], true);
+    assert!(stdout(&demo).contains("healthy"), "{}", stdout(&demo));
+    timed("smoke", &["--runtime", "docker", "smoke"], true);
+    let containers = engine.docker(&["ps", "--quiet"]);
+    assert_eq!(
+        stdout(&containers).lines().count(),
+        4,
+        "{}",
+        stdout(&containers)
+    );
+    timed(
+        "down --images",
+        &["--runtime", "docker", "down", "--images", "--yes"],
+        true,
+    );
+    let left = engine.docker(&["ps", "--all", "--quiet"]);
+    assert_eq!(stdout(&left).trim(), "", "containers are left");
+    let images = engine.docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(
+        !stdout(&images).contains("ml-mlops/"),
+        "down --images left images:\n{}",
+        stdout(&images)
+    );
+    assert_eq!(
+        images_of("dangling=true"),
+        Vec::<String>::new(),
+        "down left untagged images"
+    );
 }

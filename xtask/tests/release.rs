@@ -7,11 +7,12 @@
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::netns_engine::{Link, NetnsEngine, Options};
 use common::{
     docker, docker_answers, fake_github_token, repo, stderr, stdout, xtask_in, FixtureImage,
 };
@@ -26,17 +27,25 @@ fn xtask(dir: &Path, args: &[&str]) -> Output {
     xtask_in(dir, args, &[])
 }
 
-/// The distribution registry as a host process on a free loopback port; stopped when
-/// dropped.
+/// The distribution registry as a host process on a free loopback port (or in a second
+/// engine's namespace); stopped when dropped.
 struct Registry {
     process: Child,
     port: u16,
+    /// The address the test reaches it at: loopback, or the engine's end of its link.
+    reach: Ipv4Addr,
     _storage: tempfile::TempDir,
 }
 
 impl Registry {
     /// `None` (after saying SKIPPED) when the `docker-registry` binary is not installed.
     fn start() -> Option<Self> {
+        Self::start_beside(None)
+    }
+
+    /// With `engine`, in its namespace, listening on all its addresses: the engine pushes to
+    /// its own 127.0.0.1 (trusted without TLS), the test asks over the engine's link.
+    fn start_beside(engine: Option<&NetnsEngine>) -> Option<Self> {
         let Ok(binary) = which::which("docker-registry") else {
             common::skip("docker-registry is not installed (apt-get install docker-registry)");
             return None;
@@ -53,12 +62,24 @@ impl Registry {
             format!(
                 "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
                  storage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: 127.0.0.1:{port}\n",
-                storage.path().join("data").display()
+                 http:\n  addr: {listen}:{port}\n",
+                storage.path().join("data").display(),
+                listen = if engine.is_some() {
+                    "0.0.0.0"
+                } else {
+                    "127.0.0.1"
+                },
             ),
         )
         .unwrap();
-        let process = Command::new(binary)
+        let (mut command, reach) = match engine {
+            None => (Command::new(binary), Ipv4Addr::LOCALHOST),
+            Some(engine) => (
+                engine.command(binary),
+                engine.options.link.expect("the engine has a link").engine,
+            ),
+        };
+        let process = command
             .arg("serve")
             .arg(&config)
             .stdout(Stdio::null())
@@ -68,6 +89,7 @@ impl Registry {
         let registry = Self {
             process,
             port,
+            reach,
             _storage: storage,
         };
         common::wait_for(
@@ -86,11 +108,12 @@ impl Registry {
     /// A GET on the registry's API: the status, the `Docker-Content-Digest` header and the
     /// body. `None` while nothing listens.
     fn get(&self, path: &str) -> Option<(u16, Option<String>, String)> {
-        TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        let response = ureq::get(format!("http://{}{path}", self.host()))
+        TcpStream::connect((self.reach, self.port)).ok()?;
+        let response = ureq::get(format!("http://{}:{}{path}", self.reach, self.port))
             .header(
                 "Accept",
-                "application/vnd.docker.distribution.manifest.v2+json",
+                "application/vnd.docker.distribution.manifest.v2+json, \
+                 application/vnd.oci.image.manifest.v1+json",
             )
             .config()
             .http_status_as_error(false)
@@ -244,7 +267,8 @@ fn a_dry_run_plans_build_scan_tag_push_and_check() {
     let plan = stdout(&output);
     let target = format!("127.0.0.1:5999/team/ml-mlops/{}:1.0.0", ws.service);
     for step in [
-        format!("docker build --tag {}", ws.image()),
+        // `docker build`, or `docker buildx build --load ...` where BuildKit's plugin is here.
+        format!("--tag {}", ws.image()),
         "docker save --output".to_owned(),
         "trivy image --cache-dir".to_owned(),
         format!("docker tag '<the ID of {}>' {target}", ws.image()),
@@ -475,4 +499,126 @@ fn an_image_that_fails_its_scan_stops_the_release_and_nothing_is_pushed() {
         "",
         "an image was tagged for the registry"
     );
+}
+
+/// What `tar` holds as `member`, parsed as JSON.
+fn archive_member(tar: &Path, member: &str) -> serde_json::Value {
+    let out = Command::new("tar")
+        .arg("-xOf")
+        .arg(tar)
+        .arg(member)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}: {}", tar.display(), stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// On an engine like GitHub's (Docker with the containerd image store, images built with
+/// BuildKit), where an image ID is its manifest's digest: the release pushes exactly the image
+/// Trivy scanned, in one go and in two halves, and the registry serves that very manifest.
+#[test]
+#[ignore = "needs root, docker-registry and Debian trixie's engine; runs the real Trivy"]
+fn release_on_the_containerd_store_pushes_exactly_the_scanned_image() {
+    let link = Link::private(1);
+    let Some(engine) = NetnsEngine::start_or_skip(Options::like_github().with_link(link)) else {
+        return;
+    };
+    let Some(registry) = Registry::start_beside(Some(&engine)) else {
+        return;
+    };
+    let ws = Workspace::new("relctd", "scratch");
+    let image_id = |reference: &str| {
+        let out = engine.docker(&["image", "inspect", "--format", "{{.Id}}", reference]);
+        out.status.success().then(|| stdout(&out).trim().to_owned())
+    };
+    // The first half where downloads work (Trivy, if not cached yet): built and scanned on
+    // that engine, over its socket. The namespace has no way out.
+    let started = Instant::now();
+    let scanned = engine.xtask_outside(
+        ws.path(),
+        &["--verbose", "release", &ws.service, "--scan-only"],
+    );
+    assert!(scanned.status.success(), "{}", stderr(&scanned));
+    // Where the client has BuildKit's plugin, images are built with it.
+    let said = format!("{}{}", stdout(&scanned), stderr(&scanned));
+    assert!(said.contains("docker buildx build --load"), "{said}");
+    let built = image_id(&ws.image()).expect("the image was built");
+    let handed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(ws.path().join("target/xtask/reports/release-scanned.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(handed["images"][0]["image_id"], built);
+
+    // What Trivy scanned: the archive's manifest is the built image's, its configuration the
+    // one recorded.
+    let tar = ws
+        .path()
+        .join(format!("target/xtask/images/{}.tar", ws.service));
+    let index = archive_member(&tar, "index.json");
+    assert_eq!(index["manifests"][0]["digest"], built);
+    let config = archive_member(&tar, "manifest.json")[0]["Config"]
+        .as_str()
+        .unwrap()
+        .replace("blobs/sha256/", "sha256:");
+    assert_eq!(handed["images"][0]["config"], config);
+    assert_ne!(
+        config, built,
+        "on this store an ID is not the configuration's digest"
+    );
+
+    // In one go, inside the namespace (the registry is on the engine's loopback).
+    let released = engine.xtask_in(
+        ws.path(),
+        &["release", &ws.service, "--registry", &registry.host()],
+    );
+    assert!(released.status.success(), "{}", stderr(&released));
+    eprintln!(
+        "MEASURED: release on the containerd store (scan-only, then scan and push) in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(ws.path().join("target/xtask/reports/release-1.0.0.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["image_store"], "containerd");
+    let pushed = &record["images"][0];
+    assert_eq!(pushed["image_id"], built);
+    assert_eq!(pushed["config"], config);
+    // The registry's digest is the scanned image's own manifest, its configuration the scanned.
+    assert_eq!(pushed["digest"], built);
+    let (status, served, body) = registry
+        .get(&format!("/v2/ml-mlops/{}/manifests/1.0.0", ws.service))
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(served.as_deref(), Some(built.as_str()));
+    let manifest: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(manifest["config"]["digest"], config);
+
+    let record_file = ws.path().join("target/xtask/reports/release-1.0.0.json");
+    let verified = engine.xtask_in(
+        ws.path(),
+        &["verify-release", record_file.to_str().unwrap()],
+    );
+    assert!(verified.status.success(), "{}", stderr(&verified));
+
+    // The second half alone: the scanned archive, loaded with the local image gone.
+    let removed = engine.docker(&["image", "rm", "--force", &built]);
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    let halves = engine.xtask_in(
+        ws.path(),
+        &[
+            "release",
+            &ws.service,
+            "--from-scanned",
+            "--registry",
+            &registry.host(),
+        ],
+    );
+    assert!(halves.status.success(), "{}", stderr(&halves));
+    let again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record_file).unwrap()).unwrap();
+    assert_eq!(again["images"][0]["digest"], built);
+    assert_eq!(again["images"][0]["config"], config);
 }

@@ -124,6 +124,13 @@ fn store_of(driver_status: &str) -> ImageStore {
     }
 }
 
+/// Whether the client has BuildKit's `docker buildx` (then images are built with it).
+pub fn has_buildx(ctx: &Ctx) -> bool {
+    ctx.runner
+        .query_stdout(&Step::new("docker").args(["buildx", "version"]))
+        .is_some()
+}
+
 #[cfg(test)]
 mod tests {
     use super::{store_of, ImageStore};

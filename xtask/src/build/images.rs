@@ -145,7 +145,16 @@ fn stage(ctx: &Ctx, service: &Service, wheels: Option<&Path>) -> Result<PathBuf>
     Ok(context)
 }
 
+/// How images are built: with BuildKit where the client has `docker buildx` (as on GitHub's
+/// runners), else with the engine's legacy builder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Builder {
+    BuildKit,
+    Legacy,
+}
+
 fn build_step(
+    builder: Builder,
     service: &Service,
     context: &Path,
     revision: &Revision,
@@ -153,8 +162,22 @@ fn build_step(
     inputs: &str,
 ) -> Step {
     let label = |k: &str, v: &str| format!("org.opencontainers.image.{k}={v}");
-    let mut step = Step::new("docker")
-        .args(["build", "--tag", &service.versioned_image(), "--tag"])
+    let command = match builder {
+        // Loaded into the engine's image store as one image manifest: BuildKit's own
+        // provenance and SBOM would make it an index of two, and the release attests those
+        // separately.
+        Builder::BuildKit => Step::new("docker").args([
+            "buildx",
+            "build",
+            "--load",
+            "--provenance=false",
+            "--sbom=false",
+            "--progress=plain",
+        ]),
+        Builder::Legacy => Step::new("docker").arg("build").env("DOCKER_BUILDKIT", "0"),
+    };
+    let mut step = command
+        .args(["--tag", &service.versioned_image(), "--tag"])
         .arg(format!("{}:{}", service.image(), revision.tag))
         .args(["--label", &format!("{INPUTS_LABEL}={inputs}")])
         .args(["--label", &label("title", &service.title)])
@@ -167,7 +190,7 @@ fn build_step(
             .args(["--network", "none", "--build-arg"])
             .arg(format!("BASE_IMAGE={base}"));
     }
-    step.arg(context).env("DOCKER_BUILDKIT", "0")
+    step.arg(context)
 }
 
 /// The untagged intermediate images of multi-stage builds: the legacy builder keeps them.
@@ -189,7 +212,7 @@ pub fn size_of(ctx: &Ctx, image: &str) -> String {
 }
 
 /// Builds one image unless one from the same inputs exists; `Ok(false)` when it was current.
-fn build_one(ctx: &Ctx, service: &Service, revision: &Revision) -> Result<bool> {
+fn build_one(ctx: &Ctx, builder: Builder, service: &Service, revision: &Revision) -> Result<bool> {
     // Under --dry-run the binary may not be built yet: then the plan shows a build.
     let inputs = inputs_fingerprint(ctx, service);
     if inputs.as_ref().is_ok_and(|i| is_current(ctx, service, i)) {
@@ -218,13 +241,14 @@ fn build_one(ctx: &Ctx, service: &Service, revision: &Revision) -> Result<bool> 
     let context = stage(ctx, service, wheels.as_deref())?;
     let replaced = engine::image_inspect(ctx, &service.versioned_image(), "{{.Id}}");
     ctx.runner.run(&build_step(
+        builder,
         service,
         &context,
         revision,
         base.as_deref(),
         &inputs,
     ))?;
-    if base.is_some() {
+    if base.is_some() && builder == Builder::Legacy {
         remove_build_stages(ctx)?;
     }
     if let Some(old) = replaced {
@@ -280,11 +304,23 @@ fn remove_replaced(ctx: &Ctx, service: &Service, old: &str) {
 pub fn build(ctx: &Ctx, services: &[&Service]) -> Result<Revision> {
     let apis: Vec<&Service> = services.iter().copied().filter(|s| s.is_api()).collect();
     let revision = revision(ctx);
+    let builder = if engine::has_buildx(ctx) {
+        Builder::BuildKit
+    } else {
+        Builder::Legacy
+    };
+    ctx.reporter.detail(format!(
+        "images are built with {}",
+        match builder {
+            Builder::BuildKit => "BuildKit (docker buildx)",
+            Builder::Legacy => "the legacy builder (docker buildx is not installed)",
+        }
+    ));
     let build_image = |service: &Service| {
         let result =
             ctx.reporter
                 .run_task(format!("image {}", service.versioned_image()), |task| {
-                    if !build_one(ctx, service, &revision)? {
+                    if !build_one(ctx, builder, service, &revision)? {
                         task.note("up to date");
                     }
                     Ok(())

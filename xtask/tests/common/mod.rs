@@ -102,9 +102,29 @@ impl Stack {
             .unwrap()
     }
 
+    /// Runs xtask inside a second engine's namespace, aimed at that engine.
+    pub fn xtask_on(&self, engine: &netns_engine::NetnsEngine, args: &[&str]) -> Output {
+        let mut command = engine.command(env!("CARGO_BIN_EXE_xtask"));
+        self.aim(&mut command, args);
+        let output = command.output().unwrap();
+        eprintln!(
+            "$ xtask {} (engine {})\n{}{}",
+            args.join(" "),
+            engine.version,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+
     /// The xtask binary aimed at this stack.
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        self.aim(&mut command, args);
+        command
+    }
+
+    fn aim(&self, command: &mut Command, args: &[&str]) {
         command
             .args(args)
             .env("XTASK_STACK_DIR", self.dir.path())
@@ -114,7 +134,6 @@ impl Stack {
         if let Some(workspace) = &self.workspace {
             command.current_dir(workspace);
         }
-        command
     }
 
     /// Asserts that none of `pids` lives on and every one of `ports` is free again.
@@ -258,7 +277,12 @@ pub fn repo() -> PathBuf {
 /// Runs the real xtask binary in `dir`, the workspace it works on (found from its current
 /// directory), as outside GitHub Actions, with extra environment variables.
 pub fn xtask_in(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    run_xtask(Command::new(env!("CARGO_BIN_EXE_xtask")), dir, args, env)
+}
+
+/// As [`xtask_in`], with `command` running the xtask binary: the binary itself, or a wrapper
+/// that runs it elsewhere (`netns_engine::NetnsEngine::command`).
+pub fn run_xtask(mut command: Command, dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Output {
     command
         .args(args)
         .current_dir(dir)

@@ -44,8 +44,8 @@ pub enum ImageStore {
 }
 
 /// A veth pair between the host and the engine's namespace: `host` on the host's end,
-/// `engine` on the namespace's, both in one `/prefix` network; the namespace routes
-/// everything else through the host's end.
+/// `engine` on the namespace's, both in one `/prefix` network. The namespace has no other
+/// route (no way out to the internet).
 #[derive(Clone, Copy, Debug)]
 pub struct Link {
     pub host: Ipv4Addr,
@@ -288,19 +288,41 @@ fn next_name() -> String {
     format!("xe{}n{n}", std::process::id())
 }
 
-/// Deletes the namespaces earlier test processes left (killed before they could), named
-/// `xe<pid>n<n>` after a process that is gone.
-fn remove_stale_namespaces() {
-    let Ok(list) = std::fs::read_dir("/var/run/netns") else {
-        return;
-    };
-    for entry in list.flatten() {
+/// Whether `name` (`xe<pid>n<n>`, or a folder `xe<pid>n<n>.XXXX`) is an engine's of a test
+/// process that is gone.
+fn owner_is_gone(name: &str) -> bool {
+    name.strip_prefix("xe")
+        .and_then(|rest| rest.split_once('n'))
+        .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+}
+
+/// Removes what the engines of earlier test processes left when those were killed before
+/// they could (a timeout, SIGKILL): their daemons and shims, mounts, folders and namespaces.
+fn remove_stale_engines() {
+    for entry in std::fs::read_dir("/tmp").into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let owner = name
-            .strip_prefix("xe")
-            .and_then(|rest| rest.split_once('n'))
-            .and_then(|(pid, _)| pid.parse::<u32>().ok());
-        if owner.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+        if !name.contains('.') || !owner_is_gone(&name) {
+            continue;
+        }
+        let dir = entry.path();
+        for pid in processes_naming(&dir.to_string_lossy()) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        for mount in mounts_under(&dir) {
+            let _ = Command::new("umount").arg("--lazy").arg(&mount).status();
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    for entry in std::fs::read_dir("/var/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if owner_is_gone(&name) {
             let _ = Command::new("ip").args(["netns", "delete", &name]).status();
         }
     }
@@ -354,12 +376,12 @@ impl NetnsEngine {
         if which::which("runc").is_err() {
             return unavailable("runc is not installed (apt-get install runc)");
         }
-        remove_stale_namespaces();
+        remove_stale_engines();
         let started = Instant::now();
         let name = next_name();
         // Under /tmp, short: unix socket paths have a limit of 107 bytes.
         let dir = tempfile::Builder::new()
-            .prefix("xe")
+            .prefix(&format!("{name}."))
             .tempdir_in("/tmp")
             .unwrap();
         let mut engine = Self {
@@ -498,6 +520,21 @@ impl NetnsEngine {
         command
     }
 
+    /// The real xtask binary in `dir` (the workspace it works on), inside the namespace and
+    /// aimed at this engine.
+    pub fn xtask_in(&self, dir: &Path, args: &[&str]) -> Output {
+        super::run_xtask(self.command(env!("CARGO_BIN_EXE_xtask")), dir, args, &[])
+    }
+
+    /// The real xtask binary in `dir`, aimed at this engine over its socket but run in the
+    /// host's network (which the namespace has none of: downloads work, its loopback is not
+    /// the engine's).
+    pub fn xtask_outside(&self, dir: &Path, args: &[&str]) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        command.envs(self.env());
+        super::run_xtask(command, dir, args, &[])
+    }
+
     /// `docker ARGS` against this engine, inside its namespace.
     pub fn docker_command(&self, args: &[&str]) -> Command {
         let mut command = self.command("docker");
@@ -599,7 +636,8 @@ impl NetnsEngine {
         };
         in_netns(&["addr", "add", &engine, "dev", &engine_end]);
         in_netns(&["link", "set", &engine_end, "up"]);
-        in_netns(&["route", "add", "default", "via", &link.host.to_string()]);
+        // No default route: what leaves the namespace for elsewhere fails at once ("network
+        // is unreachable") instead of waiting for answers that never come (DNS, downloads).
     }
 
     /// The client's config folder: this engine's BuildKit plugin and the machine's compose

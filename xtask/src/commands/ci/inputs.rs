@@ -303,6 +303,23 @@ pub fn inputs_of(step: &str) -> Inputs {
             tools: &["trivy"],
             facts: &[Toolchain, Engine, Program("docker-registry")],
         },
+        // The container suites on a second engine the tests start (from Debian trixie's
+        // packages, cached): what they build, run and release; this machine's engine lends it
+        // the MLflow image's Python base.
+        "e2e-engine-containerd" => Inputs {
+            files: &[
+                CARGO,
+                XTASK_BINARY,
+                XTASK_SUITES,
+                SERVICES,
+                COMPOSE,
+                SCAN_POLICY,
+                file!("xtask/tests/e2e_engine.rs"),
+                file!("xtask/tests/release.rs"),
+            ],
+            tools: &["trivy"],
+            facts: &[Toolchain, Engine, Python, Program("docker-registry")],
+        },
         // The render comes from the binary (service.toml files, the manifests' module); the
         // overlay case reads the committed one.
         "e2e-k8s" => Inputs {
@@ -391,6 +408,7 @@ mod tests {
         "e2e-fresh-machine",
         "e2e-scans",
         "e2e-release",
+        "e2e-engine-containerd",
         "e2e-k8s",
         "e2e-faults",
     ];
