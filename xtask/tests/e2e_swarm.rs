@@ -477,6 +477,18 @@ fn two_nodes_survive_losing_the_worker(
         &format!("{manager_addr}:2377"),
     ]);
     assert!(joined.status.success(), "{}", stderr(&joined));
+    // The scheduler places tasks only on nodes it counts as ready: a deploy right after the
+    // join can put every task on the manager.
+    common::wait_for(
+        "the worker to be ready in the swarm",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            let nodes = manager.docker(&["node", "ls", "--format", "{{.Status}}"]);
+            let ready = stdout(&nodes).lines().filter(|s| *s == "Ready").count();
+            (ready == 2).then_some(())
+        },
+    );
 
     let started = Instant::now();
     let deployed = xtask_on(manager, stack_dir, deploy);
