@@ -1,7 +1,7 @@
 //! Container registries as `release` addresses them: `HOST[:PORT][/NAMESPACE]`, image tags,
 //! and the digests that `docker push` and `docker manifest inspect` report.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde_json::Value;
 
 /// Where images are pushed: a host (and port) and an optional namespace, lowercase.
@@ -179,43 +179,6 @@ pub fn remote_manifest(json: &str) -> Result<RemoteManifest> {
         .or_else(|| entry["OCIManifest"]["config"]["digest"].as_str())
         .map(str::to_owned);
     Ok(RemoteManifest { digest, config })
-}
-
-/// One image of a release record (`target/xtask/reports/release-TAG.json`): what a
-/// deployment needs of it.
-pub struct ReleasedImage {
-    pub service: String,
-    /// `sha256:...`, the manifest's digest.
-    pub digest: String,
-    /// `HOST/NAMESPACE/ml-mlops/SERVICE@sha256:...`.
-    pub reference: String,
-}
-
-/// The images a release record lists, each with its service, digest and reference.
-pub fn released_images(record: &Value) -> Result<Vec<ReleasedImage>> {
-    let images = record["images"]
-        .as_array()
-        .context("the record lists no `images`")?;
-    if images.is_empty() {
-        bail!("the record lists no images: nothing was released");
-    }
-    images
-        .iter()
-        .map(|image| {
-            let field = |name: &str| {
-                image[name]
-                    .as_str()
-                    .filter(|v| !v.is_empty())
-                    .map(str::to_owned)
-                    .with_context(|| format!("an image of the record has no `{name}`"))
-            };
-            Ok(ReleasedImage {
-                service: field("service")?,
-                digest: field("digest")?,
-                reference: field("reference")?,
-            })
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
-use crate::build::registry::{self, Registry};
+use crate::build::registry::Registry;
+use crate::build::release_record::Record;
 use crate::ctx::Ctx;
 use crate::runtime::docker::writable_by_containers;
 use crate::runtime::lifecycle;
@@ -66,19 +67,11 @@ fn images(
     record: &Path,
     registry: Option<&Registry>,
 ) -> Result<BTreeMap<String, String>> {
-    let text = std::fs::read_to_string(record).with_context(|| {
-        format!(
-            "cannot read the release record {}: run `cargo xtask release --registry HOST[:PORT]` first",
-            record.display()
-        )
-    })?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a release record", record.display()))?;
-    let recorded = registry::released_images(&json)?;
+    let (record, recorded) = Record::load(record)?;
     let mut images = BTreeMap::new();
     let mut missing = Vec::new();
     for service in &ctx.stack.services {
-        match recorded.iter().find(|r| r.service == service.name) {
+        match recorded.images.iter().find(|r| r.service == service.name) {
             Some(image) => {
                 let reference = match registry {
                     Some(registry) => {
