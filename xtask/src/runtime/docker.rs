@@ -418,14 +418,7 @@ impl Runtime for Docker {
             &lines.to_string(),
             &ctx.container(service),
         ]);
-        match ctx.runner.query(&step) {
-            Ok(out) => format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-            Err(e) => format!("(no logs: {e:#})"),
-        }
+        super::log_text(ctx, &step)
     }
 
     fn logs(

@@ -62,6 +62,19 @@ src.backup(dst)\n\
 dst.close()\n\
 src.close()\n";
 
+/// What a log command (`docker logs`, `docker service logs`) printed on both its streams,
+/// or why it could not run: a log tail shown beside a failure.
+fn log_text(ctx: &Ctx, step: &Step) -> String {
+    match ctx.runner.query(step) {
+        Ok(out) => format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => format!("(no logs: {e:#})"),
+    }
+}
+
 /// What a runtime knows about one service.
 #[derive(Debug, Clone, Default)]
 pub struct ServiceState {

@@ -571,14 +571,7 @@ impl Runtime for Swarm {
     fn log_tail(&self, ctx: &Ctx, service: &Service, lines: usize) -> String {
         let step = docker(&["service", "logs", "--tail", &lines.to_string()])
             .arg(self.service_name(service));
-        match ctx.runner.query(&step) {
-            Ok(out) => format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-            Err(e) => format!("(no logs: {e:#})"),
-        }
+        super::log_text(ctx, &step)
     }
 
     fn logs(
