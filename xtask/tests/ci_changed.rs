@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use common::{stderr, stdout};
@@ -29,35 +29,6 @@ fn git(dir: &Path, args: &[&str]) {
         .status()
         .unwrap();
     assert!(status.success(), "git {args:?} failed");
-}
-
-/// A git repository holding this workspace's tracked and new files (not `target/`).
-fn workspace_copy() -> tempfile::TempDir {
-    let root = common::repo();
-    let copy = tempfile::tempdir().unwrap();
-    let listed = Command::new("git")
-        .args([
-            "ls-files",
-            "-z",
-            "--cached",
-            "--others",
-            "--exclude-standard",
-        ])
-        .current_dir(&root)
-        .output()
-        .unwrap();
-    assert!(listed.status.success());
-    for file in listed.stdout.split(|&b| b == 0).filter(|f| !f.is_empty()) {
-        let relative = PathBuf::from(String::from_utf8_lossy(file).into_owned());
-        let from = root.join(&relative);
-        if !from.is_file() {
-            continue;
-        }
-        let to = copy.path().join(&relative);
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::copy(&from, &to).unwrap();
-    }
-    copy
 }
 
 /// `cargo xtask ARGS` in `dir`, as `common::xtask_in` runs it, but without the CI workflow's
@@ -93,7 +64,7 @@ fn a_skip_is_remembered_explained_and_verified_and_a_wrong_one_names_the_undecla
     if !rustfmt.is_ok_and(|out| out.status.success()) {
         return common::skip("rustfmt is not installed (rustup component add rustfmt)");
     }
-    let workspace = workspace_copy();
+    let workspace = common::workspace_copy();
     let dir = workspace.path();
     let includer = dir.join(INCLUDER);
     let mut lib = std::fs::read_to_string(&includer).unwrap();

@@ -8,42 +8,13 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{wait_for, Stack};
-
-/// A copy of this workspace's sources (tracked and new files, not `target/`).
-fn copy_of_workspace() -> tempfile::TempDir {
-    let root = common::repo();
-    let copy = tempfile::tempdir().unwrap();
-    let listed = Command::new("git")
-        .args([
-            "ls-files",
-            "-z",
-            "--cached",
-            "--others",
-            "--exclude-standard",
-        ])
-        .current_dir(&root)
-        .output()
-        .unwrap();
-    assert!(listed.status.success());
-    for file in listed.stdout.split(|&b| b == 0).filter(|f| !f.is_empty()) {
-        let relative = PathBuf::from(String::from_utf8_lossy(file).into_owned());
-        let from = root.join(&relative);
-        if !from.is_file() {
-            continue; // deleted in the work tree
-        }
-        let to = copy.path().join(&relative);
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::copy(&from, &to).unwrap();
-    }
-    copy
-}
 
 /// A target directory for the copy that starts from this workspace's release builds, hard
 /// linked where the file system allows (cargo replaces files, never writes into them): the
@@ -211,7 +182,7 @@ fn edits_go_live_and_broken_ones_keep_the_old_version_with_no_failed_request() {
         common::skip("the hand-over with no gap relies on Linux's SO_REUSEPORT");
         return;
     }
-    let workspace = copy_of_workspace();
+    let workspace = common::workspace_copy();
     let target = tempfile::tempdir().unwrap();
     target_seeded_from_ours(target.path());
     let stack = Stack::new();

@@ -474,3 +474,33 @@ pub fn point_current_at(model_dir: &Path, version: &str) {
     std::os::unix::fs::symlink(Path::new("versions").join(version), &link).unwrap();
     std::fs::rename(&link, model_dir.join("current")).unwrap();
 }
+
+/// A copy of this workspace's sources: its tracked and new files, not `target/` (nor what is
+/// deleted in the work tree).
+pub fn workspace_copy() -> tempfile::TempDir {
+    let root = repo();
+    let copy = tempfile::tempdir().unwrap();
+    let listed = Command::new("git")
+        .args([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert!(listed.status.success());
+    for file in listed.stdout.split(|&b| b == 0).filter(|f| !f.is_empty()) {
+        let relative = PathBuf::from(String::from_utf8_lossy(file).into_owned());
+        let from = root.join(&relative);
+        if !from.is_file() {
+            continue;
+        }
+        let to = copy.path().join(&relative);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&from, &to).unwrap();
+    }
+    copy
+}
