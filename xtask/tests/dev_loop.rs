@@ -16,44 +16,43 @@ use std::time::{Duration, Instant};
 
 use common::{wait_for, Stack};
 
-/// A target directory for the copy that starts from this workspace's release builds, hard
-/// linked where the file system allows (cargo replaces files, never writes into them): the
-/// registry crates are built already, only the copy's own crates (at other paths) are built.
-/// The copy's binaries must not land in this workspace's target, where other tests run them.
+/// A target directory for the copy that starts from this workspace's builds of the services
+/// (the release and `dev` profiles): the registry crates are built already, only the copy's
+/// own crates (at other paths) are built. Copied (reflinked where the file system can), never
+/// hard linked: a build in the copy may write into a file in place, and a linked file would be
+/// this workspace's binary, which other tests run.
 fn target_seeded_from_ours(dir: &Path) {
     let ours = common::repo().join("target");
-    for release in [
+    for profile in [
         "release",
         "x86_64-unknown-linux-gnu/release",
         "aarch64-unknown-linux-gnu/release",
+        "dev-loop",
+        "x86_64-unknown-linux-gnu/dev-loop",
+        "aarch64-unknown-linux-gnu/dev-loop",
     ] {
-        let from = ours.join(release);
+        let from = ours.join(profile);
         if !from.is_dir() {
             continue;
         }
-        let to = dir.join(release);
+        let to = dir.join(profile);
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        let linked = Command::new("cp")
-            .arg("-al")
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg("--reflink=auto")
             .arg(&from)
             .arg(&to)
             .status()
             .unwrap();
-        if !linked.success() {
-            let _ = std::fs::remove_dir_all(&to);
-            let copied = Command::new("cp")
-                .arg("-a")
-                .arg(&from)
-                .arg(&to)
-                .status()
-                .unwrap();
-            assert!(copied.success(), "cannot copy {}", from.display());
-        }
+        assert!(copied.success(), "cannot copy {}", from.display());
     }
 }
 
 /// One plain HTTP/1.1 request on a connection of its own: the status and the body. A new
 /// connection each time, so every request meets whichever version the kernel hands it to.
+/// Once the whole answer is read the client closes with a reset (SO_LINGER 0) rather than a
+/// FIN: neither side keeps the connection in TIME_WAIT, so a load generator sending a million
+/// requests does not hold the machine's ephemeral ports for a minute after each.
 fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -62,7 +61,10 @@ fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     )?;
     let mut answer = String::new();
+    // To the end: the server has sent all of it and closed its side.
     stream.read_to_string(&mut answer)?;
+    socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO))?;
+    drop(stream);
     let status = answer
         .split_whitespace()
         .nth(1)
