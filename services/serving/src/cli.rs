@@ -14,7 +14,7 @@ use crate::artifact::{self, Artifact, FORMAT_VERSION};
 use crate::http::{self, RequestLimits};
 use crate::promotion::promote_help;
 use crate::provenance;
-use crate::server::ConnectionLimits;
+use crate::server::{self, ConnectionLimits};
 use crate::service::{Dashboard, Service};
 use crate::tracking::{StagedModel, Tracking, TrackingArgs};
 
@@ -68,7 +68,8 @@ enum Command {
         #[arg(long, env = "MODEL_DIR", default_value = "models")]
         model_dir: PathBuf,
         /// Bind the ports with SO_REUSEPORT, so a new version can listen on them beside this
-        /// one and take over with no gap (`cargo xtask dev`). Off by default: a second copy
+        /// one and take over with no gap (`cargo xtask dev`): on Linux the newest version to
+        /// bind gets every new connection, and the old one drains. Off by default: a second copy
         /// started by mistake then fails to bind instead of silently sharing the port.
         #[arg(long, env = "REUSE_PORT")]
         reuse_port: bool,
@@ -477,23 +478,9 @@ fn serve<S: Service>(
 /// API's threads the rest of the machine.
 const DASHBOARD_THREADS: usize = 1;
 
-/// Listens on `addr` as `TcpListener::bind` does (SO_REUSEADDR on Unix), plus SO_REUSEPORT
-/// when asked, so the next version of the service can bind the same port before this one
-/// lets go of it.
+/// Listens on `addr` (see [`server::bind`]), saying which port could not be had.
 fn bind(addr: SocketAddr, reuse_port: bool, purpose: &str) -> Result<tokio::net::TcpListener> {
-    let listen = || -> std::io::Result<tokio::net::TcpListener> {
-        let socket = match addr {
-            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-        };
-        socket.set_reuseaddr(true)?;
-        if reuse_port {
-            socket.set_reuseport(true)?;
-        }
-        socket.bind(addr)?;
-        socket.listen(1024)
-    };
-    listen().with_context(|| {
+    server::bind(addr, reuse_port).with_context(|| {
         format!(
             "cannot listen on {addr}{purpose}: is another process using port {}?",
             addr.port()
