@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
+use crate::build::binaries::Profile;
 use crate::runner::{PathAliases, Runner};
 use crate::stack::compose_file;
 use crate::stack::{Endpoint, Service, Stack};
@@ -30,6 +31,9 @@ pub struct Ctx {
     pub reporter: Arc<Reporter>,
     /// Set by Ctrl-C (or SIGTERM): long waits stop and clean up.
     pub interrupted: Arc<AtomicBool>,
+    /// The Cargo profile the APIs' binaries are built with and run from: `dev-loop` under
+    /// `dev`, `release` everywhere else.
+    pub build: Profile,
 }
 
 pub struct Options {
@@ -39,6 +43,7 @@ pub struct Options {
     pub stack_name: Option<String>,
     pub stack_dir: Option<PathBuf>,
     pub cache_dir: Option<PathBuf>,
+    pub build: Profile,
 }
 
 /// A stack's name goes into a compose project, container and network names: lowercase
@@ -153,6 +158,7 @@ impl Ctx {
             runner,
             reporter,
             interrupted,
+            build: options.build,
         })
     }
 
