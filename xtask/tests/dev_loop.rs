@@ -1,7 +1,7 @@
 //! `cargo xtask dev` on the local runtime, in a copy of the workspace: an edit to a handler's
-//! answer goes live, a compile error and an edit that makes health answer 503 each leave the
-//! previous version serving, and a load generator running throughout never sees a failed
-//! request.
+//! answer goes live, an edit to the training code retrains and reloads the service, a compile
+//! error and an edit that makes health answer 503 each leave the previous version serving, and
+//! a load generator running throughout never sees a failed request.
 #![allow(clippy::disallowed_methods)]
 
 mod common;
@@ -171,6 +171,12 @@ fn edit(file: &Path, from: &str, to: &str) {
     std::fs::write(file, text.replacen(from, to, 1)).unwrap();
 }
 
+fn health(port: u16) -> serde_json::Value {
+    let (status, body) = get(port, "/health").unwrap();
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
 fn root_answer(port: u16) -> serde_json::Value {
     let (status, body) = get(port, "/").unwrap();
     assert_eq!(status, 200, "{body}");
@@ -255,6 +261,24 @@ fn edits_go_live_and_broken_ones_keep_the_old_version_with_no_failed_request() {
     );
     output.wait_for("bankchurn live", 2, Duration::from_secs(60));
 
+    // A change to the training code: the new version goes live, trains another model, and
+    // the service is retrained and reloaded with it.
+    let served_model = health(port)["model_version"].clone();
+    let saved = Instant::now();
+    edit(&lib, "max_depth: 3,", "max_depth: 4,");
+    output.wait_for(
+        "bankchurn retrained: serving model",
+        1,
+        Duration::from_secs(600),
+    );
+    assert_ne!(health(port)["model_version"], served_model);
+    eprintln!(
+        "MEASURED: save to retrained and reloaded, a change to the training code: {:.1?}",
+        saved.elapsed()
+    );
+    let live_so_far = output.count("bankchurn live");
+    assert_eq!(live_so_far, 3, "{}", output.text());
+
     // A compile error: the old version keeps serving, and the compiler's message is shown.
     let working = std::fs::read_to_string(&lib).unwrap();
     std::fs::write(
@@ -275,7 +299,7 @@ fn edits_go_live_and_broken_ones_keep_the_old_version_with_no_failed_request() {
 
     // Mended: it goes live again.
     std::fs::write(&lib, &working).unwrap();
-    output.wait_for("bankchurn live", 3, Duration::from_secs(600));
+    output.wait_for("bankchurn live", 4, Duration::from_secs(600));
 
     // Health answers 503 in the new version: it is never put live.
     edit(
@@ -294,7 +318,7 @@ fn edits_go_live_and_broken_ones_keep_the_old_version_with_no_failed_request() {
 
     let (sent, failures) = load.finish();
     eprintln!(
-        "MEASURED: {sent} requests during three swaps and two refusals, {} failed",
+        "MEASURED: {sent} requests during four swaps, a retraining and two refusals, {} failed",
         failures.len()
     );
     assert!(
