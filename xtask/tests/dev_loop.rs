@@ -211,7 +211,17 @@ fn edits_go_live_and_broken_ones_keep_the_old_version_with_no_failed_request() {
     let output = Output::default();
     output.collect(dev.stdout.take().unwrap());
     output.collect(dev.stderr.take().unwrap());
-    output.wait_for("watching bankchurn", 1, Duration::from_secs(1800));
+    wait_for(
+        "dev to bring the stack up and watch bankchurn",
+        Duration::from_secs(1800),
+        Duration::from_millis(100),
+        || {
+            if let Some(status) = dev.try_wait().unwrap() {
+                panic!("dev exited with {status}:\n{}", output.text());
+            }
+            (output.count("watching bankchurn") > 0).then_some(())
+        },
+    );
     eprintln!(
         "MEASURED: dev up and watching after {:.1?}",
         started.elapsed()
@@ -235,6 +245,13 @@ fn edits_go_live_and_broken_ones_keep_the_old_version_with_no_failed_request() {
         saved.elapsed()
     );
     output.wait_for("bankchurn live", 1, Duration::from_secs(60));
+    // Then it checks whether the new version trains another model (it does not): the next
+    // change is seen once that is done.
+    output.wait_for(
+        "bankchurn trains the same model",
+        1,
+        Duration::from_secs(120),
+    );
 
     // A one-line change in the serving library.
     let http = workspace.path().join("services/serving/src/http/mod.rs");
@@ -260,6 +277,11 @@ fn edits_go_live_and_broken_ones_keep_the_old_version_with_no_failed_request() {
         saved.elapsed()
     );
     output.wait_for("bankchurn live", 2, Duration::from_secs(60));
+    output.wait_for(
+        "bankchurn trains the same model",
+        2,
+        Duration::from_secs(120),
+    );
 
     // A change to the training code: the new version goes live, trains another model, and
     // the service is retrained and reloaded with it.

@@ -360,6 +360,7 @@ fn retrain_if_the_model_changed(ctx: &Ctx, runtime: &mut dyn Runtime, service: &
         );
         return;
     }
+    let started = Instant::now();
     let trained = tempfile::tempdir()
         .map_err(anyhow::Error::from)
         .and_then(|dir| {
@@ -381,7 +382,11 @@ fn retrain_if_the_model_changed(ctx: &Ctx, runtime: &mut dyn Runtime, service: &
                 .to_owned())
         });
     match trained {
-        Ok(probe) if probe == version => {}
+        Ok(probe) if probe == version => println!(
+            "{} trains the same model: kept it (checked in {:.1} s)",
+            service.name,
+            started.elapsed().as_secs_f64()
+        ),
         Ok(probe) => {
             println!(
                 "{} trains another model now ({probe}, serving {version}): retraining",

@@ -33,14 +33,26 @@ pub struct Stack {
 
 /// A port offset whose five ports (5000, 8001-8003 plus the dashboard's 8501) are all free.
 /// Each call starts from a different place, so tests running in parallel in one process do not
-/// pick the same offset (and race over its ports).
+/// pick the same offset (and race over its ports). The ports stay below the system's range of
+/// ephemeral ports: one free when chosen could otherwise be taken by any outgoing connection
+/// on the machine before the stack binds it (minutes later, after a build).
 pub fn free_offset() -> u16 {
     static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
     let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let base =
         (20_000 + (std::process::id() % 20_000) as u16).wrapping_add(call.wrapping_mul(1009));
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        // IANA's, which macOS uses.
+        .unwrap_or(49_152);
+    // Offsets from 10,000 up to where the highest port (8501) would reach that range (at
+    // least 1,000 of them, inside the range on a machine whose range starts that low).
+    let span = ephemeral_start
+        .saturating_sub(8_501 + 10_000)
+        .clamp(1_000, 40_000);
     (0..200)
-        .map(|i| base.wrapping_add(i * 37) % 40_000 + 10_000)
+        .map(|i| base.wrapping_add(i * 37) % span + 10_000)
         .find(|&offset| {
             [5000u16, 8001, 8002, 8003, 8501]
                 .iter()
