@@ -190,18 +190,17 @@ pub fn shared_port_copies(binary: &Path) {
     wait_until("the first copy answering", PATIENCE, named);
     // The second binds the same port beside the first, as a new task beside the old one.
     let mut second = spawn_serve(binary, port, &model_dir, &["--shared-port"]);
-    let healthcheck = || {
-        Command::new(binary)
-            .args(["healthcheck", "--timeout", "2", "--url", &url])
-            .output()
-            .expect("run the service binary")
-    };
     wait_until("both copies listening", PATIENCE, || {
         if let Some(status) = second.try_wait().unwrap() {
             panic!("the second copy could not share the port: {status:?}");
         }
-        healthcheck().status.success().then_some(())
+        (listeners_on(port) == 2).then_some(())
     });
+    let healthcheck = Command::new(binary)
+        .args(["healthcheck", "--timeout", "2", "--url", &url])
+        .output()
+        .expect("run the service binary");
+    assert!(healthcheck.status.success(), "{healthcheck:?}");
     signal(&first, "TERM");
     let status = wait_for_exit(&mut first, "the first copy stopping");
     assert!(status.success(), "{status:?}");
@@ -211,6 +210,20 @@ pub fn shared_port_copies(binary: &Path) {
     signal(&second, "TERM");
     let status = wait_for_exit(&mut second, "the second copy stopping");
     assert!(status.success(), "{status:?}");
+}
+
+/// The sockets listening on `port` of 127.0.0.1, as /proc/net/tcp lists them (LISTEN is
+/// state 0A).
+fn listeners_on(port: u16) -> usize {
+    let local = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"0A")
+        })
+        .count()
 }
 
 /// Returns as soon as a TCP connection to `port` on loopback is accepted by the kernel: the
