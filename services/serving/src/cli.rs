@@ -14,7 +14,7 @@ use crate::artifact::{self, Artifact, FORMAT_VERSION};
 use crate::http::{self, RequestLimits};
 use crate::promotion::promote_help;
 use crate::provenance;
-use crate::server::{self, ConnectionLimits};
+use crate::server::{self, ConnectionLimits, PortSharing};
 use crate::service::{Dashboard, Service};
 use crate::tracking::{StagedModel, Tracking, TrackingArgs};
 
@@ -245,7 +245,15 @@ fn run<S: Service>(command: Command) -> Result<()> {
                 Listen {
                     addr: SocketAddr::new(host, port),
                     dashboard_addr: dashboard_port.map(|p| SocketAddr::new(host, p)),
-                    reuse_port: reuse_port || shared_port,
+                    // Copies sharing a port take connections by the kernel's hash; a new
+                    // version handed the port takes every new one.
+                    sharing: if shared_port {
+                        PortSharing::Spread
+                    } else if reuse_port {
+                        PortSharing::Newest
+                    } else {
+                        PortSharing::Exclusive
+                    },
                     shared_port,
                 },
                 model_dir,
@@ -397,7 +405,7 @@ fn train<S: Service>(
 struct Listen {
     addr: SocketAddr,
     dashboard_addr: Option<SocketAddr>,
-    reuse_port: bool,
+    sharing: PortSharing,
     /// `serve --shared-port`.
     shared_port: bool,
 }
@@ -413,7 +421,7 @@ fn serve<S: Service>(
     let Listen {
         addr,
         dashboard_addr,
-        reuse_port,
+        sharing,
         shared_port,
     } = listen;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -441,9 +449,9 @@ fn serve<S: Service>(
         // SIGHUP too: its default action would end the server as well.
         let hangups = listen_for_hangups();
         let bind_all = || -> Result<_> {
-            let listener = bind(addr, reuse_port, "")?;
+            let listener = bind(addr, sharing, "")?;
             let dashboard_listener = match dashboard_addr {
-                Some(addr) => Some(bind(addr, reuse_port, " for the dashboard")?),
+                Some(addr) => Some(bind(addr, sharing, " for the dashboard")?),
                 None => None,
             };
             Ok((listener, dashboard_listener))
@@ -532,8 +540,8 @@ fn named(router: axum::Router, instance: Option<String>) -> axum::Router {
 const DASHBOARD_THREADS: usize = 1;
 
 /// Listens on `addr` (see [`server::bind`]), saying which port could not be had.
-fn bind(addr: SocketAddr, reuse_port: bool, purpose: &str) -> Result<tokio::net::TcpListener> {
-    server::bind(addr, reuse_port).with_context(|| {
+fn bind(addr: SocketAddr, sharing: PortSharing, purpose: &str) -> Result<tokio::net::TcpListener> {
+    server::bind(addr, sharing).with_context(|| {
         format!(
             "cannot listen on {addr}{purpose}: is another process using port {}?",
             addr.port()

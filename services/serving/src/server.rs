@@ -73,27 +73,41 @@ pub fn effective_max_connections(requested: usize) -> usize {
     requested.min(usize::try_from(allowed).unwrap_or(usize::MAX))
 }
 
+/// Whether, and how, a listener shares its port with other processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortSharing {
+    /// Alone: a second process binding the port fails.
+    Exclusive,
+    /// SO_REUSEPORT, the kernel spreading new connections over every copy by its hash
+    /// (`serve --shared-port`: a swarm's tasks on their node's host network).
+    Spread,
+    /// SO_REUSEPORT, every new connection going to the copy that bound last (`serve
+    /// --reuse-port`: a new version taking the port over from the old one, see
+    /// [`steer_to_newest`]).
+    Newest,
+}
+
 /// Listens on `addr` as `TcpListener::bind` does (SO_REUSEADDR on Unix), plus SO_REUSEPORT
-/// when asked, so the next version of the service can bind the same port before this one
-/// lets go of it.
+/// when the port is shared, so another copy or the next version of the service can bind the
+/// same port before this one lets go of it.
 ///
-/// With SO_REUSEPORT on Linux the port's group of sockets also steers every new connection to
-/// the newest of them (see [`steer_to_newest`]): once the next version listens, this one gets
-/// no new connection, and when it stops it closes an empty queue. Without that, a connection
-/// the kernel queued on it a moment before it closed would be reset, unless the machine sets
+/// With [`PortSharing::Newest`] on Linux the port's group of sockets also steers every new
+/// connection to the newest of them: once the next version listens, this one gets no new
+/// connection, and when it stops it closes an empty queue. Without that, a connection the
+/// kernel queued on it a moment before it closed would be reset, unless the machine sets
 /// `net.ipv4.tcp_migrate_req = 1` (few do).
-pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+pub fn bind(addr: SocketAddr, sharing: PortSharing) -> std::io::Result<TcpListener> {
     let socket = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
     socket.set_reuseaddr(true)?;
-    if reuse_port {
+    if sharing != PortSharing::Exclusive {
         socket.set_reuseport(true)?;
     }
     socket.bind(addr)?;
     let listener = socket.listen(1024)?;
-    if reuse_port {
+    if sharing == PortSharing::Newest {
         // After listen: only then has the socket joined the port's group, whose program this
         // sets (one attached before would be dropped as the socket joins).
         if let Err(e) = steer_to_newest(&listener) {

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serving::server::{bind, serve, ConnectionLimits};
+use serving::server::{bind, serve, ConnectionLimits, PortSharing};
 use serving_testkit::wait_until;
 
 /// Set in the copy of this test that runs inside its own network namespace.
@@ -72,7 +72,7 @@ struct Version {
 
 fn start(runtime: &tokio::runtime::Runtime, addr: SocketAddr) -> (Version, SocketAddr) {
     let _inside = runtime.enter();
-    let listener = bind(addr, true).unwrap();
+    let listener = bind(addr, PortSharing::Newest).unwrap();
     let addr = listener.local_addr().unwrap();
     let answered = Arc::new(AtomicU64::new(0));
     let count = answered.clone();
