@@ -54,8 +54,12 @@ pub struct Scan {
     pub history: Option<String>,
     /// Only the secret scans (the tracked files, and `--history`): no images, licences,
     /// linters or cargo-deny, and no vulnerability database.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "images_only")]
     pub secrets_only: bool,
+    /// Only Trivy on the stack's images (what `release` scans): not the repository, the
+    /// linters or cargo-deny.
+    #[arg(long, conflicts_with_all = ["skip_images", "history"])]
+    pub images_only: bool,
 }
 
 /// Trivy's secret scanner on a copy of every tracked file and, with `history`, on every file
@@ -216,14 +220,8 @@ fn images(ctx: &Ctx) -> Vec<Image> {
         .collect()
 }
 
-/// The Trivy lane: each image, then the repository and its configuration files.
-fn trivy_lane(
-    ctx: &Ctx,
-    trivy: &Trivy,
-    images: &[Image],
-    reports: &Path,
-    history: Option<&str>,
-) -> Vec<ScanResult> {
+/// Trivy on each image: its archive saved, checked to hold the image, and scanned.
+fn image_lane(ctx: &Ctx, trivy: &Trivy, images: &[Image], reports: &Path) -> Vec<ScanResult> {
     let mut results = Vec::new();
     let mut image_sarifs = Vec::new();
     let archives = ctx.root.join("target/xtask/images");
@@ -278,6 +276,18 @@ fn trivy_lane(
             );
         }
     }
+    results
+}
+
+/// The Trivy lane: each image, then the repository and its configuration files.
+fn trivy_lane(
+    ctx: &Ctx,
+    trivy: &Trivy,
+    images: &[Image],
+    reports: &Path,
+    history: Option<&str>,
+) -> Vec<ScanResult> {
+    let mut results = image_lane(ctx, trivy, images, reports);
     let mut fs = unit(ctx, "repository", "trivy fs", || {
         let json = reports.join("json/trivy-fs.json");
         let result = trivy.fs(ctx, &ctx.root, &json)?;
@@ -386,6 +396,27 @@ impl Scan {
                 &results,
                 &policy,
                 SECRET_ADVICE,
+            );
+        }
+        if self.images_only {
+            crate::deps::tools::ensure(ctx, &["trivy"])?;
+            let images = images(ctx);
+            let trivy = Trivy::prepare(ctx, self.require_vuln_db)?;
+            for dir in ["json", "sarif"] {
+                ctx.runner.remove_path(&reports.join(dir))?;
+                ctx.runner.create_dir(&reports.join(dir))?;
+            }
+            let results = image_lane(ctx, &trivy, &images, &reports);
+            if ctx.dry_run() {
+                return Ok(());
+            }
+            return findings::report(
+                ctx,
+                "cargo xtask scan --images-only",
+                &results,
+                &policy,
+                "Fix the findings above; to accept one for a while, add it to .trivyignore.yaml \
+                 with an expiry date and a reason",
             );
         }
         // Every tool first, one install at a time; then the scans in parallel.
