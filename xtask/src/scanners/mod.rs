@@ -147,7 +147,8 @@ pub fn image_input(ctx: &Ctx, tar: &Path, held: Option<&ArchivedImage>) -> Resul
         });
     };
     ctx.runner.plan(format!(
-        "unpack the OCI layout of {} into {}, checking every blob against its digest",
+        "unpack the OCI layout of {} (Docker 25 and later write one) into {}, checking every \
+         blob against its digest",
         ctx.show(tar),
         ctx.show(&layout)
     ));
