@@ -14,6 +14,8 @@ mod common;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::netns_engine::{Link, NetnsEngine, Options};
@@ -130,6 +132,79 @@ fn healthy(url: &str) -> bool {
         .build()
         .call()
         .is_ok_and(|r| r.status() == 200)
+}
+
+/// A paced load generator: GETs of one URL at a fixed rate, each on a connection of its own
+/// (a failure is any answer but 200, or none), until finished.
+struct Load {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<LoadReport>,
+}
+
+#[derive(Debug)]
+struct LoadReport {
+    sent: u64,
+    failed: u64,
+    /// The first few failures, for the assertion's message.
+    errors: Vec<String>,
+}
+
+impl Load {
+    /// Requests a second: paced, so the connections (and the ports they leave in TIME_WAIT)
+    /// stay few.
+    const RATE: u32 = 100;
+
+    fn start(url: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let url = url.to_owned();
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut report = LoadReport {
+                    sent: 0,
+                    failed: 0,
+                    errors: Vec::new(),
+                };
+                let started = Instant::now();
+                let every = Duration::from_secs(1) / Self::RATE;
+                while !stop.load(Ordering::SeqCst) {
+                    // Pacing, not synchronization: the next request's slot.
+                    let due = started + every * u32::try_from(report.sent).unwrap_or(u32::MAX);
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    report.sent += 1;
+                    let answer = ureq::get(&url)
+                        .config()
+                        .timeout_global(Some(Duration::from_secs(5)))
+                        .http_status_as_error(false)
+                        .build()
+                        .call();
+                    let failure = match answer {
+                        Ok(r) if r.status() == 200 => None,
+                        Ok(r) => Some(format!("status {}", r.status())),
+                        Err(e) => Some(e.to_string()),
+                    };
+                    if let Some(failure) = failure {
+                        report.failed += 1;
+                        if report.errors.len() < 5 {
+                            report.errors.push(format!(
+                                "{:.2}s: {failure}",
+                                started.elapsed().as_secs_f64()
+                            ));
+                        }
+                    }
+                }
+                report
+            })
+        };
+        Self { stop, thread }
+    }
+
+    fn finish(self) -> LoadReport {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().unwrap()
+    }
 }
 
 /// The host pid of one running task's process of `service` (the node shares this machine's
@@ -276,25 +351,19 @@ fn a_swarm_of_one_then_two_nodes_runs_the_released_digests_heals_and_is_removed(
         killed_at.elapsed().as_secs_f64()
     );
 
-    // A rolling restart (`restart` on a swarm replaces the tasks as an update would) under
-    // load. Published on the task's node, the old task stops before the new one starts: the
-    // requests in that gap fail, and are counted, not hidden.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = {
-        let stop = stop.clone();
-        let url = url.clone();
-        std::thread::spawn(move || {
-            let (mut sent, mut failed) = (0u64, 0u64);
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                sent += 1;
-                if !healthy(&url) {
-                    failed += 1;
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-            (sent, failed)
-        })
-    };
+    // A rolling update (`restart` on a swarm replaces the tasks as an update of the image or
+    // the model would) under a paced load. The new task listens beside the old one on the
+    // node's port (SO_REUSEPORT) and the old one stops once the new one is healthy,
+    // finishing its requests: not one may fail. The kernel hands the connections still
+    // queued on a closing listener to the other one (net.ipv4.tcp_migrate_req, a setting of
+    // each node's network namespace, which the README asks operators to turn on).
+    let migrate = engine
+        .command("sysctl")
+        .args(["-qw", "net.ipv4.tcp_migrate_req=1"])
+        .output()
+        .unwrap();
+    assert!(migrate.status.success(), "{}", stderr(&migrate));
+    let load = Load::start(&url);
     let started = Instant::now();
     let restarted = xtask_on(
         &engine,
@@ -302,13 +371,19 @@ fn a_swarm_of_one_then_two_nodes_runs_the_released_digests_heals_and_is_removed(
         &["--runtime", "swarm", "restart", "bankchurn"],
     );
     let took = started.elapsed();
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let (sent, failed) = load.join().unwrap();
+    let report = load.finish();
     assert!(restarted.status.success(), "{}", stderr(&restarted));
-    assert!(sent > 0);
     eprintln!(
-        "MEASURED: rolling restart of bankchurn (dnsrr-host, stop-first, 1 task) in {:.1}s under load: {sent} requests sent, {failed} failed",
-        took.as_secs_f64()
+        "MEASURED: rolling update of bankchurn (dnsrr-host: host network, shared port, start-first; 1 task) in {:.1}s under a paced load of {}/s: {} requests sent, {} failed",
+        took.as_secs_f64(),
+        Load::RATE,
+        report.sent,
+        report.failed
+    );
+    assert!(report.sent > 0);
+    assert_eq!(
+        report.failed, 0,
+        "requests failed during the update: {report:?}"
     );
 
     // Retraining on a swarm: a one-off container of the deployed image on the stack's network
@@ -356,8 +431,13 @@ fn a_swarm_of_one_then_two_nodes_runs_the_released_digests_heals_and_is_removed(
     std::fs::write(&broken_record, broken.to_string()).unwrap();
     let mut broken_deploy = deploy;
     broken_deploy[3] = broken_record.to_str().unwrap();
+    // Under load too: a task without its model does not listen on the shared port, so the
+    // old task answers every request while the new one fails and the update is rolled back.
+    let load = Load::start(&url);
     let started = Instant::now();
     let failed = xtask_on(&engine, stack.path(), &broken_deploy);
+    let took = started.elapsed();
+    let report = load.finish();
     assert!(
         !failed.status.success(),
         "a deploy that never gets healthy succeeded"
@@ -368,8 +448,14 @@ fn a_swarm_of_one_then_two_nodes_runs_the_released_digests_heals_and_is_removed(
         "{why}"
     );
     eprintln!(
-        "MEASURED: a deploy whose new task never became healthy was rolled back and reported in {:.1}s",
-        started.elapsed().as_secs_f64()
+        "MEASURED: a deploy whose new task never became healthy was rolled back and reported in {:.1}s, under a paced load: {} requests sent, {} failed",
+        took.as_secs_f64(),
+        report.sent,
+        report.failed
+    );
+    assert_eq!(
+        report.failed, 0,
+        "requests failed during the failed update: {report:?}"
     );
     let spec = engine.docker(&[
         "service",
@@ -405,7 +491,7 @@ fn a_swarm_of_one_then_two_nodes_runs_the_released_digests_heals_and_is_removed(
 
     // Two nodes: a second engine joins as a worker over a link of their own, the stack is
     // deployed across both, and the worker is lost.
-    two_nodes_survive_losing_the_worker(&engine, &registry, &deploy, stack.path());
+    two_nodes_survive_losing_the_worker(&engine, &registry, link, &deploy, stack.path());
     // The engines, their namespaces and the registry go when dropped; so do the record and
     // tags.
 }
@@ -442,7 +528,32 @@ fn link_namespaces(a: &NetnsEngine, b: &NetnsEngine) -> (String, String) {
     (a_addr, b_addr)
 }
 
-fn node_loss_recovered(manager: &NetnsEngine, stack_dir: &Path) -> bool {
+/// Whether the swarm has seen the worker go, runs all `tasks` of the stack healthy on the
+/// manager, and `health` passes there. (Until the manager notices, it still counts the lost
+/// node's tasks as running: `health` alone would pass at once.)
+fn node_loss_recovered(manager: &NetnsEngine, stack_dir: &Path, tasks: usize) -> bool {
+    let worker = manager.docker(&[
+        "node",
+        "ls",
+        "--filter",
+        "role=worker",
+        "--format",
+        "{{.Status}}",
+    ]);
+    if stdout(&worker).trim() != "Down" {
+        return false;
+    }
+    let healthy = manager.docker(&[
+        "ps",
+        "--quiet",
+        "--filter",
+        "label=com.docker.stack.namespace=ml-mlops",
+        "--filter",
+        "health=healthy",
+    ]);
+    if stdout(&healthy).lines().count() < tasks {
+        return false;
+    }
     let out = xtask_on(manager, stack_dir, &["--runtime", "swarm", "health"]);
     out.status.success()
 }
@@ -450,6 +561,7 @@ fn node_loss_recovered(manager: &NetnsEngine, stack_dir: &Path) -> bool {
 fn two_nodes_survive_losing_the_worker(
     manager: &NetnsEngine,
     registry: &Registry,
+    manager_link: Link,
     deploy: &[&str],
     stack_dir: &Path,
 ) {
@@ -463,6 +575,27 @@ fn two_nodes_survive_losing_the_worker(
     let Some(worker) = NetnsEngine::start_or_skip(options) else {
         return;
     };
+    // The images name the registry at the host's end of the manager's link, where the worker
+    // has no route (its namespace knows its own link and the manager's only): every pull
+    // there failed, the swarm moved the task to the manager, and the worker ended up with
+    // nothing. The host answers for that address on the worker's link as well.
+    let before = Command::new("ip")
+        .args(["-n", &worker.netns, "route", "get"])
+        .arg(manager_link.host.to_string())
+        .output()
+        .unwrap();
+    eprintln!(
+        "the registry's address from the worker, without a route of its own: {}{}",
+        stdout(&before).trim(),
+        stderr(&before).trim()
+    );
+    let route = Command::new("ip")
+        .args(["-n", &worker.netns, "route", "add"])
+        .arg(format!("{}/32", manager_link.host))
+        .args(["via", &link.host.to_string()])
+        .output()
+        .unwrap();
+    assert!(route.status.success(), "{}", stderr(&route));
     let (manager_addr, worker_addr) = link_namespaces(manager, &worker);
     let init = manager.docker(&["swarm", "init", "--advertise-addr", &manager_addr]);
     assert!(init.status.success(), "{}", stderr(&init));
@@ -490,17 +623,39 @@ fn two_nodes_survive_losing_the_worker(
         },
     );
 
+    // Two tasks per API: the scheduler spreads a service's tasks over the nodes first, so
+    // each node runs one of each (tasks sharing a node's port, once the worker is lost).
+    let mut deploy = deploy.to_vec();
+    let replicas = deploy.iter().position(|a| *a == "--replicas").unwrap() + 1;
+    deploy[replicas] = "2";
     let started = Instant::now();
-    let deployed = xtask_on(manager, stack_dir, deploy);
+    let deployed = xtask_on(manager, stack_dir, &deploy);
     assert!(deployed.status.success(), "{}", stderr(&deployed));
     eprintln!(
-        "MEASURED: deploy swarm on two nodes to healthy and smoke-checked in {:.1}s",
+        "MEASURED: deploy swarm on two nodes (2 tasks per API) to healthy and smoke-checked in {:.1}s",
         started.elapsed().as_secs_f64()
     );
+    let placed = manager.docker(&[
+        "stack",
+        "ps",
+        "--no-trunc",
+        "--format",
+        "{{.Name}} {{.Node}} {{.CurrentState}} {{.Error}}",
+        "ml-mlops",
+    ]);
+    eprintln!("tasks:\n{}{}", stdout(&placed), stderr(&placed));
     let on_worker = worker.docker(&["ps", "--format", "{{.Names}}"]);
     let moved: Vec<String> = stdout(&on_worker).lines().map(str::to_owned).collect();
     eprintln!("tasks on the worker: {moved:?}");
-    assert!(!moved.is_empty(), "the worker runs no task");
+    for api in ["bankchurn", "carvision", "telecom"] {
+        assert!(
+            moved
+                .iter()
+                .any(|t| t.starts_with(&format!("ml-mlops_{api}."))),
+            "the worker runs no task of {api}: {moved:?}\n{}",
+            stdout(&placed)
+        );
+    }
     assert!(
         !moved.iter().any(|t| t.starts_with("ml-mlops_mlflow")),
         "MLflow left the node holding its store"
@@ -522,10 +677,10 @@ fn two_nodes_survive_losing_the_worker(
         "every service healthy on the manager again",
         Duration::from_secs(180),
         Duration::from_millis(500),
-        || node_loss_recovered(manager, stack_dir).then_some(()),
+        || node_loss_recovered(manager, stack_dir, 1 + 3 * 2).then_some(()),
     );
     eprintln!(
-        "MEASURED: node loss ({} task(s) on it) to every service healthy on the remaining node in {:.1}s",
+        "MEASURED: node loss ({} task(s) on it) to the node seen down, its tasks replaced and every service healthy on the remaining node in {:.1}s",
         moved.len(),
         lost_at.elapsed().as_secs_f64()
     );

@@ -156,6 +156,11 @@ fn serve_answers_on_a_real_socket_and_healthcheck_agrees() {
 }
 
 #[test]
+fn copies_share_a_port_only_with_a_model_and_one_stopping_leaves_the_other() {
+    testkit::shared_port_copies(Path::new(env!("CARGO_BIN_EXE_bankchurn")));
+}
+
+#[test]
 fn degenerate_data_is_refused_and_the_model_left_as_it_was() {
     let mut one_class = format!("{HEADER}\r\n");
     for i in 0..500 {

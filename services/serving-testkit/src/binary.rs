@@ -139,6 +139,93 @@ pub fn serve_and_healthcheck(binary: &Path) {
     assert!(status.success(), "exit after SIGTERM: {status:?}");
 }
 
+/// `serve --shared-port`, as a swarm's tasks on their node's host network run: without a
+/// model a copy exits and never listens; with one, two copies share the port, name
+/// themselves in each answer, and one stopping leaves the other answering.
+pub fn shared_port_copies(binary: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data.csv");
+    let model_dir = dir.path().join("model");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/health");
+
+    let without = serve_command(binary, port, &model_dir)
+        .arg("--shared-port")
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run the service binary");
+    assert!(!without.status.success(), "served without a model");
+    let why = String::from_utf8_lossy(&without.stderr);
+    assert!(why.contains("no model loaded"), "{why}");
+    assert!(get(&url).is_none(), "something answers on the port");
+
+    let run = |args: &[&str]| Command::new(binary).args(args).output().unwrap();
+    let generated = run(&[
+        "generate-data",
+        "--rows",
+        "800",
+        "--out",
+        data.to_str().unwrap(),
+    ]);
+    assert!(generated.status.success(), "{generated:?}");
+    let trained = run(&[
+        "train",
+        "--data-path",
+        data.to_str().unwrap(),
+        "--model-dir",
+        model_dir.to_str().unwrap(),
+    ]);
+    assert!(trained.status.success(), "{trained:?}");
+
+    let named = || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        let answer = agent.get(&url).call().ok()?;
+        let instance = answer.headers().get("x-serving-instance")?;
+        Some(instance.to_str().ok()?.to_owned())
+    };
+    let mut first = spawn_serve(binary, port, &model_dir, &["--shared-port"]);
+    wait_until("the first copy answering", PATIENCE, named);
+    // The second binds the same port beside the first, as a new task beside the old one.
+    let mut second = spawn_serve(binary, port, &model_dir, &["--shared-port"]);
+    wait_until("both copies listening", PATIENCE, || {
+        if let Some(status) = second.try_wait().unwrap() {
+            panic!("the second copy could not share the port: {status:?}");
+        }
+        (listeners_on(port) == 2).then_some(())
+    });
+    let healthcheck = Command::new(binary)
+        .args(["healthcheck", "--timeout", "2", "--url", &url])
+        .output()
+        .expect("run the service binary");
+    assert!(healthcheck.status.success(), "{healthcheck:?}");
+    signal(&first, "TERM");
+    let status = wait_for_exit(&mut first, "the first copy stopping");
+    assert!(status.success(), "{status:?}");
+    for _ in 0..20 {
+        assert!(named().is_some(), "the second copy stopped answering");
+    }
+    signal(&second, "TERM");
+    let status = wait_for_exit(&mut second, "the second copy stopping");
+    assert!(status.success(), "{status:?}");
+}
+
+/// The sockets listening on `port` of 127.0.0.1, as /proc/net/tcp lists them (LISTEN is
+/// state 0A).
+fn listeners_on(port: u16) -> usize {
+    let local = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"0A")
+        })
+        .count()
+}
+
 /// Returns as soon as a TCP connection to `port` on loopback is accepted by the kernel: the
 /// moment the server has bound it, before it has answered anything. (Retrying at once, not at
 /// [`wait_until`]'s interval, since a refused connection costs nothing and the moment matters.)

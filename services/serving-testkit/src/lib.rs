@@ -24,7 +24,8 @@ pub use api::{
 };
 pub use binary::{
     dashboard_follows_the_model, dashboard_port_is_refused, degenerate_data_is_refused, get,
-    reload_on_sighup, serve_and_healthcheck, serve_command, slowloris_and_sigterm, snapshot,
+    reload_on_sighup, serve_and_healthcheck, serve_command, shared_port_copies,
+    slowloris_and_sigterm, snapshot,
 };
 pub use drift::{drift_is_measured, profiles_are_optional_but_checked};
 pub use net::free_port;

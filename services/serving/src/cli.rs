@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::api::API_VERSION;
@@ -72,6 +72,14 @@ enum Command {
         /// started by mistake then fails to bind instead of silently sharing the port.
         #[arg(long, env = "REUSE_PORT")]
         reuse_port: bool,
+        /// Share the ports with other copies of this service (SO_REUSEPORT, as `--reuse-port`),
+        /// where the kernel hands each new connection to any copy listening: listen only once
+        /// the model is loaded, exit if none loads (a copy that cannot answer must take no
+        /// connection), and name this copy in an `x-serving-instance` header, so that its
+        /// `healthcheck` tells its own answers from the others' (a swarm's tasks on their
+        /// nodes' host network, updated start-first).
+        #[arg(long, env = "SHARED_PORT")]
+        shared_port: bool,
         /// Count the rows predicted on for `/drift` (a few atomic increments per row); `false`
         /// turns it off, and `/drift` then says so.
         #[arg(long, env = "DRIFT_COUNTING", default_value_t = true, action = clap::ArgAction::Set)]
@@ -226,6 +234,7 @@ fn run<S: Service>(command: Command) -> Result<()> {
             host,
             model_dir,
             reuse_port,
+            shared_port,
             drift_counting,
             limits,
         } => {
@@ -235,7 +244,8 @@ fn run<S: Service>(command: Command) -> Result<()> {
                 Listen {
                     addr: SocketAddr::new(host, port),
                     dashboard_addr: dashboard_port.map(|p| SocketAddr::new(host, p)),
-                    reuse_port,
+                    reuse_port: reuse_port || shared_port,
+                    shared_port,
                 },
                 model_dir,
                 drift_counting,
@@ -387,6 +397,8 @@ struct Listen {
     addr: SocketAddr,
     dashboard_addr: Option<SocketAddr>,
     reuse_port: bool,
+    /// `serve --shared-port`.
+    shared_port: bool,
 }
 
 fn serve<S: Service>(
@@ -401,6 +413,7 @@ fn serve<S: Service>(
         addr,
         dashboard_addr,
         reuse_port,
+        shared_port,
     } = listen;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -426,13 +439,20 @@ fn serve<S: Service>(
         let stop = ShutdownSignals::register();
         // SIGHUP too: its default action would end the server as well.
         let hangups = listen_for_hangups();
-        let listener = bind(addr, reuse_port, "")?;
-        let dashboard_listener = match dashboard_addr {
-            Some(addr) => Some(bind(addr, reuse_port, " for the dashboard")?),
-            None => None,
+        let bind_all = || -> Result<_> {
+            let listener = bind(addr, reuse_port, "")?;
+            let dashboard_listener = match dashboard_addr {
+                Some(addr) => Some(bind(addr, reuse_port, " for the dashboard")?),
+                None => None,
+            };
+            Ok((listener, dashboard_listener))
         };
+        // Alone on its ports, the server listens at once and says "loading" meanwhile;
+        // sharing them, it listens only once it can answer (connections queued on a copy
+        // still loading would wait, and be reset if it failed).
+        let early = if shared_port { None } else { Some(bind_all()?) };
         let dir = model_dir.clone();
-        let dashboard = dashboard_listener.is_some();
+        let dashboard = dashboard_addr.is_some();
         let state = tokio::task::spawn_blocking(move || {
             let state = http::AppState::<S>::from_dir(dir, requests, dashboard);
             state.set_drift_counting(drift_counting);
@@ -440,20 +460,35 @@ fn serve<S: Service>(
             state
         })
         .await?;
+        let (listener, dashboard_listener) = match early {
+            Some(bound) => bound,
+            None => {
+                if state.model.get().is_none() {
+                    let why = state
+                        .model
+                        .last_reload()
+                        .and_then(|r| r.reason)
+                        .unwrap_or_else(|| "no model".into());
+                    bail!("no model loaded ({why}): with --shared-port a copy without one does not listen, the others answer");
+                }
+                bind_all()?
+            }
+        };
+        let instance = shared_port.then(crate::healthcheck::instance).flatten();
         if let Some(hangups) = hangups {
             tokio::spawn(reload_on_sighup(state.clone(), hangups));
         }
         tracing::info!(%addr, service = S::MANIFEST.name, model_dir = %model_dir.display(), "listening");
         // Both ports stop on the same signal, each finishing its in-flight requests.
         let shutdown = stop.received().shared();
-        let api = crate::server::serve(listener, http::router(state.clone()), connections, shutdown.clone());
+        let api = crate::server::serve(listener, named(http::router(state.clone()), instance.clone()), connections, shutdown.clone());
         match dashboard_listener.zip(dashboard_threads) {
             Some((listener, threads)) => {
                 let addr = listener.local_addr()?;
                 tracing::info!(%addr, dashboard = S::Dashboard::TITLE, "dashboard listening");
                 // Moved to the dashboard's runtime, so its connections are driven there.
                 let listener = listener.into_std()?;
-                let router = crate::dashboard::router(state);
+                let router = named(crate::dashboard::router(state), instance);
                 let pages = threads.spawn(async move {
                     let listener = tokio::net::TcpListener::from_std(listener)?;
                     crate::server::serve(listener, router, connections, shutdown).await;
@@ -470,6 +505,24 @@ fn serve<S: Service>(
     // Outside the async context, where a runtime may be dropped.
     drop(dashboard_runtime);
     served
+}
+
+/// `router`, its answers carrying this copy's name when it shares its ports.
+fn named(router: axum::Router, instance: Option<String>) -> axum::Router {
+    let Some(value) = instance.and_then(|i| axum::http::HeaderValue::from_str(&i).ok()) else {
+        return router;
+    };
+    router.layer(axum::middleware::map_response(
+        move |mut response: axum::response::Response| {
+            let value = value.clone();
+            async move {
+                response
+                    .headers_mut()
+                    .insert(crate::healthcheck::INSTANCE_HEADER, value);
+                response
+            }
+        },
+    ))
 }
 
 /// Threads that draw the dashboard's pages (beside the one of its runtime that accepts and

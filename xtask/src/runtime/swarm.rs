@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde_json::Value;
 
 use super::docker::TrainingContainer;
@@ -105,21 +105,6 @@ impl Swarm {
         stack_file::service_name(&self.stack, service)
     }
 
-    /// The nodes that are ready and active: their count bounds the tasks a service can run
-    /// with ports published on each node.
-    pub fn ready_nodes(&self, ctx: &Ctx) -> Result<usize> {
-        let text = ctx
-            .runner
-            .query_stdout(&docker(&[
-                "node",
-                "ls",
-                "--format",
-                "{{.Status}} {{.Availability}}",
-            ]))
-            .context("`docker node ls` failed: is this engine a swarm manager?")?;
-        Ok(text.lines().filter(|l| l.trim() == "Ready Active").count())
-    }
-
     /// Labels this manager's node as the one holding MLflow's store, unless a node has the
     /// label already (the store stays where it was first put).
     pub fn ensure_mlflow_node(&self, ctx: &Ctx) -> Result<()> {
@@ -144,6 +129,39 @@ impl Swarm {
             &this_node,
         ]))?;
         Ok(())
+    }
+
+    /// The address of the node labelled as holding MLflow's store, as the swarm knows it
+    /// (`docker node inspect`: what the node advertised when it joined).
+    pub fn mlflow_node_address(&self, ctx: &Ctx) -> String {
+        let filter = format!("node.label={MLFLOW_STORE_LABEL}=true");
+        ctx.runner
+            .query_stdout(&docker(&["node", "ls", "--quiet", "--filter", &filter]))
+            .and_then(|ids| ids.lines().next().map(str::to_owned))
+            .and_then(|node| {
+                ctx.runner.query_stdout(&docker(&[
+                    "node",
+                    "inspect",
+                    "--format",
+                    "{{.Status.Addr}} {{if .ManagerStatus}}{{.ManagerStatus.Addr}}{{end}}",
+                    &node,
+                ]))
+            })
+            .and_then(|text| {
+                // A manager listening on every address may say 0.0.0.0: its address for the
+                // other managers (HOST:PORT) says where it is.
+                let mut words = text.split_whitespace();
+                let node = words.next()?.to_owned();
+                let manager = words
+                    .next()
+                    .and_then(|a| a.rsplit_once(':'))
+                    .map(|(h, _)| h);
+                match (node.as_str(), manager) {
+                    ("0.0.0.0", Some(manager)) => Some(manager.to_owned()),
+                    _ => Some(node),
+                }
+            })
+            .unwrap_or_else(|| "<address of the node holding MLflow's store>".into())
     }
 
     /// `docker stack deploy`: creates the stack, or updates what changed. Images are pinned

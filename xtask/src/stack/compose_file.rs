@@ -170,6 +170,9 @@ pub struct Network {
     /// In a swarm: one-off containers (retraining) may join it too.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attachable: Option<bool>,
+    /// A network the stack uses but does not make (a swarm's `host`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external: Option<bool>,
 }
 
 /// The container's health probe, exec form: scratch images have no shell.
@@ -315,6 +318,7 @@ pub fn file(stack: &Stack) -> ComposeFile {
                 name: per_stack(NETWORK),
                 driver: None,
                 attachable: None,
+                external: None,
             },
         )]),
     }

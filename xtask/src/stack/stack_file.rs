@@ -25,11 +25,17 @@ pub enum Publishing {
     /// Virtual IPs and the ingress routing mesh: every node answers on every published port
     /// and balances over the healthy tasks. What a real cluster uses.
     VipIngress,
-    /// DNS round robin between tasks, ports published on the node a task runs on: for kernels
-    /// without IPVS, where VIPs and the routing mesh do not work. Each node holds a port once,
-    /// so an update stops a task before it starts its replacement.
+    /// No VIPs and no routing mesh, for kernels without IPVS: each API's tasks listen on
+    /// their node's host network, sharing its ports (SO_REUSEPORT, `serve --shared-port`), so
+    /// an update starts the new task beside the old one and stops the old one once the new
+    /// one is healthy, with no gap; the old one finishes its requests. MLflow keeps the
+    /// stack's network (DNS round robin) with its port published on its node, where the APIs
+    /// reach it by that node's address.
     DnsrrHost,
 }
+
+/// The stack file's name of the swarm's predefined `host` network.
+pub const HOST_NETWORK: &str = "host-network";
 
 /// What one deployment fixes beyond the stack's description.
 pub struct Settings {
@@ -46,6 +52,9 @@ pub struct Settings {
     pub images: BTreeMap<String, String>,
     /// Each API's served model version, where it has one.
     pub model_versions: BTreeMap<String, String>,
+    /// The address of the node holding MLflow's store, as the other nodes reach it: where
+    /// APIs on the host network find MLflow (`dnsrr-host`).
+    pub mlflow_node: String,
 }
 
 /// A service's `deploy:` section.
@@ -124,8 +133,8 @@ fn deploy(service: &Service, settings: &Settings, pids: u32, memory: String) -> 
                 constraints: vec![format!("node.labels.{MLFLOW_STORE_LABEL} == true")],
             }),
         ),
-        // A port published on the node is held by the old task until it stops.
-        Kind::Api if host => (settings.replicas, "stop-first", "64M", None),
+        // Behind VIPs, or sharing their node's ports: the new task is healthy before the old
+        // one stops.
         Kind::Api => (settings.replicas, "start-first", "64M", None),
     };
     let update = |failure_action| UpdateConfig {
@@ -217,6 +226,11 @@ fn swarm_entry(
             mode,
         })
         .collect();
+    if host_network(service, settings) {
+        on_host_network(&mut entry, service, mlflow, settings);
+    } else if service.kind == Kind::Mlflow && settings.publishing == Publishing::DnsrrHost {
+        allow_host(&mut entry, &settings.mlflow_node);
+    }
     if let Some(version) = settings.model_versions.get(&service.name) {
         entry
             .labels
@@ -232,6 +246,66 @@ fn swarm_entry(
     entry
 }
 
+/// Whether `service`'s tasks run on their node's host network.
+fn host_network(service: &Service, settings: &Settings) -> bool {
+    service.kind == Kind::Api && settings.publishing == Publishing::DnsrrHost
+}
+
+/// An API's tasks on their node's host network: each listens on the published ports itself,
+/// sharing them with the other tasks on the node (`serve --shared-port`), and probes its own
+/// server there.
+fn on_host_network(
+    entry: &mut compose_file::ComposeService,
+    service: &Service,
+    mlflow: &Service,
+    settings: &Settings,
+) {
+    let published = |e: &crate::stack::Endpoint| e.host_port + settings.port_offset;
+    let endpoints = service.endpoints();
+    for endpoint in &endpoints {
+        let variable = match endpoint.role {
+            None => "PORT".to_owned(),
+            Some(role) => format!("{}_PORT", role.to_uppercase()),
+        };
+        entry
+            .environment
+            .insert(variable, published(endpoint).to_string());
+    }
+    entry
+        .environment
+        .insert("SHARED_PORT".into(), "true".into());
+    entry.environment.insert(
+        "MLFLOW_TRACKING_URI".into(),
+        format!(
+            "http://{}:{}",
+            settings.mlflow_node,
+            published(&mlflow.endpoints()[0])
+        ),
+    );
+    if let Some(url) = entry.healthcheck.test.last_mut() {
+        *url = format!(
+            "http://127.0.0.1:{}{}",
+            published(&endpoints[0]),
+            endpoints[0].health_path
+        );
+    }
+    entry.ports.clear();
+    entry.networks = vec![HOST_NETWORK.to_owned()];
+}
+
+/// MLflow's `--allowed-hosts` with `address` added: the APIs on the host network ask MLflow
+/// by its node's address.
+fn allow_host(entry: &mut compose_file::ComposeService, address: &str) {
+    let mut args = entry.command.iter_mut();
+    while let Some(arg) = args.next() {
+        if arg == "--allowed-hosts" {
+            if let Some(hosts) = args.next() {
+                hosts.push_str(&format!(",{address},{address}:*"));
+            }
+        }
+    }
+}
+
 /// The stack file of `stack` for one deployment.
 pub fn file(stack: &Stack, settings: &Settings) -> ComposeFile {
     let mlflow = stack.mlflow();
@@ -243,14 +317,29 @@ pub fn file(stack: &Stack, settings: &Settings) -> ComposeFile {
                 .map(|s| (s.name.clone(), swarm_entry(s, mlflow, settings)))
                 .collect(),
         ),
-        networks: BTreeMap::from([(
-            NETWORK.to_owned(),
-            Network {
-                name: format!("{NETWORK}{}", settings.name_suffix),
-                driver: Some("overlay".into()),
-                attachable: Some(true),
-            },
-        )]),
+        networks: BTreeMap::from_iter(
+            [(
+                NETWORK.to_owned(),
+                Network {
+                    name: format!("{NETWORK}{}", settings.name_suffix),
+                    driver: Some("overlay".into()),
+                    attachable: Some(true),
+                    external: None,
+                },
+            )]
+            .into_iter()
+            .chain((settings.publishing == Publishing::DnsrrHost).then(|| {
+                (
+                    HOST_NETWORK.to_owned(),
+                    Network {
+                        name: "host".into(),
+                        driver: None,
+                        attachable: None,
+                        external: Some(true),
+                    },
+                )
+            })),
+        ),
     }
 }
 
@@ -300,6 +389,7 @@ mod tests {
             publishing,
             images,
             model_versions,
+            mlflow_node: "10.0.0.1".into(),
         }
     }
 
@@ -423,20 +513,57 @@ mod tests {
     }
 
     #[test]
-    fn without_ipvs_tasks_are_found_by_dns_and_published_on_their_node() {
+    fn without_ipvs_apis_share_their_nodes_ports_and_roll_start_first() {
         let (stack, yaml) = parsed(Publishing::DnsrrHost);
-        for s in &stack.services {
-            let entry = &yaml["services"][s.name.as_str()];
+        assert_eq!(
+            yaml["networks"][HOST_NETWORK]["name"].as_str(),
+            Some("host")
+        );
+        assert_eq!(
+            yaml["networks"][HOST_NETWORK]["external"].as_bool(),
+            Some(true)
+        );
+        for api in stack.apis() {
+            let entry = &yaml["services"][api.name.as_str()];
             assert_eq!(entry["deploy"]["endpoint_mode"].as_str(), Some("dnsrr"));
-            for port in entry["ports"].as_sequence().unwrap() {
-                assert_eq!(port["mode"].as_str(), Some("host"));
-            }
-            // The old task holds the node's port until it stops.
+            assert_eq!(entry["networks"][0].as_str(), Some(HOST_NETWORK));
+            // The task listens on the node's port itself, beside the task it replaces.
+            assert!(
+                entry["ports"].as_sequence().is_none_or(|p| p.is_empty()),
+                "{entry:?}"
+            );
+            let env = &entry["environment"];
+            assert_eq!(env["SHARED_PORT"].as_str(), Some("true"));
+            let port = api.host_port.to_string();
+            assert_eq!(env["PORT"].as_str(), Some(port.as_str()));
+            assert_eq!(
+                env["MLFLOW_TRACKING_URI"].as_str(),
+                Some("http://10.0.0.1:5000")
+            );
+            let probe = entry["healthcheck"]["test"].as_sequence().unwrap();
+            assert_eq!(
+                probe.last().unwrap().as_str().unwrap(),
+                format!("http://127.0.0.1:{port}{}", api.health_path)
+            );
             assert_eq!(
                 entry["deploy"]["update_config"]["order"].as_str(),
-                Some("stop-first")
+                Some("start-first")
             );
+            if let Some(dashboard) = &api.dashboard {
+                assert_eq!(
+                    env["DASHBOARD_PORT"].as_str(),
+                    Some(dashboard.host_port.to_string().as_str())
+                );
+            }
         }
+        // MLflow stays on the stack's network, published on its node, which the APIs ask.
+        let mlflow = &yaml["services"][stack.mlflow().name.as_str()];
+        assert_eq!(mlflow["deploy"]["endpoint_mode"].as_str(), Some("dnsrr"));
+        assert_eq!(mlflow["ports"][0]["mode"].as_str(), Some("host"));
+        assert_eq!(mlflow["networks"][0].as_str(), Some(NETWORK));
+        assert!(mlflow["command"].as_sequence().unwrap().iter().any(|a| a
+            .as_str()
+            .is_some_and(|a| a.ends_with(",10.0.0.1,10.0.0.1:*"))));
     }
 
     #[test]

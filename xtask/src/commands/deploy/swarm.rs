@@ -43,8 +43,8 @@ pub struct DeploySwarm {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub replicas: u32,
     /// How services are reached: `vip-ingress` (the routing mesh; real clusters) or
-    /// `dnsrr-host` (ports on each task's node; kernels without IPVS, like this project's CI
-    /// machines).
+    /// `dnsrr-host` (kernels without IPVS, like this project's CI machines: each API's tasks
+    /// listen on their node's host network, sharing its ports, and update with no gap).
     #[arg(long, value_enum, default_value = "vip-ingress")]
     pub publishing: Publishing,
     /// Seconds to wait for every task to be healthy (or an update to finish).
@@ -108,16 +108,6 @@ impl DeploySwarm {
         } else {
             Swarm::detect(ctx)?
         };
-        if self.publishing == Publishing::DnsrrHost && !ctx.dry_run() {
-            let nodes = swarm.ready_nodes(ctx)?;
-            if self.replicas as usize > nodes {
-                bail!(
-                    "--replicas {} with --publishing dnsrr-host needs {} nodes (each holds a published port once); the swarm has {nodes} ready: lower --replicas, add nodes, or use vip-ingress where IPVS works",
-                    self.replicas,
-                    self.replicas
-                );
-            }
-        }
         let apis: Vec<&Service> = ctx.stack.apis().collect();
         // The tasks serve the models of the stack directory: train those missing, untracked
         // (MLflow is not up yet; `cargo xtask retrain` registers later ones).
@@ -125,6 +115,7 @@ impl DeploySwarm {
         writable_by_containers(ctx, &ctx.mlruns_dir().join("artifacts"))?;
         writable_by_containers(ctx, &ctx.mlruns_dir())?;
 
+        swarm.ensure_mlflow_node(ctx)?;
         let settings = Settings {
             stack_dir: ctx.stack_dir.clone(),
             port_offset: ctx.port_offset,
@@ -136,6 +127,7 @@ impl DeploySwarm {
                 .iter()
                 .filter_map(|a| Some((a.name.clone(), model_version(ctx, a)?)))
                 .collect(),
+            mlflow_node: swarm.mlflow_node_address(ctx),
         };
         let text = stack_file::render(&ctx.stack, &settings, &swarm.stack);
         let file = stack_file_path(ctx);
@@ -144,7 +136,6 @@ impl DeploySwarm {
         if ctx.dry_run() {
             print!("{text}");
         }
-        swarm.ensure_mlflow_node(ctx)?;
 
         // An update that went before (and perhaps was rolled back) is not this one's.
         let before: BTreeMap<String, String> = ctx
