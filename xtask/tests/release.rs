@@ -513,9 +513,59 @@ fn archive_member(tar: &Path, member: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// An image archive as an engine with the classic store writes one (`docker save` of Docker
+/// 20.10: `manifest.json`, the configuration, one uncompressed layer), of `reference`: one
+/// layer holding `/etc/base-release`.
+fn classic_store_archive(dir: &Path, reference: &str) -> std::path::PathBuf {
+    use sha2::{Digest, Sha256};
+    let tar_of = |members: &[(&str, &[u8])]| {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, content) in members {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(content.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder.append_data(&mut header, name, *content).unwrap();
+        }
+        builder.into_inner().unwrap()
+    };
+    let layer = tar_of(&[("etc/base-release", b"a base with an uncompressed layer\n")]);
+    let diff_id = format!("{:x}", Sha256::digest(&layer));
+    let architecture = match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        _ => "amd64",
+    };
+    let config = serde_json::json!({
+        "architecture": architecture,
+        "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff_id}")]},
+    })
+    .to_string();
+    let config_name = format!("{:x}.json", Sha256::digest(config.as_bytes()));
+    let layer_name = format!("{diff_id}/layer.tar");
+    let manifest = serde_json::json!([{
+        "Config": config_name,
+        "RepoTags": [reference],
+        "Layers": [layer_name],
+    }])
+    .to_string();
+    let archive = tar_of(&[
+        (&config_name, config.as_bytes()),
+        (&layer_name, &layer),
+        ("manifest.json", manifest.as_bytes()),
+    ]);
+    let path = dir.join("classic-base.tar");
+    std::fs::write(&path, archive).unwrap();
+    path
+}
+
 /// On an engine like GitHub's (Docker with the containerd image store, images built with
 /// BuildKit), where an image ID is its manifest's digest: the release pushes exactly the image
 /// Trivy scanned, in one go and in two halves, and the registry serves that very manifest.
+/// The image is built on a base loaded from an archive of the classic store, so that its
+/// archive mixes an uncompressed layer (the base's, kept as loaded) with BuildKit's gzip one:
+/// Trivy misreads such an archive as a whole ("invalid tar header"), and reads its OCI layout.
 #[test]
 #[ignore = "needs root, docker-registry and Debian trixie's engine; runs the real Trivy"]
 fn release_on_the_containerd_store_pushes_exactly_the_scanned_image() {
@@ -526,7 +576,15 @@ fn release_on_the_containerd_store_pushes_exactly_the_scanned_image() {
     let Some(registry) = Registry::start_beside(Some(&engine)) else {
         return;
     };
-    let ws = Workspace::new("relctd", "scratch");
+    let base = format!("relctd-base{}:1", std::process::id());
+    let scratch = tempfile::tempdir().unwrap();
+    let loaded = engine
+        .docker_command(&["load", "--quiet", "--input"])
+        .arg(classic_store_archive(scratch.path(), &base))
+        .output()
+        .unwrap();
+    assert!(loaded.status.success(), "{}", stderr(&loaded));
+    let ws = Workspace::new("relctd", &base);
     let image_id = |reference: &str| {
         let out = engine.docker(&["image", "inspect", "--format", "{{.Id}}", reference]);
         out.status.success().then(|| stdout(&out).trim().to_owned())
@@ -566,6 +624,24 @@ fn release_on_the_containerd_store_pushes_exactly_the_scanned_image() {
         config, built,
         "on this store an ID is not the configuration's digest"
     );
+    // The base's layer as it was loaded, uncompressed; the one BuildKit added, gzip.
+    let manifest = archive_member(&tar, &format!("blobs/sha256/{}", &built["sha256:".len()..]));
+    let media_types: Vec<&str> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        media_types,
+        [
+            "application/vnd.docker.image.rootfs.diff.tar",
+            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        ],
+        "not the mix of compressions this test is about"
+    );
+    // Trivy read the unpacked layout, which is removed after the scan; the archive stays.
+    assert!(!tar.with_extension("oci").exists());
 
     // In one go, inside the namespace (the registry is on the engine's loopback).
     let released = engine.xtask_in(
