@@ -12,6 +12,7 @@ pub mod poll;
 
 pub mod netns_engine;
 pub mod registry;
+pub mod traffic;
 
 /// Waits until `ready` answers `Some`, asking every `every`, and returns the answer; panics
 /// naming `what` it waited for when `timeout` passes first.
