@@ -786,6 +786,24 @@ impl PostgresCluster {
         );
     }
 
+    /// PostgreSQL's client `program` as this test's user, over TCP with the password.
+    fn client(&self, program: &str, args: &[&str]) {
+        let status = std::process::Command::new(self.bin.join(program))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(args)
+            .env("PGPASSWORD", self.password)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{program} {args:?} failed");
+    }
+
     /// The stack's `--mlflow-backend`: over TCP, with the password.
     fn uri(&self) -> String {
         format!(
@@ -909,6 +927,56 @@ fn mlflow_on_postgresql_registers_backs_up_and_restores_after_the_database_is_dr
         mlflow.registry(),
         registry,
         "the registry differs after restore"
+    );
+
+    // A sound archive the stack cannot come up on (its store at a schema revision a newer
+    // MLflow made, which MLflow refuses): the previous database goes back and serves.
+    let newer = stack.path().join("newer.tar.gz");
+    repack(&archive, &newer, |dir| {
+        let dump = dir.join("mlruns/mlflow.pgdump");
+        let dump = dump.to_str().unwrap();
+        cluster.client("createdb", &["scratch"]);
+        cluster.client("pg_restore", &["--no-owner", "-d", "scratch", dump]);
+        cluster.client(
+            "psql",
+            &[
+                "-d",
+                "scratch",
+                "-c",
+                "UPDATE alembic_version SET version_num = 'ffffffffffff'",
+            ],
+        );
+        cluster.client("pg_dump", &["--format=custom", "-f", dump, "scratch"]);
+        cluster.client("dropdb", &["scratch"]);
+    });
+    let started = Instant::now();
+    let rolled_back = on_postgres(&[
+        "restore",
+        newer.to_str().unwrap(),
+        "--yes",
+        "--timeout",
+        "60",
+    ]);
+    eprintln!(
+        "MEASURED: a PostgreSQL restore that fails to come up and rolls back took {:.1?}",
+        started.elapsed()
+    );
+    assert!(
+        !rolled_back.status.success(),
+        "restored a store MLflow cannot open"
+    );
+    assert!(
+        stderr(&rolled_back)
+            .contains("the previous MLflow store and models are back and the stack is up on them"),
+        "{}",
+        stderr(&rolled_back)
+    );
+    never_shows_the_password(&rolled_back);
+    assert_eq!(mlflow.runs(), runs, "the runs differ after the rollback");
+    assert_eq!(
+        mlflow.registry(),
+        registry,
+        "the registry differs after the rollback"
     );
 
     let down = on_postgres(&["down"]);
