@@ -10,10 +10,9 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
+use common::traffic::Traffic;
 use common::{health_json, stderr, stdout, Stack};
 use serde_json::{Map, Value};
 
@@ -72,76 +71,6 @@ fn requests(header: &[String], rows: &[Vec<String>]) -> Vec<String> {
             Some(Value::Object(item).to_string())
         })
         .collect()
-}
-
-/// Posts `bodies` round and round from `threads` clients until stopped; counts answered and
-/// failed requests.
-struct Traffic {
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Traffic {
-    fn start(url: String, bodies: Arc<Vec<String>>, threads: usize) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(AtomicU64::new(0));
-        let clients = threads;
-        let threads = (0..clients)
-            .map(|t| {
-                let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
-                let (url, bodies) = (url.clone(), bodies.clone());
-                std::thread::spawn(move || {
-                    let agent: ureq::Agent = ureq::Agent::config_builder()
-                        .http_status_as_error(false)
-                        .build()
-                        .into();
-                    let mut i = t;
-                    while !stop.load(Ordering::Relaxed) {
-                        let ok = agent
-                            .post(&url)
-                            .header("content-type", "application/json")
-                            .send(bodies[i % bodies.len()].as_str())
-                            .is_ok_and(|r| r.status() == 200);
-                        sent.fetch_add(1, Ordering::Relaxed);
-                        if !ok {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                        i += clients;
-                    }
-                })
-            })
-            .collect();
-        Self {
-            stop,
-            sent,
-            failed,
-            threads,
-        }
-    }
-
-    fn wait_for_requests(&self, count: u64) {
-        let goal = self.sent.load(Ordering::Relaxed) + count;
-        common::wait_for(
-            &format!("{count} more requests"),
-            Duration::from_secs(60),
-            Duration::from_millis(5),
-            || (self.sent.load(Ordering::Relaxed) >= goal).then_some(()),
-        );
-    }
-
-    fn finish(self) -> (u64, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        (
-            self.sent.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        )
-    }
 }
 
 #[test]

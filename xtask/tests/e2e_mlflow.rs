@@ -10,10 +10,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use common::traffic::Traffic;
 use common::{health_json, snapshot, stderr, stdout, Stack};
 use serde_json::{json, Value};
 
@@ -117,80 +117,6 @@ fn xtask(stack: &Stack, args: &[&str]) -> std::process::Output {
     stack.xtask(&full)
 }
 
-/// Posts BankChurn's smoke request from `threads` clients until stopped; counts sent and
-/// failed requests.
-struct Load {
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(url: String, threads: usize) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(AtomicU64::new(0));
-        let body =
-            json!({"CreditScore": 619, "Geography": "Germany", "Gender": "Female", "Age": 52,
-            "Tenure": 2.0, "Balance": 125000.0, "NumOfProducts": 1, "HasCrCard": 1,
-            "IsActiveMember": 0, "EstimatedSalary": 101348.88})
-            .to_string();
-        let threads = (0..threads)
-            .map(|_| {
-                let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
-                let (url, body) = (url.clone(), body.clone());
-                std::thread::spawn(move || {
-                    let agent: ureq::Agent = ureq::Agent::config_builder()
-                        .http_status_as_error(false)
-                        .build()
-                        .into();
-                    while !stop.load(Ordering::Relaxed) {
-                        sent.fetch_add(1, Ordering::Relaxed);
-                        let ok = agent
-                            .post(&url)
-                            .header("content-type", "application/json")
-                            .send(body.as_str())
-                            .is_ok_and(|r| r.status() == 200);
-                        if !ok {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                })
-            })
-            .collect();
-        Self {
-            stop,
-            sent,
-            failed,
-            threads,
-        }
-    }
-
-    /// Waits until `count` more requests were sent than when called: the load runs before and
-    /// after what it measures.
-    fn wait_for_requests(&self, count: u64) {
-        let goal = self.sent.load(Ordering::Relaxed) + count;
-        common::wait_for(
-            &format!("{count} more requests of the load"),
-            Duration::from_secs(30),
-            Duration::from_millis(5),
-            || (self.sent.load(Ordering::Relaxed) >= goal).then_some(()),
-        );
-    }
-
-    fn finish(self) -> (u64, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        (
-            self.sent.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        )
-    }
-}
-
 #[test]
 #[ignore = "end-to-end: a real MLflow server and the local stack; run by .ci/run"]
 fn tracked_models_retrain_without_downtime_and_survive_backup_reset_restore() {
@@ -213,7 +139,15 @@ fn tracked_models_retrain_without_downtime_and_survive_backup_reset_restore() {
 
     // Retrain under load: a new model (another seed), swapped in with no failed request.
     let old_version = served["model_version"].as_str().unwrap().to_owned();
-    let load = Load::start(format!("http://127.0.0.1:{}/predict", stack.port(8001)), 4);
+    // BankChurn's smoke request.
+    let body = json!({"CreditScore": 619, "Geography": "Germany", "Gender": "Female", "Age": 52,
+        "Tenure": 2.0, "Balance": 125000.0, "NumOfProducts": 1, "HasCrCard": 1,
+        "IsActiveMember": 0, "EstimatedSalary": 101348.88});
+    let load = Traffic::start(
+        format!("http://127.0.0.1:{}/predict", stack.port(8001)),
+        Arc::new(vec![body.to_string()]),
+        4,
+    );
     load.wait_for_requests(100);
     let retrain = xtask(
         &stack,

@@ -11,78 +11,18 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::netns_engine::{Link, NetnsEngine, Options};
+use common::registry::{Listen, Registry};
 use common::{docker, docker_answers, repo, stderr, stdout};
 
 /// The tag the test releases under: its own, so no real release record is overwritten.
 const TAG: &str = "1.0.0-e2e-swarm";
-
-/// Debian's distribution registry on this machine, listening on every address: this engine
-/// pushes to it on loopback (which Docker trusts without TLS), the node pulls from it over
-/// the link. Stopped, with its storage, when dropped.
-struct Registry {
-    process: Child,
-    port: u16,
-    _storage: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Option<Self> {
-        let Ok(binary) = which::which("docker-registry") else {
-            common::skip("docker-registry is not installed (apt-get install docker-registry)");
-            return None;
-        };
-        let storage = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("0.0.0.0:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = storage.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
-                 storage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: 0.0.0.0:{port}\n",
-                storage.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let process = Command::new(binary)
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        common::wait_for(
-            "the registry to listen",
-            Duration::from_secs(15),
-            Duration::from_millis(100),
-            || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
-        );
-        Some(Self {
-            process,
-            port,
-            _storage: storage,
-        })
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
-}
 
 /// What `cargo xtask release` left outside the test's folders: its record, its image archives'
 /// report, and the registry tags on this machine's engine. Removed when dropped.
@@ -225,7 +165,7 @@ fn a_swarm_of_one_then_two_nodes_runs_the_released_digests_heals_and_is_removed(
         common::skip("no Docker engine answers");
         return;
     }
-    let Some(registry) = Registry::start() else {
+    let Some(registry) = Registry::start(Listen::EveryAddress) else {
         return;
     };
     let link = Link::private(0);

@@ -7,12 +7,12 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Instant;
 
 use common::netns_engine::{Link, NetnsEngine, Options};
+use common::registry::{Listen, Registry};
 use common::{
     docker, docker_answers, fake_github_token, repo, stderr, stdout, xtask_in, FixtureImage,
 };
@@ -25,128 +25,6 @@ fn image_id(reference: &str) -> Option<String> {
 /// Runs the real xtask binary in `dir`, the workspace it works on.
 fn xtask(dir: &Path, args: &[&str]) -> Output {
     xtask_in(dir, args, &[])
-}
-
-/// The distribution registry as a host process on a free loopback port (or in a second
-/// engine's namespace); stopped when dropped.
-struct Registry {
-    process: Child,
-    port: u16,
-    /// The address the test reaches it at: loopback, or the engine's end of its link.
-    reach: Ipv4Addr,
-    _storage: tempfile::TempDir,
-}
-
-impl Registry {
-    /// `None` (after saying SKIPPED) when the `docker-registry` binary is not installed.
-    fn start() -> Option<Self> {
-        Self::start_beside(None)
-    }
-
-    /// With `engine`, in its namespace, listening on all its addresses: the engine pushes to
-    /// its own 127.0.0.1 (trusted without TLS), the test asks over the engine's link.
-    fn start_beside(engine: Option<&NetnsEngine>) -> Option<Self> {
-        let Ok(binary) = which::which("docker-registry") else {
-            common::skip("docker-registry is not installed (apt-get install docker-registry)");
-            return None;
-        };
-        let storage = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = storage.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
-                 storage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: {listen}:{port}\n",
-                storage.path().join("data").display(),
-                listen = if engine.is_some() {
-                    "0.0.0.0"
-                } else {
-                    "127.0.0.1"
-                },
-            ),
-        )
-        .unwrap();
-        let (mut command, reach) = match engine {
-            None => (Command::new(binary), Ipv4Addr::LOCALHOST),
-            Some(engine) => (
-                engine.command(binary),
-                engine.options.link.expect("the engine has a link").engine,
-            ),
-        };
-        let process = command
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let registry = Self {
-            process,
-            port,
-            reach,
-            _storage: storage,
-        };
-        common::wait_for(
-            "the registry to answer",
-            Duration::from_secs(15),
-            Duration::from_millis(100),
-            || registry.get("/v2/"),
-        );
-        Some(registry)
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// A GET on the registry's API: the status, the `Docker-Content-Digest` header and the
-    /// body. `None` while nothing listens.
-    fn get(&self, path: &str) -> Option<(u16, Option<String>, String)> {
-        TcpStream::connect((self.reach, self.port)).ok()?;
-        let response = ureq::get(format!("http://{}:{}{path}", self.reach, self.port))
-            .header(
-                "Accept",
-                "application/vnd.docker.distribution.manifest.v2+json, \
-                 application/vnd.oci.image.manifest.v1+json",
-            )
-            .config()
-            .http_status_as_error(false)
-            .build()
-            .call()
-            .ok()?;
-        let status = response.status().as_u16();
-        let digest = response
-            .headers()
-            .get("Docker-Content-Digest")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = response.into_body().read_to_string().unwrap_or_default();
-        Some((status, digest, body))
-    }
-
-    fn repositories(&self) -> Vec<String> {
-        let (_, _, body) = self.get("/v2/_catalog").unwrap();
-        let catalog: serde_json::Value = serde_json::from_str(&body).unwrap();
-        catalog["repositories"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r.as_str().unwrap().to_owned())
-            .collect()
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
 }
 
 /// The fixture workspace with its service named `service` and built on `base`; every image
@@ -287,7 +165,7 @@ fn release_pushes_the_scanned_image_and_the_registry_serves_it_back_by_digest() 
         common::skip("no Docker engine answers");
         return;
     }
-    let Some(registry) = Registry::start() else {
+    let Some(registry) = Registry::start(Listen::Loopback) else {
         return;
     };
     let ws = Workspace::new("relok", "scratch");
@@ -389,7 +267,7 @@ fn release_in_two_halves_pushes_exactly_what_was_scanned() {
     if !docker_answers() {
         return common::skip("no Docker engine answers");
     }
-    let Some(registry) = Registry::start() else {
+    let Some(registry) = Registry::start(Listen::Loopback) else {
         return;
     };
     let ws = Workspace::new("halves", "scratch");
@@ -441,7 +319,7 @@ fn an_image_that_fails_its_scan_stops_the_release_and_nothing_is_pushed() {
         common::skip("no Docker engine answers");
         return;
     }
-    let Some(registry) = Registry::start() else {
+    let Some(registry) = Registry::start(Listen::Loopback) else {
         return;
     };
     // A base image with a token planted in it, built from scratch with `docker import`.
@@ -513,9 +391,59 @@ fn archive_member(tar: &Path, member: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// An image archive as an engine with the classic store writes one (`docker save` of Docker
+/// 20.10: `manifest.json`, the configuration, one uncompressed layer), of `reference`: one
+/// layer holding `/etc/base-release`.
+fn classic_store_archive(dir: &Path, reference: &str) -> std::path::PathBuf {
+    use sha2::{Digest, Sha256};
+    let tar_of = |members: &[(&str, &[u8])]| {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, content) in members {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(content.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder.append_data(&mut header, name, *content).unwrap();
+        }
+        builder.into_inner().unwrap()
+    };
+    let layer = tar_of(&[("etc/base-release", b"a base with an uncompressed layer\n")]);
+    let diff_id = format!("{:x}", Sha256::digest(&layer));
+    let architecture = match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        _ => "amd64",
+    };
+    let config = serde_json::json!({
+        "architecture": architecture,
+        "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff_id}")]},
+    })
+    .to_string();
+    let config_name = format!("{:x}.json", Sha256::digest(config.as_bytes()));
+    let layer_name = format!("{diff_id}/layer.tar");
+    let manifest = serde_json::json!([{
+        "Config": config_name,
+        "RepoTags": [reference],
+        "Layers": [layer_name],
+    }])
+    .to_string();
+    let archive = tar_of(&[
+        (&config_name, config.as_bytes()),
+        (&layer_name, &layer),
+        ("manifest.json", manifest.as_bytes()),
+    ]);
+    let path = dir.join("classic-base.tar");
+    std::fs::write(&path, archive).unwrap();
+    path
+}
+
 /// On an engine like GitHub's (Docker with the containerd image store, images built with
 /// BuildKit), where an image ID is its manifest's digest: the release pushes exactly the image
 /// Trivy scanned, in one go and in two halves, and the registry serves that very manifest.
+/// The image is built on a base loaded from an archive of the classic store, so that its
+/// archive mixes an uncompressed layer (the base's, kept as loaded) with BuildKit's gzip one:
+/// Trivy misreads such an archive as a whole ("invalid tar header"), and reads its OCI layout.
 #[test]
 #[ignore = "needs root, docker-registry and Debian trixie's engine; runs the real Trivy"]
 fn release_on_the_containerd_store_pushes_exactly_the_scanned_image() {
@@ -523,10 +451,18 @@ fn release_on_the_containerd_store_pushes_exactly_the_scanned_image() {
     let Some(engine) = NetnsEngine::start_or_skip(Options::like_github().with_link(link)) else {
         return;
     };
-    let Some(registry) = Registry::start_beside(Some(&engine)) else {
+    let Some(registry) = Registry::start(Listen::BesideEngine(&engine)) else {
         return;
     };
-    let ws = Workspace::new("relctd", "scratch");
+    let base = format!("relctd-base{}:1", std::process::id());
+    let scratch = tempfile::tempdir().unwrap();
+    let loaded = engine
+        .docker_command(&["load", "--quiet", "--input"])
+        .arg(classic_store_archive(scratch.path(), &base))
+        .output()
+        .unwrap();
+    assert!(loaded.status.success(), "{}", stderr(&loaded));
+    let ws = Workspace::new("relctd", &base);
     let image_id = |reference: &str| {
         let out = engine.docker(&["image", "inspect", "--format", "{{.Id}}", reference]);
         out.status.success().then(|| stdout(&out).trim().to_owned())
@@ -566,6 +502,24 @@ fn release_on_the_containerd_store_pushes_exactly_the_scanned_image() {
         config, built,
         "on this store an ID is not the configuration's digest"
     );
+    // The base's layer as it was loaded, uncompressed; the one BuildKit added, gzip.
+    let manifest = archive_member(&tar, &format!("blobs/sha256/{}", &built["sha256:".len()..]));
+    let media_types: Vec<&str> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        media_types,
+        [
+            "application/vnd.docker.image.rootfs.diff.tar",
+            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        ],
+        "not the mix of compressions this test is about"
+    );
+    // Trivy read the unpacked layout, which is removed after the scan; the archive stays.
+    assert!(!tar.with_extension("oci").exists());
 
     // In one go, inside the namespace (the registry is on the engine's loopback).
     let released = engine.xtask_in(

@@ -25,6 +25,16 @@ pub struct RecordedImage {
     /// `HOST/NAMESPACE/ml-mlops/SERVICE@sha256:...`.
     pub reference: String,
     pub digest: String,
+    /// `HOST/NAMESPACE/ml-mlops/SERVICE:TAG`.
+    #[serde(default)]
+    pub tag: String,
+    /// The digest of the image's configuration, whichever store pushed it.
+    #[serde(default)]
+    pub config: String,
+    /// The ID on the engine that pushed it: records written before `config` have only this,
+    /// and it was that digest.
+    #[serde(default)]
+    pub image_id: String,
 }
 
 /// `path` itself, or the one `release-VERSION.json` in the folder `path` (as the release
@@ -137,6 +147,9 @@ mod tests {
                     service: service.to_string(),
                     reference: reference.replace("DIGEST", &digest),
                     digest: digest.clone(),
+                    tag: String::new(),
+                    config: String::new(),
+                    image_id: String::new(),
                 })
                 .collect(),
         }

@@ -2,7 +2,8 @@
 //! passed, and check the registry holds what was pushed.
 //!
 //! Every image is known by its ID from the moment it is built: the archive Trivy scans is
-//! checked to hold that ID, the registry tag is made from the ID (not from a local tag that
+//! checked to hold that ID (Trivy reads the OCI layout in it, each blob checked against its
+//! digest, and must report the archive's image configuration), the registry tag is made from the ID (not from a local tag that
 //! could move), and after the push the registry's manifest must carry the pushed digest and
 //! the scanned image's configuration. What an ID is depends on the engine's image store (the
 //! configuration's digest on the classic store, the manifest's on containerd's, GitHub's
@@ -22,7 +23,9 @@ use crate::ctx::Ctx;
 use crate::runner::Step;
 use crate::scanners::findings::{self, Policy, ScanResult};
 use crate::scanners::trivy::Trivy;
-use crate::scanners::{archived_image, reports_dir, save_image, ArchivedImage};
+use crate::scanners::{
+    archived_image, image_input, remove_image_input, reports_dir, save_image, ArchivedImage,
+};
 use crate::stack::Service;
 use crate::util::table;
 
@@ -312,8 +315,10 @@ fn scan(
     let task = ctx.reporter.task(format!("trivy image: {target}"));
     let json = reports_dir(ctx).join(format!("json/release-trivy-image-{}.json", service.name));
     let result = archive(ctx, store, candidate).and_then(|(tar, held)| {
-        let result = trivy.image(ctx, &target, &tar, &json)?;
-        Ok((result, held.map(|h| h.config)))
+        let input = image_input(ctx, &tar, held.as_ref())?;
+        let result = trivy.image(ctx, &target, &input, &json);
+        remove_image_input(ctx, &input)?;
+        Ok((result?, held.map(|h| h.config)))
     });
     match result {
         Ok((result, config)) => {

@@ -5,8 +5,8 @@ use anyhow::{bail, Result};
 use crate::build::engine;
 use crate::ctx::Ctx;
 use crate::runner::Step;
-use crate::scanners::reports_dir;
 use crate::scanners::trivy::{SbomInput, Trivy};
+use crate::scanners::{archived_image, image_input, remove_image_input, reports_dir};
 
 /// Write a CycloneDX SBOM for each of the stack's images and one for the workspace, into
 /// target/xtask/reports/sbom/.
@@ -49,7 +49,17 @@ impl Sbom {
                             .arg(&tar)
                             .arg(&image),
                     )?;
-                    let result = trivy.sbom(ctx, SbomInput::Image(&tar), &out);
+                    let result = (|| {
+                        let held = if ctx.dry_run() {
+                            None
+                        } else {
+                            Some(archived_image(ctx, &tar)?)
+                        };
+                        let input = image_input(ctx, &tar, held.as_ref())?;
+                        let result = trivy.sbom(ctx, SbomInput::Image(&input), &out);
+                        remove_image_input(ctx, &input)?;
+                        result
+                    })();
                     ctx.runner.remove_path(&tar)?;
                     result
                 })?;

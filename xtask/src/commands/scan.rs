@@ -1,6 +1,7 @@
 //! `cargo xtask scan`: every scanner on everything we ship, with one summary table.
 //!
-//! - Trivy on each of the stack's images (`docker save`, then `trivy image --input`);
+//! - Trivy on each of the stack's images (`docker save`, then `trivy image --input` on the OCI
+//!   layout the archive holds, checked to be the image's);
 //! - `trivy fs` on the repository (secrets, licences; vulnerabilities with a database);
 //! - `trivy config` on the Dockerfiles and any manifests;
 //! - hadolint on the Dockerfiles;
@@ -17,12 +18,13 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use crate::build::engine;
+use crate::build::engine::{self, ImageStore};
 use crate::ctx::Ctx;
 use crate::scanners::findings::{self, Policy, ScanResult};
 use crate::scanners::trivy::Trivy;
 use crate::scanners::{
-    cargo_deny, compose_rule, hadolint, reports_dir, sarif, save_image, secrets, skip_dirs,
+    archived_image, cargo_deny, compose_rule, hadolint, image_input, remove_image_input,
+    reports_dir, sarif, save_image, secrets, skip_dirs,
 };
 
 /// Scan the images, the repository and the Rust dependencies: HIGH and CRITICAL fail.
@@ -52,8 +54,12 @@ pub struct Scan {
     pub history: Option<String>,
     /// Only the secret scans (the tracked files, and `--history`): no images, licences,
     /// linters or cargo-deny, and no vulnerability database.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "images_only")]
     pub secrets_only: bool,
+    /// Only Trivy on the stack's images (what `release` scans): not the repository, the
+    /// linters or cargo-deny.
+    #[arg(long, conflicts_with_all = ["skip_images", "history"])]
+    pub images_only: bool,
 }
 
 /// Trivy's secret scanner on a copy of every tracked file and, with `history`, on every file
@@ -214,23 +220,42 @@ fn images(ctx: &Ctx) -> Vec<Image> {
         .collect()
 }
 
-/// The Trivy lane: each image, then the repository and its configuration files.
-fn trivy_lane(
-    ctx: &Ctx,
-    trivy: &Trivy,
-    images: &[Image],
-    reports: &Path,
-    history: Option<&str>,
-) -> Vec<ScanResult> {
+/// Trivy on each image: its archive saved, checked to hold the image, and scanned.
+fn image_lane(ctx: &Ctx, trivy: &Trivy, images: &[Image], reports: &Path) -> Vec<ScanResult> {
     let mut results = Vec::new();
     let mut image_sarifs = Vec::new();
     let archives = ctx.root.join("target/xtask/images");
+    // What an image ID is the digest of, so the archive is checked to hold the image.
+    let store = if images.is_empty() {
+        ImageStore::Classic
+    } else {
+        engine::image_store(ctx)
+    };
     for image in images {
         let result = unit(ctx, &image.reference, "trivy image", || {
             let id = image.id.clone().map_err(anyhow::Error::msg)?;
             let tar = save_image(ctx, &image.reference, &id, &archives, &image.name)?;
+            let held = if ctx.dry_run() {
+                None
+            } else {
+                Some(archived_image(ctx, &tar)?)
+            };
+            if let Some(held) = held
+                .as_ref()
+                .filter(|h| h.id_on(store) != Some(id.as_str()))
+            {
+                anyhow::bail!(
+                    "{} was saved as an archive of another image ({}): it changed while it was \
+                     saved; scan again",
+                    image.reference,
+                    held.describe()
+                );
+            }
+            let input = image_input(ctx, &tar, held.as_ref())?;
             let json = reports.join(format!("json/trivy-image-{}.json", image.name));
-            let result = trivy.image(ctx, &image.reference, &tar, &json)?;
+            let result = trivy.image(ctx, &image.reference, &input, &json);
+            remove_image_input(ctx, &input)?;
+            let result = result?;
             let sarif = reports.join(format!("sarif/trivy-image-{}.sarif", image.name));
             trivy.sarif(ctx, &json, &sarif)?;
             image_sarifs.push(sarif);
@@ -251,6 +276,18 @@ fn trivy_lane(
             );
         }
     }
+    results
+}
+
+/// The Trivy lane: each image, then the repository and its configuration files.
+fn trivy_lane(
+    ctx: &Ctx,
+    trivy: &Trivy,
+    images: &[Image],
+    reports: &Path,
+    history: Option<&str>,
+) -> Vec<ScanResult> {
+    let mut results = image_lane(ctx, trivy, images, reports);
     let mut fs = unit(ctx, "repository", "trivy fs", || {
         let json = reports.join("json/trivy-fs.json");
         let result = trivy.fs(ctx, &ctx.root, &json)?;
@@ -359,6 +396,27 @@ impl Scan {
                 &results,
                 &policy,
                 SECRET_ADVICE,
+            );
+        }
+        if self.images_only {
+            crate::deps::tools::ensure(ctx, &["trivy"])?;
+            let images = images(ctx);
+            let trivy = Trivy::prepare(ctx, self.require_vuln_db)?;
+            for dir in ["json", "sarif"] {
+                ctx.runner.remove_path(&reports.join(dir))?;
+                ctx.runner.create_dir(&reports.join(dir))?;
+            }
+            let results = image_lane(ctx, &trivy, &images, &reports);
+            if ctx.dry_run() {
+                return Ok(());
+            }
+            return findings::report(
+                ctx,
+                "cargo xtask scan --images-only",
+                &results,
+                &policy,
+                "Fix the findings above; to accept one for a while, add it to .trivyignore.yaml \
+                 with an expiry date and a reason",
             );
         }
         // Every tool first, one install at a time; then the scans in parallel.

@@ -7,11 +7,10 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::build::registry::{self, Registry};
-use crate::build::release_record;
+use crate::build::release_record::Record;
 use crate::ctx::Ctx;
 use crate::runner::Step;
 use crate::util::table;
@@ -34,7 +33,7 @@ pub struct VerifyRelease {
     pub checksums: bool,
 }
 
-/// One image of the record.
+/// One image of the record, every field present.
 struct Recorded {
     service: String,
     /// The image's configuration digest: what the registry's manifest names, whichever image
@@ -46,29 +45,31 @@ struct Recorded {
     reference: String,
 }
 
-fn recorded(record: &Value) -> Result<Vec<Recorded>> {
-    let images = record["images"]
-        .as_array()
-        .context("the record lists no `images`")?;
-    if images.is_empty() {
+fn recorded(record: &Record) -> Result<Vec<Recorded>> {
+    if record.images.is_empty() {
         bail!("the record lists no images: nothing was released");
     }
-    images
+    record
+        .images
         .iter()
         .map(|image| {
-            let field = |name: &str| {
-                image[name]
-                    .as_str()
-                    .filter(|v| !v.is_empty())
-                    .map(str::to_owned)
-                    .with_context(|| format!("an image of the record has no `{name}`"))
+            let field = |name: &str, value: &str| {
+                if value.is_empty() {
+                    bail!("an image of the record has no `{name}`");
+                }
+                Ok(value.to_owned())
+            };
+            let config = if image.config.is_empty() {
+                &image.image_id
+            } else {
+                &image.config
             };
             Ok(Recorded {
-                service: field("service")?,
-                config: field("config").or_else(|_| field("image_id"))?,
-                tag: field("tag")?,
-                digest: field("digest")?,
-                reference: field("reference")?,
+                service: field("service", &image.service)?,
+                config: field("config", config)?,
+                tag: field("tag", &image.tag)?,
+                digest: field("digest", &image.digest)?,
+                reference: field("reference", &image.reference)?,
             })
         })
         .collect()
@@ -175,16 +176,9 @@ fn github_output(images: &[Recorded]) -> Result<()> {
 
 impl VerifyRelease {
     pub fn run(mut self, ctx: &Ctx) -> Result<()> {
-        self.record = release_record::locate(&self.record)?;
-        let text = std::fs::read_to_string(&self.record)
-            .with_context(|| format!("cannot read the release record {}", self.record.display()))?;
-        let record: Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a release record", self.record.display()))?;
-        let registry = Registry::parse(
-            record["registry"]
-                .as_str()
-                .context("the record names no `registry`")?,
-        )?;
+        let (path, record) = Record::load(&self.record)?;
+        self.record = path;
+        let registry = Registry::parse(&record.registry)?;
         let images = recorded(&record)?;
         let mut rows = Vec::new();
         let mut problems = Vec::new();
@@ -233,16 +227,32 @@ impl VerifyRelease {
 mod tests {
     use super::*;
 
+    fn record(json: serde_json::Value) -> Record {
+        serde_json::from_value(json).unwrap()
+    }
+
     #[test]
     fn a_record_without_digests_is_refused() {
-        let record: Value = serde_json::json!({
-            "registry": "127.0.0.1:5000",
+        let without_digest = record(serde_json::json!({
+            "registry": "127.0.0.1:5000", "tag": "1.0.0", "version": "1.0.0",
             "images": [{"service": "a", "image_id": "sha256:1", "tag": "t", "digest": "",
                         "reference": "r"}],
-        });
-        let error = recorded(&record).err().unwrap().to_string();
+        }));
+        let error = recorded(&without_digest).err().unwrap().to_string();
         assert!(error.contains("no `digest`"), "{error}");
-        let empty = serde_json::json!({"registry": "x.io", "images": []});
+        let empty = record(serde_json::json!({
+            "registry": "x.io", "tag": "1.0.0", "version": "1.0.0", "images": [],
+        }));
         assert!(recorded(&empty).is_err());
+    }
+
+    #[test]
+    fn an_older_record_names_the_configuration_by_image_id() {
+        let older = record(serde_json::json!({
+            "registry": "x.io", "tag": "1.0.0", "version": "1.0.0",
+            "images": [{"service": "a", "image_id": "sha256:1", "tag": "t", "digest": "d",
+                        "reference": "r"}],
+        }));
+        assert_eq!(recorded(&older).unwrap()[0].config, "sha256:1");
     }
 }

@@ -6,6 +6,7 @@ pub mod cargo_deny;
 pub mod compose_rule;
 pub mod findings;
 pub mod hadolint;
+pub mod oci_layout;
 pub mod sarif;
 pub mod secrets;
 pub mod trivy;
@@ -18,6 +19,7 @@ use anyhow::{Context, Result};
 use crate::build::engine::ImageStore;
 use crate::ctx::Ctx;
 use crate::runner::Step;
+use crate::scanners::trivy::ImageInput;
 
 /// JSON and SARIF reports and SBOMs: `target/xtask/reports/` (the workflows upload from here).
 pub fn reports_dir(ctx: &Ctx) -> PathBuf {
@@ -123,6 +125,50 @@ fn parse_archive(manifest_json: &[u8], index_json: Option<&[u8]>) -> Result<Arch
 fn config_digest(config: &str) -> Option<String> {
     let hex = config.rsplit('/').next()?.trim_end_matches(".json");
     (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| format!("sha256:{hex}"))
+}
+
+/// What Trivy reads of the image saved as `tar`, which holds `held` (`None` under
+/// `--dry-run`): the OCI layout the archive holds (Docker 25 and later), unpacked beside it
+/// with every blob checked against its digest, and in it the manifest the archive's index
+/// names; an archive without one (older engines, every layer uncompressed) as it is. Trivy
+/// misreads the archive itself when its layers mix compressed and uncompressed ones, as on
+/// the containerd image store (see `oci_layout`). [`remove_image_input`] removes the layout.
+pub fn image_input(ctx: &Ctx, tar: &Path, held: Option<&ArchivedImage>) -> Result<ImageInput> {
+    let layout = oci_layout::beside(tar);
+    let manifest = match held {
+        Some(held) => held.manifest.clone(),
+        None => Some(format!("<the manifest {} names>", ctx.show(tar))),
+    };
+    let Some(manifest) = manifest else {
+        return Ok(ImageInput {
+            path: tar.to_owned(),
+            manifest: None,
+            config: held.map(|h| h.config.clone()),
+        });
+    };
+    ctx.runner.plan(format!(
+        "unpack the OCI layout of {} (Docker 25 and later write one) into {}, checking every \
+         blob against its digest",
+        ctx.show(tar),
+        ctx.show(&layout)
+    ));
+    if !ctx.dry_run() {
+        oci_layout::unpack(tar, &layout)?;
+    }
+    Ok(ImageInput {
+        path: layout,
+        manifest: Some(manifest),
+        config: held.map(|h| h.config.clone()),
+    })
+}
+
+/// Removes the layout [`image_input`] unpacked (the archive stays: `release --from-scanned`
+/// loads it).
+pub fn remove_image_input(ctx: &Ctx, input: &ImageInput) -> Result<()> {
+    if input.manifest.is_some() {
+        ctx.runner.remove_path(&input.path)?;
+    }
+    Ok(())
 }
 
 /// Folders no scanner looks into: trivy.yaml's `scan.skip-dirs` (build output, test fixtures

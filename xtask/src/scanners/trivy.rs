@@ -1,6 +1,7 @@
-//! Trivy: images (saved with `docker save`, scanned with `--input`), the repository (secrets,
-//! licences) and its configuration files (Dockerfiles, manifests), with the policy in
-//! `trivy.yaml` and the ignores in `.trivyignore.yaml`.
+//! Trivy: images (saved with `docker save`, scanned with `--input`: the OCI layout the archive
+//! holds, see `oci_layout`), the repository (secrets, licences) and its configuration files
+//! (Dockerfiles, manifests), with the policy in `trivy.yaml` and the ignores in
+//! `.trivyignore.yaml`.
 //!
 //! The vulnerability database is downloaded once per run, before any scan; every scan then
 //! runs with `--skip-db-update`. Where it cannot be downloaded, a local copy is used if there
@@ -11,6 +12,7 @@
 //! Trivy instances sharing a cache directory lock each other out, so callers run them one at a
 //! time.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -182,13 +184,20 @@ impl Trivy {
         })?))
     }
 
-    /// `trivy image --input ARCHIVE`: vulnerabilities (with a database) and secrets.
-    pub fn image(&self, ctx: &Ctx, image: &str, archive: &Path, json: &Path) -> Result<ScanResult> {
+    /// `trivy image --input`: vulnerabilities (with a database) and secrets of a saved image.
+    /// Fails when Trivy's report names another image configuration than `input`'s.
+    pub fn image(
+        &self,
+        ctx: &Ctx,
+        image: &str,
+        input: &ImageInput,
+        json: &Path,
+    ) -> Result<ScanResult> {
         let mut result = ScanResult::new(image, "trivy image");
         let step = self
             .common(self.step("image"), &self.config, json)
             .arg("--input")
-            .arg(archive)
+            .arg(input.argument())
             .args(["--scanners", &self.scanners(&["secret"])])
             .args([
                 "--skip-db-update",
@@ -198,6 +207,7 @@ impl Trivy {
             .arg("--show-suppressed");
         self.record_db(&mut result);
         if let Some(report) = self.run(ctx, &step, json)? {
+            input.check(&report)?;
             report.into_result(&ctx.root, None, &mut result);
         }
         Ok(result)
@@ -290,7 +300,7 @@ impl Trivy {
             ctx.runner.create_dir(dir)?;
         }
         let step = match input {
-            SbomInput::Image(archive) => self.step("image").arg("--input").arg(archive),
+            SbomInput::Image(input) => self.step("image").arg("--input").arg(input.argument()),
             SbomInput::Dir(dir) => self.step("fs").arg(".").cwd(dir),
         };
         let step = step
@@ -305,8 +315,46 @@ impl Trivy {
 }
 
 pub enum SbomInput<'a> {
-    Image(&'a Path),
+    Image(&'a ImageInput),
     Dir(&'a Path),
+}
+
+/// What `trivy image --input` reads of a saved image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInput {
+    /// A `docker save` archive, or the OCI layout unpacked from one.
+    pub path: PathBuf,
+    /// In a layout, the digest of the manifest to scan: Trivy picks it from the layout's
+    /// index by digest (`DIR@sha256:...`), and fails when the index has no such manifest.
+    pub manifest: Option<String>,
+    /// The digest of the configuration of the image meant to be scanned, when known (not
+    /// under `--dry-run`): Trivy's report must name it as the image it scanned.
+    pub config: Option<String>,
+}
+
+impl ImageInput {
+    fn argument(&self) -> OsString {
+        let mut argument = self.path.clone().into_os_string();
+        if let Some(manifest) = &self.manifest {
+            argument.push("@");
+            argument.push(manifest);
+        }
+        argument
+    }
+
+    /// Fails when the report is of another image than the one meant.
+    fn check(&self, report: &Report) -> Result<()> {
+        let (Some(meant), scanned) = (&self.config, &report.metadata.image_id) else {
+            return Ok(());
+        };
+        if scanned.as_deref() != Some(meant.as_str()) {
+            bail!(
+                "Trivy scanned image configuration {}, not {meant}, the saved image's",
+                scanned.as_deref().unwrap_or("(none named)")
+            );
+        }
+        Ok(())
+    }
 }
 
 /// The reason a Trivy run stopped: its FATAL line without the timestamp.
@@ -401,6 +449,16 @@ fn is_date(s: &str) -> bool {
 pub struct Report {
     #[serde(default)]
     pub results: Vec<TargetResult>,
+    #[serde(default)]
+    pub metadata: Metadata,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Metadata {
+    /// For an image: the digest of the configuration Trivy read.
+    #[serde(rename = "ImageID")]
+    pub image_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -651,6 +709,40 @@ mod tests {
 
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         check_ignore_file(&root.join(IGNORE_FILE), &today()).unwrap();
+    }
+
+    #[test]
+    fn a_layout_is_scanned_by_its_manifest_and_the_report_must_name_the_meant_image() {
+        let config = "sha256:6bb13e2f3af56c8575f9a06fda34c8db7280c86c03b7547aa3a8a5fcaf444551";
+        let manifest = "sha256:ec301d4a644c65a93d651c2b5edf3965b12f04e984ffce8bbb4ae1ee3f2504aa";
+        let layout = ImageInput {
+            path: PathBuf::from("/t/images/mlflow.oci"),
+            manifest: Some(manifest.into()),
+            config: Some(config.into()),
+        };
+        assert_eq!(
+            layout.argument(),
+            OsString::from(format!("/t/images/mlflow.oci@{manifest}"))
+        );
+        let archive = ImageInput {
+            path: PathBuf::from("/t/images/mlflow.tar"),
+            manifest: None,
+            config: None,
+        };
+        assert_eq!(archive.argument(), OsString::from("/t/images/mlflow.tar"));
+
+        let report = |image_id: &str| -> Report {
+            serde_json::from_str(&format!(r#"{{"Metadata":{{"ImageID":"{image_id}"}}}}"#)).unwrap()
+        };
+        layout.check(&report(config)).unwrap();
+        let error = layout.check(&report(manifest)).unwrap_err().to_string();
+        assert!(error.contains(&format!("not {config}")), "{error}");
+        // Nothing meant (a dry run): nothing to compare.
+        archive.check(&report(manifest)).unwrap();
+        // The fixture report names its image.
+        let text = std::fs::read_to_string(fixture("trivy/image-report.json")).unwrap();
+        let fixture_report: Report = serde_json::from_str(&text).unwrap();
+        assert!(fixture_report.metadata.image_id.is_some());
     }
 
     #[test]

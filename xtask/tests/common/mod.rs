@@ -11,6 +11,8 @@ use std::time::Duration;
 pub mod poll;
 
 pub mod netns_engine;
+pub mod registry;
+pub mod traffic;
 
 /// Waits until `ready` answers `Some`, asking every `every`, and returns the answer; panics
 /// naming `what` it waited for when `timeout` passes first.

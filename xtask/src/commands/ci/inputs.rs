@@ -304,8 +304,9 @@ pub fn inputs_of(step: &str) -> Inputs {
             facts: &[Toolchain, Engine, Program("docker-registry")],
         },
         // The container suites on a second engine the tests start (from Debian trixie's
-        // packages, cached): what they build, run and release; this machine's engine lends it
-        // the MLflow image's Python base.
+        // packages, cached): what they build, scan, run and release; this machine's engine
+        // lends it the MLflow image's Python base. Its scan of the stack's images reads the
+        // vulnerability database, as `scan` does.
         "e2e-engine-containerd" => Inputs {
             files: &[
                 CARGO,
@@ -318,7 +319,13 @@ pub fn inputs_of(step: &str) -> Inputs {
                 file!("xtask/tests/release.rs"),
             ],
             tools: &["trivy"],
-            facts: &[Toolchain, Engine, Python, Program("docker-registry")],
+            facts: &[
+                Toolchain,
+                Engine,
+                Python,
+                Program("docker-registry"),
+                TrivyDb,
+            ],
         },
         // The render comes from the binary (service.toml files, the manifests' module); the
         // overlay case reads the committed one.
