@@ -9,6 +9,7 @@ use anyhow::Result;
 use crate::build::binaries::Profile;
 use crate::runner::{PathAliases, Runner};
 use crate::stack::compose_file;
+use crate::stack::mlflow_backend::Backend;
 use crate::stack::{Endpoint, Service, Stack};
 use crate::util::lock;
 use crate::util::progress::Reporter;
@@ -27,6 +28,8 @@ pub struct Ctx {
     /// offset. It names the compose project, the containers and the network of a second stack.
     pub stack_name: Option<String>,
     pub stack: Stack,
+    /// Where MLflow keeps its runs and registry (`--mlflow-backend`).
+    pub mlflow_backend: Backend,
     pub runner: Runner,
     pub reporter: Arc<Reporter>,
     /// Set by Ctrl-C (or SIGTERM): long waits stop and clean up.
@@ -44,6 +47,7 @@ pub struct Options {
     pub stack_dir: Option<PathBuf>,
     pub cache_dir: Option<PathBuf>,
     pub build: Profile,
+    pub mlflow_backend: Option<String>,
 }
 
 /// A stack's name goes into a compose project, container and network names: lowercase
@@ -127,6 +131,7 @@ impl Ctx {
         let stack = Stack::load(&root)?;
         stack.check_port_offset(options.port_offset)?;
         let stack_name = stack_name(options.stack_name, options.port_offset)?;
+        let mlflow_backend = Backend::parse(options.mlflow_backend.as_deref())?;
         let stack_dir = options.stack_dir.unwrap_or_else(|| match &stack_name {
             Some(name) => named_stack_dir(&root, name),
             None => root.clone(),
@@ -150,6 +155,7 @@ impl Ctx {
         let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
         Ok(Self {
             stack,
+            mlflow_backend,
             root,
             stack_dir,
             cache_dir,

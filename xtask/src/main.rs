@@ -78,6 +78,17 @@ pub struct Cli {
     /// cached [default: ~/.cache/ml-mlops-xtask]
     #[arg(long, global = true, env = "XTASK_CACHE_DIR", value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+    /// Where MLflow keeps runs and models: `sqlite` (mlruns/mlflow.db, the demo's store) or
+    /// a postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE URI for a stack past one machine.
+    /// The password is passed in PGPASSWORD and shown as *** [default: sqlite]
+    #[arg(
+        long,
+        global = true,
+        env = "XTASK_MLFLOW_BACKEND",
+        value_name = "URI",
+        hide_env_values = true
+    )]
+    mlflow_backend: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -130,6 +141,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } else {
             build::binaries::Profile::Release
         },
+        mlflow_backend: cli.mlflow_backend,
     })?;
     let ctx = &ctx;
     // Commands that change the stack hold its lock until they end: two never run on one stack

@@ -607,3 +607,312 @@ fn a_store_an_older_mlflow_made_is_refused_then_upgraded_with_everything_in_it()
     );
     assert_eq!(std::fs::read(&store).unwrap(), newer);
 }
+
+/// A throwaway PostgreSQL cluster in a temporary folder, on a free port, run by the
+/// `postgres` user when the test runs as root (PostgreSQL refuses root); stopped when dropped.
+struct PostgresCluster {
+    bin: std::path::PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    password: &'static str,
+}
+
+impl PostgresCluster {
+    /// `None` (and the reason) when Debian's PostgreSQL server is not installed.
+    fn start() -> Result<Self, String> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .map_err(|_| "PostgreSQL is not installed (apt-get install postgresql)".to_owned())?
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .filter(|bin| bin.join("initdb").is_file() && bin.join("pg_ctl").is_file())
+            .max()
+            .ok_or("no initdb and pg_ctl under /usr/lib/postgresql")?;
+        let dir = tempfile::tempdir().unwrap();
+        let as_root = rustix::process::geteuid().is_root();
+        if as_root {
+            let chowned = std::process::Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            if !chowned.success() {
+                return Err(
+                    "running as root, and there is no postgres user to run PostgreSQL as".into(),
+                );
+            }
+        }
+        // `@` and `:` in the password: the URI must carry it percent-encoded.
+        let cluster = Self {
+            bin,
+            dir,
+            port: common::free_port(),
+            password: "s3cret@pg:x",
+        };
+        let pwfile = cluster.dir.path().join("pwfile");
+        std::fs::write(&pwfile, cluster.password).unwrap();
+        if as_root {
+            std::process::Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(&pwfile)
+                .status()
+                .unwrap();
+        }
+        let data = cluster.dir.path().join("data");
+        cluster.run(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--pwfile",
+                pwfile.to_str().unwrap(),
+            ],
+        );
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            cluster.port,
+            cluster.dir.path().display()
+        );
+        let log = cluster.dir.path().join("log");
+        cluster.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-o",
+                &options,
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "start",
+            ],
+        );
+        cluster.database("createdb");
+        Ok(cluster)
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let program = self.bin.join(program);
+        let status = if rustix::process::geteuid().is_root() {
+            std::process::Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&program)
+                .args(args)
+                .current_dir(self.dir.path())
+                .status()
+        } else {
+            std::process::Command::new(&program).args(args).status()
+        }
+        .unwrap();
+        assert!(status.success(), "{} {args:?} failed", program.display());
+    }
+
+    /// `createdb` or `dropdb` of the `mlflow` database, through the socket.
+    fn database(&self, tool: &str) {
+        let port = self.port.to_string();
+        let socket = self.dir.path().to_str().unwrap().to_owned();
+        self.run(
+            tool,
+            &["-h", &socket, "-p", &port, "-U", "postgres", "mlflow"],
+        );
+    }
+
+    /// PostgreSQL's client `program` as this test's user, over TCP with the password.
+    fn client(&self, program: &str, args: &[&str]) {
+        let status = std::process::Command::new(self.bin.join(program))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(args)
+            .env("PGPASSWORD", self.password)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{program} {args:?} failed");
+    }
+
+    /// The stack's `--mlflow-backend`: over TCP, with the password.
+    fn uri(&self) -> String {
+        format!(
+            "postgresql://postgres:{}@127.0.0.1:{}/mlflow",
+            self.password.replace('@', "%40").replace(':', "%3A"),
+            self.port
+        )
+    }
+}
+
+impl Drop for PostgresCluster {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        self.run(
+            "pg_ctl",
+            &["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"],
+        );
+    }
+}
+
+#[test]
+#[ignore = "end-to-end: MLflow on a PostgreSQL cluster the test starts, on the local stack; run by .ci/run"]
+fn mlflow_on_postgresql_registers_backs_up_and_restores_after_the_database_is_dropped() {
+    let cluster = match PostgresCluster::start() {
+        Ok(cluster) => cluster,
+        Err(why) => return common::skip(why),
+    };
+    let stack = Stack::new();
+    let uri = cluster.uri();
+    let on_postgres = |args: &[&str]| {
+        let mut full = vec!["--runtime", "local"];
+        full.extend_from_slice(args);
+        stack.xtask_with_env(
+            &full,
+            &[("XTASK_MLFLOW_BACKEND", std::path::Path::new(&uri))],
+        )
+    };
+    let never_shows_the_password = |output: &std::process::Output| {
+        for text in [stdout(output), stderr(output)] {
+            assert!(
+                !text.contains(cluster.password) && !text.contains("s3cret"),
+                "{text}"
+            );
+        }
+    };
+
+    let plan = on_postgres(&["--dry-run", "up"]);
+    assert!(plan.status.success(), "{}", stderr(&plan));
+    never_shows_the_password(&plan);
+    assert!(
+        stdout(&plan).contains("PGPASSWORD='***'") || stderr(&plan).contains("PGPASSWORD='***'")
+    );
+
+    let started = Instant::now();
+    let up = on_postgres(&["-v", "up"]);
+    assert!(
+        up.status.success(),
+        "up on PostgreSQL failed:\n{}",
+        stderr(&up)
+    );
+    eprintln!(
+        "MEASURED: up on PostgreSQL (train and register three models) took {:.1?}",
+        started.elapsed()
+    );
+    never_shows_the_password(&up);
+    assert!(
+        !stack.path().join("mlruns/mlflow.db").exists(),
+        "MLflow made a SQLite store beside PostgreSQL"
+    );
+    let mlflow = Mlflow {
+        url: format!("http://127.0.0.1:{}", stack.port(5000)),
+    };
+    let (versions, champions) = mlflow.registry();
+    assert_eq!(champions.len(), 3, "champions: {champions:?}");
+    let runs = mlflow.runs();
+    let registry = (versions, champions);
+
+    let archive = stack.path().join("pg-backup.tar.gz");
+    let started = Instant::now();
+    let backup = on_postgres(&["backup", "--out", archive.to_str().unwrap()]);
+    assert!(backup.status.success(), "{}", stderr(&backup));
+    eprintln!(
+        "MEASURED: backup of the PostgreSQL store took {:.1?}",
+        started.elapsed()
+    );
+    never_shows_the_password(&backup);
+
+    // The SQLite stack refuses a PostgreSQL archive, and the reverse, before touching anything.
+    let refused = xtask(&stack, &["restore", archive.to_str().unwrap(), "--yes"]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("holds a postgresql MLflow store")
+            && stderr(&refused).contains("nothing was changed"),
+        "{}",
+        stderr(&refused)
+    );
+    let reset = on_postgres(&["mlflow", "reset", "--yes"]);
+    assert!(!reset.status.success());
+    assert!(
+        stderr(&reset).contains("not this toolkit's to drop"),
+        "{}",
+        stderr(&reset)
+    );
+
+    // The database lost: the stack down, the database dropped and made again, empty.
+    let down = on_postgres(&["down"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    cluster.database("dropdb");
+    cluster.database("createdb");
+
+    let started = Instant::now();
+    let restore = on_postgres(&["restore", archive.to_str().unwrap(), "--yes"]);
+    assert!(restore.status.success(), "{}", stderr(&restore));
+    eprintln!(
+        "MEASURED: restore of the PostgreSQL store to a healthy stack took {:.1?}",
+        started.elapsed()
+    );
+    never_shows_the_password(&restore);
+    assert_eq!(mlflow.runs(), runs, "the runs differ after restore");
+    assert_eq!(
+        mlflow.registry(),
+        registry,
+        "the registry differs after restore"
+    );
+
+    // A sound archive the stack cannot come up on (its store at a schema revision a newer
+    // MLflow made, which MLflow refuses): the previous database goes back and serves.
+    let newer = stack.path().join("newer.tar.gz");
+    repack(&archive, &newer, |dir| {
+        let dump = dir.join("mlruns/mlflow.pgdump");
+        let dump = dump.to_str().unwrap();
+        cluster.client("createdb", &["scratch"]);
+        cluster.client("pg_restore", &["--no-owner", "-d", "scratch", dump]);
+        cluster.client(
+            "psql",
+            &[
+                "-d",
+                "scratch",
+                "-c",
+                "UPDATE alembic_version SET version_num = 'ffffffffffff'",
+            ],
+        );
+        cluster.client("pg_dump", &["--format=custom", "-f", dump, "scratch"]);
+        cluster.client("dropdb", &["scratch"]);
+    });
+    let started = Instant::now();
+    let rolled_back = on_postgres(&[
+        "restore",
+        newer.to_str().unwrap(),
+        "--yes",
+        "--timeout",
+        "60",
+    ]);
+    eprintln!(
+        "MEASURED: a PostgreSQL restore that fails to come up and rolls back took {:.1?}",
+        started.elapsed()
+    );
+    assert!(
+        !rolled_back.status.success(),
+        "restored a store MLflow cannot open"
+    );
+    assert!(
+        stderr(&rolled_back)
+            .contains("the previous MLflow store and models are back and the stack is up on them"),
+        "{}",
+        stderr(&rolled_back)
+    );
+    never_shows_the_password(&rolled_back);
+    assert_eq!(mlflow.runs(), runs, "the runs differ after the rollback");
+    assert_eq!(
+        mlflow.registry(),
+        registry,
+        "the registry differs after the rollback"
+    );
+
+    let down = on_postgres(&["down"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+}

@@ -2,7 +2,7 @@
 //! consistent copy of MLflow's database (SQLite's online backup while the server runs), its
 //! artifacts and the served models, with a manifest of SHA-256 checksums.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Result;
@@ -10,7 +10,9 @@ use anyhow::Result;
 use crate::ctx::Ctx;
 use crate::runtime::mlflow_server;
 use crate::runtime::Runtime;
+use crate::stack::mlflow_backend::Postgres;
 use crate::util::archive::{self, Source};
+use crate::util::postgres;
 
 /// Back up the MLflow store and the models into one verifiable archive.
 #[derive(clap::Args, Debug)]
@@ -39,6 +41,9 @@ impl Backup {
             .clone()
             .unwrap_or_else(|| default_dir.join(format!("ml-mlops-{now}.tar.gz")));
         let mlruns = ctx.mlruns_dir();
+        if let Some(pg) = ctx.mlflow_backend.postgres() {
+            return self.run_on_postgres(ctx, pg, started, &now, out, &default_dir);
+        }
         let database = mlflow_server::store_path(ctx);
         // A consistent copy beside the database, archived under the database's name.
         let snapshot = mlruns.join(format!(".backup-{now}.db"));
@@ -69,62 +74,116 @@ impl Backup {
                 ctx.show(&database)
             );
         }
-        let unserved: Vec<&str> = ctx
-            .stack
-            .apis()
-            .filter(|api| {
-                std::fs::symlink_metadata(ctx.model_dir(api).join(archive::CURRENT)).is_err()
-            })
-            .map(|api| api.name.as_str())
-            .collect();
-        if !unserved.is_empty() {
-            anyhow::bail!(
+        check_models(ctx)?;
+        let online = runtime.backup_database(ctx, &snapshot)?;
+        // MLflow stopped: nothing writes the file, so a plain copy is consistent.
+        let disk = if online {
+            snapshot.clone()
+        } else {
+            database.clone()
+        };
+        let sources = sources(ctx, archive::DATABASE, disk);
+        let result = self.write(ctx, &out, sources);
+        if online {
+            std::fs::remove_file(&snapshot).ok();
+        }
+        report(ctx, &out, &result?, started)
+    }
+
+    /// A PostgreSQL store: `pg_dump` (consistent while MLflow runs) into the archive in place
+    /// of `mlflow.db`; the manifest says `postgresql`, and only such a stack restores it.
+    fn run_on_postgres(
+        self,
+        ctx: &Ctx,
+        pg: &Postgres,
+        started: Instant,
+        now: &str,
+        out: PathBuf,
+        default_dir: &Path,
+    ) -> Result<()> {
+        let dump = ctx.mlruns_dir().join(format!(".backup-{now}.pgdump"));
+        ctx.runner.plan(format!(
+            "pg_dump {} to {}, and archive it with {}/artifacts and {}/models into {}",
+            pg.shown(),
+            dump.display(),
+            ctx.mlruns_dir().display(),
+            ctx.stack_dir.display(),
+            out.display()
+        ));
+        if ctx.dry_run() {
+            return Ok(());
+        }
+        if self.out.is_none() {
+            ctx.runner.create_dir(default_dir)?;
+        }
+        archive::check_destination(&out, self.force)?;
+        check_models(ctx)?;
+        ctx.runner.create_dir(&ctx.mlruns_dir())?;
+        postgres::dump(ctx, pg, &dump)?;
+        let result = self.write(ctx, &out, sources(ctx, archive::PG_DUMP, dump.clone()));
+        std::fs::remove_file(&dump).ok();
+        report(ctx, &out, &result?, started)
+    }
+
+    fn write(&self, ctx: &Ctx, out: &Path, sources: Vec<Source>) -> Result<archive::Manifest> {
+        let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let apis: Vec<&str> = ctx.stack.apis().map(|api| api.name.as_str()).collect();
+        archive::write(out, &sources, STAGING_PREFIX, &created, self.force, &apis)
+    }
+}
+
+/// What an archive holds: the store (at `database` in the archive, from `disk`), MLflow's
+/// artifacts and each API's models.
+fn sources(ctx: &Ctx, database: &str, disk: PathBuf) -> Vec<Source> {
+    let mut sources = vec![Source {
+        archive_path: database.into(),
+        disk_path: disk,
+    }];
+    let artifacts = ctx.stack_dir.join(archive::ARTIFACTS);
+    if artifacts.exists() {
+        sources.push(Source {
+            archive_path: archive::ARTIFACTS.into(),
+            disk_path: artifacts,
+        });
+    }
+    for api in ctx.stack.apis() {
+        sources.push(Source {
+            archive_path: format!("{}/{}", archive::MODELS, api.name),
+            disk_path: ctx.model_dir(api),
+        });
+    }
+    sources
+}
+
+/// Each API's model folder must hold a served model: a restore accepts nothing less.
+fn check_models(ctx: &Ctx) -> Result<()> {
+    let unserved: Vec<&str> = ctx
+        .stack
+        .apis()
+        .filter(|api| std::fs::symlink_metadata(ctx.model_dir(api).join(archive::CURRENT)).is_err())
+        .map(|api| api.name.as_str())
+        .collect();
+    if !unserved.is_empty() {
+        anyhow::bail!(
                 "no model to back up for {} in {}: a backup holds every API's model; train them (`cargo xtask up`) first",
                 unserved.join(", "),
                 ctx.show(&ctx.stack_dir.join(archive::MODELS))
             );
-        }
-        let online = runtime.backup_database(ctx, &snapshot)?;
-        let mut sources = vec![Source {
-            archive_path: archive::DATABASE.into(),
-            // MLflow stopped: nothing writes the file, so a plain copy is consistent.
-            disk_path: if online {
-                snapshot.clone()
-            } else {
-                database.clone()
-            },
-        }];
-        let artifacts = ctx.stack_dir.join(archive::ARTIFACTS);
-        if artifacts.exists() {
-            sources.push(Source {
-                archive_path: archive::ARTIFACTS.into(),
-                disk_path: artifacts,
-            });
-        }
-        for api in ctx.stack.apis() {
-            sources.push(Source {
-                archive_path: format!("{}/{}", archive::MODELS, api.name),
-                disk_path: ctx.model_dir(api),
-            });
-        }
-        let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-        let apis: Vec<&str> = ctx.stack.apis().map(|api| api.name.as_str()).collect();
-        let result = archive::write(&out, &sources, STAGING_PREFIX, &created, self.force, &apis);
-        if online {
-            std::fs::remove_file(&snapshot).ok();
-        }
-        let manifest = result?;
-        let (size, sha256) = archive::hash_file(&out)?;
-        println!(
+    }
+    Ok(())
+}
+
+fn report(ctx: &Ctx, out: &Path, manifest: &archive::Manifest, started: Instant) -> Result<()> {
+    let (size, sha256) = archive::hash_file(out)?;
+    println!(
             "{}: {} files and {} links ({:.1} MB of data, {:.1} MB archived) in {:.1}s\nSHA-256 {sha256}\nRestore with `cargo xtask restore {}`",
-            ctx.show(&out),
+            ctx.show(out),
             manifest.files.len(),
             manifest.links.len(),
             manifest.bytes() as f64 / 1e6,
             size as f64 / 1e6,
             started.elapsed().as_secs_f64(),
-            ctx.show(&out)
+            ctx.show(out)
         );
-        Ok(())
-    }
+    Ok(())
 }

@@ -48,6 +48,14 @@ impl Mlflow {
 
 impl Reset {
     fn run(self, ctx: &Ctx, runtime: &mut dyn Runtime) -> Result<()> {
+        if let Some(pg) = ctx.mlflow_backend.postgres() {
+            bail!(
+                "`mlflow reset` empties the SQLite store; a PostgreSQL database ({}) is not this \
+                 toolkit's to drop: `cargo xtask backup` it, drop and create it again with your \
+                 own tools (dropdb, createdb), then `cargo xtask up`. Nothing was changed.",
+                pg.shown()
+            );
+        }
         let mlruns = ctx.mlruns_dir();
         let store: Vec<PathBuf> = [mlflow_server::store_path(ctx), mlruns.join("artifacts")]
             .into_iter()
@@ -101,6 +109,15 @@ pub struct Upgrade {
 impl Upgrade {
     fn run(self, ctx: &Ctx, runtime: &mut dyn Runtime) -> Result<()> {
         let started = Instant::now();
+        if let Some(pg) = ctx.mlflow_backend.postgres() {
+            bail!(
+                "`mlflow upgrade` migrates the SQLite store; on PostgreSQL ({}) back it up with \
+                 `cargo xtask backup`, then run MLflow {}'s own `mlflow db upgrade` on that \
+                 database. Nothing was changed.",
+                pg.shown(),
+                ctx.stack.mlflow_version()
+            );
+        }
         let store = mlflow_server::store_path(ctx);
         if !store.exists() && !ctx.dry_run() {
             println!(

@@ -14,7 +14,7 @@ use crate::build::binaries;
 use crate::ctx::Ctx;
 use crate::runtime::lifecycle::{self, UpOptions};
 use crate::runtime::Runtime;
-use crate::util::{archive, sqlite};
+use crate::util::{archive, postgres, sqlite};
 
 /// Restore a backup made by `cargo xtask backup`, and bring the stack up healthy.
 #[derive(clap::Args, Debug)]
@@ -69,7 +69,11 @@ pub fn check_database(database: &Path) -> Result<()> {
 impl Restore {
     /// The staged archive's database and models, checked as MLflow and the services would.
     fn check_contents(ctx: &Ctx, staging: &Path) -> Result<()> {
-        check_database(&staging.join(archive::DATABASE))?;
+        if ctx.mlflow_backend.postgres().is_some() {
+            postgres::check_dump(ctx, &staging.join(archive::PG_DUMP), &MLFLOW_TABLES)?;
+        } else {
+            check_database(&staging.join(archive::DATABASE))?;
+        }
         let apis: Vec<_> = ctx.stack.apis().collect();
         binaries::build(ctx, &apis)?;
         for api in apis {
@@ -99,7 +103,8 @@ impl Restore {
         } else {
             std::fs::create_dir_all(&staging)?;
             let apis: Vec<&str> = ctx.stack.apis().map(|api| api.name.as_str()).collect();
-            let verified = archive::extract_verified(&self.archive, &staging, &apis)
+            let backend = ctx.mlflow_backend.kind();
+            let verified = archive::extract_verified(&self.archive, &staging, &apis, backend)
                 .and_then(|manifest| Self::check_contents(ctx, &staging).map(|()| manifest));
             if verified.is_err() {
                 std::fs::remove_dir_all(&staging).ok();
@@ -127,13 +132,13 @@ impl Restore {
         for service in ctx.stack.services.iter().rev() {
             runtime.stop(ctx, service)?;
         }
-        swap(ctx, &ctx.stack_dir, &kept).with_context(|| {
+        set_aside(ctx, &kept).with_context(|| {
             format!(
                 "setting the current store and models aside failed, with the stack stopped: what was moved is in {}, the rest in place; nothing was restored. Move it back, then `cargo xtask up`",
                 ctx.show(&kept)
             )
         })?;
-        swap(ctx, &staging, &ctx.stack_dir).with_context(|| {
+        put_in_place(ctx, &staging).with_context(|| {
             format!(
                 "moving the restored store and models into place failed, with the stack stopped: the previous ones are in {}, the verified backup in {}. Move the previous ones back, then `cargo xtask up`",
                 ctx.show(&kept),
@@ -182,8 +187,8 @@ impl Restore {
             for service in ctx.stack.services.iter().rev() {
                 runtime.stop(ctx, service)?;
             }
-            swap(ctx, &ctx.stack_dir, &refused)?;
-            swap(ctx, kept, &ctx.stack_dir)
+            set_aside(ctx, &refused)?;
+            put_in_place(ctx, kept)
         })();
         let context = match back {
             Err(e) => format!(
@@ -271,9 +276,38 @@ pub fn prune(backups: &Path, keep: usize) -> Result<Pruned> {
     Ok(pruned)
 }
 
-/// Moves what a backup holds from under `from` to under `to` (each of `archive::CONTENTS`).
-fn swap(ctx: &Ctx, from: &Path, to: &Path) -> Result<()> {
-    for relative in archive::CONTENTS {
+/// Moves what a backup holds from the stack directory to under `to`, in the archive's
+/// layout: the SQLite store, artifacts and models; a PostgreSQL store is dumped there first.
+fn set_aside(ctx: &Ctx, to: &Path) -> Result<()> {
+    let files: &[&str] = match ctx.mlflow_backend.postgres() {
+        Some(pg) => {
+            let dump = to.join(archive::PG_DUMP);
+            ctx.runner
+                .create_dir(dump.parent().expect("a joined path has a parent"))?;
+            postgres::dump(ctx, pg, &dump)?;
+            &archive::CONTENTS_BESIDE_POSTGRES
+        }
+        None => &archive::CONTENTS,
+    };
+    swap(ctx, files, &ctx.stack_dir, to)
+}
+
+/// Puts what [`set_aside`] (or a verified archive) left under `from` back in the stack
+/// directory; a PostgreSQL store first, in one transaction, from its dump.
+fn put_in_place(ctx: &Ctx, from: &Path) -> Result<()> {
+    let files: &[&str] = match ctx.mlflow_backend.postgres() {
+        Some(pg) => {
+            postgres::restore(ctx, pg, &from.join(archive::PG_DUMP))?;
+            &archive::CONTENTS_BESIDE_POSTGRES
+        }
+        None => &archive::CONTENTS,
+    };
+    swap(ctx, files, from, &ctx.stack_dir)
+}
+
+/// Moves each of `relative` from under `from` to under `to`.
+fn swap(ctx: &Ctx, relative: &[&str], from: &Path, to: &Path) -> Result<()> {
+    for relative in relative {
         ctx.runner
             .rename(&from.join(relative), &to.join(relative))
             .with_context(|| format!("cannot move {relative}"))?;

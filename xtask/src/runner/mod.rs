@@ -142,7 +142,13 @@ impl Step {
             let _ = write!(line, "cd {} && ", quote(&dir.to_string_lossy()));
         }
         for (k, v) in &self.env {
-            let _ = write!(line, "{k}={} ", quote(v));
+            // Secrets (a database password) never reach a plan or a log.
+            let shown = if crate::stack::mlflow_backend::SECRET_ENV.contains(&k.as_str()) {
+                "***"
+            } else {
+                v
+            };
+            let _ = write!(line, "{k}={} ", quote(shown));
         }
         line.push_str(&quote(&self.program));
         for arg in &self.args {

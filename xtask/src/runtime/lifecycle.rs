@@ -110,7 +110,9 @@ pub fn bring_up(ctx: &Ctx, runtime: &mut dyn Runtime, options: &UpOptions) -> Re
     runtime.build(ctx, &services)?;
 
     // A store MLflow has not finished building yet: see `discard_store`.
-    let mut unfinished_store = !mlflow_server::store_path(ctx).exists();
+    // A PostgreSQL database is the user's: never discarded.
+    let mut unfinished_store =
+        ctx.mlflow_backend.postgres().is_none() && !mlflow_server::store_path(ctx).exists();
     let mut started: Vec<&Service> = Vec::new();
     let result = (|| {
         start_all(ctx, runtime, &trackers, &mut started)?;

@@ -9,6 +9,7 @@ use anyhow::{bail, Result};
 
 use crate::ctx::Ctx;
 use crate::runner::Step;
+use crate::stack::mlflow_backend::{Backend, POSTGRES_DRIVER};
 use crate::stack::mlflow_command::{server_args, ServerSettings, LAUNCHER, SERVER_ENV, STORE_FILE};
 use crate::stack::Service;
 
@@ -114,7 +115,7 @@ pub fn server_step(ctx: &Ctx, service: &Service) -> Step {
     let args = server_args(&ServerSettings {
         host: "127.0.0.1".into(),
         port: ctx.host_port(service),
-        store: store_path(ctx).to_string_lossy().into_owned(),
+        backend_store_uri: backend_store_uri(ctx),
         artifacts: mlruns.join("artifacts").to_string_lossy().into_owned(),
         allowed_hosts: None,
     });
@@ -126,5 +127,78 @@ pub fn server_step(ctx: &Ctx, service: &Service) -> Step {
     for (key, value) in SERVER_ENV {
         step = step.env(key, value);
     }
+    for (key, value) in ctx
+        .mlflow_backend
+        .postgres()
+        .map(|pg| pg.env())
+        .unwrap_or_default()
+    {
+        step = step.env(key, &value);
+    }
     step
+}
+
+/// `--backend-store-uri` for the local server: the SQLite file in `mlruns/`, or the
+/// PostgreSQL URI without its password.
+pub fn backend_store_uri(ctx: &Ctx) -> String {
+    match &ctx.mlflow_backend {
+        Backend::Sqlite => format!("sqlite:///{}", store_path(ctx).display()),
+        Backend::Postgres(pg) => pg.uri.clone(),
+    }
+}
+
+/// Marks a virtual environment that has PostgreSQL's driver too.
+const DRIVER_MARKER: &str = ".xtask-postgres-driver";
+
+/// Installs PostgreSQL's driver into the virtual environment when MLflow runs on PostgreSQL
+/// (the SQLite store needs none): by hash on the lock's platform.
+pub fn ensure_driver(ctx: &Ctx) -> Result<()> {
+    let dir = venv_dir(ctx);
+    if ctx.mlflow_backend.postgres().is_none() || dir.join(DRIVER_MARKER).is_file() {
+        return Ok(());
+    }
+    let python = if ctx.dry_run() {
+        "3.11 x86_64 linux".to_owned()
+    } else {
+        check_python(ctx)?
+    };
+    let names: Vec<&str> = POSTGRES_DRIVER.iter().map(|(name, _)| *name).collect();
+    let requirement = if python == "3.11 x86_64 linux" {
+        let lock = dir.join("postgres-driver.lock");
+        let hashed: String = POSTGRES_DRIVER
+            .iter()
+            .map(|(name, sha256)| format!("{name} --hash=sha256:{sha256}\n"))
+            .collect();
+        ctx.runner.write_file(&lock, hashed)?;
+        vec![
+            "--require-hashes".to_owned(),
+            "--no-deps".to_owned(),
+            "-r".to_owned(),
+            lock.to_string_lossy().into_owned(),
+        ]
+    } else {
+        names.iter().map(|name| name.to_string()).collect()
+    };
+    ctx.reporter.run_task(
+        format!(
+            "install PostgreSQL's driver ({}) into {}",
+            names.join(", "),
+            ctx.show(&dir)
+        ),
+        |_| {
+            ctx.runner.run(
+                &Step::new(dir.join("bin/pip").to_string_lossy())
+                    .args([
+                        "install",
+                        "--disable-pip-version-check",
+                        "--no-input",
+                        "--progress-bar",
+                        "off",
+                    ])
+                    .args(requirement),
+            )?;
+            ctx.runner
+                .write_file(&dir.join(DRIVER_MARKER), names.join("\n"))
+        },
+    )
 }

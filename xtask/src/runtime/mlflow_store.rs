@@ -16,8 +16,12 @@ use crate::util::sqlite::Database;
 /// Fails, before MLflow starts, when the stack's store is at another schema revision than
 /// the pinned MLflow's: the server would refuse it, and only `mlflow upgrade` (which backs
 /// the store up first) may change it. A missing store, or one MLflow never finished making,
-/// is left to the server.
+/// is left to the server. So is a PostgreSQL store: MLflow checks its revision on start and
+/// refuses one at another, saying so in its log.
 pub fn check_before_start(ctx: &Ctx) -> Result<()> {
+    if ctx.mlflow_backend.postgres().is_some() {
+        return Ok(());
+    }
     let store = mlflow_server::store_path(ctx);
     if ctx.dry_run() || !store.exists() {
         return Ok(());

@@ -223,7 +223,7 @@ pub(super) fn service_entry(service: &Service, mlflow_service: &Service) -> Comp
             command = mlflow_command::server_args(&mlflow_command::ServerSettings {
                 host: "0.0.0.0".into(),
                 port: service.container_port,
-                store: format!("{MLRUNS}/{}", mlflow_command::STORE_FILE),
+                backend_store_uri: format!("sqlite:///{MLRUNS}/{}", mlflow_command::STORE_FILE),
                 artifacts: format!("{MLRUNS}/artifacts"),
                 // MLflow 3 rejects unknown Host headers: allow the names other containers use,
                 // and the host's loopback for any published port.

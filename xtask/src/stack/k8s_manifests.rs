@@ -593,7 +593,7 @@ fn deployment(
             args = mlflow_command::server_args(&mlflow_command::ServerSettings {
                 host: "0.0.0.0".into(),
                 port: service.container_port,
-                store: format!("{MLRUNS}/{}", mlflow_command::STORE_FILE),
+                backend_store_uri: format!("sqlite:///{MLRUNS}/{}", mlflow_command::STORE_FILE),
                 artifacts: format!("{MLRUNS}/artifacts"),
                 // The name the APIs use (the Service's), and the loopback a port-forward uses.
                 allowed_hosts: Some(format!(

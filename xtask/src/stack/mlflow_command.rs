@@ -13,15 +13,15 @@ pub const SERVER_ENV: &[(&str, &str)] = &[("MLFLOW_SERVER_ENABLE_JOB_EXECUTION",
 pub struct ServerSettings {
     pub host: String,
     pub port: u16,
-    /// The SQLite database file.
-    pub store: String,
+    /// `--backend-store-uri`: `sqlite:///FILE`, or a PostgreSQL URI without its password.
+    pub backend_store_uri: String,
     /// Where uploaded artifacts go (the default, `./mlartifacts`, is not persisted).
     pub artifacts: String,
     /// MLflow 3 answers only these `Host` headers (its default covers localhost).
     pub allowed_hosts: Option<String>,
 }
 
-/// The arguments of `mlflow` for the server: SQLite store, artifacts on the persisted volume,
+/// The arguments of `mlflow` for the server: its store, artifacts on the persisted volume,
 /// one worker.
 pub fn server_args(settings: &ServerSettings) -> Vec<String> {
     let mut args: Vec<String> = [
@@ -31,7 +31,7 @@ pub fn server_args(settings: &ServerSettings) -> Vec<String> {
         "--port",
         &settings.port.to_string(),
         "--backend-store-uri",
-        &format!("sqlite:///{}", settings.store),
+        &settings.backend_store_uri,
         "--artifacts-destination",
         &settings.artifacts,
         "--workers",

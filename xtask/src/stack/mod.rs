@@ -4,6 +4,7 @@
 
 pub mod compose_file;
 pub mod k8s_manifests;
+pub mod mlflow_backend;
 pub mod mlflow_command;
 pub mod stack_file;
 

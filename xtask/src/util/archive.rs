@@ -13,8 +13,18 @@ use sha2::{Digest, Sha256};
 pub const MANIFEST: &str = "manifest.json";
 /// Where the MLflow database stands in an archive (and in the stack directory).
 pub const DATABASE: &str = "mlruns/mlflow.db";
+/// Where a PostgreSQL store's dump (`pg_dump --format=custom`) stands in an archive.
+pub const PG_DUMP: &str = "mlruns/mlflow.pgdump";
 /// What a backup holds and a restore replaces, relative to the stack directory.
 pub const CONTENTS: [&str; 3] = [DATABASE, ARTIFACTS, MODELS];
+/// What a restore moves into place as files on a PostgreSQL store (the database itself is
+/// replaced by `pg_restore`).
+pub const CONTENTS_BESIDE_POSTGRES: [&str; 2] = [ARTIFACTS, MODELS];
+
+/// The manifest's `backend` of archives made before it was written: SQLite's.
+fn sqlite_backend() -> String {
+    "sqlite".to_owned()
+}
 const FORMAT: u32 = 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -23,6 +33,10 @@ pub struct Manifest {
     /// UTC, RFC 3339.
     pub created: String,
     pub toolkit_version: String,
+    /// Which store the archive holds: `sqlite` (`mlruns/mlflow.db`) or `postgresql`
+    /// (`mlruns/mlflow.pgdump`).
+    #[serde(default = "sqlite_backend")]
+    pub backend: String,
     pub files: Vec<FileEntry>,
     pub links: Vec<LinkEntry>,
 }
@@ -189,6 +203,11 @@ fn write_archive(
         format: FORMAT,
         created: created.to_owned(),
         toolkit_version: env!("CARGO_PKG_VERSION").to_owned(),
+        backend: if sources.iter().any(|s| s.archive_path == PG_DUMP) {
+            "postgresql".to_owned()
+        } else {
+            sqlite_backend()
+        },
         files: Vec::new(),
         links,
     };
@@ -333,8 +352,13 @@ pub const CURRENT: &str = "current";
 /// and those APIs' model versions. Says everything that is missing or too much.
 pub fn check_layout(manifest: &Manifest, apis: &[&str]) -> Result<()> {
     let required_link = |api: &str| format!("{MODELS}/{api}/{CURRENT}");
+    let database = match manifest.backend.as_str() {
+        "postgresql" => PG_DUMP,
+        "sqlite" => DATABASE,
+        other => bail!("it holds a {other:?} store, which this toolkit does not know"),
+    };
     let allowed = |path: &str, is_link: bool| {
-        if path == DATABASE {
+        if path == database {
             return !is_link;
         }
         if path
@@ -353,8 +377,8 @@ pub fn check_layout(manifest: &Manifest, apis: &[&str]) -> Result<()> {
     let files: HashSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
     let links: HashSet<&str> = manifest.links.iter().map(|l| l.path.as_str()).collect();
     let mut missing = Vec::new();
-    if !files.contains(DATABASE) {
-        missing.push(format!("MLflow's database ({DATABASE})"));
+    if !files.contains(database) {
+        missing.push(format!("MLflow's database ({database})"));
     }
     for api in apis {
         if !links.contains(required_link(api).as_str()) {
@@ -396,7 +420,13 @@ pub fn check_layout(manifest: &Manifest, apis: &[&str]) -> Result<()> {
 /// inside, and, before extracting anything, that the manifest lists exactly what a backup of
 /// a stack with `apis` holds ([`check_layout`]). Any problem is an error; the caller deletes
 /// `staging`.
-pub fn extract_verified(archive: &Path, staging: &Path, apis: &[&str]) -> Result<Manifest> {
+/// The archive must hold a store of the `backend` kind (`sqlite`, `postgresql`).
+pub fn extract_verified(
+    archive: &Path,
+    staging: &Path,
+    apis: &[&str],
+    backend: &str,
+) -> Result<Manifest> {
     let file = std::fs::File::open(archive)
         .with_context(|| format!("cannot open {}", archive.display()))?;
     let corrupt =
@@ -429,6 +459,19 @@ pub fn extract_verified(archive: &Path, staging: &Path, apis: &[&str]) -> Result
             "{} has backup format {}; this toolkit reads format {FORMAT}",
             archive.display(),
             manifest.format
+        );
+    }
+    if manifest.backend != backend {
+        bail!(
+            "{} holds a {} MLflow store, and this stack's MLflow runs on {backend}: restore it \
+             into a stack on the same kind of store ({}), or back up this one instead",
+            archive.display(),
+            manifest.backend,
+            if manifest.backend == "postgresql" {
+                "--mlflow-backend postgresql://..."
+            } else {
+                "without --mlflow-backend"
+            }
         );
     }
     check_layout(&manifest, apis).with_context(|| format!("{} is refused", archive.display()))?;
@@ -592,7 +635,7 @@ mod tests {
         assert_eq!(manifest.links[0].target, "versions/v1");
         let staging = dir.path().join("restored");
         std::fs::create_dir(&staging).unwrap();
-        let read = extract_verified(&out, &staging, &["api"]).unwrap();
+        let read = extract_verified(&out, &staging, &["api"], "sqlite").unwrap();
         assert_eq!(read, manifest);
         assert_eq!(
             std::fs::read(staging.join("models/api/current/model.json")).unwrap(),
@@ -602,13 +645,53 @@ mod tests {
     }
 
     #[test]
+    fn an_archive_restores_only_onto_its_kind_of_store() {
+        let (dir, sqlite_archive, manifest) = backup();
+        assert_eq!(manifest.backend, "sqlite");
+        let staging = dir.path().join("restored");
+        std::fs::create_dir(&staging).unwrap();
+        let err = format!(
+            "{:#}",
+            extract_verified(&sqlite_archive, &staging, &["api"], "postgresql").unwrap_err()
+        );
+        assert!(
+            err.contains("holds a sqlite MLflow store") && err.contains("without --mlflow-backend"),
+            "{err}"
+        );
+        // A PostgreSQL stack's backup: the dump in place of mlflow.db.
+        let root = dir.path().join("stack");
+        std::fs::rename(root.join(DATABASE), root.join(PG_DUMP)).unwrap();
+        let mut postgres_sources = sources(&root);
+        postgres_sources[0] = Source {
+            archive_path: PG_DUMP.into(),
+            disk_path: root.join(PG_DUMP),
+        };
+        let out = dir.path().join("postgres.tar.gz");
+        let written = write(&out, &postgres_sources, ".staging-", "now", false, &["api"]).unwrap();
+        assert_eq!(written.backend, "postgresql");
+        let err = format!(
+            "{:#}",
+            extract_verified(&out, &staging, &["api"], "sqlite").unwrap_err()
+        );
+        assert!(
+            err.contains("holds a postgresql MLflow store")
+                && err.contains("--mlflow-backend postgresql://"),
+            "{err}"
+        );
+        assert_eq!(
+            extract_verified(&out, &staging, &["api"], "postgresql").unwrap(),
+            written
+        );
+    }
+
+    #[test]
     fn a_truncated_archive_is_refused() {
         let (dir, out, _) = backup();
         let bytes = std::fs::read(&out).unwrap();
         std::fs::write(&out, &bytes[..bytes.len() / 2]).unwrap();
         let staging = dir.path().join("restored");
         std::fs::create_dir(&staging).unwrap();
-        let err = extract_verified(&out, &staging, &["api"])
+        let err = extract_verified(&out, &staging, &["api"], "sqlite")
             .unwrap_err()
             .to_string();
         assert!(
@@ -628,7 +711,7 @@ mod tests {
         // tampered archive whose gzip and tar framing are valid.
         let staging = dir.path().join("first");
         std::fs::create_dir(&staging).unwrap();
-        let manifest = extract_verified(&out, &staging, &["api"]).unwrap();
+        let manifest = extract_verified(&out, &staging, &["api"], "sqlite").unwrap();
         std::fs::write(
             staging.join("mlruns/mlflow.db"),
             b"SQLite format 3\0 pretenD",
@@ -651,7 +734,7 @@ mod tests {
         tar.into_inner().unwrap().finish().unwrap();
         let again = dir.path().join("second");
         std::fs::create_dir(&again).unwrap();
-        let err = extract_verified(&out, &again, &["api"])
+        let err = extract_verified(&out, &again, &["api"], "sqlite")
             .unwrap_err()
             .to_string();
         assert!(
@@ -673,7 +756,7 @@ mod tests {
         write_archive(&out, &sources(&root), ".staging-", "now", true, None).unwrap();
         let staging = dir.path().join("restored");
         std::fs::create_dir(&staging).unwrap();
-        extract_verified(&out, &staging, &["api"]).unwrap();
+        extract_verified(&out, &staging, &["api"], "sqlite").unwrap();
     }
 
     #[test]
@@ -743,7 +826,10 @@ mod tests {
         write_archive(&out, sources, ".staging-", "now", false, None).unwrap();
         let staging = dir.path().join("restored");
         std::fs::create_dir(&staging).unwrap();
-        let err = format!("{:#}", extract_verified(&out, &staging, apis).unwrap_err());
+        let err = format!(
+            "{:#}",
+            extract_verified(&out, &staging, apis, "sqlite").unwrap_err()
+        );
         // Refused before anything was extracted.
         assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0, "{err}");
         err

@@ -8,6 +8,7 @@ pub mod drift;
 pub mod http;
 pub mod lock;
 pub mod poll;
+pub mod postgres;
 pub mod progress;
 pub mod sqlite;
 pub mod table;

@@ -25,6 +25,15 @@ pub enum Target {
 
 impl Deploy {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
+        if let Some(pg) = ctx.mlflow_backend.postgres() {
+            // Rendering SQLite while the user asked for PostgreSQL would split MLflow in two.
+            anyhow::bail!(
+                "--mlflow-backend {}: the swarm stack and the Kubernetes manifests do not take \
+                 a PostgreSQL store yet (they render MLflow on its SQLite volume); deploy \
+                 without --mlflow-backend, or run MLflow on PostgreSQL with `--runtime local`",
+                pg.shown()
+            );
+        }
         match self.target {
             Target::Swarm(command) => command.run(ctx),
             Target::K8s(command) => command.run(ctx),

@@ -1,0 +1,205 @@
+//! Where MLflow keeps its runs and registry: the SQLite file in `mlruns/` (the demo's store),
+//! or a PostgreSQL database (`--mlflow-backend postgresql://...`) for a stack that outgrows
+//! one machine. The password never appears in a command line, a plan or a log: the servers
+//! and PostgreSQL's tools get the URI without it, and the password in `PGPASSWORD`, which
+//! libpq reads and [`crate::runner::Step`] masks when it shows a step.
+
+use anyhow::{bail, Result};
+
+/// Environment variables whose values are secrets: shown masked in plans and logs.
+pub const SECRET_ENV: &[&str] = &["PGPASSWORD"];
+
+/// The driver MLflow's SQLAlchemy (2.1: psycopg 3 for `postgresql://`) needs, with libpq
+/// inside its binary wheel so the host needs no PostgreSQL client library; and the hashes
+/// of its wheels for CPython 3.11 on Linux x86_64, the lock's platform.
+pub const POSTGRES_DRIVER: &[(&str, &str)] = &[
+    (
+        "psycopg==3.3.9",
+        "d2d7d04a1ce6dab4f5b27316bea3b52585cafa2f2d631e5b09dd69823f5c26f6",
+    ),
+    (
+        "psycopg-binary==3.3.9",
+        "0953c1b94c73f97efce5b8fb1dad85cf5e4085b94902e439e27e6805ebc8be99",
+    ),
+];
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Backend {
+    /// `mlruns/mlflow.db` in the stack directory.
+    Sqlite,
+    Postgres(Postgres),
+}
+
+/// A PostgreSQL database for MLflow.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Postgres {
+    /// `postgresql://user@host:port/database?...`: the URI without its password.
+    pub uri: String,
+    /// The password, decoded, if the URI had one.
+    pub password: Option<String>,
+}
+
+impl Backend {
+    /// `--mlflow-backend`: nothing (or `sqlite`) for the SQLite store, else a
+    /// `postgresql://` URI.
+    pub fn parse(value: Option<&str>) -> Result<Self> {
+        let Some(value) = value
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && *v != "sqlite")
+        else {
+            return Ok(Self::Sqlite);
+        };
+        let Some(rest) = value.strip_prefix("postgresql://") else {
+            let scheme = value.split("://").next().unwrap_or(value);
+            bail!(
+                "--mlflow-backend takes `sqlite` (the default: mlruns/mlflow.db) or a \
+                 postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE URI, not {}",
+                if value.contains("://") {
+                    format!("a {scheme}:// URI")
+                } else {
+                    format!("{value:?}")
+                }
+            );
+        };
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let (userinfo, host) = match authority.rfind('@') {
+            Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
+            None => (None, authority),
+        };
+        let database = path.trim_start_matches('/');
+        let database = database.split('?').next().unwrap_or("");
+        if host.is_empty() || database.is_empty() {
+            bail!(
+                "--mlflow-backend {}: name the server and the database, as in \
+                 postgresql://mlflow@db.example:5432/mlflow",
+                Self::mask(value)
+            );
+        }
+        let (user, password) = match userinfo {
+            Some(info) => match info.split_once(':') {
+                Some((user, password)) => (Some(user), Some(percent_decode(password)?)),
+                None => (Some(info), None),
+            },
+            None => (None, None),
+        };
+        let user = user.map(|u| format!("{u}@")).unwrap_or_default();
+        Ok(Self::Postgres(Postgres {
+            uri: format!("postgresql://{user}{host}{path}"),
+            password,
+        }))
+    }
+
+    /// The URI with any password replaced by `***`, for messages about what the user typed.
+    fn mask(value: &str) -> String {
+        match (value.find("://"), value.rfind('@')) {
+            (Some(start), Some(at)) if at > start => {
+                let userinfo = &value[start + 3..at];
+                match userinfo.split_once(':') {
+                    Some((user, _)) => format!("{}{user}:***{}", &value[..start + 3], &value[at..]),
+                    None => value.to_owned(),
+                }
+            }
+            _ => value.to_owned(),
+        }
+    }
+
+    /// What a backup's manifest says it holds: `sqlite` or `postgresql`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres(_) => "postgresql",
+        }
+    }
+
+    pub fn postgres(&self) -> Option<&Postgres> {
+        match self {
+            Self::Postgres(pg) => Some(pg),
+            Self::Sqlite => None,
+        }
+    }
+}
+
+impl Postgres {
+    /// The environment MLflow and PostgreSQL's tools need for the password.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        self.password
+            .iter()
+            .map(|p| ("PGPASSWORD", p.clone()))
+            .collect()
+    }
+
+    /// The URI as shown: with `***` where the password goes.
+    pub fn shown(&self) -> String {
+        match (&self.password, self.uri.find('@')) {
+            (Some(_), Some(at)) => format!("{}:***{}", &self.uri[..at], &self.uri[at..]),
+            _ => self.uri.clone(),
+        }
+    }
+}
+
+/// `%XX` escapes decoded (a password with `@` or `:` in it is written `%40`, `%3A`).
+fn percent_decode(text: &str) -> Result<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            let Some(byte) = hex else {
+                bail!("--mlflow-backend: the password has a % not followed by two hex digits");
+            };
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out)
+        .map_err(|_| anyhow::anyhow!("--mlflow-backend: the password is not UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_leaves_the_uri_for_the_environment() {
+        assert_eq!(Backend::parse(None).unwrap(), Backend::Sqlite);
+        assert_eq!(Backend::parse(Some("sqlite")).unwrap(), Backend::Sqlite);
+        let Backend::Postgres(pg) = Backend::parse(Some(
+            "postgresql://ml:s%40cret:x@db:5433/mlflow?sslmode=require",
+        ))
+        .unwrap() else {
+            panic!("not postgres")
+        };
+        assert_eq!(pg.uri, "postgresql://ml@db:5433/mlflow?sslmode=require");
+        assert_eq!(pg.password.as_deref(), Some("s@cret:x"));
+        assert_eq!(
+            pg.shown(),
+            "postgresql://ml:***@db:5433/mlflow?sslmode=require"
+        );
+        assert_eq!(pg.env(), [("PGPASSWORD", "s@cret:x".to_owned())]);
+        let no_password = Backend::parse(Some("postgresql://db/mlflow")).unwrap();
+        assert_eq!(
+            no_password.postgres().unwrap().shown(),
+            "postgresql://db/mlflow"
+        );
+    }
+
+    #[test]
+    fn other_stores_are_refused_without_showing_the_password() {
+        let err = Backend::parse(Some("mysql://u:hunter2@db/mlflow")).unwrap_err();
+        assert!(format!("{err}").contains("a mysql:// URI"), "{err}");
+        let err = format!(
+            "{}",
+            Backend::parse(Some("postgresql://u:hunter2@db")).unwrap_err()
+        );
+        assert!(
+            err.contains("postgresql://u:***@db") && !err.contains("hunter2"),
+            "{err}"
+        );
+    }
+}
