@@ -618,15 +618,25 @@ struct PostgresCluster {
 }
 
 impl PostgresCluster {
-    /// `None` (and the reason) when Debian's PostgreSQL server is not installed.
+    /// `None` (and the reason) when no PostgreSQL server is installed: Debian's newest under
+    /// /usr/lib/postgresql (off PATH), else the one on PATH (Homebrew's, other systems').
     fn start() -> Result<Self, String> {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .map_err(|_| "PostgreSQL is not installed (apt-get install postgresql)".to_owned())?
+        let debian = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
             .flatten()
             .map(|e| e.path().join("bin"))
             .filter(|bin| bin.join("initdb").is_file() && bin.join("pg_ctl").is_file())
-            .max()
-            .ok_or("no initdb and pg_ctl under /usr/lib/postgresql")?;
+            .max();
+        let on_path = || {
+            let initdb = which::which("initdb").ok()?;
+            let bin = initdb.parent()?.to_owned();
+            bin.join("pg_ctl").is_file().then_some(bin)
+        };
+        let bin = debian.or_else(on_path).ok_or(
+            "PostgreSQL is not installed: no initdb and pg_ctl under /usr/lib/postgresql or on \
+             PATH (apt-get install postgresql)",
+        )?;
         let dir = tempfile::tempdir().unwrap();
         let as_root = rustix::process::geteuid().is_root();
         if as_root {

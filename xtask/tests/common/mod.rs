@@ -33,28 +33,37 @@ pub struct Stack {
     pub workspace: Option<PathBuf>,
 }
 
+/// The range the system takes clients' ports from: Linux's setting, else the IANA range
+/// (macOS, the BSDs).
+fn ephemeral_ports() -> std::ops::RangeInclusive<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut bounds = text.split_whitespace().map(|n| n.parse::<u16>().ok());
+            Some(bounds.next()??..=bounds.next()??)
+        })
+        .unwrap_or(49_152..=65_535)
+}
+
 /// A port offset whose five ports (5000, 8001-8003 plus the dashboard's 8501) are all free.
 /// Each call starts from a different place, so tests running in parallel in one process do not
-/// pick the same offset (and race over its ports). The ports stay below the system's range of
-/// ephemeral ports: one free when chosen could otherwise be taken by any outgoing connection
-/// on the machine before the stack binds it (minutes later, after a build).
+/// pick the same offset (and race over its ports). The ports stay below the range clients'
+/// ports come from: a client's port in TIME_WAIT (a load generator leaves thousands) keeps a
+/// server from binding it for a minute, SO_REUSEADDR or not.
 pub fn free_offset() -> u16 {
     static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    const FIRST: u16 = 10_000;
+    let ephemeral = ephemeral_ports();
+    // The largest offset whose highest port (8501) lies below the client ports.
+    let last = ephemeral.start().saturating_sub(8_502).max(FIRST + 1_000);
+    let span = last - FIRST;
     let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let base =
-        (20_000 + (std::process::id() % 20_000) as u16).wrapping_add(call.wrapping_mul(1009));
-    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        // IANA's, which macOS uses.
-        .unwrap_or(49_152);
-    // Offsets from 10,000 up to where the highest port (8501) would reach that range (at
-    // least 1,000 of them, inside the range on a machine whose range starts that low).
-    let span = ephemeral_start
-        .saturating_sub(8_501 + 10_000)
-        .clamp(1_000, 40_000);
-    (0..200)
-        .map(|i| base.wrapping_add(i * 37) % span + 10_000)
+    let base = (std::process::id() % u32::from(span)) as u16;
+    (0..400u16)
+        .map(|i| {
+            let step = u32::from(call) * 1_009 + u32::from(i) * 37;
+            FIRST + ((u32::from(base) + step) % u32::from(span)) as u16
+        })
         .find(|&offset| {
             [5000u16, 8001, 8002, 8003, 8501]
                 .iter()
