@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
+use crate::build::binaries::Profile;
 use crate::runner::{PathAliases, Runner};
 use crate::stack::compose_file;
 use crate::stack::mlflow_backend::Backend;
@@ -33,6 +34,9 @@ pub struct Ctx {
     pub reporter: Arc<Reporter>,
     /// Set by Ctrl-C (or SIGTERM): long waits stop and clean up.
     pub interrupted: Arc<AtomicBool>,
+    /// The Cargo profile the APIs' binaries are built with and run from: `dev-loop` under
+    /// `dev`, `release` everywhere else.
+    pub build: Profile,
 }
 
 pub struct Options {
@@ -42,6 +46,7 @@ pub struct Options {
     pub stack_name: Option<String>,
     pub stack_dir: Option<PathBuf>,
     pub cache_dir: Option<PathBuf>,
+    pub build: Profile,
     pub mlflow_backend: Option<String>,
 }
 
@@ -159,6 +164,7 @@ impl Ctx {
             runner,
             reporter,
             interrupted,
+            build: options.build,
         })
     }
 

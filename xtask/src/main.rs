@@ -135,6 +135,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         stack_name: cli.stack,
         stack_dir: cli.stack_dir,
         cache_dir: cli.cache_dir,
+        // `dev` runs the builds made for it (seconds, not minutes); the rest the release ones.
+        build: if matches!(cli.command, Command::Dev(_)) {
+            build::binaries::Profile::DevLoop
+        } else {
+            build::binaries::Profile::Release
+        },
         mlflow_backend: cli.mlflow_backend,
     })?;
     let ctx = &ctx;

@@ -89,6 +89,25 @@ fn demo_plan_on_the_local_runtime() {
     ensure_golden("demo-local.txt", &plan(&["demo"]));
 }
 
+/// `dev` builds and serves the profile made for it, and `up` the release one.
+#[test]
+fn dev_builds_and_runs_the_dev_loop_profile_and_up_the_release_one() {
+    let dev = plan(&["dev", "--no-mlflow"]);
+    assert!(
+        dev.contains("cargo build --profile dev-loop --locked"),
+        "{dev}"
+    );
+    assert!(dev.contains("/dev-loop/bankchurn serve"), "{dev}");
+    assert!(
+        !dev.contains("--release") && !dev.contains("/release/"),
+        "{dev}"
+    );
+    let up = plan(&["up", "--no-mlflow"]);
+    assert!(up.contains("cargo build --release --locked"), "{up}");
+    assert!(up.contains("/release/bankchurn serve"), "{up}");
+    assert!(!up.contains("dev-loop"), "{up}");
+}
+
 #[test]
 fn smoke_plan() {
     ensure_golden("smoke.txt", &plan(&["smoke"]));

@@ -1,7 +1,7 @@
 //! `cargo xtask dev` on the local runtime, in a copy of the workspace: an edit to a handler's
-//! answer goes live, a compile error and an edit that makes health answer 503 each leave the
-//! previous version serving, and a load generator running throughout never sees a failed
-//! request.
+//! answer goes live, an edit to the training code retrains and reloads the service, a compile
+//! error and an edit that makes health answer 503 each leave the previous version serving, and
+//! a load generator running throughout never sees a failed request.
 #![allow(clippy::disallowed_methods)]
 
 mod common;
@@ -16,44 +16,43 @@ use std::time::{Duration, Instant};
 
 use common::{wait_for, Stack};
 
-/// A target directory for the copy that starts from this workspace's release builds, hard
-/// linked where the file system allows (cargo replaces files, never writes into them): the
-/// registry crates are built already, only the copy's own crates (at other paths) are built.
-/// The copy's binaries must not land in this workspace's target, where other tests run them.
+/// A target directory for the copy that starts from this workspace's builds of the services
+/// (the release and `dev` profiles): the registry crates are built already, only the copy's
+/// own crates (at other paths) are built. Copied (reflinked where the file system can), never
+/// hard linked: a build in the copy may write into a file in place, and a linked file would be
+/// this workspace's binary, which other tests run.
 fn target_seeded_from_ours(dir: &Path) {
     let ours = common::repo().join("target");
-    for release in [
+    for profile in [
         "release",
         "x86_64-unknown-linux-gnu/release",
         "aarch64-unknown-linux-gnu/release",
+        "dev-loop",
+        "x86_64-unknown-linux-gnu/dev-loop",
+        "aarch64-unknown-linux-gnu/dev-loop",
     ] {
-        let from = ours.join(release);
+        let from = ours.join(profile);
         if !from.is_dir() {
             continue;
         }
-        let to = dir.join(release);
+        let to = dir.join(profile);
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        let linked = Command::new("cp")
-            .arg("-al")
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg("--reflink=auto")
             .arg(&from)
             .arg(&to)
             .status()
             .unwrap();
-        if !linked.success() {
-            let _ = std::fs::remove_dir_all(&to);
-            let copied = Command::new("cp")
-                .arg("-a")
-                .arg(&from)
-                .arg(&to)
-                .status()
-                .unwrap();
-            assert!(copied.success(), "cannot copy {}", from.display());
-        }
+        assert!(copied.success(), "cannot copy {}", from.display());
     }
 }
 
 /// One plain HTTP/1.1 request on a connection of its own: the status and the body. A new
 /// connection each time, so every request meets whichever version the kernel hands it to.
+/// Once the whole answer is read the client closes with a reset (SO_LINGER 0) rather than a
+/// FIN: neither side keeps the connection in TIME_WAIT, so a load generator sending a million
+/// requests does not hold the machine's ephemeral ports for a minute after each.
 fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -62,7 +61,10 @@ fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     )?;
     let mut answer = String::new();
+    // To the end: the server has sent all of it and closed its side.
     stream.read_to_string(&mut answer)?;
+    socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO))?;
+    drop(stream);
     let status = answer
         .split_whitespace()
         .nth(1)
@@ -169,6 +171,12 @@ fn edit(file: &Path, from: &str, to: &str) {
     std::fs::write(file, text.replacen(from, to, 1)).unwrap();
 }
 
+fn health(port: u16) -> serde_json::Value {
+    let (status, body) = get(port, "/health").unwrap();
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
 fn root_answer(port: u16) -> serde_json::Value {
     let (status, body) = get(port, "/").unwrap();
     assert_eq!(status, 200, "{body}");
@@ -203,7 +211,17 @@ fn edits_go_live_and_broken_ones_keep_the_old_version_with_no_failed_request() {
     let output = Output::default();
     output.collect(dev.stdout.take().unwrap());
     output.collect(dev.stderr.take().unwrap());
-    output.wait_for("watching bankchurn", 1, Duration::from_secs(1800));
+    wait_for(
+        "dev to bring the stack up and watch bankchurn",
+        Duration::from_secs(1800),
+        Duration::from_millis(100),
+        || {
+            if let Some(status) = dev.try_wait().unwrap() {
+                panic!("dev exited with {status}:\n{}", output.text());
+            }
+            (output.count("watching bankchurn") > 0).then_some(())
+        },
+    );
     eprintln!(
         "MEASURED: dev up and watching after {:.1?}",
         started.elapsed()
@@ -227,6 +245,13 @@ fn edits_go_live_and_broken_ones_keep_the_old_version_with_no_failed_request() {
         saved.elapsed()
     );
     output.wait_for("bankchurn live", 1, Duration::from_secs(60));
+    // Then it checks whether the new version trains another model (it does not): the next
+    // change is seen once that is done.
+    output.wait_for(
+        "bankchurn trains the same model",
+        1,
+        Duration::from_secs(120),
+    );
 
     // A one-line change in the serving library.
     let http = workspace.path().join("services/serving/src/http/mod.rs");
@@ -252,6 +277,29 @@ fn edits_go_live_and_broken_ones_keep_the_old_version_with_no_failed_request() {
         saved.elapsed()
     );
     output.wait_for("bankchurn live", 2, Duration::from_secs(60));
+    output.wait_for(
+        "bankchurn trains the same model",
+        2,
+        Duration::from_secs(120),
+    );
+
+    // A change to the training code: the new version goes live, trains another model, and
+    // the service is retrained and reloaded with it.
+    let served_model = health(port)["model_version"].clone();
+    let saved = Instant::now();
+    edit(&lib, "max_depth: 3,", "max_depth: 4,");
+    output.wait_for(
+        "bankchurn retrained: serving model",
+        1,
+        Duration::from_secs(600),
+    );
+    assert_ne!(health(port)["model_version"], served_model);
+    eprintln!(
+        "MEASURED: save to retrained and reloaded, a change to the training code: {:.1?}",
+        saved.elapsed()
+    );
+    let live_so_far = output.count("bankchurn live");
+    assert_eq!(live_so_far, 3, "{}", output.text());
 
     // A compile error: the old version keeps serving, and the compiler's message is shown.
     let working = std::fs::read_to_string(&lib).unwrap();
@@ -273,7 +321,7 @@ fn edits_go_live_and_broken_ones_keep_the_old_version_with_no_failed_request() {
 
     // Mended: it goes live again.
     std::fs::write(&lib, &working).unwrap();
-    output.wait_for("bankchurn live", 3, Duration::from_secs(600));
+    output.wait_for("bankchurn live", 4, Duration::from_secs(600));
 
     // Health answers 503 in the new version: it is never put live.
     edit(
@@ -292,7 +340,7 @@ fn edits_go_live_and_broken_ones_keep_the_old_version_with_no_failed_request() {
 
     let (sent, failures) = load.finish();
     eprintln!(
-        "MEASURED: {sent} requests during three swaps and two refusals, {} failed",
+        "MEASURED: {sent} requests during four swaps, a retraining and two refusals, {} failed",
         failures.len()
     );
     assert!(

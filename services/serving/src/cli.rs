@@ -14,7 +14,7 @@ use crate::artifact::{self, Artifact, FORMAT_VERSION};
 use crate::http::{self, RequestLimits};
 use crate::promotion::promote_help;
 use crate::provenance;
-use crate::server::ConnectionLimits;
+use crate::server::{self, ConnectionLimits, PortSharing};
 use crate::service::{Dashboard, Service};
 use crate::tracking::{StagedModel, Tracking, TrackingArgs};
 
@@ -68,7 +68,8 @@ enum Command {
         #[arg(long, env = "MODEL_DIR", default_value = "models")]
         model_dir: PathBuf,
         /// Bind the ports with SO_REUSEPORT, so a new version can listen on them beside this
-        /// one and take over with no gap (`cargo xtask dev`). Off by default: a second copy
+        /// one and take over with no gap (`cargo xtask dev`): on Linux the newest version to
+        /// bind gets every new connection, and the old one drains. Off by default: a second copy
         /// started by mistake then fails to bind instead of silently sharing the port.
         #[arg(long, env = "REUSE_PORT")]
         reuse_port: bool,
@@ -244,7 +245,15 @@ fn run<S: Service>(command: Command) -> Result<()> {
                 Listen {
                     addr: SocketAddr::new(host, port),
                     dashboard_addr: dashboard_port.map(|p| SocketAddr::new(host, p)),
-                    reuse_port: reuse_port || shared_port,
+                    // Copies sharing a port take connections by the kernel's hash; a new
+                    // version handed the port takes every new one.
+                    sharing: if shared_port {
+                        PortSharing::Spread
+                    } else if reuse_port {
+                        PortSharing::Newest
+                    } else {
+                        PortSharing::Exclusive
+                    },
                     shared_port,
                 },
                 model_dir,
@@ -396,7 +405,7 @@ fn train<S: Service>(
 struct Listen {
     addr: SocketAddr,
     dashboard_addr: Option<SocketAddr>,
-    reuse_port: bool,
+    sharing: PortSharing,
     /// `serve --shared-port`.
     shared_port: bool,
 }
@@ -412,7 +421,7 @@ fn serve<S: Service>(
     let Listen {
         addr,
         dashboard_addr,
-        reuse_port,
+        sharing,
         shared_port,
     } = listen;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -440,9 +449,9 @@ fn serve<S: Service>(
         // SIGHUP too: its default action would end the server as well.
         let hangups = listen_for_hangups();
         let bind_all = || -> Result<_> {
-            let listener = bind(addr, reuse_port, "")?;
+            let listener = bind(addr, sharing, "")?;
             let dashboard_listener = match dashboard_addr {
-                Some(addr) => Some(bind(addr, reuse_port, " for the dashboard")?),
+                Some(addr) => Some(bind(addr, sharing, " for the dashboard")?),
                 None => None,
             };
             Ok((listener, dashboard_listener))
@@ -530,23 +539,9 @@ fn named(router: axum::Router, instance: Option<String>) -> axum::Router {
 /// API's threads the rest of the machine.
 const DASHBOARD_THREADS: usize = 1;
 
-/// Listens on `addr` as `TcpListener::bind` does (SO_REUSEADDR on Unix), plus SO_REUSEPORT
-/// when asked, so the next version of the service can bind the same port before this one
-/// lets go of it.
-fn bind(addr: SocketAddr, reuse_port: bool, purpose: &str) -> Result<tokio::net::TcpListener> {
-    let listen = || -> std::io::Result<tokio::net::TcpListener> {
-        let socket = match addr {
-            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-        };
-        socket.set_reuseaddr(true)?;
-        if reuse_port {
-            socket.set_reuseport(true)?;
-        }
-        socket.bind(addr)?;
-        socket.listen(1024)
-    };
-    listen().with_context(|| {
+/// Listens on `addr` (see [`server::bind`]), saying which port could not be had.
+fn bind(addr: SocketAddr, sharing: PortSharing, purpose: &str) -> Result<tokio::net::TcpListener> {
+    server::bind(addr, sharing).with_context(|| {
         format!(
             "cannot listen on {addr}{purpose}: is another process using port {}?",
             addr.port()

@@ -12,6 +12,7 @@
 //! Body and whole-request timeouts are per request, in the router (`http::RequestLimits`).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,7 +20,6 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -71,6 +71,98 @@ pub fn effective_max_connections(requested: usize) -> usize {
     };
     let allowed = open_files.saturating_sub(RESERVED_FDS).max(1);
     requested.min(usize::try_from(allowed).unwrap_or(usize::MAX))
+}
+
+/// Whether, and how, a listener shares its port with other processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortSharing {
+    /// Alone: a second process binding the port fails.
+    Exclusive,
+    /// SO_REUSEPORT, the kernel spreading new connections over every copy by its hash
+    /// (`serve --shared-port`: a swarm's tasks on their node's host network).
+    Spread,
+    /// SO_REUSEPORT, every new connection going to the copy that bound last (`serve
+    /// --reuse-port`: a new version taking the port over from the old one, see
+    /// [`steer_to_newest`]).
+    Newest,
+}
+
+/// Listens on `addr` as `TcpListener::bind` does (SO_REUSEADDR on Unix), plus SO_REUSEPORT
+/// when the port is shared, so another copy or the next version of the service can bind the
+/// same port before this one lets go of it.
+///
+/// With [`PortSharing::Newest`] on Linux the port's group of sockets also steers every new
+/// connection to the newest of them: once the next version listens, this one gets no new
+/// connection, and when it stops it closes an empty queue. Without that, a connection the
+/// kernel queued on it a moment before it closed would be reset, unless the machine sets
+/// `net.ipv4.tcp_migrate_req = 1` (few do).
+pub fn bind(addr: SocketAddr, sharing: PortSharing) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    if sharing != PortSharing::Exclusive {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    let listener = socket.listen(1024)?;
+    if sharing == PortSharing::Newest {
+        // After listen: only then has the socket joined the port's group, whose program this
+        // sets (one attached before would be dropped as the socket joins).
+        if let Err(e) = steer_to_newest(&listener) {
+            tracing::warn!(error = %e, "cannot steer new connections to the newest version: a hand-over may reset a connection");
+        }
+    }
+    Ok(listener)
+}
+
+/// Sets the program that picks, for each new connection, which socket of the port's
+/// SO_REUSEPORT group gets it: always the second (index 1). The kernel keeps the group's
+/// sockets in the order they joined and moves the last one into a closed socket's place, so
+/// while two versions listen the second is the new one, and alone a version is index 0; an
+/// index past the group's end makes the kernel fall back to its usual hash, so a version alone
+/// gets everything.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn steer_to_newest(listener: &TcpListener) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // Classic BPF, one instruction: `ret #1`.
+    let mut program = [libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: 1,
+    }];
+    let fprog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: the descriptor is the listener's own, open for the whole call; `fprog` and the
+    // instructions it points to live on this stack until setsockopt returns, which copies
+    // them into the kernel, and the length passed is exactly that of `fprog`. No crate wraps
+    // SO_ATTACH_REUSEPORT_CBPF safely.
+    let set = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            std::ptr::from_ref(&fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if set == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Elsewhere the kernel picks among the sockets as it will: the old version may still receive
+/// a connection just before it closes.
+#[cfg(not(target_os = "linux"))]
+fn steer_to_newest(_: &TcpListener) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops within the deadline.
@@ -144,11 +236,10 @@ pub async fn serve(
     }
     // Connections the kernel has already queued on this listener would be reset when it
     // closes: serve them first. With SO_REUSEPORT the next version listens beside this one
-    // and takes every connection from here on.
-    while let Some(Ok((stream, _))) = listener.accept().now_or_never() {
+    // and, steered there (see `bind`), takes every connection from here on.
+    for stream in queued_connections(listener) {
         serve_connection(stream);
     }
-    drop(listener);
     // A connection accepted a moment ago has not had its request read yet, and graceful
     // shutdown closes a connection with no request in flight at once: its client would get
     // no answer. A short grace lets such requests begin, and then they are finished.
@@ -168,6 +259,31 @@ pub async fn serve(
             tracing::warn!(open_connections = open, "shutdown deadline reached: dropping the remaining connections");
         }
     }
+}
+
+/// Takes every connection the kernel has queued on `listener`, then closes it. Asked of the
+/// socket itself until it has none: tokio's `accept` answers from the readiness its reactor
+/// has seen, which can lag behind a connection queued a moment ago.
+fn queued_connections(listener: TcpListener) -> Vec<TcpStream> {
+    let mut queued = Vec::new();
+    let listener = match listener.into_std() {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot take the queued connections: they may be reset");
+            return queued;
+        }
+    };
+    // Non-blocking already (`into_std` keeps it so): this ends at the first "would block".
+    while let Ok((stream, _)) = listener.accept() {
+        let registered = stream
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(stream));
+        match registered {
+            Ok(stream) => queued.push(stream),
+            Err(e) => tracing::warn!(error = %e, "cannot serve a queued connection"),
+        }
+    }
+    queued
 }
 
 /// Answers a connection over the cap with a 503 and closes it, without reading its request.

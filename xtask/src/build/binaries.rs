@@ -1,5 +1,6 @@
-//! The service binaries: built once for the whole workspace, in release mode. On Linux they are
-//! statically linked, so the very same files run on the host and in `FROM scratch` images.
+//! The service binaries: built once for the whole workspace, in release mode (or, for `dev`,
+//! the `dev-loop` profile: release without LTO, incremental). On Linux they are statically
+//! linked, so the very same files run on the host and in `FROM scratch` images.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,6 +12,26 @@ use crate::runner::{tail, Background, Step};
 use crate::stack::Service;
 use crate::util::{http, poll};
 
+/// The Cargo profile the APIs are built with (`Cargo.toml`'s `[profile.*]`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Profile {
+    /// Thin LTO: what `up`, `demo`, the images and every other command run.
+    #[default]
+    Release,
+    /// Release without LTO, in many codegen units, incremental: what `dev` builds and runs,
+    /// a one-line change rebuilt in seconds.
+    DevLoop,
+}
+
+impl Profile {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Release => "release",
+            Self::DevLoop => "dev-loop",
+        }
+    }
+}
+
 /// The target triple of the static build, when there is one.
 fn static_target() -> Option<String> {
     cfg!(all(target_os = "linux", target_env = "gnu"))
@@ -21,17 +42,34 @@ fn target_dir(ctx: &Ctx) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| ctx.root.join("target"), PathBuf::from)
 }
 
+/// The API's binary of the profile this command builds and runs (`ctx.build`).
 pub fn path(ctx: &Ctx, service: &Service) -> PathBuf {
+    path_of(ctx, service, ctx.build)
+}
+
+/// The API's binary as `profile` builds it.
+pub fn path_of(ctx: &Ctx, service: &Service, profile: Profile) -> PathBuf {
     let mut dir = target_dir(ctx);
     if let Some(target) = static_target() {
         dir.push(target);
     }
-    dir.join("release").join(&service.name)
+    dir.join(profile.name()).join(&service.name)
 }
 
 /// `SERVICE serve` on loopback at `port`, with the model in `model_dir`.
 pub fn serve_step(ctx: &Ctx, service: &Service, port: u16, model_dir: &Path) -> Step {
-    Step::new(path(ctx, service).to_string_lossy())
+    serve_step_of(ctx, service, ctx.build, port, model_dir)
+}
+
+/// [`serve_step`] with the binary `profile` builds.
+pub fn serve_step_of(
+    ctx: &Ctx,
+    service: &Service,
+    profile: Profile,
+    port: u16,
+    model_dir: &Path,
+) -> Step {
+    Step::new(path_of(ctx, service, profile).to_string_lossy())
         .args([
             "serve",
             "--host",
@@ -150,7 +188,12 @@ pub fn check_model(ctx: &Ctx, service: &Service, model_dir: &Path, log: &Path) -
 }
 
 fn build_step(ctx: &Ctx, services: &[&Service]) -> Step {
-    let mut step = Step::new("cargo").args(["build", "--release", "--locked"]);
+    let mut step = Step::new("cargo").arg("build");
+    step = match ctx.build {
+        Profile::Release => step.arg("--release"),
+        profile => step.args(["--profile", profile.name()]),
+    };
+    step = step.arg("--locked");
     for service in services {
         step = step.args(["--package", &service.name]);
     }
@@ -170,9 +213,9 @@ pub fn build(ctx: &Ctx, services: &[&Service]) -> Result<()> {
         return Ok(());
     }
     let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
-    ctx.reporter
-        .run_task(format!("build {} (release)", names.join(", ")), |_| {
-            ctx.runner.run(&build_step(ctx, services))
-        })?;
+    ctx.reporter.run_task(
+        format!("build {} ({})", names.join(", "), ctx.build.name()),
+        |_| ctx.runner.run(&build_step(ctx, services)),
+    )?;
     Ok(())
 }

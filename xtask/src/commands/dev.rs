@@ -16,8 +16,10 @@ use crate::build::binaries;
 use crate::ctx::Ctx;
 use crate::runner::tail;
 use crate::runtime::lifecycle::{self, UpOptions};
+use crate::runtime::training::{self, Tracking};
 use crate::runtime::{observe, Candidate, Kind, Runtime};
-use crate::stack::Service;
+use crate::stack::compose_file::{render, FILE as COMPOSE_FILE};
+use crate::stack::{Service, Stack};
 use crate::util::{http, poll};
 
 /// The folder of the library every API is built on: a change there affects them all.
@@ -163,8 +165,37 @@ impl Dev {
             let names: Vec<&str> = affected.iter().map(|s| s.name.as_str()).collect();
             println!("changed {shown} → {}", names.join(", "));
             let _lock = ctx.lock_stack()?;
+            if paths.iter().any(|p| p.ends_with(SERVICE_FILE)) {
+                regenerate_compose_file(ctx);
+            }
             update(ctx, runtime, &affected, seen, self.options.timeout);
         }
+    }
+}
+
+/// Each API's settings, from which the compose file is generated.
+const SERVICE_FILE: &str = "service.toml";
+
+/// Writes the compose file again from the `service.toml` files as they are now, as `cargo
+/// xtask compose` does; says so in one line when it changed.
+fn regenerate_compose_file(ctx: &Ctx) {
+    let stack = match Stack::load(&ctx.root) {
+        Ok(stack) => stack,
+        Err(e) => {
+            println!("kept {COMPOSE_FILE} as it was because a {SERVICE_FILE} does not read: {e:#}");
+            return;
+        }
+    };
+    let path = ctx.root.join(COMPOSE_FILE);
+    let expected = render(&stack);
+    if std::fs::read_to_string(&path).is_ok_and(|current| current == expected) {
+        return;
+    }
+    match ctx.runner.write_file(&path, expected) {
+        Ok(()) => println!(
+            "regenerated {COMPOSE_FILE} (ports and names take effect at the next `cargo xtask dev` or `up`)"
+        ),
+        Err(e) => println!("could not regenerate {COMPOSE_FILE}: {e:#}"),
     }
 }
 
@@ -297,10 +328,120 @@ fn update(
                     "{} live ({live:.1} s after the change was seen)",
                     service.name
                 );
+                retrain_if_the_model_changed(ctx, runtime, service);
             }
             Err(why) => println!("kept the old {} because {why:#}", service.name),
         }
     }
+}
+
+/// Retrains `service` (as `cargo xtask retrain` does, and reloads it) when the build now live
+/// trains another model than the one it serves: its training code changed. Whether it does is
+/// asked of the build itself: it trains on the served model's data with its seed, untracked,
+/// in a folder of its own, and the model's fingerprint (its version) is compared.
+fn retrain_if_the_model_changed(ctx: &Ctx, runtime: &mut dyn Runtime, service: &Service) {
+    let Some(served) = training::served_metrics(ctx, service) else {
+        return;
+    };
+    let (Some(seed), Some(version), Some(data_sha)) = (
+        served["seed"].as_u64(),
+        served["model_version"].as_str(),
+        served["data_sha256"].as_str(),
+    ) else {
+        return;
+    };
+    let data = ctx.data_path(service);
+    let same_data = std::fs::read(&data).is_ok_and(|bytes| sha256_hex(&bytes) == data_sha);
+    if !same_data {
+        println!(
+            "{} not retrained: its model was trained on other data than {}",
+            service.name,
+            ctx.show(&data)
+        );
+        return;
+    }
+    let started = Instant::now();
+    let trained = tempfile::tempdir()
+        .map_err(anyhow::Error::from)
+        .and_then(|dir| {
+            let models = dir.path().join("model");
+            ctx.runner.run(&training::host_train_step(
+                ctx,
+                service,
+                &data,
+                &models,
+                seed,
+                &Tracking::Off,
+                &[],
+            ))?;
+            let metrics: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(models.join("current/metrics.json"))?)?;
+            Ok(metrics["model_version"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned())
+        });
+    match trained {
+        Ok(probe) if probe == version => println!(
+            "{} trains the same model: kept it (checked in {:.1} s)",
+            service.name,
+            started.elapsed().as_secs_f64()
+        ),
+        Ok(probe) => {
+            println!(
+                "{} trains another model now ({probe}, serving {version}): retraining",
+                service.name
+            );
+            match retrain(ctx, runtime, service, &data, seed) {
+                Ok(version) => println!("{} retrained: serving model {version}", service.name),
+                Err(e) => println!("kept the old model of {} because {e:#}", service.name),
+            }
+        }
+        Err(e) => println!(
+            "kept the old model of {} because training with the new build failed: {e:#}",
+            service.name
+        ),
+    }
+}
+
+/// Trains `service` where it runs, as `cargo xtask retrain SERVICE --seed SEED` does (tracked
+/// in the stack's MLflow when it answers, not registered), and reloads it: the version served.
+fn retrain(
+    ctx: &Ctx,
+    runtime: &mut dyn Runtime,
+    service: &Service,
+    data: &Path,
+    seed: u64,
+) -> Result<String> {
+    let mlflow = ctx.stack.mlflow();
+    let tracking = if runtime.state(ctx, mlflow)?.running
+        && http::healthy(&ctx.health_url(mlflow), Duration::from_secs(3))
+    {
+        Tracking::On {
+            uri: ctx.url(mlflow, ""),
+            register: false,
+            promote: false,
+        }
+    } else {
+        Tracking::Off
+    };
+    runtime.train(ctx, service, data, seed, &tracking, &[])?;
+    let version = training::served_metrics(ctx, service)
+        .and_then(|m| m["model_version"].as_str().map(str::to_owned))
+        .context("training finished but wrote no metrics.json")?;
+    let asked_at = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    if runtime.reload(ctx, service)? {
+        training::wait_for_model(ctx, service, &version, &asked_at, RELOAD_TIMEOUT_SECS)?;
+    }
+    Ok(version)
+}
+
+/// How long a service gets to load a retrained model.
+const RELOAD_TIMEOUT_SECS: u64 = 30;
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(bytes))
 }
 
 /// Starts `service`'s new build beside the running one, checks it, and hands its ports over.

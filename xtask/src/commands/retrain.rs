@@ -14,7 +14,7 @@ use crate::runtime::training::{self, Tracking};
 use crate::runtime::Runtime;
 use crate::stack::Kind;
 use crate::util::drift::Report;
-use crate::util::{http, poll, table};
+use crate::util::{http, table};
 
 /// Retrain an API's model, register it, and swap it into the running service.
 ///
@@ -140,7 +140,7 @@ impl Retrain {
             ));
             return Ok(());
         }
-        wait_for_model(ctx, service, &version, &asked_at, self.timeout)?;
+        training::wait_for_model(ctx, service, &version, &asked_at, self.timeout)?;
         println!("{}", summary(&service.name, before.as_ref(), &after));
         Ok(())
     }
@@ -244,53 +244,6 @@ impl Retrain {
             ctx.health_url(mlflow)
         ));
         Ok(Tracking::Off)
-    }
-}
-
-/// Waits until the service's last reload, since `asked_at` (RFC 3339 with milliseconds,
-/// as the service writes it), serves `version`, or refused the new model.
-fn wait_for_model(
-    ctx: &Ctx,
-    service: &crate::stack::Service,
-    version: &str,
-    asked_at: &str,
-    timeout: u64,
-) -> Result<()> {
-    let url = ctx.health_url(service);
-    let outcome = poll::until(
-        Duration::from_secs(timeout),
-        Duration::from_millis(50),
-        || {
-            let health = http::get(&url, Duration::from_secs(2)).ok()?.json()?;
-            let reload = &health["last_reload"];
-            if reload["at"].as_str().is_none() && health["model_version"] == version {
-                // A process started since (a swarm replaces its tasks) loaded it at start.
-                return Some(Ok(()));
-            }
-            if reload["at"].as_str().is_none_or(|at| at < asked_at) {
-                return None; // the signal has not been handled yet
-            }
-            match reload["status"].as_str() {
-                Some("loaded" | "unchanged") if health["model_version"] == version => Some(Ok(())),
-                Some("refused" | "absent") => Some(Err(reload["reason"]
-                    .as_str()
-                    .unwrap_or("no reason given")
-                    .to_owned())),
-                _ => None,
-            }
-        },
-    );
-    match outcome {
-        Some(Ok(())) => Ok(()),
-        Some(Err(reason)) => bail!(
-            "{} refused the new model {version} and keeps serving the old one: {reason}",
-            service.name
-        ),
-        None => bail!(
-            "{} did not load model {version} within {timeout}s; see `cargo xtask logs {}`",
-            service.name,
-            service.name
-        ),
     }
 }
 

@@ -278,7 +278,7 @@ fn start_all<'a>(
                 continue;
             }
             let why = if healthy {
-                "its binary or model changed"
+                "its binary or model changed, or it runs another build"
             } else {
                 "it is not healthy"
             };

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use rustix::process::Signal;
 
 use super::{Candidate, Kind, Runtime, ServiceState, SQLITE_BACKUP};
-use crate::build::binaries;
+use crate::build::binaries::{self, Profile};
 use crate::ctx::Ctx;
 use crate::runner::{tail, Background, Step, Stopped};
 use crate::runtime::mlflow_server;
@@ -77,20 +77,27 @@ impl Local {
             .any(|s| self.running(ctx, s).is_some())
     }
 
-    fn start_step(ctx: &Ctx, service: &Service) -> Step {
+    /// The service on its own ports, an API from the binary `profile` builds.
+    fn start_step(ctx: &Ctx, service: &Service, profile: Profile) -> Step {
         match service.kind {
             ServiceKind::Mlflow => mlflow_server::server_step(ctx, service),
-            ServiceKind::Api => Self::api_step(ctx, service, &|e| ctx.endpoint_port(e)),
+            ServiceKind::Api => Self::api_step(ctx, service, profile, &|e| ctx.endpoint_port(e)),
         }
     }
 
     /// An API serving on `port_of` each endpoint. Its ports are bound with SO_REUSEPORT, so
     /// `dev` can start the next version on them before this one lets go.
-    fn api_step(ctx: &Ctx, service: &Service, port_of: &dyn Fn(&Endpoint) -> u16) -> Step {
+    fn api_step(
+        ctx: &Ctx,
+        service: &Service,
+        profile: Profile,
+        port_of: &dyn Fn(&Endpoint) -> u16,
+    ) -> Step {
         let endpoints = service.endpoints();
-        let mut step = binaries::serve_step(
+        let mut step = binaries::serve_step_of(
             ctx,
             service,
+            profile,
             port_of(&endpoints[0]),
             &ctx.model_dir(service),
         )
@@ -104,6 +111,42 @@ impl Local {
             ]);
         }
         step
+    }
+
+    /// The profile of the build a running API serves from.
+    fn build_of(&self, ctx: &Ctx, service: &Service, running: &PidFile) -> Option<Profile> {
+        if !service.is_api() {
+            return None;
+        }
+        [Profile::Release, Profile::DevLoop].into_iter().find(|p| {
+            binaries::path_of(ctx, service, *p).to_string_lossy() == running.program.as_str()
+        })
+    }
+
+    /// The profile of the build a running API serves from, if it is not this command's: `dev`
+    /// runs the dev-loop build, every other command the release one.
+    fn other_build(&self, ctx: &Ctx, service: &Service) -> Option<Profile> {
+        let running = self.running(ctx, service)?;
+        self.build_of(ctx, service, &running)
+            .filter(|p| *p != ctx.build)
+    }
+
+    fn start_with(&mut self, ctx: &Ctx, service: &Service, profile: Profile) -> Result<()> {
+        let step = Self::start_step(ctx, service, profile);
+        if service.kind == ServiceKind::Mlflow {
+            ctx.runner.create_dir(&ctx.mlruns_dir())?;
+        }
+        let log = ctx.log_path(service);
+        let Some(child) = ctx.runner.spawn_service(&step, &log)? else {
+            return Ok(());
+        };
+        let pid = child.pid();
+        let pid_file = pid_path(ctx, service);
+        std::fs::create_dir_all(pid_file.parent().expect("pid files live in a folder"))?;
+        std::fs::write(&pid_file, format!("{pid}\n{}\n", step.program))
+            .with_context(|| format!("cannot write {}", pid_file.display()))?;
+        self.children.insert(service.name.clone(), child);
+        Ok(())
     }
 }
 
@@ -135,21 +178,26 @@ impl Runtime for Local {
     }
 
     fn start(&mut self, ctx: &Ctx, service: &Service) -> Result<()> {
-        let step = Self::start_step(ctx, service);
-        if service.kind == ServiceKind::Mlflow {
-            ctx.runner.create_dir(&ctx.mlruns_dir())?;
+        self.start_with(ctx, service, ctx.build)
+    }
+
+    /// As `docker restart` restarts the same image: an API keeps the build it ran (the
+    /// dev-loop one `dev` put live stays until `up` puts the release build back), and says so.
+    fn restart(&mut self, ctx: &Ctx, service: &Service) -> Result<()> {
+        let build = self.other_build(ctx, service);
+        self.stop(ctx, service)?;
+        match build {
+            Some(profile) => {
+                ctx.reporter.info(format!(
+                    "{} restarts on the {} build it ran (`cargo xtask up` puts the {} build back)",
+                    service.name,
+                    profile.name(),
+                    ctx.build.name()
+                ));
+                self.start_with(ctx, service, profile)
+            }
+            None => self.start(ctx, service),
         }
-        let log = ctx.log_path(service);
-        let Some(child) = ctx.runner.spawn_service(&step, &log)? else {
-            return Ok(());
-        };
-        let pid = child.pid();
-        let pid_file = pid_path(ctx, service);
-        std::fs::create_dir_all(pid_file.parent().expect("pid files live in a folder"))?;
-        std::fs::write(&pid_file, format!("{pid}\n{}\n", step.program))
-            .with_context(|| format!("cannot write {}", pid_file.display()))?;
-        self.children.insert(service.name.clone(), child);
-        Ok(())
     }
 
     fn exited(&mut self, _ctx: &Ctx, service: &Service) -> Option<String> {
@@ -185,7 +233,10 @@ impl Runtime for Local {
             Some(p) => ServiceState {
                 running: true,
                 since: Some(p.written),
-                id: format!("pid {}", p.pid),
+                id: match self.build_of(ctx, service, &p) {
+                    Some(profile) => format!("pid {} ({} build)", p.pid, profile.name()),
+                    None => format!("pid {}", p.pid),
+                },
                 ports: service
                     .endpoints()
                     .iter()
@@ -254,6 +305,10 @@ impl Runtime for Local {
         let Some(p) = self.running(ctx, service) else {
             return false;
         };
+        // The other build (`dev`'s or the release one): `up` puts the release build back.
+        if self.other_build(ctx, service).is_some() {
+            return true;
+        }
         let inputs = match service.kind {
             ServiceKind::Mlflow => vec![],
             ServiceKind::Api => vec![binaries::path(ctx, service), ctx.model_file(service)],
@@ -278,7 +333,7 @@ impl Runtime for Local {
                 .find(|(role, _)| *role == e.role)
                 .map_or(0, |(_, p)| *p)
         };
-        let step = Self::api_step(ctx, service, &port_of).env("LOG_FORMAT", "json");
+        let step = Self::api_step(ctx, service, ctx.build, &port_of).env("LOG_FORMAT", "json");
         let log = ctx
             .state_dir()
             .join("logs")
@@ -295,7 +350,7 @@ impl Runtime for Local {
     fn hand_over(&mut self, ctx: &Ctx, service: &Service) -> Result<()> {
         let path = pid_path(ctx, service);
         let old = read_pid_file(&path).filter(|p| ctx.runner.running(p.pid, &p.program).is_some());
-        let step = Self::start_step(ctx, service);
+        let step = Self::start_step(ctx, service, ctx.build);
         let log = ctx.log_path(service);
         let Some(new) = ctx.runner.spawn_service(&step, &log)? else {
             return Ok(());

@@ -5,13 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use crate::build::{binaries, images};
 use crate::ctx::Ctx;
 use crate::runner::Step;
 use crate::stack::Service;
+use crate::util::{http, poll};
 
 /// The seed the stack's models are trained with unless told otherwise.
 pub const DEFAULT_SEED: u64 = 42;
@@ -170,6 +171,53 @@ pub fn registered_metrics(uri: &str, model: &str, version: &str) -> Result<Value
         .map(|m| (m.key.clone(), Value::from(m.value)))
         .collect::<serde_json::Map<_, _>>()
         .into())
+}
+
+/// Waits until the service's last reload, since `asked_at` (RFC 3339 with milliseconds,
+/// as the service writes it), serves `version`, or refused the new model.
+pub fn wait_for_model(
+    ctx: &Ctx,
+    service: &Service,
+    version: &str,
+    asked_at: &str,
+    timeout: u64,
+) -> Result<()> {
+    let url = ctx.health_url(service);
+    let outcome = poll::until(
+        Duration::from_secs(timeout),
+        Duration::from_millis(50),
+        || {
+            let health = http::get(&url, Duration::from_secs(2)).ok()?.json()?;
+            let reload = &health["last_reload"];
+            if reload["at"].as_str().is_none() && health["model_version"] == version {
+                // A process started since (a swarm replaces its tasks) loaded it at start.
+                return Some(Ok(()));
+            }
+            if reload["at"].as_str().is_none_or(|at| at < asked_at) {
+                return None; // the signal has not been handled yet
+            }
+            match reload["status"].as_str() {
+                Some("loaded" | "unchanged") if health["model_version"] == version => Some(Ok(())),
+                Some("refused" | "absent") => Some(Err(reload["reason"]
+                    .as_str()
+                    .unwrap_or("no reason given")
+                    .to_owned())),
+                _ => None,
+            }
+        },
+    );
+    match outcome {
+        Some(Ok(())) => Ok(()),
+        Some(Err(reason)) => bail!(
+            "{} refused the new model {version} and keeps serving the old one: {reason}",
+            service.name
+        ),
+        None => bail!(
+            "{} did not load model {version} within {timeout}s; see `cargo xtask logs {}`",
+            service.name,
+            service.name
+        ),
+    }
 }
 
 #[cfg(test)]
