@@ -84,9 +84,15 @@ impl Workspace {
 
 impl Drop for Workspace {
     fn drop(&mut self) {
-        // Every tag of the built image (the version, the revision, the registry's).
-        if let Some(id) = image_id(&self.image()) {
-            docker(&["image", "rm", "--force", &id]);
+        // Every tag of the service's images (the version, the revision, the registry's),
+        // also of an image loaded back from its archive after the built one was removed.
+        let repository = format!("ml-mlops/{}", self.service);
+        let listed = docker(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]);
+        for image in stdout(&listed).lines() {
+            let name = image.rsplit_once(':').map_or(image, |(name, _)| name);
+            if name == repository || name.ends_with(&format!("/{repository}")) {
+                docker(&["image", "rm", "--force", image]);
+            }
         }
     }
 }
