@@ -86,6 +86,9 @@ impl Step {
         if let Some(dir) = &self.cwd {
             shell.change_dir(dir);
         }
+        for name in NOT_INHERITED {
+            command = command.env_remove(name);
+        }
         for (k, v) in &self.env {
             command = command.env(k, v);
         }
@@ -98,12 +101,20 @@ impl Step {
         if let Some(dir) = &self.cwd {
             expression = expression.dir(dir);
         }
+        for name in NOT_INHERITED {
+            expression = expression.env_remove(name);
+        }
         for (k, v) in &self.env {
             expression = expression.env(k, v);
         }
         expression
     }
 }
+
+/// The toolkit's own settings that may hold a secret (`XTASK_MLFLOW_BACKEND`: a PostgreSQL
+/// URI with its password), kept from every process it starts: a step that needs the secret
+/// is given it explicitly (`PGPASSWORD`), and nothing else sees it in its environment.
+const NOT_INHERITED: &[&str] = &["XTASK_MLFLOW_BACKEND"];
 
 /// Rewrites absolute paths into short, stable placeholders when showing a step.
 #[derive(Clone, Debug, Default)]

@@ -31,7 +31,7 @@ pub enum Backend {
 }
 
 /// A PostgreSQL database for MLflow.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Postgres {
     /// `postgresql://user@host:port/database?...`: the URI without its password.
     pub uri: String,
@@ -61,13 +61,26 @@ impl Backend {
                 }
             );
         };
-        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        let (userinfo, host) = match authority.rfind('@') {
-            Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
-            None => (None, authority),
+        // The user's part ends at the last `@` before the query, so a password may hold `/`
+        // (as generated ones do) without turning into the host.
+        let before_query = &rest[..rest.find('?').unwrap_or(rest.len())];
+        let (userinfo, after_user) = match before_query.rfind('@') {
+            Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+            None => (None, rest),
         };
+        let (host, path) = after_user.split_at(after_user.find('/').unwrap_or(after_user.len()));
         let database = path.trim_start_matches('/');
-        let database = database.split('?').next().unwrap_or("");
+        let (database, query) = database.split_once('?').unwrap_or((database, ""));
+        if query
+            .split('&')
+            .any(|pair| pair.split('=').next() == Some("password"))
+        {
+            bail!(
+                "--mlflow-backend: give the password as postgresql://USER:PASSWORD@HOST/DATABASE \
+                 (percent-encoded), not as a `password` query parameter, which would show in \
+                 command lines and logs"
+            );
+        }
         if host.is_empty() || database.is_empty() {
             bail!(
                 "--mlflow-backend {}: name the server and the database, as in \
@@ -116,6 +129,13 @@ impl Backend {
             Self::Postgres(pg) => Some(pg),
             Self::Sqlite => None,
         }
+    }
+}
+
+/// Shown as the URI with `***` for the password: a debug print must not leak it.
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Postgres").field(&self.shown()).finish()
     }
 }
 
@@ -182,6 +202,19 @@ mod tests {
             "postgresql://ml:***@db:5433/mlflow?sslmode=require"
         );
         assert_eq!(pg.env(), [("PGPASSWORD", "s@cret:x".to_owned())]);
+        assert!(!format!("{pg:?}").contains("s@cret"), "{pg:?}");
+        // A generated password may hold `/`: it stays the password, never the host.
+        let Backend::Postgres(slashed) =
+            Backend::parse(Some("postgresql://u:ab/cd+ef@db/mlflow")).unwrap()
+        else {
+            panic!("not postgres")
+        };
+        assert_eq!(slashed.uri, "postgresql://u@db/mlflow");
+        assert_eq!(slashed.password.as_deref(), Some("ab/cd+ef"));
+        let err = Backend::parse(Some("postgresql://u@db/mlflow?password=hunter2"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not as a `password` query parameter"), "{err}");
         let no_password = Backend::parse(Some("postgresql://db/mlflow")).unwrap();
         assert_eq!(
             no_password.postgres().unwrap().shown(),
