@@ -457,9 +457,14 @@ fn serve<S: Service>(
             Ok((listener, dashboard_listener))
         };
         // Alone on its ports, the server listens at once and says "loading" meanwhile;
-        // sharing them, it listens only once it can answer (connections queued on a copy
-        // still loading would wait, and be reset if it failed).
-        let early = if shared_port { None } else { Some(bind_all()?) };
+        // sharing them, it listens only once it can answer: connections handed to a copy
+        // still loading would wait for the load, and be reset if it failed (with
+        // `--reuse-port` the newest copy even takes every new connection).
+        let early = if matches!(sharing, PortSharing::Exclusive) {
+            Some(bind_all()?)
+        } else {
+            None
+        };
         let dir = model_dir.clone();
         let dashboard = dashboard_addr.is_some();
         let state = tokio::task::spawn_blocking(move || {
@@ -472,7 +477,7 @@ fn serve<S: Service>(
         let (listener, dashboard_listener) = match early {
             Some(bound) => bound,
             None => {
-                if state.model.get().is_none() {
+                if shared_port && state.model.get().is_none() {
                     let why = state
                         .model
                         .last_reload()
