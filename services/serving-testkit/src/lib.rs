@@ -16,6 +16,7 @@ pub mod binary;
 pub mod drift;
 pub mod mlflow;
 pub mod net;
+pub mod skip;
 pub mod wait;
 
 pub use api::{
@@ -29,4 +30,5 @@ pub use binary::{
 };
 pub use drift::{drift_is_measured, profiles_are_optional_but_checked};
 pub use net::free_port;
+pub use skip::skip;
 pub use wait::{poll_until, wait_until};

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serving::server::{bind, serve, ConnectionLimits, PortSharing};
-use serving_testkit::wait_until;
+use serving_testkit::{skip, wait_until};
 
 /// Set in the copy of this test that runs inside its own network namespace.
 const IN_NAMESPACE: &str = "SERVING_TEST_IN_NETNS";
@@ -22,22 +22,6 @@ const IN_NAMESPACE: &str = "SERVING_TEST_IN_NETNS";
 const HAND_OVERS: usize = 12;
 /// Threads sending requests, each one at a time on a new connection.
 const CLIENTS: usize = 4;
-
-/// Says that this test cannot run here, the way `cargo xtask ci` counts as skipped.
-fn skip(reason: &str) {
-    let test = std::thread::current().name().unwrap_or("a test").to_owned();
-    let line = format!("XTASK-TEST-SKIPPED {test}: {reason}");
-    println!("{line}");
-    eprintln!("SKIPPED {test}: {reason}");
-    if let Some(log) = std::env::var_os("XTASK_SKIP_LOG") {
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap_or_else(|e| panic!("cannot open the skip log {log:?}: {e}"));
-        writeln!(file, "{line}").expect("the skip log is writable");
-    }
-}
 
 /// One request on a connection of its own, closed with a reset once the whole answer is read
 /// (no TIME_WAIT left behind); an error for anything but a complete 200.
