@@ -132,8 +132,9 @@ impl Swarm {
     }
 
     /// The address of the node labelled as holding MLflow's store, as the swarm knows it
-    /// (`docker node inspect`: what the node advertised when it joined).
-    pub fn mlflow_node_address(&self, ctx: &Ctx) -> String {
+    /// (`docker node inspect`: what the node advertised when it joined); `None` when no node
+    /// is labelled or the swarm does not answer.
+    pub fn mlflow_node_address(&self, ctx: &Ctx) -> Option<String> {
         let filter = format!("node.label={MLFLOW_STORE_LABEL}=true");
         ctx.runner
             .query_stdout(&docker(&["node", "ls", "--quiet", "--filter", &filter]))
@@ -161,7 +162,6 @@ impl Swarm {
                     _ => Some(node),
                 }
             })
-            .unwrap_or_else(|| "<address of the node holding MLflow's store>".into())
     }
 
     /// `docker stack deploy`: creates the stack, or updates what changed. Images are pinned

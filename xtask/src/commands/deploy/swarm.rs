@@ -15,7 +15,7 @@ use crate::runtime::docker::writable_by_containers;
 use crate::runtime::lifecycle;
 use crate::runtime::observe;
 use crate::runtime::swarm::{Rollout, Swarm};
-use crate::stack::stack_file::{self, Publishing, Settings};
+use crate::stack::stack_file::{self, Publishing, Settings, MLFLOW_STORE_LABEL};
 use crate::stack::Service;
 use crate::util::{http, poll};
 
@@ -116,6 +116,19 @@ impl DeploySwarm {
         writable_by_containers(ctx, &ctx.mlruns_dir())?;
 
         swarm.ensure_mlflow_node(ctx)?;
+        // Only APIs on their nodes' host network address MLflow by its node.
+        let mlflow_node = match swarm.mlflow_node_address(ctx) {
+            Some(address) => address,
+            None if ctx.dry_run() || matches!(self.publishing, Publishing::VipIngress) => {
+                "<address of the node holding MLflow's store>".to_owned()
+            }
+            None => bail!(
+                "cannot tell the address of the node labelled to hold MLflow's store \
+                 (`docker node ls --filter node.label={MLFLOW_STORE_LABEL}=true`): with \
+                 --publishing dnsrr-host the APIs reach MLflow there; check the swarm answers \
+                 and the label is on one node"
+            ),
+        };
         let settings = Settings {
             stack_dir: ctx.stack_dir.clone(),
             port_offset: ctx.port_offset,
@@ -127,7 +140,7 @@ impl DeploySwarm {
                 .iter()
                 .filter_map(|a| Some((a.name.clone(), model_version(ctx, a)?)))
                 .collect(),
-            mlflow_node: swarm.mlflow_node_address(ctx),
+            mlflow_node,
         };
         let text = stack_file::render(&ctx.stack, &settings, &swarm.stack);
         let file = stack_file_path(ctx);
