@@ -119,8 +119,9 @@ impl Backup {
         archive::check_destination(&out, self.force)?;
         check_models(ctx)?;
         ctx.runner.create_dir(&ctx.mlruns_dir())?;
-        postgres::dump(ctx, pg, &dump)?;
-        let result = self.write(ctx, &out, sources(ctx, archive::PG_DUMP, dump.clone()));
+        // The dump goes once archived, and also when pg_dump fails part-way.
+        let result = postgres::dump(ctx, pg, &dump)
+            .and_then(|()| self.write(ctx, &out, sources(ctx, archive::PG_DUMP, dump.clone())));
         std::fs::remove_file(&dump).ok();
         report(ctx, &out, &result?, started)
     }

@@ -20,8 +20,16 @@ use sha2::{Digest, Sha256};
 
 /// Unpacks the OCI layout of the archive `tar` into the new folder `into` (replacing what is
 /// there); returns how many blobs it holds. Fails on a blob whose content is not its digest,
-/// and on an archive without a layout.
+/// and on an archive without a layout, leaving no folder behind (it may hold gigabytes).
 pub fn unpack(tar: &Path, into: &Path) -> Result<usize> {
+    let unpacked = unpack_layout(tar, into);
+    if unpacked.is_err() {
+        let _ = std::fs::remove_dir_all(into);
+    }
+    unpacked
+}
+
+fn unpack_layout(tar: &Path, into: &Path) -> Result<usize> {
     let file = File::open(tar).with_context(|| format!("cannot open {}", tar.display()))?;
     if into.exists() {
         std::fs::remove_dir_all(into)
@@ -178,6 +186,7 @@ mod tests {
         );
         let error = unpack(&tar, &into).unwrap_err().to_string();
         assert!(error.contains("the archive is damaged"), "{error}");
+        assert!(!into.exists(), "a refused layout is left behind");
     }
 
     #[test]
