@@ -835,7 +835,8 @@ fn mlflow_on_postgresql_registers_backs_up_and_restores_after_the_database_is_dr
     );
     never_shows_the_password(&backup);
 
-    // The SQLite stack refuses a PostgreSQL archive, and the reverse, before touching anything.
+    // The SQLite stack refuses a PostgreSQL archive before touching anything (the unit tests of
+    // util::archive refuse the reverse too).
     let refused = xtask(&stack, &["restore", archive.to_str().unwrap(), "--yes"]);
     assert!(!refused.status.success());
     assert!(

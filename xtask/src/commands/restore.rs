@@ -132,7 +132,7 @@ impl Restore {
         for service in ctx.stack.services.iter().rev() {
             runtime.stop(ctx, service)?;
         }
-        set_aside(ctx, &kept).with_context(|| {
+        set_aside(ctx, &kept, Dump::MustSucceed).with_context(|| {
             format!(
                 "setting the current store and models aside failed, with the stack stopped: what was moved is in {}, the rest in place; nothing was restored. Move it back, then `cargo xtask up`",
                 ctx.show(&kept)
@@ -140,9 +140,10 @@ impl Restore {
         })?;
         put_in_place(ctx, &staging).with_context(|| {
             format!(
-                "moving the restored store and models into place failed, with the stack stopped: the previous ones are in {}, the verified backup in {}. Move the previous ones back, then `cargo xtask up`",
+                "moving the restored store and models into place failed, with the stack stopped: the previous ones are in {}, the verified backup in {}. Move the previous ones back (a PostgreSQL store: `pg_restore --clean` the {} there), then `cargo xtask up`",
                 ctx.show(&kept),
-                ctx.show(&staging)
+                ctx.show(&staging),
+                archive::PG_DUMP
             )
         })?;
         if let Err(e) = ctx.runner.remove_path(&staging) {
@@ -187,7 +188,8 @@ impl Restore {
             for service in ctx.stack.services.iter().rev() {
                 runtime.stop(ctx, service)?;
             }
-            set_aside(ctx, &refused)?;
+            // The refused store is in the user's archive: its dump is only a convenience.
+            set_aside(ctx, &refused, Dump::BestEffort)?;
             put_in_place(ctx, kept)
         })();
         let context = match back {
@@ -276,15 +278,30 @@ pub fn prune(backups: &Path, keep: usize) -> Result<Pruned> {
     Ok(pruned)
 }
 
+/// Whether setting a PostgreSQL store aside stops when its dump fails.
+#[derive(Clone, Copy)]
+enum Dump {
+    MustSucceed,
+    /// A failed dump is a warning.
+    BestEffort,
+}
+
 /// Moves what a backup holds from the stack directory to under `to`, in the archive's
 /// layout: the SQLite store, artifacts and models; a PostgreSQL store is dumped there first.
-fn set_aside(ctx: &Ctx, to: &Path) -> Result<()> {
+fn set_aside(ctx: &Ctx, to: &Path, dump_policy: Dump) -> Result<()> {
     let files: &[&str] = match ctx.mlflow_backend.postgres() {
         Some(pg) => {
             let dump = to.join(archive::PG_DUMP);
             ctx.runner
                 .create_dir(dump.parent().expect("a joined path has a parent"))?;
-            postgres::dump(ctx, pg, &dump)?;
+            match (postgres::dump(ctx, pg, &dump), dump_policy) {
+                (Ok(()), _) => {}
+                (Err(e), Dump::MustSucceed) => return Err(e),
+                (Err(e), Dump::BestEffort) => ctx.reporter.warn(format!(
+                    "the database could not be dumped to {}: {e:#}",
+                    ctx.show(&dump)
+                )),
+            }
             &archive::CONTENTS_BESIDE_POSTGRES
         }
         None => &archive::CONTENTS,
