@@ -351,7 +351,7 @@ fn retrain_if_the_model_changed(ctx: &Ctx, runtime: &mut dyn Runtime, service: &
         return;
     };
     let data = ctx.data_path(service);
-    let same_data = std::fs::read(&data).is_ok_and(|bytes| sha256_hex(&bytes) == data_sha);
+    let same_data = crate::util::archive::hash_file(&data).is_ok_and(|(_, sha)| sha == data_sha);
     if !same_data {
         println!(
             "{} not retrained: its model was trained on other data than {}",
@@ -438,11 +438,6 @@ fn retrain(
 
 /// How long a service gets to load a retrained model.
 const RELOAD_TIMEOUT_SECS: u64 = 30;
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    format!("{:x}", sha2::Sha256::digest(bytes))
-}
 
 /// Starts `service`'s new build beside the running one, checks it, and hands its ports over.
 fn swap(ctx: &Ctx, runtime: &mut dyn Runtime, service: &Service, timeout_secs: u64) -> Result<()> {

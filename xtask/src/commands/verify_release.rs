@@ -7,7 +7,6 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use sha2::{Digest, Sha256};
 
 use crate::build::registry::{self, Registry};
 use crate::build::release_record::Record;
@@ -125,11 +124,6 @@ fn check(ctx: &Ctx, registry: &Registry, image: &Recorded) -> Option<String> {
     }
 }
 
-fn sha256_of(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(format!("{:x}", Sha256::digest(bytes)))
-}
-
 /// `SHA256SUMS` beside the record: the record and every SBOM in `sbom/` there, as
 /// `sha256sum --check` reads them.
 fn checksums(ctx: &Ctx, record: &Path) -> Result<PathBuf> {
@@ -147,7 +141,11 @@ fn checksums(ctx: &Ctx, record: &Path) -> Result<PathBuf> {
     let mut text = String::new();
     for file in &files {
         let name = file.strip_prefix(dir).unwrap_or(file);
-        text.push_str(&format!("{}  {}\n", sha256_of(file)?, name.display()));
+        text.push_str(&format!(
+            "{}  {}\n",
+            crate::util::archive::hash_file(file)?.1,
+            name.display()
+        ));
     }
     let out = dir.join("SHA256SUMS");
     ctx.runner.write_file(&out, text)?;
