@@ -1,8 +1,8 @@
 //! The hand-over between two versions of a service on one port (`serve --reuse-port`, as
 //! `cargo xtask dev` does it): under a storm of new connections, once the next version
-//! listens the old one gets no new connection, and stopped it resets none, even where the kernel does not move a
-//! closing listener's queue to another socket (`net.ipv4.tcp_migrate_req = 0`, Linux's
-//! default). The test runs in a network namespace of its own, where that setting is 0
+//! listens the old one gets no new connection, and stopped it resets none, even where the
+//! kernel does not move a closing listener's queue to another socket
+//! (`net.ipv4.tcp_migrate_req = 0`, Linux's default). The test runs in a network namespace of its own, where that setting is 0
 //! whatever the machine's is, so it needs root and `unshare`.
 
 use std::io::{Read, Write};
