@@ -86,12 +86,15 @@ impl Drop for Workspace {
     fn drop(&mut self) {
         // Every tag of the service's images (the version, the revision, the registry's),
         // also of an image loaded back from its archive after the built one was removed.
+        // By ID: an image pulled back by digest has its repository but no tag.
         let repository = format!("ml-mlops/{}", self.service);
-        let listed = docker(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]);
-        for image in stdout(&listed).lines() {
-            let name = image.rsplit_once(':').map_or(image, |(name, _)| name);
+        let listed = docker(&["image", "ls", "--format", "{{.Repository}} {{.ID}}"]);
+        for line in stdout(&listed).lines() {
+            let Some((name, id)) = line.split_once(' ') else {
+                continue;
+            };
             if name == repository || name.ends_with(&format!("/{repository}")) {
-                docker(&["image", "rm", "--force", image]);
+                docker(&["image", "rm", "--force", id]);
             }
         }
     }
