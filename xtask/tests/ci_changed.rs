@@ -34,22 +34,9 @@ fn git(dir: &Path, args: &[&str]) {
 /// `cargo xtask ARGS` in `dir`, as `common::xtask_in` runs it, but without the CI workflow's
 /// `XTASK_CI_VERIFY_SKIPS` (this test chooses when to verify).
 fn xtask(dir: &Path, args: &[&str]) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("XTASK_CI_VERIFY_SKIPS")
-        .env_remove("GITHUB_ACTIONS")
-        .env_remove("GITHUB_STEP_SUMMARY")
-        .env_remove("CARGO_TARGET_DIR")
-        .output()
-        .unwrap();
-    eprintln!(
-        "$ xtask {}\n--- stdout\n{}--- stderr\n{}",
-        args.join(" "),
-        stdout(&output),
-        stderr(&output)
-    );
-    output
+    let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    command.env_remove("XTASK_CI_VERIFY_SKIPS");
+    common::run_xtask(command, dir, args, &[])
 }
 
 fn ci(dir: &Path, args: &[&str]) -> Output {

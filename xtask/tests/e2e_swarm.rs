@@ -46,23 +46,9 @@ impl Drop for Released {
 /// The real xtask binary, run inside the node's namespace against its engine, on the stack
 /// in `stack_dir`.
 fn xtask_on(engine: &NetnsEngine, stack_dir: &Path, args: &[&str]) -> Output {
-    let output = engine
-        .command(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .current_dir(repo())
-        .env("XTASK_STACK_DIR", stack_dir)
-        .env_remove("XTASK_PORT_OFFSET")
-        .env_remove("GITHUB_ACTIONS")
-        .env_remove("CARGO_TARGET_DIR")
-        .output()
-        .unwrap();
-    eprintln!(
-        "$ xtask {}\n--- stdout\n{}--- stderr\n{}",
-        args.join(" "),
-        stdout(&output),
-        stderr(&output)
-    );
-    output
+    let mut command = engine.command(env!("CARGO_BIN_EXE_xtask"));
+    command.env_remove("XTASK_PORT_OFFSET");
+    common::run_xtask(command, &repo(), args, &[("XTASK_STACK_DIR", stack_dir)])
 }
 
 fn healthy(url: &str) -> bool {

@@ -3,7 +3,7 @@
 //! `services/mlflow/service.toml`, and its store in `mlruns/`. Its command line is the
 //! stack's ([`crate::stack::mlflow_command`]), shared with the compose file.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
@@ -88,17 +88,8 @@ pub fn ensure_installed(ctx: &Ctx) -> Result<()> {
         ctx.runner
             .run(&Step::new("python3").args(["-m", "venv"]).arg(&dir))?;
         task.set_message("pip install");
-        ctx.runner.run(
-            &Step::new(dir.join("bin/pip").to_string_lossy())
-                .args([
-                    "install",
-                    "--disable-pip-version-check",
-                    "--no-input",
-                    "--progress-bar",
-                    "off",
-                ])
-                .args(requirements(ctx, &python)),
-        )?;
+        ctx.runner
+            .run(&pip_install(&dir).args(requirements(ctx, &python)))?;
         ctx.runner
             .write_file(&dir.join(COMPLETE_MARKER), version(ctx))
     })
@@ -186,19 +177,21 @@ pub fn ensure_driver(ctx: &Ctx) -> Result<()> {
             ctx.show(&dir)
         ),
         |_| {
-            ctx.runner.run(
-                &Step::new(dir.join("bin/pip").to_string_lossy())
-                    .args([
-                        "install",
-                        "--disable-pip-version-check",
-                        "--no-input",
-                        "--progress-bar",
-                        "off",
-                    ])
-                    .args(requirement),
-            )?;
+            ctx.runner.run(&pip_install(&dir).args(requirement))?;
             ctx.runner
                 .write_file(&dir.join(DRIVER_MARKER), names.join("\n"))
         },
     )
+}
+
+/// `pip install` of the virtual environment `venv`, quiet and without questions; the
+/// requirements follow.
+fn pip_install(venv: &Path) -> Step {
+    Step::new(venv.join("bin/pip").to_string_lossy()).args([
+        "install",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--progress-bar",
+        "off",
+    ])
 }

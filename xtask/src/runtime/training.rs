@@ -134,13 +134,7 @@ pub fn is_registered(uri: &str, metrics: &Value) -> Result<bool> {
     ) else {
         return Ok(false);
     };
-    let client = mlflow_client::Client::new(
-        uri,
-        mlflow_client::ClientOptions {
-            timeout: Duration::from_secs(10),
-            ..Default::default()
-        },
-    )?;
+    let client = mlflow_at(uri)?;
     match client.get_model_version(model, version) {
         Ok(_) => Ok(true),
         Err(e) if e.error_code() == Some("RESOURCE_DOES_NOT_EXIST") => Ok(false),
@@ -150,16 +144,21 @@ pub fn is_registered(uri: &str, metrics: &Value) -> Result<bool> {
     }
 }
 
-/// The metrics MLflow at `uri` holds for the run of `model` version `version` in its
-/// registry (e.g. the champion a running API serves, as its `/health` names it).
-pub fn registered_metrics(uri: &str, model: &str, version: &str) -> Result<Value> {
-    let client = mlflow_client::Client::new(
+/// A client of MLflow at `uri` that waits 10 s at most for an answer.
+fn mlflow_at(uri: &str) -> Result<mlflow_client::Client> {
+    Ok(mlflow_client::Client::new(
         uri,
         mlflow_client::ClientOptions {
             timeout: Duration::from_secs(10),
             ..Default::default()
         },
-    )?;
+    )?)
+}
+
+/// The metrics MLflow at `uri` holds for the run of `model` version `version` in its
+/// registry (e.g. the champion a running API serves, as its `/health` names it).
+pub fn registered_metrics(uri: &str, model: &str, version: &str) -> Result<Value> {
+    let client = mlflow_at(uri)?;
     let found = client
         .get_model_version(model, version)
         .and_then(|v| client.get_run(&v.run_id))
