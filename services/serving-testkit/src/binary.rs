@@ -60,20 +60,7 @@ pub fn serve_and_healthcheck(binary: &Path) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data.csv");
     let model_dir = dir.path().join("model");
-    let run = |args: &[&str]| {
-        Command::new(binary)
-            .args(args)
-            .output()
-            .expect("run the service binary")
-    };
-    let generated = run(&[
-        "generate-data",
-        "--rows",
-        "800",
-        "--out",
-        data.to_str().unwrap(),
-    ]);
-    assert!(generated.status.success(), "{generated:?}");
+    generate_data(binary, &data);
 
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}/health");
@@ -93,13 +80,7 @@ pub fn serve_and_healthcheck(binary: &Path) {
     let _ = server.kill();
     let _ = server.wait();
 
-    let trained = run(&[
-        "train",
-        "--data-path",
-        data.to_str().unwrap(),
-        "--model-dir",
-        model_dir.to_str().unwrap(),
-    ]);
+    let trained = train_with(binary, &data, &model_dir, 42);
     assert!(trained.status.success(), "{trained:?}");
     let mut server = serve();
     let check = wait_until("healthcheck succeeding", PATIENCE, || {
@@ -163,22 +144,8 @@ pub fn shared_port_copies(binary: &Path) {
     assert!(why.contains("no model loaded"), "{why}");
     assert!(get(&url).is_none(), "something answers on the port");
 
-    let run = |args: &[&str]| Command::new(binary).args(args).output().unwrap();
-    let generated = run(&[
-        "generate-data",
-        "--rows",
-        "800",
-        "--out",
-        data.to_str().unwrap(),
-    ]);
-    assert!(generated.status.success(), "{generated:?}");
-    let trained = run(&[
-        "train",
-        "--data-path",
-        data.to_str().unwrap(),
-        "--model-dir",
-        model_dir.to_str().unwrap(),
-    ]);
+    generate_data(binary, &data);
+    let trained = train_with(binary, &data, &model_dir, 42);
     assert!(trained.status.success(), "{trained:?}");
 
     let named = || {
@@ -266,6 +233,16 @@ pub fn snapshot(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     }
     out.sort();
     out
+}
+
+/// 800 synthetic rows of the service's data at `out`.
+fn generate_data(binary: &Path, out: &Path) {
+    let generated = Command::new(binary)
+        .args(["generate-data", "--rows", "800", "--out"])
+        .arg(out)
+        .output()
+        .expect("run the service binary");
+    assert!(generated.status.success(), "{generated:?}");
 }
 
 fn train_with(binary: &Path, data: &Path, model_dir: &Path, seed: u64) -> Output {
