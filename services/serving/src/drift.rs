@@ -566,76 +566,17 @@ pub struct FeatureDrift {
     pub verdict: String,
 }
 
-/// The methods of a serializer for the shapes it does not walk: each is [`Skip`].
-macro_rules! not_a_struct {
+/// The methods of a serializer for the shapes neither walker reads (bytes, units, lists,
+/// maps, variants with data): each is [`Skip`].
+macro_rules! not_a_plain_value {
     () => {
-        fn serialize_bool(self, _: bool) -> Result<(), Skip> {
-            Err(Skip)
-        }
-        fn serialize_i8(self, _: i8) -> Result<(), Skip> {
-            Err(Skip)
-        }
-        fn serialize_i16(self, _: i16) -> Result<(), Skip> {
-            Err(Skip)
-        }
-        fn serialize_i32(self, _: i32) -> Result<(), Skip> {
-            Err(Skip)
-        }
-        fn serialize_i64(self, _: i64) -> Result<(), Skip> {
-            Err(Skip)
-        }
-        fn serialize_u8(self, _: u8) -> Result<(), Skip> {
-            Err(Skip)
-        }
-        fn serialize_u16(self, _: u16) -> Result<(), Skip> {
-            Err(Skip)
-        }
-        fn serialize_u32(self, _: u32) -> Result<(), Skip> {
-            Err(Skip)
-        }
-        fn serialize_u64(self, _: u64) -> Result<(), Skip> {
-            Err(Skip)
-        }
-        fn serialize_f32(self, _: f32) -> Result<(), Skip> {
-            Err(Skip)
-        }
-        fn serialize_f64(self, _: f64) -> Result<(), Skip> {
-            Err(Skip)
-        }
-        fn serialize_char(self, _: char) -> Result<(), Skip> {
-            Err(Skip)
-        }
-        fn serialize_str(self, _: &str) -> Result<(), Skip> {
-            Err(Skip)
-        }
         fn serialize_bytes(self, _: &[u8]) -> Result<(), Skip> {
-            Err(Skip)
-        }
-        fn serialize_none(self) -> Result<(), Skip> {
-            Err(Skip)
-        }
-        fn serialize_some<T: ?Sized + Serialize>(self, _: &T) -> Result<(), Skip> {
             Err(Skip)
         }
         fn serialize_unit(self) -> Result<(), Skip> {
             Err(Skip)
         }
         fn serialize_unit_struct(self, _: &'static str) -> Result<(), Skip> {
-            Err(Skip)
-        }
-        fn serialize_unit_variant(
-            self,
-            _: &'static str,
-            _: u32,
-            _: &'static str,
-        ) -> Result<(), Skip> {
-            Err(Skip)
-        }
-        fn serialize_newtype_struct<T: ?Sized + Serialize>(
-            self,
-            _: &'static str,
-            _: &T,
-        ) -> Result<(), Skip> {
             Err(Skip)
         }
         fn serialize_newtype_variant<T: ?Sized + Serialize>(
@@ -681,6 +622,73 @@ macro_rules! not_a_struct {
         ) -> Result<Self::SerializeStructVariant, Skip> {
             Err(Skip)
         }
+    };
+}
+
+/// The methods of a serializer for the shapes it does not walk: each is [`Skip`].
+macro_rules! not_a_struct {
+    () => {
+        fn serialize_bool(self, _: bool) -> Result<(), Skip> {
+            Err(Skip)
+        }
+        fn serialize_i8(self, _: i8) -> Result<(), Skip> {
+            Err(Skip)
+        }
+        fn serialize_i16(self, _: i16) -> Result<(), Skip> {
+            Err(Skip)
+        }
+        fn serialize_i32(self, _: i32) -> Result<(), Skip> {
+            Err(Skip)
+        }
+        fn serialize_i64(self, _: i64) -> Result<(), Skip> {
+            Err(Skip)
+        }
+        fn serialize_u8(self, _: u8) -> Result<(), Skip> {
+            Err(Skip)
+        }
+        fn serialize_u16(self, _: u16) -> Result<(), Skip> {
+            Err(Skip)
+        }
+        fn serialize_u32(self, _: u32) -> Result<(), Skip> {
+            Err(Skip)
+        }
+        fn serialize_u64(self, _: u64) -> Result<(), Skip> {
+            Err(Skip)
+        }
+        fn serialize_f32(self, _: f32) -> Result<(), Skip> {
+            Err(Skip)
+        }
+        fn serialize_f64(self, _: f64) -> Result<(), Skip> {
+            Err(Skip)
+        }
+        fn serialize_char(self, _: char) -> Result<(), Skip> {
+            Err(Skip)
+        }
+        fn serialize_str(self, _: &str) -> Result<(), Skip> {
+            Err(Skip)
+        }
+        fn serialize_none(self) -> Result<(), Skip> {
+            Err(Skip)
+        }
+        fn serialize_some<T: ?Sized + Serialize>(self, _: &T) -> Result<(), Skip> {
+            Err(Skip)
+        }
+        fn serialize_unit_variant(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+        ) -> Result<(), Skip> {
+            Err(Skip)
+        }
+        fn serialize_newtype_struct<T: ?Sized + Serialize>(
+            self,
+            _: &'static str,
+            _: &T,
+        ) -> Result<(), Skip> {
+            Err(Skip)
+        }
+        not_a_plain_value! {}
     };
 }
 
@@ -836,61 +844,11 @@ impl<F: FnMut(&'static str, Value<'_>)> ser::Serializer for ValueProbe<'_, F> {
     ) -> Result<(), Skip> {
         value.serialize(self)
     }
-    fn serialize_bytes(self, _: &[u8]) -> Result<(), Skip> {
-        Err(Skip)
-    }
-    fn serialize_unit(self) -> Result<(), Skip> {
-        Err(Skip)
-    }
-    fn serialize_unit_struct(self, _: &'static str) -> Result<(), Skip> {
-        Err(Skip)
-    }
-    fn serialize_newtype_variant<T: ?Sized + Serialize>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: &T,
-    ) -> Result<(), Skip> {
-        Err(Skip)
-    }
-    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Skip> {
-        Err(Skip)
-    }
-    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, Skip> {
-        Err(Skip)
-    }
-    fn serialize_tuple_struct(
-        self,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeTupleStruct, Skip> {
-        Err(Skip)
-    }
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeTupleVariant, Skip> {
-        Err(Skip)
-    }
-    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Skip> {
-        Err(Skip)
-    }
     fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct, Skip> {
         Err(Skip)
     }
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeStructVariant, Skip> {
-        Err(Skip)
-    }
+
+    not_a_plain_value! {}
 }
 
 #[cfg(test)]
