@@ -10,18 +10,10 @@ use anyhow::{bail, Result};
 pub const SECRET_ENV: &[&str] = &["PGPASSWORD"];
 
 /// The driver MLflow's SQLAlchemy (2.1: psycopg 3 for `postgresql://`) needs, with libpq
-/// inside its binary wheel so the host needs no PostgreSQL client library; and the hashes
-/// of its wheels for CPython 3.11 on Linux x86_64, the lock's platform.
-pub const POSTGRES_DRIVER: &[(&str, &str)] = &[
-    (
-        "psycopg==3.3.9",
-        "d2d7d04a1ce6dab4f5b27316bea3b52585cafa2f2d631e5b09dd69823f5c26f6",
-    ),
-    (
-        "psycopg-binary==3.3.9",
-        "0953c1b94c73f97efce5b8fb1dad85cf5e4085b94902e439e27e6805ebc8be99",
-    ),
-];
+/// inside its binary wheel so neither the image nor the host needs PostgreSQL's client
+/// library. `upgrade-deps` locks it with MLflow, so the image and the local environment,
+/// both installed from `requirements.lock`, have it.
+pub const POSTGRES_DRIVER: &str = "psycopg[binary]";
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Backend {
