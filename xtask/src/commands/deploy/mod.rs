@@ -30,7 +30,8 @@ impl Deploy {
             anyhow::bail!(
                 "--mlflow-backend {}: the swarm stack and the Kubernetes manifests do not take \
                  a PostgreSQL store yet (they render MLflow on its SQLite volume); deploy \
-                 without --mlflow-backend, or run MLflow on PostgreSQL with `--runtime local`",
+                 without --mlflow-backend, or run MLflow on PostgreSQL with `--runtime docker` or \
+                 `--runtime local`",
                 pg.shown()
             );
         }
