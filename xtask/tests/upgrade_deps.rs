@@ -188,6 +188,10 @@ fn upgrade_deps_raises_an_old_crate_and_prints_the_table_of_changes() {
         .lines()
         .filter(|l| !l.starts_with('#'))
         .all(|l| l.contains(" --hash=sha256:")));
+    // PostgreSQL's driver is locked with MLflow, for the image and the local environment.
+    for driver in ["psycopg==", "psycopg-binary=="] {
+        assert!(lock.lines().any(|l| l.starts_with(driver)), "{lock}");
+    }
     for changed in table.lines().filter(|l| l.starts_with("| Python |")) {
         let c = cells(changed);
         if c[3] != "-" {

@@ -12,8 +12,10 @@ use crate::ctx::Ctx;
 use crate::runner::Step;
 use crate::runtime::{lifecycle, mlflow_server, ports};
 use crate::runtime::{Kind as RuntimeKind, Runtime};
+use crate::stack::mlflow_backend::{is_loopback, Postgres, HOST_FROM_CONTAINERS};
 use crate::stack::Kind;
 use crate::util::http;
+use crate::util::postgres;
 
 /// Diagnose the machine and the stack: toolchain, engine, image prerequisites, ports, models,
 /// MLflow, Python, disk.
@@ -274,6 +276,99 @@ fn check_models(ctx: &Ctx, report: &mut Report) {
     }
 }
 
+/// Whether something listens at `host:port` (any of its addresses), within two seconds.
+fn answers(host: &str, port: u16) -> bool {
+    use std::net::{TcpStream, ToSocketAddrs};
+    (host, port).to_socket_addrs().is_ok_and(|mut addrs| {
+        addrs.any(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
+    })
+}
+
+/// MLflow's PostgreSQL server answers (`pg_isready` where installed, else a TCP connect),
+/// from the host and, on the docker runtime with a database on this machine, at the address
+/// containers reach it by; and `pg_dump`/`pg_restore` are there for backup and restore.
+fn check_postgres(ctx: &Ctx, pg: &Postgres, runtime: RuntimeKind, report: &mut Report) {
+    let (host, port) = pg.address();
+    let check = "mlflow database";
+    let ready = match postgres::tool("pg_isready") {
+        Ok(tool) => {
+            let step = Step::new(tool.to_string_lossy())
+                .args(["--timeout", "3"])
+                .arg(format!("--dbname={}", pg.uri));
+            ctx.runner
+                .query(&step)
+                .map(|out| (out.status.success(), "pg_isready"))
+                .unwrap_or((false, "pg_isready"))
+        }
+        Err(_) => (answers(&host, port), "a TCP connect"),
+    };
+    match ready {
+        (true, how) => report.ok(check, format!("{} answers ({how})", pg.shown())),
+        (false, how) => report.fail(
+            check,
+            format!("{} does not answer ({how})", pg.shown()),
+            "start PostgreSQL, or fix --mlflow-backend (XTASK_MLFLOW_BACKEND); the database must exist",
+        ),
+    }
+    if runtime == RuntimeKind::Docker && is_loopback(&host) {
+        // host-gateway is the default bridge's gateway: named in its IPAM config, or (as
+        // Docker 20.10 leaves it unnamed there) the first address of its subnet.
+        let gateway = ctx
+            .runner
+            .query_stdout(&Step::new("docker").args([
+                "network",
+                "inspect",
+                "bridge",
+                "--format",
+                "{{range .IPAM.Config}}{{.Gateway}} {{.Subnet}}{{end}}",
+            ]))
+            .and_then(|text| {
+                let mut words = text.split_whitespace().collect::<Vec<_>>();
+                let subnet = words.pop()?;
+                match words.pop() {
+                    Some(gateway) => Some(gateway.to_owned()),
+                    None => {
+                        let network: std::net::Ipv4Addr = subnet.split('/').next()?.parse().ok()?;
+                        Some(std::net::Ipv4Addr::from(u32::from(network) + 1).to_string())
+                    }
+                }
+            });
+        match gateway {
+            Some(gateway) if answers(&gateway, port) => report.ok(
+                "mlflow database from containers",
+                format!("{HOST_FROM_CONTAINERS} ({gateway}):{port} answers"),
+            ),
+            Some(gateway) => report.fail(
+                "mlflow database from containers",
+                format!(
+                    "{host} is this machine: MLflow's container reaches it as \
+                     {HOST_FROM_CONTAINERS} ({gateway}), where nothing answers on port {port}"
+                ),
+                format!(
+                    "make PostgreSQL listen there too (listen_addresses = 'localhost,{gateway}') \
+                     and admit the containers' networks in pg_hba.conf (host all all \
+                     172.16.0.0/12 scram-sha-256)"
+                ),
+            ),
+            None => report.warn(
+                "mlflow database from containers",
+                "cannot read the docker bridge's gateway address",
+                "`docker network inspect bridge`",
+            ),
+        }
+    }
+    for tool in ["pg_dump", "pg_restore"] {
+        match postgres::tool(tool) {
+            Ok(path) => report.ok(tool, path.display().to_string()),
+            Err(_) => report.warn(
+                tool,
+                "not installed: `backup` and `restore` of the PostgreSQL store need it",
+                "install PostgreSQL's client tools, at least as new as the server (Debian: postgresql-client)",
+            ),
+        }
+    }
+}
+
 fn check_python(ctx: &Ctx, report: &mut Report) {
     match mlflow_server::check_python(ctx) {
         Ok(version) => {
@@ -338,6 +433,9 @@ impl Doctor {
             check_images(ctx, &mut report);
         }
         check_models(ctx, &mut report);
+        if let Some(pg) = ctx.mlflow_backend.postgres() {
+            check_postgres(ctx, pg, runtime.kind(), &mut report);
+        }
         if ctx.stack.services.iter().any(|s| s.kind == Kind::Mlflow) {
             check_python(ctx, &mut report);
         }

@@ -4,7 +4,7 @@
 //! 1. `cargo upgrade --incompatible` (cargo-edit, pinned in tools.toml) with `--incompatible`;
 //! 2. `cargo update`;
 //! 3. MLflow's `requirements.lock` re-locked by uv for CPython 3.11 on Linux x86_64, from
-//!    `mlflow==<the version in services/mlflow/service.toml>`;
+//!    `mlflow==<the version in services/mlflow/service.toml>` and PostgreSQL's driver;
 //! 4. `cargo build --workspace`, `cargo test --workspace`.
 //!
 //! Any failure puts every manifest and lock file back byte for byte. The table of what changed
@@ -20,6 +20,7 @@ use crate::deps::lockfiles::{self, Change};
 use crate::deps::tools;
 use crate::runner::Step;
 use crate::scanners::workflows;
+use crate::stack::mlflow_backend::POSTGRES_DRIVER;
 use crate::util::table;
 
 /// Upgrade the dependencies, then build and test; roll back if either fails.
@@ -125,15 +126,20 @@ fn work_dir(ctx: &Ctx) -> PathBuf {
     ctx.root.join("target/xtask/upgrade-deps")
 }
 
-/// `uv pip compile` of `mlflow==VERSION` for the image's Python, as a pylock.toml, rewritten
-/// into requirements.lock (its header kept, one hashed wheel per line).
+/// `uv pip compile` of `mlflow==VERSION` and PostgreSQL's driver for the image's Python, as a
+/// pylock.toml, rewritten into requirements.lock (its header kept, one hashed wheel per line).
 fn relock_python(ctx: &Ctx, uv: &Path, lock: &Path, offline: bool) -> Result<()> {
     let dir = work_dir(ctx);
     let input = dir.join("requirements.in");
     let output = dir.join("pylock.toml");
     ctx.runner.create_dir(&dir)?;
-    ctx.runner
-        .write_file(&input, format!("mlflow=={}\n", ctx.stack.mlflow_version()))?;
+    ctx.runner.write_file(
+        &input,
+        format!(
+            "mlflow=={}\n{POSTGRES_DRIVER}\n",
+            ctx.stack.mlflow_version()
+        ),
+    )?;
     ctx.runner.remove_path(&output)?;
     let mut step = Step::new(uv.to_string_lossy())
         .args(["pip", "compile", "--no-config", "--quiet", "--no-header"])

@@ -174,6 +174,16 @@ impl Docker {
         if ctx.stack_name.is_some() {
             step = step.env(compose_file::SUFFIX_VARIABLE, ctx.name_suffix());
         }
+        if let Some(pg) = ctx.mlflow_backend.postgres() {
+            // The URI and password reach compose through its environment, never the file.
+            step = step.env(
+                compose_file::BACKEND_STORE_VARIABLE,
+                pg.uri_from_containers(),
+            );
+            for (key, value) in pg.env() {
+                step = step.env(key, value);
+            }
+        }
         Ok(step)
     }
 

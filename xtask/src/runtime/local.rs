@@ -172,7 +172,6 @@ impl Runtime for Local {
         binaries::build(ctx, &apis)?;
         if services.iter().any(|s| s.kind == ServiceKind::Mlflow) {
             mlflow_server::ensure_installed(ctx)?;
-            mlflow_server::ensure_driver(ctx)?;
         }
         Ok(())
     }

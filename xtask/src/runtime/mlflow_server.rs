@@ -42,29 +42,49 @@ pub fn check_python(ctx: &Ctx) -> Result<String> {
     }
 }
 
+/// Installed, and from the lock as it is now: a lock that changed (a new MLflow, PostgreSQL's
+/// driver added) makes the environment again.
 pub fn is_installed(ctx: &Ctx) -> bool {
-    venv_dir(ctx).join(COMPLETE_MARKER).is_file()
+    let installed = std::fs::read_to_string(venv_dir(ctx).join(COMPLETE_MARKER)).ok();
+    let lock = std::fs::read_to_string(lock_path(ctx)).ok();
+    installed.is_some_and(|text| lock.as_ref() == Some(&text) || text == unlocked(ctx).join("\n"))
 }
 
-/// What pip installs: the hashed lock where it was made for this Python (CPython 3.11 on
-/// Linux x86_64, like the image), else the pinned version and whatever its dependencies
-/// resolve to, said out loud.
-fn requirements(ctx: &Ctx, python: &str) -> Vec<String> {
-    let lock = ctx.stack.mlflow().dir.join("requirements.lock");
-    if python == "3.11 x86_64 linux" && lock.is_file() {
-        return vec![
-            "--require-hashes".into(),
-            "--no-deps".into(),
-            "-r".into(),
-            lock.to_string_lossy().into_owned(),
-        ];
+fn lock_path(ctx: &Ctx) -> PathBuf {
+    ctx.stack.mlflow().dir.join("requirements.lock")
+}
+
+/// Without the lock: MLflow at its pinned version and PostgreSQL's driver, their
+/// dependencies resolved by pip.
+fn unlocked(ctx: &Ctx) -> Vec<String> {
+    vec![
+        format!("mlflow=={}", version(ctx)),
+        POSTGRES_DRIVER.to_owned(),
+    ]
+}
+
+/// What pip installs, and what the marker records of it: the hashed lock where it was made
+/// for this Python (CPython 3.11 on Linux x86_64, like the image), else the pinned version
+/// and whatever its dependencies resolve to, said out loud.
+fn requirements(ctx: &Ctx, python: &str) -> (Vec<String>, String) {
+    let lock = lock_path(ctx);
+    if python == "3.11 x86_64 linux" {
+        if let Ok(text) = std::fs::read_to_string(&lock) {
+            let args = vec![
+                "--require-hashes".into(),
+                "--no-deps".into(),
+                "-r".into(),
+                lock.to_string_lossy().into_owned(),
+            ];
+            return (args, text);
+        }
     }
     ctx.reporter.info(format!(
         "requirements.lock is for CPython 3.11 on Linux x86_64, this is {python}: installing \
          mlflow=={} with unlocked dependencies",
         version(ctx)
     ));
-    vec![format!("mlflow=={}", version(ctx))]
+    (unlocked(ctx), unlocked(ctx).join("\n"))
 }
 
 /// Creates the virtual environment and installs MLflow into it, unless already done.
@@ -88,10 +108,9 @@ pub fn ensure_installed(ctx: &Ctx) -> Result<()> {
         ctx.runner
             .run(&Step::new("python3").args(["-m", "venv"]).arg(&dir))?;
         task.set_message("pip install");
-        ctx.runner
-            .run(&pip_install(&dir).args(requirements(ctx, &python)))?;
-        ctx.runner
-            .write_file(&dir.join(COMPLETE_MARKER), version(ctx))
+        let (args, installed) = requirements(ctx, &python);
+        ctx.runner.run(&pip_install(&dir).args(args))?;
+        ctx.runner.write_file(&dir.join(COMPLETE_MARKER), installed)
     })
 }
 
@@ -136,52 +155,6 @@ pub fn backend_store_uri(ctx: &Ctx) -> String {
         Backend::Sqlite => format!("sqlite:///{}", store_path(ctx).display()),
         Backend::Postgres(pg) => pg.uri.clone(),
     }
-}
-
-/// Marks a virtual environment that has PostgreSQL's driver too.
-const DRIVER_MARKER: &str = ".xtask-postgres-driver";
-
-/// Installs PostgreSQL's driver into the virtual environment when MLflow runs on PostgreSQL
-/// (the SQLite store needs none): by hash on the lock's platform.
-pub fn ensure_driver(ctx: &Ctx) -> Result<()> {
-    let dir = venv_dir(ctx);
-    if ctx.mlflow_backend.postgres().is_none() || dir.join(DRIVER_MARKER).is_file() {
-        return Ok(());
-    }
-    let python = if ctx.dry_run() {
-        "3.11 x86_64 linux".to_owned()
-    } else {
-        check_python(ctx)?
-    };
-    let names: Vec<&str> = POSTGRES_DRIVER.iter().map(|(name, _)| *name).collect();
-    let requirement = if python == "3.11 x86_64 linux" {
-        let lock = dir.join("postgres-driver.lock");
-        let hashed: String = POSTGRES_DRIVER
-            .iter()
-            .map(|(name, sha256)| format!("{name} --hash=sha256:{sha256}\n"))
-            .collect();
-        ctx.runner.write_file(&lock, hashed)?;
-        vec![
-            "--require-hashes".to_owned(),
-            "--no-deps".to_owned(),
-            "-r".to_owned(),
-            lock.to_string_lossy().into_owned(),
-        ]
-    } else {
-        names.iter().map(|name| name.to_string()).collect()
-    };
-    ctx.reporter.run_task(
-        format!(
-            "install PostgreSQL's driver ({}) into {}",
-            names.join(", "),
-            ctx.show(&dir)
-        ),
-        |_| {
-            ctx.runner.run(&pip_install(&dir).args(requirement))?;
-            ctx.runner
-                .write_file(&dir.join(DRIVER_MARKER), names.join("\n"))
-        },
-    )
 }
 
 /// `pip install` of the virtual environment `venv`, quiet and without questions; the

@@ -213,24 +213,15 @@ pub fn select(
         }
         Ok(Box::new(local))
     };
-    if let Some(pg) = ctx.mlflow_backend.postgres() {
-        // The compose file, the swarm stack and the k8s manifests still render the SQLite
-        // store: running them beside a PostgreSQL URI would split MLflow in two.
-        return match choice {
-            Choice::Local => local(),
-            Choice::Auto => {
-                ctx.reporter.info(format!(
-                    "runtime: local (MLflow on PostgreSQL, {}, runs on the local runtime)",
-                    pg.shown()
-                ));
-                local()
-            }
-            Choice::Docker | Choice::Swarm => anyhow::bail!(
-                "--mlflow-backend {} runs MLflow on the local runtime only so far: pass \
-                 --runtime local, or leave --mlflow-backend out for the SQLite store",
-                pg.shown()
-            ),
-        };
+    if let (Some(pg), Choice::Swarm) = (ctx.mlflow_backend.postgres(), choice) {
+        // The swarm stack still renders the SQLite store: running it beside a PostgreSQL URI
+        // would split MLflow in two.
+        anyhow::bail!(
+            "--mlflow-backend {}: the swarm stack does not take a PostgreSQL store yet (it \
+             renders MLflow on its SQLite volume); pass --runtime docker or local, or leave \
+             --mlflow-backend out for the SQLite store",
+            pg.shown()
+        );
     }
     match choice {
         Choice::Local => local(),

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Serialize, Serializer};
 
+use super::mlflow_backend::{HOST_FROM_CONTAINERS, SECRET_ENV};
 use super::mlflow_command;
 use crate::stack::{Endpoint, Kind, Service, Stack, STOP_GRACE_SECONDS};
 
@@ -29,6 +30,12 @@ pub const SUFFIX_VARIABLE: &str = "XTASK_STACK_SUFFIX";
 fn per_stack(name: &str) -> String {
     format!("{name}${{{SUFFIX_VARIABLE}:-}}")
 }
+/// The variable the docker runtime sets to MLflow's PostgreSQL URI (without its password, as
+/// a container reaches the server) when the stack runs on `--mlflow-backend postgresql://`.
+/// Unset, MLflow keeps the SQLite store in its volume. The password goes in `PGPASSWORD`, from
+/// the environment compose runs in, so neither is ever written into this file.
+pub const BACKEND_STORE_VARIABLE: &str = "XTASK_MLFLOW_BACKEND_STORE";
+
 /// The unprivileged user every container runs as.
 pub const USER: &str = "10001:10001";
 /// Where the API images keep their binary, and MLflow its virtual environment.
@@ -60,6 +67,11 @@ fn published_ports(service: &Service) -> Vec<Port> {
             ))
         })
         .collect()
+}
+
+/// MLflow's SQLite store in the container's volume.
+pub fn sqlite_store() -> String {
+    format!("sqlite:///{MLRUNS}/{}", mlflow_command::STORE_FILE)
 }
 
 /// The whole file.
@@ -115,6 +127,9 @@ pub struct ComposeService {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restart: Option<String>,
     pub networks: Vec<String>,
+    /// `NAME:host-gateway`: names for this machine, as containers reach it (compose only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
     /// Swarm only: replicas, updates, restarts, resources and placement.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deploy: Option<super::stack_file::Deploy>,
@@ -217,13 +232,13 @@ fn memory_limit(mib: u32) -> String {
 pub(super) fn service_entry(service: &Service, mlflow_service: &Service) -> ComposeService {
     let resources = service.kind.resources();
     let stack_dir = "${XTASK_STACK_DIR:-..}";
-    let (command, mut environment, volumes, depends_on, tmpfs);
+    let (command, mut environment, volumes, depends_on, tmpfs, extra_hosts);
     match service.kind {
         Kind::Mlflow => {
             command = mlflow_command::server_args(&mlflow_command::ServerSettings {
                 host: "0.0.0.0".into(),
                 port: service.container_port,
-                backend_store_uri: format!("sqlite:///{MLRUNS}/{}", mlflow_command::STORE_FILE),
+                backend_store_uri: format!("${{{BACKEND_STORE_VARIABLE}:-{}}}", sqlite_store()),
                 artifacts: format!("{MLRUNS}/artifacts"),
                 // MLflow 3 rejects unknown Host headers: allow the names other containers use,
                 // and the host's loopback for any published port.
@@ -237,7 +252,12 @@ pub(super) fn service_entry(service: &Service, mlflow_service: &Service) -> Comp
             environment = mlflow_command::SERVER_ENV
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
+                .collect::<BTreeMap<_, _>>();
+            for secret in SECRET_ENV {
+                environment.insert(secret.to_string(), format!("${{{secret}:-}}"));
+            }
+            // A database on this machine, as containers reach it.
+            extra_hosts = vec![format!("{HOST_FROM_CONTAINERS}:host-gateway")];
             volumes = vec![Mount::Short(format!("{stack_dir}/mlruns:{MLRUNS}"))];
             depends_on = BTreeMap::new();
             // Python writes its temporary files here; the root file system stays read-only.
@@ -271,6 +291,7 @@ pub(super) fn service_entry(service: &Service, mlflow_service: &Service) -> Comp
                 },
             )]);
             tmpfs = Vec::new();
+            extra_hosts = Vec::new();
         }
     }
     ComposeService {
@@ -297,6 +318,7 @@ pub(super) fn service_entry(service: &Service, mlflow_service: &Service) -> Comp
         stop_grace_period: format!("{STOP_GRACE_SECONDS}s"),
         restart: Some("unless-stopped".into()),
         networks: vec![NETWORK.into()],
+        extra_hosts,
         deploy: None,
     }
 }

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::compose_file::{mlflow_in_network, MLRUNS};
+use super::mlflow_backend::Postgres;
 use super::{mlflow_command, Kind, Service, Stack, STOP_GRACE_SECONDS};
 
 /// The committed render (images by tag, the default namespace).
@@ -35,6 +36,8 @@ pub const MLFLOW_STORE_SIZE: &str = "10Gi";
 pub struct Settings {
     pub images: BTreeMap<String, String>,
     pub namespace: String,
+    /// MLflow's PostgreSQL store (`--mlflow-backend`), else its SQLite file on the claim.
+    pub postgres: Option<Postgres>,
 }
 
 impl Settings {
@@ -48,6 +51,7 @@ impl Settings {
                 .map(|s| (s.name.clone(), s.versioned_image()))
                 .collect(),
             namespace: NAMESPACE.into(),
+            postgres: None,
         }
     }
 }
@@ -210,10 +214,30 @@ pub struct Container {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct EnvVar {
     pub name: String,
-    pub value: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<EnvVarSource>,
 }
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvVarSource {
+    pub secret_key_ref: SecretKeySelector,
+}
+
+#[derive(Serialize)]
+pub struct SecretKeySelector {
+    pub name: String,
+    pub key: String,
+}
+
+/// The Secret (which the user creates; a render never holds the password) whose `password`
+/// key MLflow reads its PostgreSQL password from.
+pub const POSTGRES_SECRET: &str = "mlflow-postgres";
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -574,6 +598,7 @@ fn deployment(
     mlflow: &Service,
     image: &str,
     namespace: &str,
+    postgres: Option<&Postgres>,
 ) -> Object<DeploymentSpec> {
     let ports = service
         .endpoints()
@@ -593,7 +618,10 @@ fn deployment(
             args = mlflow_command::server_args(&mlflow_command::ServerSettings {
                 host: "0.0.0.0".into(),
                 port: service.container_port,
-                backend_store_uri: format!("sqlite:///{MLRUNS}/{}", mlflow_command::STORE_FILE),
+                backend_store_uri: match postgres {
+                    Some(pg) => pg.uri.clone(),
+                    None => format!("sqlite:///{MLRUNS}/{}", mlflow_command::STORE_FILE),
+                },
                 artifacts: format!("{MLRUNS}/artifacts"),
                 // The name the APIs use (the Service's), and the loopback a port-forward uses.
                 allowed_hosts: Some(format!(
@@ -606,8 +634,19 @@ fn deployment(
                 .iter()
                 .map(|(k, v)| EnvVar {
                     name: k.to_string(),
-                    value: v.to_string(),
+                    value: Some(v.to_string()),
+                    value_from: None,
                 })
+                .chain(postgres.filter(|pg| pg.password.is_some()).map(|_| EnvVar {
+                    name: "PGPASSWORD".into(),
+                    value: None,
+                    value_from: Some(EnvVarSource {
+                        secret_key_ref: SecretKeySelector {
+                            name: POSTGRES_SECRET.into(),
+                            key: "password".into(),
+                        },
+                    }),
+                }))
                 .collect();
             volume_mounts = vec![mount("store", MLRUNS, false), mount("tmp", "/tmp", false)];
             volumes = vec![
@@ -639,8 +678,9 @@ fn deployment(
             env = variables
                 .into_iter()
                 .map(|(name, value)| EnvVar {
+                    value_from: None,
                     name: name.into(),
-                    value,
+                    value: Some(value),
                 })
                 .collect();
             volume_mounts = vec![mount("models", MODEL_DIR, true)];
@@ -864,16 +904,30 @@ pub fn render(stack: &Stack, settings: &Settings) -> Vec<File> {
     for service in &stack.services {
         let image = &settings.images[&service.name];
         let mut objects = vec![
-            yaml(&deployment(service, mlflow, image, namespace)),
+            yaml(&deployment(
+                service,
+                mlflow,
+                image,
+                namespace,
+                settings.postgres.as_ref(),
+            )),
             yaml(&service_object(service, namespace)),
         ];
         let header = match service.kind {
             Kind::Mlflow => {
                 objects.push(yaml(&store_claim(service, namespace)));
-                format!(
-                    "# {}: one pod on its claimed store (SQLite and artifacts in {MLRUNS}).\n",
-                    service.title
-                )
+                match &settings.postgres {
+                    Some(pg) => format!(
+                        "# {}: one pod, its runs and registry in PostgreSQL ({}), its artifacts \
+                         on its claim ({MLRUNS}).\n",
+                        service.title,
+                        pg.shown()
+                    ),
+                    None => format!(
+                        "# {}: one pod on its claimed store (SQLite and artifacts in {MLRUNS}).\n",
+                        service.title
+                    ),
+                }
             }
             Kind::Api => {
                 objects.push(yaml(&disruption_budget(service, namespace)));
@@ -1117,6 +1171,46 @@ mod tests {
             minors.windows(2).all(|w| w[1] == w[0] + 1),
             "a version is missing from the range: {minors:?}"
         );
+    }
+
+    #[test]
+    fn mlflow_on_postgresql_reads_its_password_from_a_secret_the_render_never_holds() {
+        let stack = stack();
+        let mut settings = Settings::by_tag(&stack);
+        let backend = crate::stack::mlflow_backend::Backend::parse(Some(
+            "postgresql://mlflow:hunter2@db.data:5432/mlflow",
+        ))
+        .unwrap();
+        settings.postgres = backend.postgres().cloned();
+        let files = render(&stack, &settings);
+        let mlflow = files
+            .iter()
+            .find(|f| f.text.contains("--backend-store-uri"))
+            .unwrap();
+        assert!(
+            mlflow.text.contains(
+                "- --backend-store-uri\n        - postgresql://mlflow@db.data:5432/mlflow\n"
+            ),
+            "{}",
+            mlflow.text
+        );
+        assert!(
+            mlflow.text.contains(&format!(
+                "- name: PGPASSWORD\n          valueFrom:\n            secretKeyRef:\n              name: {POSTGRES_SECRET}\n              key: password\n"
+            )),
+            "{}",
+            mlflow.text
+        );
+        assert!(!mlflow.text.contains("sqlite"), "{}", mlflow.text);
+        for file in &files {
+            assert!(!file.text.contains("hunter2"), "{}", file.text);
+        }
+        // The committed render keeps SQLite.
+        let sqlite = render(&stack, &Settings::by_tag(&stack));
+        assert!(sqlite
+            .iter()
+            .any(|f| f.text.contains("sqlite:////mlruns/mlflow.db")));
+        assert!(!sqlite.iter().any(|f| f.text.contains("PGPASSWORD")));
     }
 
     #[test]

@@ -10,18 +10,22 @@ use anyhow::{bail, Result};
 pub const SECRET_ENV: &[&str] = &["PGPASSWORD"];
 
 /// The driver MLflow's SQLAlchemy (2.1: psycopg 3 for `postgresql://`) needs, with libpq
-/// inside its binary wheel so the host needs no PostgreSQL client library; and the hashes
-/// of its wheels for CPython 3.11 on Linux x86_64, the lock's platform.
-pub const POSTGRES_DRIVER: &[(&str, &str)] = &[
-    (
-        "psycopg==3.3.9",
-        "d2d7d04a1ce6dab4f5b27316bea3b52585cafa2f2d631e5b09dd69823f5c26f6",
-    ),
-    (
-        "psycopg-binary==3.3.9",
-        "0953c1b94c73f97efce5b8fb1dad85cf5e4085b94902e439e27e6805ebc8be99",
-    ),
-];
+/// inside its binary wheel so neither the image nor the host needs PostgreSQL's client
+/// library. `upgrade-deps` locks it with MLflow, so the image and the local environment,
+/// both installed from `requirements.lock`, have it.
+pub const POSTGRES_DRIVER: &str = "psycopg[binary]";
+
+/// The name a container gives this machine: compose maps it to the host's gateway address
+/// (`extra_hosts: host-gateway`, Docker 20.10+).
+pub const HOST_FROM_CONTAINERS: &str = "host.docker.internal";
+
+/// `localhost`, `127.0.0.1` (any 127.x), `::1`: this machine, seen from the host.
+pub fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Backend {
@@ -148,6 +152,44 @@ impl Postgres {
             .collect()
     }
 
+    /// The server's host and port (5432 when the URI names none).
+    pub fn address(&self) -> (String, u16) {
+        let rest = self.uri.trim_start_matches("postgresql://");
+        let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+        let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        // `[::1]:5433`, `db:5433`, `db`
+        let (host, port) = match hostport.rfind(':') {
+            Some(colon) if !hostport[colon..].contains(']') => {
+                (&hostport[..colon], hostport[colon + 1..].parse().ok())
+            }
+            _ => (hostport, None),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        (host.to_owned(), port.unwrap_or(5432))
+    }
+
+    /// The URI as a container reaches it: a loopback host (`localhost`, `127.0.0.1`, `::1`)
+    /// means this machine, which a container reaches as [`HOST_FROM_CONTAINERS`] (mapped to
+    /// the host's gateway address on the container's network).
+    pub fn uri_from_containers(&self) -> String {
+        let (host, _) = self.address();
+        if !is_loopback(&host) {
+            return self.uri.clone();
+        }
+        let rest = self.uri.trim_start_matches("postgresql://");
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(end);
+        let (user, hostport) = match authority.rsplit_once('@') {
+            Some((user, hostport)) => (format!("{user}@"), hostport),
+            None => (String::new(), authority),
+        };
+        let port = match hostport.rfind(':') {
+            Some(colon) if !hostport[colon..].contains(']') => &hostport[colon..],
+            _ => "",
+        };
+        format!("postgresql://{user}{HOST_FROM_CONTAINERS}{port}{path}")
+    }
+
     /// The URI as shown: with `***` where the password goes.
     pub fn shown(&self) -> String {
         match (&self.password, self.uri.find('@')) {
@@ -219,6 +261,41 @@ mod tests {
         assert_eq!(
             no_password.postgres().unwrap().shown(),
             "postgresql://db/mlflow"
+        );
+    }
+
+    #[test]
+    fn containers_reach_a_database_on_this_machine_through_the_host_gateway() {
+        let pg = |uri: &str| {
+            Backend::parse(Some(uri))
+                .unwrap()
+                .postgres()
+                .unwrap()
+                .clone()
+        };
+        let local = pg("postgresql://ml:pw@127.0.0.1:5433/mlflow?sslmode=disable");
+        assert_eq!(local.address(), ("127.0.0.1".to_owned(), 5433));
+        assert_eq!(
+            local.uri_from_containers(),
+            "postgresql://ml@host.docker.internal:5433/mlflow?sslmode=disable"
+        );
+        let named = pg("postgresql://localhost/mlflow");
+        assert_eq!(named.address(), ("localhost".to_owned(), 5432));
+        assert_eq!(
+            named.uri_from_containers(),
+            "postgresql://host.docker.internal/mlflow"
+        );
+        let v6 = pg("postgresql://u@[::1]:6000/mlflow");
+        assert_eq!(v6.address(), ("::1".to_owned(), 6000));
+        assert_eq!(
+            v6.uri_from_containers(),
+            "postgresql://u@host.docker.internal:6000/mlflow"
+        );
+        let remote = pg("postgresql://u:pw@db.example:5432/mlflow");
+        assert_eq!(remote.address(), ("db.example".to_owned(), 5432));
+        assert_eq!(
+            remote.uri_from_containers(),
+            "postgresql://u@db.example:5432/mlflow"
         );
     }
 

@@ -187,6 +187,15 @@ fn swarm_entry(
             &settings.name_suffix,
         )
         .replace("${XTASK_STACK_DIR:-..}", &stack_dir)
+        // MLflow on a swarm keeps the SQLite store in its volume.
+        .replace(
+            &format!(
+                "${{{}:-{}}}",
+                compose_file::BACKEND_STORE_VARIABLE,
+                compose_file::sqlite_store()
+            ),
+            &compose_file::sqlite_store(),
+        )
     };
     entry.image = settings
         .images
@@ -199,6 +208,11 @@ fn swarm_entry(
     entry.depends_on.clear();
     // Not supported by swarm services (the engine ignores it).
     entry.security_opt.clear();
+    // A swarm's MLflow keeps the SQLite store: no database password, no host's database.
+    for secret in crate::stack::mlflow_backend::SECRET_ENV {
+        entry.environment.remove(*secret);
+    }
+    entry.extra_hosts.clear();
     entry.command = entry.command.iter().map(|a| resolve(a)).collect();
     entry.volumes = entry
         .volumes

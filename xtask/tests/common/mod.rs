@@ -10,7 +10,9 @@ use std::time::Duration;
 #[path = "../../src/util/poll.rs"]
 pub mod poll;
 
+pub mod mlflow_api;
 pub mod netns_engine;
+pub mod postgres;
 pub mod registry;
 pub mod traffic;
 

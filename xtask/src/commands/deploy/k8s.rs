@@ -15,8 +15,9 @@ use crate::runner::Step;
 use crate::scanners::findings::{self, Policy};
 use crate::scanners::trivy::Trivy;
 use crate::stack::k8s_manifests::{
-    self, File, Settings, DIR, GENERATED_MARK, KUBERNETES_VERSIONS, NAMESPACE,
+    self, File, Settings, DIR, GENERATED_MARK, KUBERNETES_VERSIONS, NAMESPACE, POSTGRES_SECRET,
 };
+use crate::stack::mlflow_backend::is_loopback;
 
 /// Render the stack as Kubernetes manifests, validate them offline, apply them to a cluster.
 ///
@@ -182,6 +183,26 @@ impl K8s {
         let mut settings = Settings::by_tag(&ctx.stack);
         if let Some(namespace) = &self.namespace {
             settings.namespace = namespace.clone();
+        }
+        if let Some(pg) = ctx.mlflow_backend.postgres() {
+            let (host, _) = pg.address();
+            if is_loopback(&host) {
+                bail!(
+                    "--mlflow-backend {}: in a cluster, {host} is MLflow's own pod; name the \
+                     database's host as the pods reach it (a Service's DNS name, or an address)",
+                    pg.shown()
+                );
+            }
+            if pg.password.is_some() {
+                ctx.reporter.info(format!(
+                    "MLflow reads its PostgreSQL password from the Secret {POSTGRES_SECRET} (key \
+                     `password`), which the manifests do not hold: create it in namespace {} \
+                     (kubectl -n {} create secret generic {POSTGRES_SECRET} \
+                     --from-literal=password=...)",
+                    settings.namespace, settings.namespace
+                ));
+            }
+            settings.postgres = Some(pg.clone());
         }
         match &self.release {
             Some(path) => {

@@ -25,12 +25,12 @@ pub enum Target {
 
 impl Deploy {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
-        if let Some(pg) = ctx.mlflow_backend.postgres() {
+        if let (Some(pg), Target::Swarm(_)) = (ctx.mlflow_backend.postgres(), &self.target) {
             // Rendering SQLite while the user asked for PostgreSQL would split MLflow in two.
             anyhow::bail!(
-                "--mlflow-backend {}: the swarm stack and the Kubernetes manifests do not take \
-                 a PostgreSQL store yet (they render MLflow on its SQLite volume); deploy \
-                 without --mlflow-backend, or run MLflow on PostgreSQL with `--runtime local`",
+                "--mlflow-backend {}: the swarm stack does not take a PostgreSQL store yet (it \
+                 renders MLflow on its SQLite volume); deploy without --mlflow-backend, or run \
+                 MLflow on PostgreSQL with `deploy k8s`, `--runtime docker` or `--runtime local`",
                 pg.shown()
             );
         }
