@@ -214,14 +214,7 @@ pub fn select(
         Ok(Box::new(local))
     };
     if let (Some(pg), Choice::Swarm) = (ctx.mlflow_backend.postgres(), choice) {
-        // The swarm stack still renders the SQLite store: running it beside a PostgreSQL URI
-        // would split MLflow in two.
-        anyhow::bail!(
-            "--mlflow-backend {}: the swarm stack does not take a PostgreSQL store yet (it \
-             renders MLflow on its SQLite volume); pass --runtime docker or local, or leave \
-             --mlflow-backend out for the SQLite store",
-            pg.shown()
-        );
+        pg.check_reachable_by_every_node()?;
     }
     match choice {
         Choice::Local => local(),

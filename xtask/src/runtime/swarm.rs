@@ -3,13 +3,13 @@
 //! `STACK_SERVICE` (`ml-mlops_bankchurn`), each with its tasks; a task is healthy when the
 //! swarm calls it running (with a healthcheck, a task is only running once it passed it).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Result};
 use serde_json::Value;
 
-use super::docker::TrainingContainer;
+use super::docker::{writable_by_containers, TrainingContainer};
 use super::training::Tracking;
 use super::{Kind, Runtime, ServiceState};
 use crate::build::engine;
@@ -25,6 +25,9 @@ pub struct Swarm {
     pub engine: String,
     /// The stack's name: `ml-mlops`, or `ml-mlops-NAME` for a named stack.
     pub stack: String,
+    /// Set once [`Runtime::start`] deployed the stack file again: the services that deploy
+    /// created are starting already and need no update of their own.
+    redeployed: bool,
 }
 
 /// One task of a service, as `docker service ps` shows it.
@@ -90,6 +93,7 @@ impl Swarm {
         Ok(Self {
             engine,
             stack: ctx.project(),
+            redeployed: false,
         })
     }
 
@@ -98,6 +102,7 @@ impl Swarm {
         Self {
             engine: "(not asked under --dry-run)".into(),
             stack: ctx.project(),
+            redeployed: false,
         }
     }
 
@@ -166,14 +171,26 @@ impl Swarm {
 
     /// `docker stack deploy`: creates the stack, or updates what changed. Images are pinned
     /// by digest already, so the client asks no registry (`--resolve-image never`).
+    ///
+    /// On PostgreSQL the client fills the stack file's `${PGPASSWORD:-}` in from this step's
+    /// environment (masked in plans and logs), so the password is never on disk.
     pub fn deploy(&self, ctx: &Ctx, file: &Path) -> Result<()> {
-        ctx.runner.run(
-            &docker(&["stack", "deploy", "--prune", "--with-registry-auth"])
-                .args(["--resolve-image", "never", "--compose-file"])
-                .arg(file)
-                .arg(&self.stack),
-        )?;
+        let mut step = docker(&["stack", "deploy", "--prune", "--with-registry-auth"])
+            .args(["--resolve-image", "never", "--compose-file"])
+            .arg(file)
+            .arg(&self.stack);
+        for (key, value) in ctx.mlflow_backend.postgres().iter().flat_map(|pg| pg.env()) {
+            step = step.env(key, value);
+        }
+        ctx.runner.run(&step)?;
         Ok(())
+    }
+
+    /// The stack file `deploy swarm` wrote last, when there is one: what brings back the
+    /// services `down` or `restore` removed, exactly as they were deployed.
+    fn deployed_file(&self, ctx: &Ctx) -> Option<PathBuf> {
+        let file = crate::commands::deploy::swarm::stack_file_path(ctx);
+        file.is_file().then_some(file)
     }
 
     /// The stack's services that exist, by their swarm names.
@@ -425,14 +442,38 @@ impl Runtime for Swarm {
         Ok(())
     }
 
-    fn build(&mut self, _ctx: &Ctx, _services: &[&Service]) -> Result<()> {
+    /// Nothing to build: the services come back from the stack file `deploy swarm` wrote (as
+    /// `restore` needs), and without one there is nothing to start from.
+    fn build(&mut self, ctx: &Ctx, _services: &[&Service]) -> Result<()> {
+        if self.deployed_file(ctx).is_some() || ctx.dry_run() {
+            return Ok(());
+        }
         bail!(
             "a swarm runs released images by digest, not images built here: `cargo xtask release --registry HOST[:PORT]`, then `cargo xtask deploy swarm --release RECORD`"
         )
     }
 
+    /// A deployed service's tasks replaced; a removed one (after `restore` stopped it)
+    /// deployed again from the stack file, which brings back every removed service at once.
     fn start(&mut self, ctx: &Ctx, service: &Service) -> Result<()> {
-        self.roll(ctx, service)
+        if service.kind == crate::stack::Kind::Mlflow {
+            // A restored store and its artifacts belong to whoever restored them: MLflow's
+            // user must write there, as `deploy swarm` made sure.
+            ctx.runner.create_dir(&ctx.mlruns_dir().join("artifacts"))?;
+            writable_by_containers(ctx, &ctx.mlruns_dir())?;
+        }
+        if self.inspect(ctx, service).is_some() || ctx.dry_run() {
+            if self.redeployed {
+                return Ok(());
+            }
+            return self.roll(ctx, service);
+        }
+        let file = self
+            .deployed_file(ctx)
+            .ok_or_else(|| self.not_deployed(service))?;
+        self.deploy(ctx, &file)?;
+        self.redeployed = true;
+        Ok(())
     }
 
     fn exited(&mut self, ctx: &Ctx, service: &Service) -> Option<String> {
@@ -454,8 +495,20 @@ impl Runtime for Swarm {
         if self.inspect(ctx, service).is_none() {
             return Ok(false);
         }
-        ctx.runner
-            .run(&docker(&["service", "rm"]).arg(self.service_name(service)))?;
+        let name = self.service_name(service);
+        ctx.runner.run(&docker(&["service", "rm"]).arg(&name))?;
+        // The swarm stops the tasks in the background: until their containers on this node
+        // are gone they hold the ports (and the store) a start after this would need.
+        let filter = format!("label=com.docker.swarm.service.name={name}");
+        let gone = poll::until(Duration::from_secs(60), Duration::from_millis(250), || {
+            ctx.runner
+                .query_stdout(&docker(&["ps", "--quiet", "--filter", &filter]))
+                .is_some_and(|ids| ids.trim().is_empty())
+                .then_some(())
+        });
+        if gone.is_none() {
+            bail!("{name} was removed, but its containers on this node still run after 60 s: see `docker ps`");
+        }
         Ok(true)
     }
 

@@ -191,6 +191,23 @@ impl Postgres {
     }
 
     /// The URI as shown: with `***` where the password goes.
+    /// A swarm's MLflow may run on any node: a loopback host would name a different machine
+    /// (or none) from each, so it is refused, saying what to pass instead.
+    pub fn check_reachable_by_every_node(&self) -> Result<()> {
+        let (host, port) = self.address();
+        if is_loopback(&host) {
+            bail!(
+                "--mlflow-backend {}: {host} is each node itself, not one database server: a \
+                 swarm's MLflow runs on whichever node it is placed, and the backup's pg_dump \
+                 runs here. Pass an address every node and this machine reach, as in \
+                 postgresql://mlflow@db.example:{port}/mlflow (the server's name or its \
+                 address on the nodes' network)",
+                self.shown()
+            );
+        }
+        Ok(())
+    }
+
     pub fn shown(&self) -> String {
         match (&self.password, self.uri.find('@')) {
             (Some(_), Some(at)) => format!("{}:***{}", &self.uri[..at], &self.uri[at..]),
@@ -262,6 +279,27 @@ mod tests {
             no_password.postgres().unwrap().shown(),
             "postgresql://db/mlflow"
         );
+    }
+
+    #[test]
+    fn a_swarm_refuses_a_loopback_database_without_showing_the_password() {
+        for uri in [
+            "postgresql://mlflow:pw@localhost/mlflow",
+            "postgresql://mlflow:pw@127.0.0.1:5433/mlflow",
+        ] {
+            let Backend::Postgres(pg) = Backend::parse(Some(uri)).unwrap() else {
+                panic!("{uri} is PostgreSQL");
+            };
+            let why = pg.check_reachable_by_every_node().unwrap_err().to_string();
+            assert!(why.contains("an address every node"), "{why}");
+            assert!(!why.contains("pw@"), "{why}");
+        }
+        let Backend::Postgres(pg) =
+            Backend::parse(Some("postgresql://mlflow:pw@10.0.0.5/mlflow")).unwrap()
+        else {
+            panic!("PostgreSQL");
+        };
+        pg.check_reachable_by_every_node().unwrap();
     }
 
     #[test]

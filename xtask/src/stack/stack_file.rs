@@ -55,6 +55,9 @@ pub struct Settings {
     /// The address of the node holding MLflow's store, as the other nodes reach it: where
     /// APIs on the host network find MLflow (`dnsrr-host`).
     pub mlflow_node: String,
+    /// MLflow's PostgreSQL store (`--mlflow-backend`), its URI without the password, as every
+    /// node reaches it; `None` for the SQLite store in MLflow's volume.
+    pub postgres_uri: Option<String>,
 }
 
 /// A service's `deploy:` section.
@@ -187,14 +190,17 @@ fn swarm_entry(
             &settings.name_suffix,
         )
         .replace("${XTASK_STACK_DIR:-..}", &stack_dir)
-        // MLflow on a swarm keeps the SQLite store in its volume.
+        // MLflow's store: the PostgreSQL URI (no password in it), else SQLite in its volume.
         .replace(
             &format!(
                 "${{{}:-{}}}",
                 compose_file::BACKEND_STORE_VARIABLE,
                 compose_file::sqlite_store()
             ),
-            &compose_file::sqlite_store(),
+            &settings
+                .postgres_uri
+                .clone()
+                .unwrap_or_else(compose_file::sqlite_store),
         )
     };
     entry.image = settings
@@ -208,10 +214,19 @@ fn swarm_entry(
     entry.depends_on.clear();
     // Not supported by swarm services (the engine ignores it).
     entry.security_opt.clear();
-    // A swarm's MLflow keeps the SQLite store: no database password, no host's database.
-    for secret in crate::stack::mlflow_backend::SECRET_ENV {
-        entry.environment.remove(*secret);
+    // On PostgreSQL, the password stays `PGPASSWORD: ${PGPASSWORD:-}`, which `docker stack
+    // deploy` fills in from the environment the swarm runtime gives it, as compose does for
+    // the docker runtime: it is never written into this file. (A swarm secret would also keep
+    // it out of `docker service inspect`, but secrets are immutable, so each password change
+    // would need a new secret, its mount and its removal on `down`; the manager stores the
+    // service spec encrypted in its Raft log either way.) On SQLite there is no password.
+    if settings.postgres_uri.is_none() {
+        for secret in crate::stack::mlflow_backend::SECRET_ENV {
+            entry.environment.remove(*secret);
+        }
     }
+    // No host's database: a loopback address names no one machine in a swarm, and
+    // `deploy swarm` refuses it.
     entry.extra_hosts.clear();
     entry.command = entry.command.iter().map(|a| resolve(a)).collect();
     entry.volumes = entry
@@ -404,6 +419,7 @@ mod tests {
             images,
             model_versions,
             mlflow_node: "10.0.0.1".into(),
+            postgres_uri: None,
         }
     }
 
@@ -491,6 +507,38 @@ mod tests {
             yaml["networks"][NETWORK]["driver"].as_str(),
             Some("overlay")
         );
+    }
+
+    #[test]
+    fn on_postgresql_mlflow_gets_the_uri_and_the_password_only_from_the_deploying_environment() {
+        let stack = Stack::load(root()).unwrap();
+        let mut settings = settings(&stack, Publishing::DnsrrHost);
+        settings.postgres_uri = Some("postgresql://mlflow@db.example:5432/mlflow".into());
+        let text = render(&stack, &settings, "ml-mlops");
+        let yaml: Value = serde_yaml_ng::from_str(&text).unwrap();
+        let mlflow = &yaml["services"][stack.mlflow().name.as_str()];
+        let command: Vec<&str> = mlflow["command"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let uri = command
+            .iter()
+            .position(|a| *a == "--backend-store-uri")
+            .map(|i| command[i + 1]);
+        assert_eq!(uri, Some("postgresql://mlflow@db.example:5432/mlflow"));
+        // `docker stack deploy` fills it in from its environment.
+        assert_eq!(
+            mlflow["environment"]["PGPASSWORD"].as_str(),
+            Some("${PGPASSWORD:-}")
+        );
+        assert!(mlflow.get("extra_hosts").is_none(), "{mlflow:?}");
+        assert!(!text.contains("mlflow.db"), "{text}");
+        // On SQLite, no password at all.
+        let (stack, yaml) = parsed(Publishing::DnsrrHost);
+        let mlflow = &yaml["services"][stack.mlflow().name.as_str()];
+        assert!(mlflow["environment"].get("PGPASSWORD").is_none());
     }
 
     #[test]

@@ -26,13 +26,7 @@ pub enum Target {
 impl Deploy {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
         if let (Some(pg), Target::Swarm(_)) = (ctx.mlflow_backend.postgres(), &self.target) {
-            // Rendering SQLite while the user asked for PostgreSQL would split MLflow in two.
-            anyhow::bail!(
-                "--mlflow-backend {}: the swarm stack does not take a PostgreSQL store yet (it \
-                 renders MLflow on its SQLite volume); deploy without --mlflow-backend, or run \
-                 MLflow on PostgreSQL with `deploy k8s`, `--runtime docker` or `--runtime local`",
-                pg.shown()
-            );
+            pg.check_reachable_by_every_node()?;
         }
         match self.target {
             Target::Swarm(command) => command.run(ctx),

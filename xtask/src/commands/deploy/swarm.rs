@@ -141,6 +141,8 @@ impl DeploySwarm {
                 .filter_map(|a| Some((a.name.clone(), model_version(ctx, a)?)))
                 .collect(),
             mlflow_node,
+            // Every node reaches it at this address (a loopback one was refused).
+            postgres_uri: ctx.mlflow_backend.postgres().map(|pg| pg.uri.clone()),
         };
         let text = stack_file::render(&ctx.stack, &settings, &swarm.stack);
         let file = stack_file_path(ctx);
