@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::netns_engine::{Link, NetnsEngine, Options};
+use common::postgres::PostgresCluster;
 use common::registry::{Listen, Registry};
 use common::{docker, docker_answers, repo, stderr, stdout};
 
@@ -415,11 +416,154 @@ fn a_swarm_of_one_then_two_nodes_runs_the_released_digests_heals_and_is_removed(
         stdout(&networks)
     );
 
+    // MLflow on PostgreSQL: a cluster on this machine, at the host's end of the link.
+    on_postgresql(&engine, link, &deploy, stack.path());
+
     // Two nodes: a second engine joins as a worker over a link of their own, the stack is
     // deployed across both, and the worker is lost.
     two_nodes_survive_losing_the_worker(&engine, &registry, link, &deploy, stack.path());
     // The engines, their namespaces and the registry go when dropped; so do the record and
     // tags.
+}
+
+/// The one-node swarm's stack deployed again with MLflow on a PostgreSQL cluster of this
+/// machine, which listens at the host's end of the node's link (an address the node's
+/// containers and the toolkit in the node's namespace both reach) and admits the node's
+/// address, where the node's traffic leaves it (masqueraded). A loopback URI is refused; the
+/// stack file holds the URI without the password; a retrained model is registered in the
+/// database; backup, the database lost, restore, down.
+fn on_postgresql(engine: &NetnsEngine, link: Link, deploy: &[&str], stack_dir: &Path) {
+    let phase = Instant::now();
+    let host = link.host.to_string();
+    let node = format!("{}/32", link.engine);
+    let cluster = match PostgresCluster::start_admitting(&[&host], &[&node]) {
+        Ok(cluster) => cluster,
+        Err(why) => return common::skip(why),
+    };
+    let uri = cluster.uri_at(&host);
+    // In the environment, not the arguments: the test's log shows those.
+    let xtask = |uri: &str, args: &[&str]| {
+        let mut command = engine.command(env!("CARGO_BIN_EXE_xtask"));
+        command.env_remove("XTASK_PORT_OFFSET");
+        let output = common::run_xtask(
+            command,
+            &repo(),
+            args,
+            &[
+                ("XTASK_STACK_DIR", stack_dir),
+                ("XTASK_MLFLOW_BACKEND", Path::new(uri)),
+            ],
+        );
+        for text in [stdout(&output), stderr(&output)] {
+            assert!(!text.contains(cluster.password), "{text}");
+        }
+        output
+    };
+    let swarm = |args: &[&str]| {
+        let mut full = vec!["--runtime", "swarm"];
+        full.extend_from_slice(args);
+        xtask(&uri, &full)
+    };
+
+    let loopback = xtask(&cluster.uri(), deploy);
+    assert!(!loopback.status.success(), "a loopback database deployed");
+    assert!(
+        stderr(&loopback).contains("an address every node"),
+        "{}",
+        stderr(&loopback)
+    );
+
+    let started = Instant::now();
+    let deployed = xtask(&uri, deploy);
+    assert!(deployed.status.success(), "{}", stderr(&deployed));
+    eprintln!(
+        "MEASURED: deploy swarm with MLflow on PostgreSQL to healthy and smoke-checked in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let file = std::fs::read_to_string(stack_dir.join(".xtask/swarm/stack.yml")).unwrap();
+    assert!(
+        file.contains(&format!(
+            "postgresql://postgres@{host}:{}/mlflow",
+            cluster.port
+        )) && file.contains("PGPASSWORD: ${PGPASSWORD:-}")
+            && !file.contains(cluster.password),
+        "{file}"
+    );
+    // `docker stack deploy` filled the password in from its environment.
+    let env = engine.docker(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{json .Spec.TaskTemplate.ContainerSpec.Env}}",
+        "ml-mlops_mlflow",
+    ]);
+    assert!(
+        stdout(&env).contains(&format!("PGPASSWORD={}", cluster.password)),
+        "{}",
+        stdout(&env)
+    );
+    for args in [&["status"][..], &["health"][..], &["smoke"][..]] {
+        let out = swarm(args);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+
+    // A run tracked and a model registered, in PostgreSQL.
+    let retrained = swarm(&["retrain", "bankchurn", "--seed", "11", "--register-model"]);
+    assert!(retrained.status.success(), "{}", stderr(&retrained));
+    let registry =
+        || cluster.query("SELECT name, version FROM model_versions ORDER BY name, version::int");
+    let registered = registry();
+    assert!(
+        !registered.trim().is_empty(),
+        "no model version in PostgreSQL"
+    );
+    let runs = cluster.query("SELECT count(*) FROM runs");
+    assert_ne!(runs.trim(), "0", "no run in PostgreSQL");
+
+    let archive = stack_dir.join("pg-backup.tar.gz");
+    let backup = swarm(&["backup", "--out", archive.to_str().unwrap()]);
+    assert!(backup.status.success(), "{}", stderr(&backup));
+    // The database lost: the stack down, the database dropped and made again, empty.
+    let down = swarm(&["down"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    cluster.database("dropdb");
+    cluster.database("createdb");
+    let started = Instant::now();
+    let restore = swarm(&["restore", archive.to_str().unwrap(), "--yes"]);
+    assert!(restore.status.success(), "{}", stderr(&restore));
+    eprintln!(
+        "MEASURED: restore of the PostgreSQL store to a healthy swarm stack in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    // The backed-up registry is back; coming up, the stack registers the models it lacked
+    // (those trained before, under the SQLite store).
+    let restored = registry();
+    for version in registered.lines() {
+        assert!(
+            restored.lines().any(|l| l == version),
+            "{version} lost in the restore: {restored}"
+        );
+    }
+    let runs_now: u64 = cluster
+        .query("SELECT count(*) FROM runs")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        runs_now >= runs.trim().parse().unwrap(),
+        "runs lost: {runs_now}"
+    );
+    let health = swarm(&["health"]);
+    assert!(health.status.success(), "{}", stderr(&health));
+
+    let down = swarm(&["down"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    let left = engine.docker(&["service", "ls", "--quiet"]);
+    assert_eq!(stdout(&left).trim(), "", "services left after down");
+    eprintln!(
+        "MEASURED: the PostgreSQL phase (cluster, refusal, deploy, retrain, backup, restore, down) in {:.1}s",
+        phase.elapsed().as_secs_f64()
+    );
 }
 
 /// A veth pair between two engines' namespaces, `10.214.X.1` and `.2`; it goes with them.

@@ -413,7 +413,8 @@ fn pipeline(ctx: &Ctx, docker: bool) -> Vec<PipelineStep> {
             ..docker_step(
                 "e2e-swarm",
                 "deploy swarm from pushed digests to a swarm in a network namespace of its own: \
-                 healthy, smoke, a killed task replaced, everything removed",
+                 healthy, smoke, a killed task replaced, MLflow on PostgreSQL backed up and \
+                 restored, everything removed",
                 vec![e2e(ctx, "e2e_swarm")],
             )
         },

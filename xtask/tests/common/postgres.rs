@@ -22,6 +22,17 @@ impl PostgresCluster {
     /// containers reach this machine) and admitting, with the password, connections from the
     /// networks Docker gives containers (172.16.0.0/12).
     pub fn start_listening(addresses: &[&str]) -> Result<Self, String> {
+        let docker_networks: &[&str] = if addresses.is_empty() {
+            &[]
+        } else {
+            &["172.16.0.0/12"]
+        };
+        Self::start_admitting(addresses, docker_networks)
+    }
+
+    /// As [`Self::start`], also listening on `addresses` and admitting, with the password,
+    /// connections from `networks` (CIDR: a swarm node's address, Docker's networks).
+    pub fn start_admitting(addresses: &[&str], networks: &[&str]) -> Result<Self, String> {
         let debian = std::fs::read_dir("/usr/lib/postgresql")
             .into_iter()
             .flatten()
@@ -82,10 +93,12 @@ impl PostgresCluster {
                 pwfile.to_str().unwrap(),
             ],
         );
-        if !addresses.is_empty() {
+        if !networks.is_empty() {
             let hba = data.join("pg_hba.conf");
             let mut text = std::fs::read_to_string(&hba).unwrap();
-            text.push_str("host all all 172.16.0.0/12 scram-sha-256\n");
+            for network in networks {
+                text.push_str(&format!("host all all {network} scram-sha-256\n"));
+            }
             std::fs::write(&hba, text).unwrap();
         }
         let listen = std::iter::once("127.0.0.1")
@@ -159,10 +172,31 @@ impl PostgresCluster {
         assert!(status.success(), "{program} {args:?} failed");
     }
 
+    /// `psql`'s unaligned, tuples-only output of `sql` on the `mlflow` database, over TCP.
+    pub fn query(&self, sql: &str) -> String {
+        let out = std::process::Command::new(self.bin.join("psql"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "postgres", "-d", "mlflow", "-At", "-c", sql])
+            .env("PGPASSWORD", self.password)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql -c {sql:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The stack's `--mlflow-backend`: over TCP, with the password.
     pub fn uri(&self) -> String {
+        self.uri_at("127.0.0.1")
+    }
+
+    /// The stack's `--mlflow-backend` with the server at `host`, one of its listen addresses.
+    pub fn uri_at(&self, host: &str) -> String {
         format!(
-            "postgresql://postgres:{}@127.0.0.1:{}/mlflow",
+            "postgresql://postgres:{}@{host}:{}/mlflow",
             self.password.replace('@', "%40").replace(':', "%3A"),
             self.port
         )
