@@ -124,9 +124,7 @@ pub fn bind(addr: SocketAddr, sharing: PortSharing) -> std::io::Result<TcpListen
 /// index past the group's end makes the kernel fall back to its usual hash, so a version alone
 /// gets everything.
 #[cfg(target_os = "linux")]
-#[allow(unsafe_code)]
 fn steer_to_newest(listener: &TcpListener) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
     // Classic BPF, one instruction: `ret #1`.
     let mut program = [libc::sock_filter {
         code: (libc::BPF_RET | libc::BPF_K) as u16,
@@ -134,28 +132,17 @@ fn steer_to_newest(listener: &TcpListener) -> std::io::Result<()> {
         jf: 0,
         k: 1,
     }];
+    // The kernel copies the program during the call; `program` outlives it.
     let fprog = libc::sock_fprog {
         len: program.len() as u16,
         filter: program.as_mut_ptr(),
     };
-    // SAFETY: the descriptor is the listener's own, open for the whole call; `fprog` and the
-    // instructions it points to live on this stack until setsockopt returns, which copies
-    // them into the kernel, and the length passed is exactly that of `fprog`. No crate wraps
-    // SO_ATTACH_REUSEPORT_CBPF safely.
-    let set = unsafe {
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_REUSEPORT_CBPF,
-            std::ptr::from_ref(&fprog).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if set == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    nix::sys::socket::setsockopt(
+        listener,
+        nix::sys::socket::sockopt::AttachReusePortCbpf,
+        &fprog,
+    )
+    .map_err(std::io::Error::from)
 }
 
 /// Elsewhere the kernel picks among the sockets as it will: the old version may still receive

@@ -4,7 +4,8 @@
 //! its floor: the same binary's hidden `serve-floor`, the same HTTP stack answering a constant
 //! body of the same size with nothing of ours in the way. Service and floor take the same load
 //! in alternated rounds, so drift on a shared machine hits both; the ratio of their mean
-//! throughputs is what the serving path costs.
+//! throughputs is what the serving path costs. A third contender in the same rounds, the same
+//! service with `--drift-counting false`, prices what counting rows for `/drift` costs.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -111,10 +112,34 @@ fn settled_rss_mib(pid: u32) -> Option<f64> {
     .or(Some(last))
 }
 
-/// The service and its floor under the same load, round by round.
+/// The servers one load test compares, in the order of the table's columns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Contender {
+    /// The service as it runs in the stack.
+    Service,
+    /// The same service with `--drift-counting false`.
+    NoDriftCounting,
+    /// The same HTTP stack answering a constant body.
+    Floor,
+}
+
+impl Contender {
+    const ALL: [Contender; 3] = [Self::Service, Self::NoDriftCounting, Self::Floor];
+
+    /// What the progress lines call it, for the API `api`.
+    fn label(self, api: &str) -> String {
+        match self {
+            Self::Service => api.to_owned(),
+            Self::NoDriftCounting => format!("{api} without drift counting"),
+            Self::Floor => "its floor".to_owned(),
+        }
+    }
+}
+
+/// Every contender under the same load, round by round.
 struct Comparison {
-    service: Vec<Load>,
-    floor: Vec<Load>,
+    /// One list of rounds per contender, in [`Contender::ALL`]'s order.
+    loads: [Vec<Load>; 3],
     /// The size of the service's answer, which the floor's answer copies.
     body_bytes: usize,
 }
@@ -123,18 +148,30 @@ fn mean_rps(loads: &[Load]) -> f64 {
     loads.iter().map(|l| l.requests_per_second).sum::<f64>() / loads.len().max(1) as f64
 }
 
+/// The contenders in the order round `round` loads them: each round starts one further along,
+/// and every other round runs backwards, so that no contender always follows the same one
+/// and a drift in the machine's load weighs on all alike.
+fn round_order(round: u32) -> [Contender; 3] {
+    let mut order = Contender::ALL;
+    order.rotate_left(round as usize % Contender::ALL.len());
+    if round.is_multiple_of(2) {
+        order.reverse();
+    }
+    order
+}
+
 impl Comparison {
-    /// The service's mean throughput as a share of the floor's.
-    fn ratio(&self) -> f64 {
-        mean_rps(&self.service) / mean_rps(&self.floor)
+    fn of(&self, contender: Contender) -> &[Load] {
+        &self.loads[contender as usize]
+    }
+
+    /// `contender`'s mean throughput as a share of `base`'s.
+    fn ratio(&self, contender: Contender, base: Contender) -> f64 {
+        mean_rps(self.of(contender)) / mean_rps(self.of(base))
     }
 
     fn errors(&self) -> u64 {
-        self.service
-            .iter()
-            .chain(&self.floor)
-            .map(|l| l.errors)
-            .sum()
+        self.loads.iter().flatten().map(|l| l.errors).sum()
     }
 }
 
@@ -208,22 +245,21 @@ impl Bench {
             "\n{} POST {path} at {} connections, {}s per round ({}-byte answers):",
             target.name, self.connections, self.seconds, comparison.body_bytes
         );
-        let rows: Vec<Vec<String>> = comparison
-            .service
-            .iter()
-            .zip(&comparison.floor)
-            .enumerate()
-            .map(|(i, (service, floor))| {
+        let rps = |loads: &[Load], i: usize| format!("{:.0}", loads[i].requests_per_second);
+        let [service, unmetered, floor] = &comparison.loads;
+        let rows: Vec<Vec<String>> = (0..service.len())
+            .map(|i| {
                 vec![
                     (i + 1).to_string(),
-                    format!("{:.0}", service.requests_per_second),
-                    format!("{:.2} ms", service.p50_ms),
-                    format!("{:.2} ms", service.p99_ms),
-                    format!("{:.0}", floor.requests_per_second),
-                    format!("{:.2} ms", floor.p50_ms),
+                    rps(service, i),
+                    format!("{:.2} ms", service[i].p50_ms),
+                    format!("{:.2} ms", service[i].p99_ms),
+                    rps(unmetered, i),
+                    rps(floor, i),
+                    format!("{:.2} ms", floor[i].p50_ms),
                     format!(
                         "{:.2}",
-                        service.requests_per_second / floor.requests_per_second
+                        service[i].requests_per_second / floor[i].requests_per_second
                     ),
                 ]
             })
@@ -236,6 +272,7 @@ impl Bench {
                     "REQUESTS/S",
                     "P50",
                     "P99",
+                    "NO DRIFT COUNTING",
                     "FLOOR REQUESTS/S",
                     "FLOOR P50",
                     "RATIO"
@@ -246,9 +283,21 @@ impl Bench {
         println!(
             "\n{}: {:.0} requests/s against a floor of {:.0} (the same stack answering a constant body): ratio {:.2}",
             target.name,
-            mean_rps(&comparison.service),
-            mean_rps(&comparison.floor),
-            comparison.ratio()
+            mean_rps(service),
+            mean_rps(floor),
+            comparison.ratio(Contender::Service, Contender::Floor)
+        );
+        let counted = comparison.ratio(Contender::Service, Contender::NoDriftCounting);
+        println!(
+            "drift counting: {:.0} requests/s with it, {:.0} without: {:.1}% {}",
+            mean_rps(service),
+            mean_rps(unmetered),
+            (1.0 - counted).abs() * 100.0,
+            if counted <= 1.0 {
+                "slower"
+            } else {
+                "faster (noise)"
+            }
         );
         let errors = comparison.errors();
         if errors > 0 {
@@ -281,7 +330,7 @@ impl Bench {
         let measured = (|| -> Result<(f64, Option<Comparison>)> {
             let idle_mib = settled_rss_mib(child.pid()).unwrap_or(f64::NAN);
             let load = wrk
-                .map(|wrk| self.against_floor(ctx, api, &url, wrk, dir))
+                .map(|wrk| self.under_load(ctx, api, &models, &url, wrk, dir))
                 .transpose()?;
             Ok((idle_mib, load))
         })();
@@ -298,11 +347,13 @@ impl Bench {
         Ok((measured, load))
     }
 
-    /// Loads the service at `url` and its floor in alternated rounds, with the same script.
-    fn against_floor(
+    /// Loads the service at `url`, a second copy of it serving `models` without drift
+    /// counting, and its floor, in alternated rounds, with the same script.
+    fn under_load(
         &self,
         ctx: &Ctx,
         api: &Service,
+        models: &Path,
         url: &str,
         wrk: &Path,
         dir: &Path,
@@ -329,52 +380,65 @@ impl Bench {
                 smoke.request
             ),
         )?;
-        let log = dir.join("floor.log");
-        let (floor, floor_url) = self.start_floor(ctx, api, body_bytes, &log)?;
-        let rounds = (|| -> Result<(Vec<Load>, Vec<Load>)> {
-            let service_target = format!("{url}{}", smoke.path);
-            let floor_target = format!("{floor_url}{}", smoke.path);
-            // A warm-up of each, not counted: the first seconds of load pay for page faults,
-            // connection set-up and the CPU's frequency ramp.
-            self.load_test(ctx, &api.name, 0, &service_target, wrk, &script)?;
-            self.load_test(ctx, "its floor", 0, &floor_target, wrk, &script)?;
-            let (mut service, mut floor) = (Vec::new(), Vec::new());
-            for round in 1..=self.rounds {
-                // ABBA: neither side always runs first, so a drift in the machine's load
-                // weighs on both alike.
-                let service_first = round % 2 == 1;
-                for service_turn in [service_first, !service_first] {
-                    if service_turn {
-                        service.push(self.load_test(
-                            ctx,
-                            &api.name,
-                            round,
-                            &service_target,
-                            wrk,
-                            &script,
-                        )?);
-                    } else {
-                        floor.push(self.load_test(
-                            ctx,
-                            "its floor",
-                            round,
-                            &floor_target,
-                            wrk,
-                            &script,
-                        )?);
-                    }
-                }
-            }
-            Ok((service, floor))
+        let (unmetered, unmetered_url) = binaries::spawn_on_free_port(
+            ctx,
+            &Contender::NoDriftCounting.label(&api.name),
+            &api.health_path,
+            &dir.join("serve-no-drift-counting.log"),
+            |port| binaries::serve_step(ctx, api, port, models).args(["--drift-counting", "false"]),
+        )?
+        .context("a server process without drift counting")?;
+        let loads = (|| -> Result<[Vec<Load>; 3]> {
+            let (floor, floor_url) =
+                self.start_floor(ctx, api, body_bytes, &dir.join("floor.log"))?;
+            let bases = [url, unmetered_url.as_str(), floor_url.as_str()];
+            let loads = self.alternate(ctx, api, bases, wrk, &script);
+            ctx.runner
+                .stop_group(floor.pid(), Duration::from_secs(5), Some(&floor))?;
+            loads
         })();
         ctx.runner
-            .stop_group(floor.pid(), Duration::from_secs(5), Some(&floor))?;
-        let (service, floor) = rounds?;
+            .stop_group(unmetered.pid(), Duration::from_secs(5), Some(&unmetered))?;
         Ok(Comparison {
-            service,
-            floor,
+            loads: loads?,
             body_bytes,
         })
+    }
+
+    /// Loads the contenders at `bases` (in [`Contender::ALL`]'s order) with `script`, once each
+    /// to warm up, then in [`round_order`] for every round.
+    fn alternate(
+        &self,
+        ctx: &Ctx,
+        api: &Service,
+        bases: [&str; 3],
+        wrk: &Path,
+        script: &Path,
+    ) -> Result<[Vec<Load>; 3]> {
+        let smoke_path = api.smoke.as_ref().map_or("", |s| s.path.as_str());
+        let load = |contender: Contender, round: u32| {
+            let target = format!("{}{smoke_path}", bases[contender as usize]);
+            self.load_test(
+                ctx,
+                &contender.label(&api.name),
+                round,
+                &target,
+                wrk,
+                script,
+            )
+        };
+        // A warm-up of each, not counted: the first seconds of load pay for page faults,
+        // connection set-up and the CPU's frequency ramp.
+        for contender in Contender::ALL {
+            load(contender, 0)?;
+        }
+        let mut loads: [Vec<Load>; 3] = Default::default();
+        for round in 1..=self.rounds {
+            for contender in round_order(round) {
+                loads[contender as usize].push(load(contender, round)?);
+            }
+        }
+        Ok(loads)
     }
 
     /// Starts `api`'s `serve-floor` on a free loopback port, answering `body_bytes`-byte
@@ -453,5 +517,34 @@ Transfer/sec:      5.00MB
         assert!((load.p50_ms - 0.85).abs() < 1e-9);
         assert_eq!(load.p99_ms, 3.21);
         assert_eq!(load.errors, 0);
+    }
+
+    #[test]
+    fn rounds_load_every_contender_once_and_none_always_first_or_after_the_same_one() {
+        let orders: Vec<[Contender; 3]> = (1..=6).map(round_order).collect();
+        for order in &orders {
+            for contender in Contender::ALL {
+                assert_eq!(order.iter().filter(|&&c| c == contender).count(), 1);
+            }
+        }
+        for contender in Contender::ALL {
+            assert!(
+                orders.iter().any(|o| o[0] == contender),
+                "{contender:?} never first"
+            );
+            let followers: std::collections::HashSet<_> = orders
+                .iter()
+                .filter_map(|o| {
+                    o.iter()
+                        .position(|&c| c == contender)
+                        .filter(|&i| i > 0)
+                        .map(|i| o[i - 1])
+                })
+                .collect();
+            assert!(
+                followers.len() > 1,
+                "{contender:?} always follows the same one"
+            );
+        }
     }
 }
