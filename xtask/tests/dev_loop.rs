@@ -1,7 +1,9 @@
 //! `cargo xtask dev` on the local runtime, in a copy of the workspace: an edit to a handler's
 //! answer goes live, an edit to the training code retrains and reloads the service, a compile
 //! error and an edit that makes health answer 503 each leave the previous version serving, and
-//! a load generator running throughout never sees a failed request.
+//! a load generator running throughout never sees a failed request. On the docker runtime:
+//! edits go live in a new container (the failed requests of each swap's gap counted and
+//! printed), a compile error and a 503 health keep the same container serving with none failed.
 #![allow(clippy::disallowed_methods)]
 
 mod common;
