@@ -11,7 +11,7 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -167,6 +167,43 @@ impl Output {
     }
 }
 
+/// Starts `xtask --runtime RUNTIME dev bankchurn --no-mlflow` in `workspace` on `stack`, its
+/// builds in `target`, and waits until it watches: the process and its collected output.
+fn start_dev(runtime: &str, workspace: &Path, stack: &Stack, target: &Path) -> (Child, Output) {
+    let started = Instant::now();
+    let mut dev = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["--runtime", runtime, "dev", "bankchurn", "--no-mlflow"])
+        .current_dir(workspace)
+        .env("XTASK_STACK_DIR", stack.path())
+        .env("XTASK_PORT_OFFSET", stack.port_offset.to_string())
+        .env("CARGO_TARGET_DIR", target)
+        .env_remove("GITHUB_ACTIONS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = Output::default();
+    output.collect(dev.stdout.take().unwrap());
+    output.collect(dev.stderr.take().unwrap());
+    wait_for(
+        &format!("dev to bring the {runtime} stack up and watch bankchurn"),
+        Duration::from_secs(1800),
+        Duration::from_millis(100),
+        || {
+            if let Some(status) = dev.try_wait().unwrap() {
+                panic!("dev exited with {status}:\n{}", output.text());
+            }
+            (output.count("watching bankchurn") > 0).then_some(())
+        },
+    );
+    eprintln!(
+        "MEASURED: dev on {runtime} up and watching after {:.1?}",
+        started.elapsed()
+    );
+    (dev, output)
+}
+
 fn edit(file: &Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(file).unwrap();
     assert!(text.contains(from), "{} lacks {from:?}", file.display());
@@ -197,37 +234,7 @@ fn edits_go_live_and_broken_ones_keep_the_old_version_with_no_failed_request() {
     target_seeded_from_ours(target.path());
     let stack = Stack::new();
     let port = stack.port(8001);
-    let started = Instant::now();
-    let mut dev = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["--runtime", "local", "dev", "bankchurn", "--no-mlflow"])
-        .current_dir(workspace.path())
-        .env("XTASK_STACK_DIR", stack.path())
-        .env("XTASK_PORT_OFFSET", stack.port_offset.to_string())
-        .env("CARGO_TARGET_DIR", target.path())
-        .env_remove("GITHUB_ACTIONS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let output = Output::default();
-    output.collect(dev.stdout.take().unwrap());
-    output.collect(dev.stderr.take().unwrap());
-    wait_for(
-        "dev to bring the stack up and watch bankchurn",
-        Duration::from_secs(1800),
-        Duration::from_millis(100),
-        || {
-            if let Some(status) = dev.try_wait().unwrap() {
-                panic!("dev exited with {status}:\n{}", output.text());
-            }
-            (output.count("watching bankchurn") > 0).then_some(())
-        },
-    );
-    eprintln!(
-        "MEASURED: dev up and watching after {:.1?}",
-        started.elapsed()
-    );
+    let (mut dev, output) = start_dev("local", workspace.path(), &stack, target.path());
     let before = root_answer(port);
     let load = Load::start(port);
 
@@ -483,37 +490,7 @@ fn on_docker_edits_go_live_and_broken_ones_keep_the_old_container() {
         workspace: workspace.path(),
         stack: &stack,
     };
-    let started = Instant::now();
-    let mut dev = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["--runtime", "docker", "dev", "bankchurn", "--no-mlflow"])
-        .current_dir(workspace.path())
-        .env("XTASK_STACK_DIR", stack.path())
-        .env("XTASK_PORT_OFFSET", stack.port_offset.to_string())
-        .env("CARGO_TARGET_DIR", target.path())
-        .env_remove("GITHUB_ACTIONS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let output = Output::default();
-    output.collect(dev.stdout.take().unwrap());
-    output.collect(dev.stderr.take().unwrap());
-    wait_for(
-        "dev to bring the docker stack up and watch bankchurn",
-        Duration::from_secs(1800),
-        Duration::from_millis(100),
-        || {
-            if let Some(status) = dev.try_wait().unwrap() {
-                panic!("dev exited with {status}:\n{}", output.text());
-            }
-            (output.count("watching bankchurn") > 0).then_some(())
-        },
-    );
-    eprintln!(
-        "MEASURED: dev on docker up and watching after {:.1?}",
-        started.elapsed()
-    );
+    let (mut dev, output) = start_dev("docker", workspace.path(), &stack, target.path());
     let container = format!("bankchurn-api-{}", stack.port_offset);
     let candidate = format!("{container}-candidate");
     // BankChurn's smoke request, posted by two clients every 20 ms each.
