@@ -1,7 +1,9 @@
 //! `cargo xtask dev` on the local runtime, in a copy of the workspace: an edit to a handler's
 //! answer goes live, an edit to the training code retrains and reloads the service, a compile
 //! error and an edit that makes health answer 503 each leave the previous version serving, and
-//! a load generator running throughout never sees a failed request.
+//! a load generator running throughout never sees a failed request. On the docker runtime:
+//! edits go live in a new container (the failed requests of each swap's gap counted and
+//! printed), a compile error and a 503 health keep the same container serving with none failed.
 #![allow(clippy::disallowed_methods)]
 
 mod common;
@@ -9,7 +11,7 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -165,6 +167,43 @@ impl Output {
     }
 }
 
+/// Starts `xtask --runtime RUNTIME dev bankchurn --no-mlflow` in `workspace` on `stack`, its
+/// builds in `target`, and waits until it watches: the process and its collected output.
+fn start_dev(runtime: &str, workspace: &Path, stack: &Stack, target: &Path) -> (Child, Output) {
+    let started = Instant::now();
+    let mut dev = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["--runtime", runtime, "dev", "bankchurn", "--no-mlflow"])
+        .current_dir(workspace)
+        .env("XTASK_STACK_DIR", stack.path())
+        .env("XTASK_PORT_OFFSET", stack.port_offset.to_string())
+        .env("CARGO_TARGET_DIR", target)
+        .env_remove("GITHUB_ACTIONS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = Output::default();
+    output.collect(dev.stdout.take().unwrap());
+    output.collect(dev.stderr.take().unwrap());
+    wait_for(
+        &format!("dev to bring the {runtime} stack up and watch bankchurn"),
+        Duration::from_secs(1800),
+        Duration::from_millis(100),
+        || {
+            if let Some(status) = dev.try_wait().unwrap() {
+                panic!("dev exited with {status}:\n{}", output.text());
+            }
+            (output.count("watching bankchurn") > 0).then_some(())
+        },
+    );
+    eprintln!(
+        "MEASURED: dev on {runtime} up and watching after {:.1?}",
+        started.elapsed()
+    );
+    (dev, output)
+}
+
 fn edit(file: &Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(file).unwrap();
     assert!(text.contains(from), "{} lacks {from:?}", file.display());
@@ -195,37 +234,7 @@ fn edits_go_live_and_broken_ones_keep_the_old_version_with_no_failed_request() {
     target_seeded_from_ours(target.path());
     let stack = Stack::new();
     let port = stack.port(8001);
-    let started = Instant::now();
-    let mut dev = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["--runtime", "local", "dev", "bankchurn", "--no-mlflow"])
-        .current_dir(workspace.path())
-        .env("XTASK_STACK_DIR", stack.path())
-        .env("XTASK_PORT_OFFSET", stack.port_offset.to_string())
-        .env("CARGO_TARGET_DIR", target.path())
-        .env_remove("GITHUB_ACTIONS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let output = Output::default();
-    output.collect(dev.stdout.take().unwrap());
-    output.collect(dev.stderr.take().unwrap());
-    wait_for(
-        "dev to bring the stack up and watch bankchurn",
-        Duration::from_secs(1800),
-        Duration::from_millis(100),
-        || {
-            if let Some(status) = dev.try_wait().unwrap() {
-                panic!("dev exited with {status}:\n{}", output.text());
-            }
-            (output.count("watching bankchurn") > 0).then_some(())
-        },
-    );
-    eprintln!(
-        "MEASURED: dev up and watching after {:.1?}",
-        started.elapsed()
-    );
+    let (mut dev, output) = start_dev("local", workspace.path(), &stack, target.path());
     let before = root_answer(port);
     let load = Load::start(port);
 
@@ -359,6 +368,267 @@ fn edits_go_live_and_broken_ones_keep_the_old_version_with_no_failed_request() {
         output.text()
     );
     assert!(output.text().contains("the stack keeps running"));
+    let (status, _) = get(port, "/health").unwrap();
+    assert_eq!(status, 200);
+}
+
+/// The default image tags (`ml-mlops/NAME:1.0.0`) as they were before the test: `dev` on
+/// docker builds the copy's binaries into them. Each image is held by a tag of the test's own
+/// meanwhile (so no build removes it as replaced), and on drop the tags point where they did,
+/// and what the test made is removed.
+struct ImagesRestored {
+    before: Vec<(String, String)>,
+}
+
+fn our_images() -> Vec<(String, String)> {
+    common::docker_stdout(&[
+        "images",
+        "--format",
+        "{{.Repository}}:{{.Tag}} {{.ID}}",
+        "--filter",
+        "reference=ml-mlops/*",
+    ])
+    .lines()
+    .filter_map(|l| l.split_once(' '))
+    .filter(|(tag, _)| !tag.ends_with(":<none>"))
+    .map(|(tag, id)| (tag.to_owned(), id.to_owned()))
+    .collect()
+}
+
+impl ImagesRestored {
+    fn record() -> Self {
+        let hold = format!("dev-e2e-hold-{}", std::process::id());
+        let before = our_images();
+        for (tag, id) in &before {
+            let repository = tag.rsplit_once(':').unwrap().0;
+            common::docker(&["tag", id, &format!("{repository}:{hold}")]);
+        }
+        Self { before }
+    }
+}
+
+impl Drop for ImagesRestored {
+    fn drop(&mut self) {
+        for (tag, id) in &self.before {
+            common::docker(&["tag", id, tag]);
+        }
+        let kept: std::collections::BTreeSet<&str> =
+            self.before.iter().map(|(_, id)| id.as_str()).collect();
+        for (tag, id) in our_images() {
+            let known = self.before.iter().any(|(t, _)| *t == tag);
+            if !known {
+                common::docker(&["image", "rm", &tag]);
+            }
+            if !kept.contains(id.as_str()) {
+                common::docker(&["image", "rm", &id]);
+            }
+        }
+    }
+}
+
+/// Takes the test's docker stack down when it ends, passed or failed.
+struct DockerDown<'a> {
+    workspace: &'a Path,
+    stack: &'a Stack,
+}
+
+impl Drop for DockerDown<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["--runtime", "docker", "down"])
+            .current_dir(self.workspace)
+            .env("XTASK_STACK_DIR", self.stack.path())
+            .env("XTASK_PORT_OFFSET", self.stack.port_offset.to_string())
+            .env_remove("GITHUB_ACTIONS")
+            .output();
+    }
+}
+
+/// The served answer at `/`, or `None` while the service is away (a docker swap's gap).
+fn try_root_answer(port: u16) -> Option<serde_json::Value> {
+    match get(port, "/") {
+        Ok((200, body)) => serde_json::from_str(&body).ok(),
+        _ => None,
+    }
+}
+
+#[test]
+#[ignore = "builds a copy of the workspace and runs `dev` on the docker runtime; run by the pipeline's e2e-dev step"]
+fn on_docker_edits_go_live_and_broken_ones_keep_the_old_container() {
+    if !common::docker_answers() {
+        common::skip("no Docker engine answers");
+        return;
+    }
+    let compose = ["docker-compose version", "docker compose version"]
+        .iter()
+        .any(|c| {
+            let words: Vec<&str> = c.split(' ').collect();
+            Command::new(words[0])
+                .args(&words[1..])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    if !compose {
+        common::skip("Docker answers, but there is no compose front-end");
+        return;
+    }
+    // The default image tags are rebuilt: held under the engine's lock, put back after.
+    let _lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/tmp/xtask-docker.lock")
+        .unwrap();
+    _lock.lock().unwrap();
+    let _images = ImagesRestored::record();
+    let workspace = common::workspace_copy();
+    let target = tempfile::tempdir().unwrap();
+    target_seeded_from_ours(target.path());
+    let stack = Stack::new();
+    let port = stack.port(8001);
+    let _down = DockerDown {
+        workspace: workspace.path(),
+        stack: &stack,
+    };
+    let (mut dev, output) = start_dev("docker", workspace.path(), &stack, target.path());
+    let container = format!("bankchurn-api-{}", stack.port_offset);
+    let candidate = format!("{container}-candidate");
+    // BankChurn's smoke request, posted by two clients every 20 ms each.
+    let body = serde_json::json!({"CreditScore": 619, "Geography": "Germany", "Gender": "Female",
+        "Age": 52, "Tenure": 2.0, "Balance": 125000.0, "NumOfProducts": 1, "HasCrCard": 1,
+        "IsActiveMember": 0, "EstimatedSalary": 101348.88});
+    let traffic = || {
+        common::traffic::Traffic::paced(
+            format!("http://127.0.0.1:{port}/predict"),
+            Arc::new(vec![body.to_string()]),
+            2,
+            Duration::from_millis(20),
+        )
+    };
+
+    // One-line changes in the service, three times: each goes live in a new container.
+    let lib = workspace.path().join("services/bankchurn/src/lib.rs");
+    let mut description = root_answer(port)["description"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for round in 1..=3 {
+        let load = traffic();
+        load.wait_for_requests(50);
+        let old_id = common::docker_stdout(&["inspect", "--format", "{{.Id}}", &container]);
+        let edited = format!("Edited live on docker, round {round}.");
+        let saved = Instant::now();
+        edit(&lib, &description, &edited);
+        wait_for(
+            "the edited description to be served",
+            Duration::from_secs(900),
+            Duration::from_millis(20),
+            || {
+                try_root_answer(port)
+                    .is_some_and(|a| a["description"] == edited.as_str())
+                    .then_some(())
+            },
+        );
+        let live = saved.elapsed();
+        output.wait_for("bankchurn live", round, Duration::from_secs(60));
+        load.wait_for_requests(50);
+        let (sent, failed) = load.finish();
+        eprintln!(
+            "MEASURED: docker, round {round}: save to live {live:.1?} for a one-line change in \
+             the service; the swap failed {failed} of {sent} paced requests"
+        );
+        assert_ne!(
+            common::docker_stdout(&["inspect", "--format", "{{.Id}}", &container]),
+            old_id,
+            "a new container serves"
+        );
+        output.wait_for(
+            "bankchurn trains the same model",
+            round,
+            Duration::from_secs(120),
+        );
+        description = edited;
+    }
+    let no_candidate = || {
+        common::docker_stdout(&[
+            "ps",
+            "--all",
+            "--quiet",
+            "--filter",
+            &format!("name=^{candidate}$"),
+        ])
+        .trim()
+        .is_empty()
+    };
+    assert!(no_candidate(), "the candidate container is gone");
+
+    // A compile error, then health answering 503: the container serving stays, and not one
+    // request fails.
+    let load = traffic();
+    load.wait_for_requests(50);
+    let serving = common::docker_stdout(&["inspect", "--format", "{{.Id}} {{.Image}}", &container]);
+    let working = std::fs::read_to_string(&lib).unwrap();
+    std::fs::write(
+        &lib,
+        format!("{working}\nfn broken() -> u32 {{ \"not a number\" }}\n"),
+    )
+    .unwrap();
+    output.wait_for("because the build failed", 1, Duration::from_secs(600));
+    assert!(
+        output.text().contains("mismatched types"),
+        "{}",
+        output.text()
+    );
+    std::fs::write(&lib, &working).unwrap();
+    let http = workspace.path().join("services/serving/src/http/mod.rs");
+    edit(
+        &http,
+        "let status = if loaded {",
+        "let status = if loaded && false {",
+    );
+    output.wait_for(
+        "kept the old bankchurn because",
+        2,
+        Duration::from_secs(900),
+    );
+    assert!(output.text().contains("answered 503"), "{}", output.text());
+    load.wait_for_requests(50);
+    let (sent, failed) = load.finish();
+    eprintln!(
+        "MEASURED: docker, a compile error and a 503 health refused: {failed} of {sent} paced \
+         requests failed"
+    );
+    assert_eq!(
+        failed, 0,
+        "requests failed while the old container kept serving"
+    );
+    assert_eq!(
+        common::docker_stdout(&["inspect", "--format", "{{.Id}} {{.Image}}", &container]),
+        serving,
+        "the same container serves, from the same image"
+    );
+    let image = common::docker_stdout(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{.Id}}",
+        "ml-mlops/bankchurn:1.0.0",
+    ]);
+    assert!(
+        serving.trim().ends_with(image.trim()),
+        "the image tag names the serving build again: {serving} vs {image}"
+    );
+    assert!(no_candidate(), "the refused candidate container is gone");
+    assert_eq!(root_answer(port)["description"], description.as_str());
+
+    // Ctrl-C stops watching and leaves the stack serving.
+    common::interrupt(&dev);
+    let status = dev.wait().unwrap();
+    assert!(
+        status.success(),
+        "dev exited with {status}\n{}",
+        output.text()
+    );
     let (status, _) = get(port, "/health").unwrap();
     assert_eq!(status, 200);
 }

@@ -8,12 +8,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::mlflow_api::Mlflow;
-use common::postgres::PostgresCluster;
+use common::postgres::{OnPostgres, PostgresCluster};
 use common::{docker_stdout, health_json, stderr, stdout};
 
 const CONTAINERS: [&str; 4] = [
@@ -405,27 +404,21 @@ fn mlflow_in_a_container_on_postgresql_registers_backs_up_and_restores() {
         Err(why) => return common::skip(why),
     };
     let stack = common::Stack::new();
-    let uri = cluster.uri();
-    let on_postgres = |args: &[&str]| {
-        let mut full = vec!["--runtime", "docker"];
-        full.extend_from_slice(args);
-        stack.xtask_with_env(&full, &[("XTASK_MLFLOW_BACKEND", Path::new(&uri))])
+    let pg = OnPostgres {
+        stack: &stack,
+        cluster: &cluster,
+        runtime: "docker",
     };
-    struct Down<'a>(&'a dyn Fn(&[&str]) -> std::process::Output);
+    struct Down<'a>(&'a OnPostgres<'a>);
     impl Drop for Down<'_> {
         fn drop(&mut self) {
-            (self.0)(&["down"]);
+            self.0.xtask(&["down"]);
         }
     }
-    let _down = Down(&on_postgres);
-    let never_shows_the_password = |output: &std::process::Output| {
-        for text in [stdout(output), stderr(output)] {
-            assert!(!text.contains("s3cret"), "{text}");
-        }
-    };
+    let _down = Down(&pg);
 
-    let doctor = on_postgres(&["doctor"]);
-    never_shows_the_password(&doctor);
+    let doctor = pg.xtask(&["doctor"]);
+    pg.never_shows_the_password(&doctor);
     for check in ["mlflow database ", "mlflow database from containers"] {
         let line = stdout(&doctor)
             .lines()
@@ -436,7 +429,7 @@ fn mlflow_in_a_container_on_postgresql_registers_backs_up_and_restores() {
     }
 
     let started = Instant::now();
-    let up = on_postgres(&["up"]);
+    let up = pg.xtask(&["up"]);
     assert!(
         up.status.success(),
         "up on PostgreSQL failed:\n{}",
@@ -446,7 +439,7 @@ fn mlflow_in_a_container_on_postgresql_registers_backs_up_and_restores() {
         "MEASURED: up on docker with MLflow on PostgreSQL (train and register three models) took {:.1?}",
         started.elapsed()
     );
-    never_shows_the_password(&up);
+    pg.never_shows_the_password(&up);
     let container = format!("mlflow-server-{}", stack.port_offset);
     let command = docker_stdout(&["inspect", "--format", "{{json .Args}}", &container]);
     assert!(
@@ -470,28 +463,9 @@ fn mlflow_in_a_container_on_postgresql_registers_backs_up_and_restores() {
     let registry = (versions, champions);
 
     let archive = stack.path().join("pg-backup.tar.gz");
-    let backup = on_postgres(&["backup", "--out", archive.to_str().unwrap()]);
+    let backup = pg.xtask(&["backup", "--out", archive.to_str().unwrap()]);
     assert!(backup.status.success(), "{}", stderr(&backup));
-    never_shows_the_password(&backup);
+    pg.never_shows_the_password(&backup);
 
-    // The database lost: the stack down, the database dropped and made again, empty.
-    let down = on_postgres(&["down"]);
-    assert!(down.status.success(), "{}", stderr(&down));
-    cluster.database("dropdb");
-    cluster.database("createdb");
-
-    let started = Instant::now();
-    let restore = on_postgres(&["restore", archive.to_str().unwrap(), "--yes"]);
-    assert!(restore.status.success(), "{}", stderr(&restore));
-    eprintln!(
-        "MEASURED: restore of the PostgreSQL store to a healthy docker stack took {:.1?}",
-        started.elapsed()
-    );
-    never_shows_the_password(&restore);
-    assert_eq!(mlflow.runs(), runs, "the runs differ after restore");
-    assert_eq!(
-        mlflow.registry(),
-        registry,
-        "the registry differs after restore"
-    );
+    pg.lose_then_restore(&archive, &mlflow, &runs, &registry);
 }

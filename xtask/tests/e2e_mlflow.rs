@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use common::mlflow_api::Mlflow;
-use common::postgres::PostgresCluster;
+use common::postgres::{OnPostgres, PostgresCluster};
 use common::traffic::Traffic;
 use common::{health_json, snapshot, stderr, stdout, Stack};
 use serde_json::{json, Value};
@@ -523,33 +523,21 @@ fn mlflow_on_postgresql_registers_backs_up_and_restores_after_the_database_is_dr
         Err(why) => return common::skip(why),
     };
     let stack = Stack::new();
-    let uri = cluster.uri();
-    let on_postgres = |args: &[&str]| {
-        let mut full = vec!["--runtime", "local"];
-        full.extend_from_slice(args);
-        stack.xtask_with_env(
-            &full,
-            &[("XTASK_MLFLOW_BACKEND", std::path::Path::new(&uri))],
-        )
-    };
-    let never_shows_the_password = |output: &std::process::Output| {
-        for text in [stdout(output), stderr(output)] {
-            assert!(
-                !text.contains(cluster.password) && !text.contains("s3cret"),
-                "{text}"
-            );
-        }
+    let pg = OnPostgres {
+        stack: &stack,
+        cluster: &cluster,
+        runtime: "local",
     };
 
-    let plan = on_postgres(&["--dry-run", "up"]);
+    let plan = pg.xtask(&["--dry-run", "up"]);
     assert!(plan.status.success(), "{}", stderr(&plan));
-    never_shows_the_password(&plan);
+    pg.never_shows_the_password(&plan);
     assert!(
         stdout(&plan).contains("PGPASSWORD='***'") || stderr(&plan).contains("PGPASSWORD='***'")
     );
 
     let started = Instant::now();
-    let up = on_postgres(&["-v", "up"]);
+    let up = pg.xtask(&["-v", "up"]);
     assert!(
         up.status.success(),
         "up on PostgreSQL failed:\n{}",
@@ -559,7 +547,7 @@ fn mlflow_on_postgresql_registers_backs_up_and_restores_after_the_database_is_dr
         "MEASURED: up on PostgreSQL (train and register three models) took {:.1?}",
         started.elapsed()
     );
-    never_shows_the_password(&up);
+    pg.never_shows_the_password(&up);
     assert!(
         !stack.path().join("mlruns/mlflow.db").exists(),
         "MLflow made a SQLite store beside PostgreSQL"
@@ -574,13 +562,13 @@ fn mlflow_on_postgresql_registers_backs_up_and_restores_after_the_database_is_dr
 
     let archive = stack.path().join("pg-backup.tar.gz");
     let started = Instant::now();
-    let backup = on_postgres(&["backup", "--out", archive.to_str().unwrap()]);
+    let backup = pg.xtask(&["backup", "--out", archive.to_str().unwrap()]);
     assert!(backup.status.success(), "{}", stderr(&backup));
     eprintln!(
         "MEASURED: backup of the PostgreSQL store took {:.1?}",
         started.elapsed()
     );
-    never_shows_the_password(&backup);
+    pg.never_shows_the_password(&backup);
 
     // The SQLite stack refuses a PostgreSQL archive before touching anything (the unit tests of
     // util::archive refuse the reverse too).
@@ -592,7 +580,7 @@ fn mlflow_on_postgresql_registers_backs_up_and_restores_after_the_database_is_dr
         "{}",
         stderr(&refused)
     );
-    let reset = on_postgres(&["mlflow", "reset", "--yes"]);
+    let reset = pg.xtask(&["mlflow", "reset", "--yes"]);
     assert!(!reset.status.success());
     assert!(
         stderr(&reset).contains("not this toolkit's to drop"),
@@ -600,26 +588,7 @@ fn mlflow_on_postgresql_registers_backs_up_and_restores_after_the_database_is_dr
         stderr(&reset)
     );
 
-    // The database lost: the stack down, the database dropped and made again, empty.
-    let down = on_postgres(&["down"]);
-    assert!(down.status.success(), "{}", stderr(&down));
-    cluster.database("dropdb");
-    cluster.database("createdb");
-
-    let started = Instant::now();
-    let restore = on_postgres(&["restore", archive.to_str().unwrap(), "--yes"]);
-    assert!(restore.status.success(), "{}", stderr(&restore));
-    eprintln!(
-        "MEASURED: restore of the PostgreSQL store to a healthy stack took {:.1?}",
-        started.elapsed()
-    );
-    never_shows_the_password(&restore);
-    assert_eq!(mlflow.runs(), runs, "the runs differ after restore");
-    assert_eq!(
-        mlflow.registry(),
-        registry,
-        "the registry differs after restore"
-    );
+    pg.lose_then_restore(&archive, &mlflow, &runs, &registry);
 
     // A sound archive the stack cannot come up on (its store at a schema revision a newer
     // MLflow made, which MLflow refuses): the previous database goes back and serves.
@@ -642,7 +611,7 @@ fn mlflow_on_postgresql_registers_backs_up_and_restores_after_the_database_is_dr
         cluster.client("dropdb", &["scratch"]);
     });
     let started = Instant::now();
-    let rolled_back = on_postgres(&[
+    let rolled_back = pg.xtask(&[
         "restore",
         newer.to_str().unwrap(),
         "--yes",
@@ -663,7 +632,7 @@ fn mlflow_on_postgresql_registers_backs_up_and_restores_after_the_database_is_dr
         "{}",
         stderr(&rolled_back)
     );
-    never_shows_the_password(&rolled_back);
+    pg.never_shows_the_password(&rolled_back);
     assert_eq!(mlflow.runs(), runs, "the runs differ after the rollback");
     assert_eq!(
         mlflow.registry(),
@@ -671,6 +640,6 @@ fn mlflow_on_postgresql_registers_backs_up_and_restores_after_the_database_is_dr
         "the registry differs after the rollback"
     );
 
-    let down = on_postgres(&["down"]);
+    let down = pg.xtask(&["down"]);
     assert!(down.status.success(), "{}", stderr(&down));
 }

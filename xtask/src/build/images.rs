@@ -266,7 +266,7 @@ fn is_removable(old: &str, new: Option<&str>, tags_left: usize, containers: usiz
 /// Removes the image `old` that the build of `service` replaced, when nothing uses it any
 /// more (else `docker images` would list it as `<none>` after every rebuild); says why it
 /// keeps one it cannot remove, without failing the build.
-fn remove_replaced(ctx: &Ctx, service: &Service, old: &str) {
+pub fn remove_replaced(ctx: &Ctx, service: &Service, old: &str) {
     let new = engine::image_inspect(ctx, &service.versioned_image(), "{{.Id}}");
     let tags_left = engine::image_inspect(ctx, old, "{{len .RepoTags}}")
         .and_then(|n| n.trim().parse().ok())
@@ -295,6 +295,17 @@ fn remove_replaced(ctx: &Ctx, service: &Service, old: &str) {
             service.versioned_image()
         ));
     }
+}
+
+/// Packages the API's binary as built now (of `ctx.build`'s profile) into its image, without
+/// building the binary: `dev` has just built it. Unless one from the same inputs exists.
+pub fn package(ctx: &Ctx, service: &Service) -> Result<()> {
+    let builder = if engine::has_buildx(ctx) {
+        Builder::BuildKit
+    } else {
+        Builder::Legacy
+    };
+    build_one(ctx, builder, service, &revision(ctx)).map(|_| ())
 }
 
 /// Builds the images of `services`, in parallel where it can; returns the revision they are

@@ -14,10 +14,9 @@ use notify_debouncer_mini::notify::RecursiveMode;
 
 use crate::build::binaries;
 use crate::ctx::Ctx;
-use crate::runner::tail;
 use crate::runtime::lifecycle::{self, UpOptions};
 use crate::runtime::training::{self, Tracking};
-use crate::runtime::{observe, Candidate, Kind, Runtime};
+use crate::runtime::{observe, Candidate, Runtime};
 use crate::stack::compose_file::{render, FILE as COMPOSE_FILE};
 use crate::stack::{Service, Stack};
 use crate::util::{http, poll};
@@ -26,14 +25,16 @@ use crate::util::{http, poll};
 const SHARED_LIBRARY: &str = "services/serving";
 
 /// Bring the stack up, then rebuild and swap in each API whose sources change, once the new
-/// version passes its health and smoke checks (local runtime).
+/// version passes its health and smoke checks.
 ///
 /// Watches each API's crate folder (its code, `service.toml`) and the serving library
 /// (which every API is built on, with the Dockerfile). A change is built, started beside the
-/// running version on spare ports, checked there, and only then put on the service's ports
-/// with no gap: both versions listen with SO_REUSEPORT and the old one drains. A failed build
-/// or check keeps the old version serving and shows why. Ctrl-C stops watching and leaves
-/// the stack running.
+/// running version on spare ports, checked there, and only then put on the service's ports.
+/// Local runtime: with no gap, both versions listen with SO_REUSEPORT and the old one
+/// drains. Docker: the new build is packaged into the service's image and run as a second
+/// container; once it passes, the old container drains and compose starts the new image in
+/// its place (a gap of about a second). A failed build or check keeps the old version
+/// serving and shows why. Ctrl-C stops watching and leaves the stack running.
 #[derive(clap::Args, Debug)]
 pub struct Dev {
     /// The APIs to watch [default: all of them].
@@ -67,8 +68,8 @@ impl Dev {
                 .join(", ")
         );
         anyhow::ensure!(
-            runtime.kind() == Kind::Local,
-            "`dev` swaps new versions in on the local runtime only so far, and this stack runs on {}: run `cargo xtask --runtime local dev`",
+            runtime.swaps_candidates(),
+            "`dev` swaps new versions in on the local and docker runtimes, and this stack runs on {}: run `cargo xtask --runtime local dev` or `--runtime docker`",
             runtime.name()
         );
         {
@@ -442,12 +443,13 @@ const RELOAD_TIMEOUT_SECS: u64 = 30;
 /// Starts `service`'s new build beside the running one, checks it, and hands its ports over.
 fn swap(ctx: &Ctx, runtime: &mut dyn Runtime, service: &Service, timeout_secs: u64) -> Result<()> {
     let candidate = runtime.start_candidate(ctx, service)?;
-    let checked = check_candidate(service, &candidate, timeout_secs);
-    let _ = ctx.runner.stop_group(
-        candidate.child.pid(),
-        Duration::from_secs(5),
-        Some(&candidate.child),
-    );
+    let checked = check_candidate(ctx, service, &candidate, timeout_secs);
+    if let Err(e) = runtime.end_candidate(ctx, service, candidate, checked.is_ok()) {
+        ctx.reporter.warn(format!(
+            "stopping the new {} beside the old: {e:#}",
+            service.name
+        ));
+    }
     checked?;
     println!("{} healthy and passed its smoke check", service.name);
     runtime.hand_over(ctx, service)
@@ -458,17 +460,17 @@ fn swap(ctx: &Ctx, runtime: &mut dyn Runtime, service: &Service, timeout_secs: u
 const UNHEALTHY_GRACE: Duration = Duration::from_secs(5);
 
 /// Waits until the candidate answers healthy on every endpoint, then runs the smoke checks.
-fn check_candidate(service: &Service, candidate: &Candidate, timeout_secs: u64) -> Result<()> {
+fn check_candidate(
+    ctx: &Ctx,
+    service: &Service,
+    candidate: &Candidate,
+    timeout_secs: u64,
+) -> Result<()> {
     let endpoints = service.endpoints();
     let health_url = |e: &crate::stack::Endpoint| {
         format!("http://127.0.0.1:{}{}", candidate.port(e), e.health_path)
     };
-    let log_tail = || {
-        tail(
-            &std::fs::read_to_string(&candidate.log).unwrap_or_default(),
-            15,
-        )
-    };
+    let log_tail = || candidate.log_tail(ctx, 15);
     let mut last = "it never answered".to_owned();
     // Answering, but not healthy: given a few seconds to finish loading, then refused.
     let mut answering_since: Option<Instant> = None;
@@ -476,7 +478,7 @@ fn check_candidate(service: &Service, candidate: &Candidate, timeout_secs: u64) 
         Duration::from_secs(timeout_secs),
         Duration::from_millis(40),
         || {
-            if let Some(why) = candidate.child.exited() {
+            if let Some(why) = candidate.exited(ctx) {
                 return Some(Err(format!("it exited ({why})")));
             }
             let mut all = true;

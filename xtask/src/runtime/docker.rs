@@ -6,12 +6,12 @@
 
 use std::path::Path;
 use std::sync::OnceLock;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use super::{Kind, Runtime, ServiceState, SQLITE_BACKUP};
+use super::{Candidate, Instance, Kind, Runtime, ServiceState, SQLITE_BACKUP};
 use crate::build::engine;
 use crate::build::images;
 use crate::ctx::Ctx;
@@ -20,6 +20,7 @@ use crate::runtime::training::{self, Tracking};
 use crate::stack::compose_file::{self, MLRUNS as MLRUNS_IN_CONTAINER};
 use crate::stack::mlflow_command;
 use crate::stack::{Kind as ServiceKind, Service, STOP_GRACE_SECONDS};
+use crate::util::{http, poll};
 
 /// The containers run as an unprivileged user: it must be able to write `dir` (MLflow's
 /// store, or a model directory while a one-off container trains into it).
@@ -110,6 +111,9 @@ pub fn train_in_container(
     Ok(())
 }
 
+/// How long the new container gets to answer healthy on the service's ports in a hand-over.
+const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(60);
+
 pub struct Docker {
     /// `docker compose` or `docker-compose`, found when first needed: `status` and `restart`
     /// never run compose, and the lookup costs a process.
@@ -193,6 +197,76 @@ impl Docker {
             .query_stdout(&Step::new("docker").args(["inspect", container]))?;
         let all: Value = serde_json::from_str(&text).ok()?;
         all.get(0).cloned()
+    }
+
+    /// The image the service's container runs (its ID), if it has a container.
+    fn running_image(&self, ctx: &Ctx, service: &Service) -> Option<String> {
+        let info = self.inspect(ctx, &ctx.container(service))?;
+        info["Image"].as_str().map(str::to_owned)
+    }
+
+    /// Points the service's image tags back at the image its container runs, after a new
+    /// version built under them was refused, and removes the refused image.
+    fn restore_image(&self, ctx: &Ctx, service: &Service) {
+        let Some(running) = self.running_image(ctx, service) else {
+            return;
+        };
+        let refused = engine::image_inspect(ctx, &service.versioned_image(), "{{.Id}}");
+        if refused.as_deref() == Some(running.as_str()) {
+            return;
+        }
+        let revision = images::revision(ctx);
+        for tag in [
+            service.versioned_image(),
+            format!("{}:{}", service.image(), revision.tag),
+        ] {
+            if let Err(e) = ctx
+                .runner
+                .run(&Step::new("docker").args(["tag", &running, &tag]))
+            {
+                ctx.reporter
+                    .warn(format!("{tag} still names the refused build: {e:#}"));
+            }
+        }
+        if let Some(refused) = refused {
+            images::remove_replaced(ctx, service, &refused);
+        }
+    }
+
+    /// The container a candidate of `service` runs in: `bankchurn-api-candidate`.
+    fn candidate_container(ctx: &Ctx, service: &Service) -> String {
+        format!("{}-candidate", ctx.container(service))
+    }
+
+    /// Runs the service's image as built now in a one-off container of the compose service
+    /// (its network, environment, volumes and limits) publishing each endpoint on a spare
+    /// loopback port.
+    fn run_candidate(&self, ctx: &Ctx, service: &Service) -> Result<Candidate> {
+        let name = Self::candidate_container(ctx, service);
+        if self.inspect(ctx, &name).is_some() {
+            ctx.runner
+                .run(&Step::new("docker").args(["rm", "--force", "--volumes", &name]))?;
+        }
+        let mut ports = Vec::new();
+        let mut publish = Vec::new();
+        for endpoint in service.endpoints() {
+            // A port nothing listens on now, chosen by the system.
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            ports.push((endpoint.role, port));
+            publish.push(format!("127.0.0.1:{port}:{}", endpoint.container_port));
+        }
+        let mut args = vec!["run", "--detach", "-T", "--no-deps", "--name", &name];
+        for p in &publish {
+            args.extend(["--publish", p]);
+        }
+        args.push(&service.name);
+        ctx.runner.run(&self.compose(ctx, &args)?)?;
+        Ok(Candidate {
+            instance: Instance::Container { name },
+            ports,
+        })
     }
 
     fn remove(&self, ctx: &Ctx, service: &Service) -> Result<()> {
@@ -419,6 +493,78 @@ impl Runtime for Docker {
                 .and_then(|m| m.modified())
                 .is_ok_and(|m| started.is_some_and(|s| m > s));
         image_changed || model_changed
+    }
+
+    fn swaps_candidates(&self) -> bool {
+        true
+    }
+
+    /// Packages the binary `dev` has just built into the service's image (its tags move to
+    /// it; the running container keeps the image it was started from) and runs it beside the
+    /// service's container.
+    fn start_candidate(&mut self, ctx: &Ctx, service: &Service) -> Result<Candidate> {
+        images::package(ctx, service)?;
+        self.run_candidate(ctx, service).inspect_err(|_| {
+            let name = Self::candidate_container(ctx, service);
+            let _ =
+                ctx.runner
+                    .run(&Step::new("docker").args(["rm", "--force", "--volumes", &name]));
+            self.restore_image(ctx, service);
+        })
+    }
+
+    fn end_candidate(
+        &mut self,
+        ctx: &Ctx,
+        service: &Service,
+        candidate: Candidate,
+        passed: bool,
+    ) -> Result<()> {
+        let stopped = candidate.stop(ctx);
+        if !passed {
+            self.restore_image(ctx, service);
+        }
+        stopped
+    }
+
+    /// Replaces the service's container with one of its image as built now: the old one
+    /// drains its requests and stops, then compose starts the new one on the same ports.
+    /// Ports published by docker cannot be shared, so the gap lasts from the old one's exit
+    /// to the new one's first answer.
+    fn hand_over(&mut self, ctx: &Ctx, service: &Service) -> Result<()> {
+        let old = self.running_image(ctx, service);
+        self.stop(ctx, service)?;
+        self.start(ctx, service)?;
+        let endpoints = service.endpoints();
+        let healthy = poll::until(HAND_OVER_TIMEOUT, Duration::from_millis(10), || {
+            if let Some(why) = self.exited(ctx, service) {
+                return Some(Err(why));
+            }
+            endpoints
+                .iter()
+                .all(|e| {
+                    let url = format!("http://127.0.0.1:{}{}", ctx.endpoint_port(e), e.health_path);
+                    http::healthy(&url, Duration::from_secs(1))
+                })
+                .then_some(Ok(()))
+        });
+        let why = match healthy {
+            Some(Ok(())) => {
+                if let Some(old) = old {
+                    images::remove_replaced(ctx, service, &old);
+                }
+                return Ok(());
+            }
+            Some(Err(why)) => why,
+            None => format!("it was not healthy within {HAND_OVER_TIMEOUT:?}"),
+        };
+        anyhow::bail!(
+            "the new container of {} failed after the old one stopped ({why}): `cargo xtask \
+             restart {}` starts it again. Its log:\n{}",
+            service.name,
+            service.name,
+            self.log_tail(ctx, service, 15)
+        )
     }
 
     fn log_tail(&self, ctx: &Ctx, service: &Service, lines: usize) -> String {

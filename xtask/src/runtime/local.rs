@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 
 use rustix::process::Signal;
 
-use super::{Candidate, Kind, Runtime, ServiceState, SQLITE_BACKUP};
+use super::{Candidate, Instance, Kind, Runtime, ServiceState, SQLITE_BACKUP};
 use crate::build::binaries::{self, Profile};
 use crate::ctx::Ctx;
 use crate::runner::{tail, Background, Step, Stopped};
@@ -317,6 +317,10 @@ impl Runtime for Local {
             .any(|f| modified(f).is_some_and(|m| m > p.written))
     }
 
+    fn swaps_candidates(&self) -> bool {
+        true
+    }
+
     fn start_candidate(&mut self, ctx: &Ctx, service: &Service) -> Result<Candidate> {
         let mut ports = Vec::new();
         for endpoint in service.endpoints() {
@@ -343,7 +347,13 @@ impl Runtime for Local {
             .runner
             .spawn_service(&step, &log)?
             .context("a candidate cannot be started under --dry-run")?;
-        Ok(Candidate { child, ports, log })
+        Ok(Candidate {
+            instance: Instance::Process {
+                child: Box::new(child),
+                log,
+            },
+            ports,
+        })
     }
 
     fn hand_over(&mut self, ctx: &Ctx, service: &Service) -> Result<()> {

@@ -92,10 +92,20 @@ pub struct ServiceState {
 
 /// A new version of an API serving on spare ports beside the running one.
 pub struct Candidate {
-    pub child: crate::runner::Background,
+    pub instance: Instance,
     /// The spare port of each endpoint, by role (`None`: the API's own).
     pub ports: Vec<(Option<&'static str>, u16)>,
-    pub log: std::path::PathBuf,
+}
+
+/// What runs a [`Candidate`]: a process on the host, or a container beside the service's.
+pub enum Instance {
+    Process {
+        child: Box<crate::runner::Background>,
+        log: std::path::PathBuf,
+    },
+    Container {
+        name: String,
+    },
 }
 
 impl Candidate {
@@ -104,6 +114,55 @@ impl Candidate {
             .iter()
             .find(|(role, _)| *role == endpoint.role)
             .map_or(0, |(_, port)| *port)
+    }
+
+    /// Why the candidate has stopped already, if it has.
+    pub fn exited(&self, ctx: &Ctx) -> Option<String> {
+        match &self.instance {
+            Instance::Process { child, .. } => child.exited(),
+            Instance::Container { name } => {
+                let status = ctx.runner.query_stdout(&Step::new("docker").args([
+                    "inspect",
+                    "--format",
+                    "{{.State.Status}} {{.State.ExitCode}}",
+                    name,
+                ]))?;
+                let (status, code) = status.trim().split_once(' ')?;
+                matches!(status, "exited" | "dead" | "restarting")
+                    .then(|| format!("the container is {status} (exit code {code})"))
+            }
+        }
+    }
+
+    /// The last `lines` lines of the candidate's log.
+    pub fn log_tail(&self, ctx: &Ctx, lines: usize) -> String {
+        match &self.instance {
+            Instance::Process { log, .. } => {
+                crate::runner::tail(&std::fs::read_to_string(log).unwrap_or_default(), lines)
+            }
+            Instance::Container { name } => log_text(
+                ctx,
+                &Step::new("docker").args(["logs", "--tail", &lines.to_string(), name]),
+            ),
+        }
+    }
+
+    /// Stops the candidate and removes what it ran in (its container).
+    pub fn stop(&self, ctx: &Ctx) -> Result<()> {
+        match &self.instance {
+            Instance::Process { child, .. } => {
+                ctx.runner.stop_group(
+                    child.pid(),
+                    std::time::Duration::from_secs(5),
+                    Some(child),
+                )?;
+            }
+            Instance::Container { name } => {
+                ctx.runner
+                    .run(&Step::new("docker").args(["rm", "--force", "--volumes", name]))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -164,21 +223,37 @@ pub trait Runtime {
     /// Whether a running service predates what it runs from, and must restart to pick it up.
     fn is_stale(&self, ctx: &Ctx, service: &Service) -> bool;
     fn log_tail(&self, ctx: &Ctx, service: &Service, lines: usize) -> String;
+    /// Whether [`Runtime::start_candidate`] and [`Runtime::hand_over`] work here: what `dev`
+    /// needs.
+    fn swaps_candidates(&self) -> bool {
+        false
+    }
     /// Starts the API's binary as built now beside the running version, on spare ports, for
     /// `dev` to check before [`Runtime::hand_over`] puts it live.
     fn start_candidate(&mut self, _ctx: &Ctx, service: &Service) -> Result<Candidate> {
         anyhow::bail!(
-            "the {} runtime cannot run a new version of {} beside the old one yet: use --runtime local",
+            "the {} runtime cannot run a new version of {} beside the old one yet: use --runtime local or docker",
             self.name(),
             service.name
         )
+    }
+    /// Stops a candidate once checked; `passed` says whether [`Runtime::hand_over`] follows.
+    /// One that failed leaves everything as it was before [`Runtime::start_candidate`].
+    fn end_candidate(
+        &mut self,
+        ctx: &Ctx,
+        _service: &Service,
+        candidate: Candidate,
+        _passed: bool,
+    ) -> Result<()> {
+        candidate.stop(ctx)
     }
     /// Puts the API's binary as built now on the service's ports in place of the running
     /// version, with the shortest gap the runtime allows, the old version draining its
     /// requests. On failure the old version keeps serving.
     fn hand_over(&mut self, _ctx: &Ctx, service: &Service) -> Result<()> {
         anyhow::bail!(
-            "the {} runtime cannot swap {} in place yet: use --runtime local",
+            "the {} runtime cannot swap {} in place yet: use --runtime local or docker",
             self.name(),
             service.name
         )

@@ -212,3 +212,65 @@ impl Drop for PostgresCluster {
         );
     }
 }
+
+/// A stack whose MLflow runs on `cluster`, driven through `xtask --runtime RUNTIME`.
+pub struct OnPostgres<'a> {
+    pub stack: &'a super::Stack,
+    pub cluster: &'a PostgresCluster,
+    pub runtime: &'static str,
+}
+
+impl OnPostgres<'_> {
+    /// `xtask --runtime RUNTIME ARGS...` with `XTASK_MLFLOW_BACKEND` naming the cluster.
+    pub fn xtask(&self, args: &[&str]) -> std::process::Output {
+        let mut full = vec!["--runtime", self.runtime];
+        full.extend_from_slice(args);
+        let uri = self.cluster.uri();
+        self.stack.xtask_with_env(
+            &full,
+            &[("XTASK_MLFLOW_BACKEND", std::path::Path::new(&uri))],
+        )
+    }
+
+    /// Fails when `output` shows the password, or any part of it.
+    pub fn never_shows_the_password(&self, output: &std::process::Output) {
+        for text in [super::stdout(output), super::stderr(output)] {
+            assert!(
+                !text.contains(self.cluster.password) && !text.contains("s3cret"),
+                "{text}"
+            );
+        }
+    }
+
+    /// The database lost and brought back: the stack down, the database dropped and made
+    /// again, empty, then `restore` of `archive`; MLflow must show the same runs and
+    /// registry as before.
+    pub fn lose_then_restore(
+        &self,
+        archive: &std::path::Path,
+        mlflow: &super::mlflow_api::Mlflow,
+        runs: &std::collections::BTreeSet<String>,
+        registry: &super::mlflow_api::Registry,
+    ) {
+        let down = self.xtask(&["down"]);
+        assert!(down.status.success(), "{}", super::stderr(&down));
+        self.cluster.database("dropdb");
+        self.cluster.database("createdb");
+
+        let started = std::time::Instant::now();
+        let restore = self.xtask(&["restore", archive.to_str().unwrap(), "--yes"]);
+        assert!(restore.status.success(), "{}", super::stderr(&restore));
+        eprintln!(
+            "MEASURED: restore of the PostgreSQL store to a healthy {} stack took {:.1?}",
+            self.runtime,
+            started.elapsed()
+        );
+        self.never_shows_the_password(&restore);
+        assert_eq!(&mlflow.runs(), runs, "the runs differ after restore");
+        assert_eq!(
+            &mlflow.registry(),
+            registry,
+            "the registry differs after restore"
+        );
+    }
+}

@@ -1,5 +1,5 @@
-//! Traffic through a change: JSON bodies posted without pause while the stack retrains,
-//! swaps or restores, so that the tests can count what failed.
+//! Traffic through a change: JSON bodies posted without pause (or at a set pace) while the
+//! stack retrains, swaps or restores, so that the tests can count what failed.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,6 +16,12 @@ pub struct Traffic {
 
 impl Traffic {
     pub fn start(url: String, bodies: Arc<Vec<String>>, threads: usize) -> Self {
+        Self::paced(url, bodies, threads, Duration::ZERO)
+    }
+
+    /// [`Traffic::start`] with each client sending one request per `every` at most: a count
+    /// of failed requests then measures how long the service was away.
+    pub fn paced(url: String, bodies: Arc<Vec<String>>, threads: usize, every: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
@@ -30,7 +36,10 @@ impl Traffic {
                         .build()
                         .into();
                     let mut i = t;
+                    let mut next = std::time::Instant::now();
                     while !stop.load(Ordering::Relaxed) {
+                        // Pacing, not synchronization: the next request's time.
+                        next += every;
                         let ok = agent
                             .post(&url)
                             .header("content-type", "application/json")
@@ -41,6 +50,11 @@ impl Traffic {
                             failed.fetch_add(1, Ordering::Relaxed);
                         }
                         i += clients;
+                        if !every.is_zero() {
+                            std::thread::sleep(
+                                next.saturating_duration_since(std::time::Instant::now()),
+                            );
+                        }
                     }
                 })
             })
