@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
 use serde::de::DeserializeOwned;
@@ -410,23 +410,62 @@ pub fn verdict_of(psi: f64, drifted_above: f64) -> &'static str {
 /// so a reload to another version starts from zero.
 pub struct Monitor {
     profile: Profile,
-    /// Per feature, one counter per bin of its reference.
-    counts: Box<[Box<[AtomicU64]>]>,
-    rows: AtomicU64,
+    /// Where each feature's bins start in a shard.
+    offsets: Box<[usize]>,
+    /// A shard's counters (every feature's bins, then the rows) and the padding after them.
+    stride: usize,
+    /// [`SHARDS`] shards of counters one after the other, each thread counting into its own:
+    /// one set shared by all would have the cores take each other's cache lines on every
+    /// request (7.5% of `/predict`'s throughput on 2 cores, against under 1% of its
+    /// instructions).
+    counters: Box<[AtomicU64]>,
+}
+
+/// Shards of counters per monitor: threads take them in turn, so up to this many count
+/// without sharing a cache line.
+const SHARDS: usize = 16;
+
+/// Counters (of 8 bytes) between two shards' counters: 128 bytes, so that neither the line
+/// the last counter of one shard is on nor the one the CPU fetches beside it holds any of the
+/// next shard's.
+const SHARD_GAP: usize = 16;
+
+thread_local! {
+    /// This thread's shard, taken in turn by the threads that count.
+    static SHARD: usize = {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS
+    };
 }
 
 impl Monitor {
     pub fn new(profile: Profile) -> Self {
-        let counts = profile
-            .features
-            .iter()
-            .map(|f| (0..f.reference.bins()).map(|_| AtomicU64::new(0)).collect())
-            .collect();
+        let mut offsets = Vec::with_capacity(profile.features.len());
+        let mut bins = 0;
+        for feature in &profile.features {
+            offsets.push(bins);
+            bins += feature.reference.bins();
+        }
+        // The bins, the rows counter, then the gap.
+        let stride = bins + 1 + SHARD_GAP;
         Self {
             profile,
-            counts,
-            rows: AtomicU64::new(0),
+            offsets: offsets.into(),
+            stride,
+            counters: (0..SHARDS * stride).map(|_| AtomicU64::new(0)).collect(),
         }
+    }
+
+    /// Counter `index` of a shard, summed over the shards.
+    fn total(&self, index: usize) -> u64 {
+        (0..SHARDS)
+            .map(|shard| self.counters[shard * self.stride + index].load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Where a shard's rows counter is.
+    fn rows_index(&self) -> usize {
+        self.stride - SHARD_GAP - 1
     }
 
     pub fn profile(&self) -> &Profile {
@@ -436,6 +475,7 @@ impl Monitor {
     /// Counts one predicted row. Lock-free and allocation-free: the hot path.
     pub fn observe<T: Serialize>(&self, item: &T) {
         let features = &self.profile.features;
+        let shard = &self.counters[SHARD.with(|s| *s) * self.stride..][..self.stride];
         let mut next = 0;
         let _ = item.serialize(FieldWalker(|name: &'static str, value: Value<'_>| {
             // The fields come in the profile's order, so the next feature is nearly always
@@ -449,15 +489,15 @@ impl Monitor {
             };
             next = index + 1;
             if let Some(bin) = features[index].reference.bin(value) {
-                self.counts[index][bin].fetch_add(1, Ordering::Relaxed);
+                shard[self.offsets[index] + bin].fetch_add(1, Ordering::Relaxed);
             }
         }));
-        self.rows.fetch_add(1, Ordering::Relaxed);
+        shard[self.rows_index()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Rows counted since the model was loaded.
     pub fn rows(&self) -> u64 {
-        self.rows.load(Ordering::Relaxed)
+        self.total(self.rows_index())
     }
 
     /// Each feature's name, PSI and the rows counted for it.
@@ -465,9 +505,11 @@ impl Monitor {
         self.profile
             .features
             .iter()
-            .zip(self.counts.iter())
-            .map(|(feature, counters)| {
-                let counts: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+            .zip(self.offsets.iter())
+            .map(|(feature, &offset)| {
+                let counts: Vec<u64> = (0..feature.reference.bins())
+                    .map(|bin| self.total(offset + bin))
+                    .collect();
                 let rows = counts.iter().sum();
                 (
                     feature.name.as_str(),
