@@ -114,6 +114,41 @@ pub fn train_in_container(
 /// How long the new container gets to answer healthy on the service's ports in a hand-over.
 const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// What `docker inspect` says of `container`, if it exists.
+fn inspect(ctx: &Ctx, container: &str) -> Option<Value> {
+    let text = ctx
+        .runner
+        .query_stdout(&Step::new("docker").args(["inspect", container]))?;
+    let all: Value = serde_json::from_str(&text).ok()?;
+    all.get(0).cloned()
+}
+
+/// Why `container` has stopped, if it has.
+pub(super) fn container_exited(ctx: &Ctx, container: &str) -> Option<String> {
+    let info = inspect(ctx, container)?;
+    let state = &info["State"];
+    match state["Status"].as_str()? {
+        status @ ("exited" | "dead" | "restarting") => Some(format!(
+            "the container is {status} (exit code {})",
+            state["ExitCode"]
+        )),
+        _ => None,
+    }
+}
+
+/// The last `lines` lines `container` logged.
+pub(super) fn container_log_tail(ctx: &Ctx, container: &str, lines: usize) -> String {
+    let step = Step::new("docker").args(["logs", "--tail", &lines.to_string(), container]);
+    super::log_text(ctx, &step)
+}
+
+/// Removes `container`, running or not, with its anonymous volumes.
+pub(super) fn remove_container(ctx: &Ctx, container: &str) -> Result<()> {
+    ctx.runner
+        .run(&Step::new("docker").args(["rm", "--force", "--volumes", container]))?;
+    Ok(())
+}
+
 pub struct Docker {
     /// `docker compose` or `docker-compose`, found when first needed: `status` and `restart`
     /// never run compose, and the lookup costs a process.
@@ -191,17 +226,9 @@ impl Docker {
         Ok(step)
     }
 
-    fn inspect(&self, ctx: &Ctx, container: &str) -> Option<Value> {
-        let text = ctx
-            .runner
-            .query_stdout(&Step::new("docker").args(["inspect", container]))?;
-        let all: Value = serde_json::from_str(&text).ok()?;
-        all.get(0).cloned()
-    }
-
     /// The image the service's container runs (its ID), if it has a container.
     fn running_image(&self, ctx: &Ctx, service: &Service) -> Option<String> {
-        let info = self.inspect(ctx, &ctx.container(service))?;
+        let info = inspect(ctx, &ctx.container(service))?;
         info["Image"].as_str().map(str::to_owned)
     }
 
@@ -243,9 +270,8 @@ impl Docker {
     /// loopback port.
     fn run_candidate(&self, ctx: &Ctx, service: &Service) -> Result<Candidate> {
         let name = Self::candidate_container(ctx, service);
-        if self.inspect(ctx, &name).is_some() {
-            ctx.runner
-                .run(&Step::new("docker").args(["rm", "--force", "--volumes", &name]))?;
+        if inspect(ctx, &name).is_some() {
+            remove_container(ctx, &name)?;
         }
         let mut ports = Vec::new();
         let mut publish = Vec::new();
@@ -270,13 +296,7 @@ impl Docker {
     }
 
     fn remove(&self, ctx: &Ctx, service: &Service) -> Result<()> {
-        ctx.runner.run(&Step::new("docker").args([
-            "rm",
-            "--force",
-            "--volumes",
-            &ctx.container(service),
-        ]))?;
-        Ok(())
+        remove_container(ctx, &ctx.container(service))
     }
 }
 
@@ -301,7 +321,7 @@ impl Runtime for Docker {
             writable_by_containers(ctx, &ctx.mlruns_dir())?;
         }
         // Removing first keeps docker-compose 1.29 from recreating (and crashing on) it.
-        if self.inspect(ctx, &ctx.container(service)).is_some() {
+        if inspect(ctx, &ctx.container(service)).is_some() {
             self.remove(ctx, service)?;
         }
         ctx.runner.run(&self.compose(
@@ -312,19 +332,11 @@ impl Runtime for Docker {
     }
 
     fn exited(&mut self, ctx: &Ctx, service: &Service) -> Option<String> {
-        let info = self.inspect(ctx, &ctx.container(service))?;
-        let state = &info["State"];
-        match state["Status"].as_str()? {
-            status @ ("exited" | "dead" | "restarting") => Some(format!(
-                "the container is {status} (exit code {})",
-                state["ExitCode"]
-            )),
-            _ => None,
-        }
+        container_exited(ctx, &ctx.container(service))
     }
 
     fn stop(&mut self, ctx: &Ctx, service: &Service) -> Result<bool> {
-        if self.inspect(ctx, &ctx.container(service)).is_none() {
+        if inspect(ctx, &ctx.container(service)).is_none() {
             return Ok(false);
         }
         ctx.runner.run(&Step::new("docker").args([
@@ -344,7 +356,7 @@ impl Runtime for Docker {
     }
 
     fn restart(&mut self, ctx: &Ctx, service: &Service) -> Result<()> {
-        if self.inspect(ctx, &ctx.container(service)).is_none() {
+        if inspect(ctx, &ctx.container(service)).is_none() {
             return self.start(ctx, service);
         }
         ctx.runner.run(&Step::new("docker").args([
@@ -357,7 +369,7 @@ impl Runtime for Docker {
     }
 
     fn state(&self, ctx: &Ctx, service: &Service) -> Result<ServiceState> {
-        let Some(info) = self.inspect(ctx, &ctx.container(service)) else {
+        let Some(info) = inspect(ctx, &ctx.container(service)) else {
             return Ok(ServiceState::default());
         };
         let state = &info["State"];
@@ -482,7 +494,7 @@ impl Runtime for Docker {
     }
 
     fn is_stale(&self, ctx: &Ctx, service: &Service) -> bool {
-        let Some(info) = self.inspect(ctx, &ctx.container(service)) else {
+        let Some(info) = inspect(ctx, &ctx.container(service)) else {
             return false;
         };
         let image_changed = engine::image_inspect(ctx, &service.versioned_image(), "{{.Id}}")
@@ -506,9 +518,7 @@ impl Runtime for Docker {
         images::package(ctx, service)?;
         self.run_candidate(ctx, service).inspect_err(|_| {
             let name = Self::candidate_container(ctx, service);
-            let _ =
-                ctx.runner
-                    .run(&Step::new("docker").args(["rm", "--force", "--volumes", &name]));
+            let _ = remove_container(ctx, &name);
             self.restore_image(ctx, service);
         })
     }
@@ -568,13 +578,7 @@ impl Runtime for Docker {
     }
 
     fn log_tail(&self, ctx: &Ctx, service: &Service, lines: usize) -> String {
-        let step = Step::new("docker").args([
-            "logs",
-            "--tail",
-            &lines.to_string(),
-            &ctx.container(service),
-        ]);
-        super::log_text(ctx, &step)
+        container_log_tail(ctx, &ctx.container(service), lines)
     }
 
     fn logs(

@@ -120,17 +120,7 @@ impl Candidate {
     pub fn exited(&self, ctx: &Ctx) -> Option<String> {
         match &self.instance {
             Instance::Process { child, .. } => child.exited(),
-            Instance::Container { name } => {
-                let status = ctx.runner.query_stdout(&Step::new("docker").args([
-                    "inspect",
-                    "--format",
-                    "{{.State.Status}} {{.State.ExitCode}}",
-                    name,
-                ]))?;
-                let (status, code) = status.trim().split_once(' ')?;
-                matches!(status, "exited" | "dead" | "restarting")
-                    .then(|| format!("the container is {status} (exit code {code})"))
-            }
+            Instance::Container { name } => docker::container_exited(ctx, name),
         }
     }
 
@@ -140,10 +130,7 @@ impl Candidate {
             Instance::Process { log, .. } => {
                 crate::runner::tail(&std::fs::read_to_string(log).unwrap_or_default(), lines)
             }
-            Instance::Container { name } => log_text(
-                ctx,
-                &Step::new("docker").args(["logs", "--tail", &lines.to_string(), name]),
-            ),
+            Instance::Container { name } => docker::container_log_tail(ctx, name, lines),
         }
     }
 
@@ -157,10 +144,7 @@ impl Candidate {
                     Some(child),
                 )?;
             }
-            Instance::Container { name } => {
-                ctx.runner
-                    .run(&Step::new("docker").args(["rm", "--force", "--volumes", name]))?;
-            }
+            Instance::Container { name } => docker::remove_container(ctx, name)?,
         }
         Ok(())
     }
