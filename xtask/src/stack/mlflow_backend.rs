@@ -152,20 +152,30 @@ impl Postgres {
             .collect()
     }
 
-    /// The server's host and port (5432 when the URI names none).
-    pub fn address(&self) -> (String, u16) {
+    /// The stored URI in its parts: the user with its `@` (or nothing), the host as written
+    /// (`[::1]` with its brackets), the port with its `:` (or nothing), and the rest (the
+    /// database and query).
+    fn parts(&self) -> (&str, &str, &str, &str) {
         let rest = self.uri.trim_start_matches("postgresql://");
-        let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
-        let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let (authority, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+        let (user, hostport) = match authority.rfind('@') {
+            Some(at) => authority.split_at(at + 1),
+            None => ("", authority),
+        };
         // `[::1]:5433`, `db:5433`, `db`
         let (host, port) = match hostport.rfind(':') {
-            Some(colon) if !hostport[colon..].contains(']') => {
-                (&hostport[..colon], hostport[colon + 1..].parse().ok())
-            }
-            _ => (hostport, None),
+            Some(colon) if !hostport[colon..].contains(']') => hostport.split_at(colon),
+            _ => (hostport, ""),
         };
+        (user, host, port, path)
+    }
+
+    /// The server's host and port (5432 when the URI names none).
+    pub fn address(&self) -> (String, u16) {
+        let (_, host, port, _) = self.parts();
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        (host.to_owned(), port.unwrap_or(5432))
+        let port = port.trim_start_matches(':').parse().unwrap_or(5432);
+        (host.to_owned(), port)
     }
 
     /// The URI as a container reaches it: a loopback host (`localhost`, `127.0.0.1`, `::1`)
@@ -176,21 +186,10 @@ impl Postgres {
         if !is_loopback(&host) {
             return self.uri.clone();
         }
-        let rest = self.uri.trim_start_matches("postgresql://");
-        let end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, path) = rest.split_at(end);
-        let (user, hostport) = match authority.rsplit_once('@') {
-            Some((user, hostport)) => (format!("{user}@"), hostport),
-            None => (String::new(), authority),
-        };
-        let port = match hostport.rfind(':') {
-            Some(colon) if !hostport[colon..].contains(']') => &hostport[colon..],
-            _ => "",
-        };
+        let (user, _, port, path) = self.parts();
         format!("postgresql://{user}{HOST_FROM_CONTAINERS}{port}{path}")
     }
 
-    /// The URI as shown: with `***` where the password goes.
     /// A swarm's MLflow may run on any node: a loopback host would name a different machine
     /// (or none) from each, so it is refused, saying what to pass instead.
     pub fn check_reachable_by_every_node(&self) -> Result<()> {
