@@ -84,7 +84,9 @@ fn requirements(ctx: &Ctx, python: &str) -> (Vec<String>, String) {
          mlflow=={} with unlocked dependencies",
         version(ctx)
     ));
-    (unlocked(ctx), unlocked(ctx).join("\n"))
+    let requirements = unlocked(ctx);
+    let recorded = requirements.join("\n");
+    (requirements, recorded)
 }
 
 /// Creates the virtual environment and installs MLflow into it, unless already done.
