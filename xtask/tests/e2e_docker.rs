@@ -432,8 +432,9 @@ fn mlflow_in_a_container_on_postgresql_registers_backs_up_and_restores() {
     let up = pg.xtask(&["up"]);
     assert!(
         up.status.success(),
-        "up on PostgreSQL failed:\n{}",
-        stderr(&up)
+        "up on PostgreSQL failed:\n{}\nPostgreSQL's log:\n{}",
+        stderr(&up),
+        cluster.log()
     );
     eprintln!(
         "MEASURED: up on docker with MLflow on PostgreSQL (train and register three models) took {:.1?}",

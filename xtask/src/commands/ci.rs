@@ -578,6 +578,7 @@ impl Ci {
         let verify: Vec<&str> =
             fastrand::choose_multiple(unchanged.keys().copied(), self.verify_skips.unwrap_or(0));
         let mut measured: HashMap<&str, Vec<String>> = HashMap::new();
+        let mut test_failures: Vec<(&str, Vec<String>)> = Vec::new();
         let mut results: Vec<(&str, Outcome)> = Vec::new();
         let mut failed = false;
         for step in chosen {
@@ -617,8 +618,11 @@ impl Ci {
                 results.push((&step.name, Outcome::Unchanged(skip.reason())));
                 continue;
             }
-            let (mut outcome, lines) = run_step(ctx, step)?;
+            let (mut outcome, lines, panics) = run_step(ctx, step)?;
             measured.insert(&step.name, lines);
+            if matches!(outcome, Outcome::Failed(..)) && !panics.is_empty() {
+                test_failures.push((&step.name, panics));
+            }
             if let (Some(skip), Outcome::Failed(_, why, _)) = (skip, &mut outcome) {
                 let undeclared = memory
                     .as_ref()
@@ -694,6 +698,13 @@ impl Ci {
             .filter(|(name, o)| o.skipped_any() && self.require.iter().any(|r| selects(r, name)))
             .map(|(name, _)| *name)
             .collect();
+        // Where a failed test said why, again at the end of the log, where CI shows it.
+        for (step, panics) in &test_failures {
+            eprintln!("\nwhy {step} failed:");
+            for line in panics.iter().flat_map(|panic| panic.lines()) {
+                eprintln!("  {line}");
+            }
+        }
         match (failures.is_empty(), required_skips.is_empty()) {
             (true, true) => Ok(()),
             (false, _) => bail!(
@@ -789,9 +800,9 @@ fn step_named<'a>(all: &'a [PipelineStep], name: &str) -> &'a PipelineStep {
         .expect("a result is for a step of the pipeline")
 }
 
-/// Runs the step's commands; hands back how it ended and the `MEASURED:` lines its suites
-/// printed.
-fn run_step(ctx: &Ctx, step: &PipelineStep) -> Result<(Outcome, Vec<String>)> {
+/// Runs the step's commands; hands back how it ended, the `MEASURED:` lines its suites
+/// printed, and the first lines of each panic they reported (a failed test's why).
+fn run_step(ctx: &Ctx, step: &PipelineStep) -> Result<(Outcome, Vec<String>, Vec<String>)> {
     let log = ctx
         .root
         .join("target/xtask/ci")
@@ -801,12 +812,14 @@ fn run_step(ctx: &Ctx, step: &PipelineStep) -> Result<(Outcome, Vec<String>)> {
     let started = Instant::now();
     let group = ctx.reporter.group(format!("{}: {}", step.name, step.about));
     let mut measured = Vec::new();
+    let mut panics = PanicExcerpts::default();
     let result = step.commands.iter().try_for_each(|command| {
-        let (result, lines) = ctx
-            .runner
-            .run_attached_keeping(&command.clone().env(SKIP_LOG_ENV, &log), |line| {
-                line.starts_with(MEASURED_MARK)
-            });
+        let (result, lines) =
+            ctx.runner
+                .run_attached_keeping(&command.clone().env(SKIP_LOG_ENV, &log), |line| {
+                    panics.read(line);
+                    line.starts_with(MEASURED_MARK)
+                });
         measured.extend(lines);
         result
     });
@@ -825,14 +838,106 @@ fn run_step(ctx: &Ctx, step: &PipelineStep) -> Result<(Outcome, Vec<String>)> {
             Outcome::Failed(elapsed, why, skipped)
         }
     };
-    Ok((outcome, measured))
+    Ok((outcome, measured, panics.excerpts))
+}
+
+/// The first lines of the panics a test run prints (`thread 'name' panicked at file:line:`
+/// and the message under it), at most [`PanicExcerpts::MOST`] of them. Not those in the
+/// output of tests that passed, which `--show-output` lists under `successes:`.
+#[derive(Default)]
+struct PanicExcerpts {
+    excerpts: Vec<String>,
+    /// Lines still to take into the last excerpt.
+    taking: usize,
+    in_successes: bool,
+}
+
+impl PanicExcerpts {
+    const MOST: usize = 3;
+    const LINES: usize = 8;
+
+    fn read(&mut self, line: &str) {
+        match line {
+            "successes:" => self.in_successes = true,
+            "failures:" => self.in_successes = false,
+            _ => {}
+        }
+        let ends = line.trim().is_empty()
+            || line.starts_with("stack backtrace:")
+            || line.starts_with("note: ");
+        if self.taking > 0 && ends {
+            self.taking = 0;
+        } else if self.taking > 0 {
+            let excerpt = self.excerpts.last_mut().expect("an excerpt is open");
+            excerpt.push('\n');
+            excerpt.push_str(line);
+            self.taking -= 1;
+        } else if !self.in_successes
+            && line.starts_with("thread '")
+            && line.contains(" panicked at ")
+            && self.excerpts.len() < Self::MOST
+        {
+            self.excerpts.push(line.to_owned());
+            self.taking = Self::LINES;
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use super::{group_of, selects, skipped_tests, Outcome, GROUPS};
+    use super::{group_of, selects, skipped_tests, Outcome, PanicExcerpts, GROUPS};
+
+    #[test]
+    fn the_panics_of_failed_tests_are_kept_up_to_their_backtrace() {
+        let output = "\
+running 2 tests
+test a ... ok
+test b ... FAILED
+
+successes:
+
+---- a stdout ----
+thread 'a' panicked at xtask/tests/faults.rs:1:1:
+a panic the test caught
+
+failures:
+
+---- b stdout ----
+$ xtask up
+thread 'b' (6178) panicked at xtask/tests/e2e_docker.rs:433:5:
+up on PostgreSQL failed:
+error: MLflow did not become healthy
+stack backtrace:
+   0: __rustc::rust_begin_unwind
+
+test result: FAILED. 1 passed; 1 failed
+";
+        let mut panics = PanicExcerpts::default();
+        for line in output.lines() {
+            panics.read(line);
+        }
+        assert_eq!(
+            panics.excerpts,
+            [
+                "thread 'b' (6178) panicked at xtask/tests/e2e_docker.rs:433:5:\n\
+              up on PostgreSQL failed:\n\
+              error: MLflow did not become healthy"
+            ]
+        );
+        // Long messages are cut, and so is the count of panics.
+        let mut panics = PanicExcerpts::default();
+        for _ in 0..5 {
+            panics.read("thread 't' panicked at a.rs:1:1:");
+            for i in 0..20 {
+                panics.read(&format!("line {i}"));
+            }
+            panics.read("");
+        }
+        assert_eq!(panics.excerpts.len(), PanicExcerpts::MOST);
+        assert_eq!(panics.excerpts[0].lines().count(), 1 + PanicExcerpts::LINES);
+    }
 
     #[test]
     fn a_group_selects_its_steps() {

@@ -356,7 +356,7 @@ impl Runner {
     pub fn run_attached_keeping(
         &self,
         step: &Step,
-        keep: impl Fn(&str) -> bool,
+        mut keep: impl FnMut(&str) -> bool,
     ) -> (Result<()>, Vec<String>) {
         use std::io::{BufRead, Write};
         self.announce(step);

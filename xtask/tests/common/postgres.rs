@@ -128,6 +128,11 @@ impl PostgresCluster {
         Ok(cluster)
     }
 
+    /// The server's log, whose last lines say why a client was refused.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+
     pub fn run(&self, program: &str, args: &[&str]) {
         let program = self.bin.join(program);
         let status = if rustix::process::geteuid().is_root() {
