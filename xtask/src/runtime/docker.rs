@@ -235,11 +235,16 @@ impl Docker {
     /// Points the service's image tags back at the image its container runs, after a new
     /// version built under them was refused, and removes the refused image.
     fn restore_image(&self, ctx: &Ctx, service: &Service) {
-        let Some(running) = self.running_image(ctx, service) else {
-            return;
-        };
+        if let Some(running) = self.running_image(ctx, service) {
+            Self::point_tags_at(ctx, service, &running);
+        }
+    }
+
+    /// Points the service's image tags at `image`, and removes the image they named, when
+    /// nothing else uses it.
+    fn point_tags_at(ctx: &Ctx, service: &Service, image: &str) {
         let refused = engine::image_inspect(ctx, &service.versioned_image(), "{{.Id}}");
-        if refused.as_deref() == Some(running.as_str()) {
+        if refused.as_deref() == Some(image) {
             return;
         }
         let revision = images::revision(ctx);
@@ -249,7 +254,7 @@ impl Docker {
         ] {
             if let Err(e) = ctx
                 .runner
-                .run(&Step::new("docker").args(["tag", &running, &tag]))
+                .run(&Step::new("docker").args(["tag", image, &tag]))
             {
                 ctx.reporter
                     .warn(format!("{tag} still names the refused build: {e:#}"));
@@ -258,6 +263,34 @@ impl Docker {
         if let Some(refused) = refused {
             images::remove_replaced(ctx, service, &refused);
         }
+    }
+
+    /// Starts the service's container from the image its tag names and waits until every
+    /// endpoint answers healthy; on failure, why, with the container's last lines.
+    fn start_live(&mut self, ctx: &Ctx, service: &Service) -> Result<(), String> {
+        self.start(ctx, service).map_err(|e| format!("{e:#}"))?;
+        let endpoints = service.endpoints();
+        let healthy = poll::until(HAND_OVER_TIMEOUT, Duration::from_millis(10), || {
+            if let Some(why) = self.exited(ctx, service) {
+                return Some(Err(why));
+            }
+            endpoints
+                .iter()
+                .all(|e| {
+                    let url = format!("http://127.0.0.1:{}{}", ctx.endpoint_port(e), e.health_path);
+                    http::healthy(&url, Duration::from_secs(1))
+                })
+                .then_some(Ok(()))
+        });
+        let why = match healthy {
+            Some(Ok(())) => return Ok(()),
+            Some(Err(why)) => why,
+            None => format!("it was not healthy within {HAND_OVER_TIMEOUT:?}"),
+        };
+        Err(format!(
+            "{why}; its log:\n{}",
+            self.log_tail(ctx, service, 15)
+        ))
     }
 
     /// The container a candidate of `service` runs in: `bankchurn-api-candidate`.
@@ -541,40 +574,45 @@ impl Runtime for Docker {
     /// drains its requests and stops, then compose starts the new one on the same ports.
     /// Ports published by docker cannot be shared, so the gap lasts from the old one's exit
     /// to the new one's first answer.
+    ///
+    /// A new container that fails there (the candidate passed, but the live one need not)
+    /// gives the port back to the previous version: the tags go back to its image and it
+    /// starts again, so a failed swap costs a longer gap, not the service.
     fn hand_over(&mut self, ctx: &Ctx, service: &Service) -> Result<()> {
-        let old = self.running_image(ctx, service);
+        let previous = self.running_image(ctx, service);
         self.stop(ctx, service)?;
-        self.start(ctx, service)?;
-        let endpoints = service.endpoints();
-        let healthy = poll::until(HAND_OVER_TIMEOUT, Duration::from_millis(10), || {
-            if let Some(why) = self.exited(ctx, service) {
-                return Some(Err(why));
-            }
-            endpoints
-                .iter()
-                .all(|e| {
-                    let url = format!("http://127.0.0.1:{}{}", ctx.endpoint_port(e), e.health_path);
-                    http::healthy(&url, Duration::from_secs(1))
-                })
-                .then_some(Ok(()))
-        });
-        let why = match healthy {
-            Some(Ok(())) => {
-                if let Some(old) = old {
-                    images::remove_replaced(ctx, service, &old);
+        let why = match self.start_live(ctx, service) {
+            Ok(()) => {
+                if let Some(previous) = previous {
+                    images::remove_replaced(ctx, service, &previous);
                 }
                 return Ok(());
             }
-            Some(Err(why)) => why,
-            None => format!("it was not healthy within {HAND_OVER_TIMEOUT:?}"),
+            Err(why) => why,
         };
-        anyhow::bail!(
-            "the new container of {} failed after the old one stopped ({why}): `cargo xtask \
-             restart {}` starts it again. Its log:\n{}",
-            service.name,
-            service.name,
-            self.log_tail(ctx, service, 15)
-        )
+        let name = &service.name;
+        let Some(previous) = previous else {
+            anyhow::bail!(
+                "the new container of {name} failed after the old one stopped, and there is no \
+                 previous image to go back to: {why}"
+            );
+        };
+        // The failed container goes first, so nothing holds the refused image.
+        if let Err(e) = self.remove(ctx, service) {
+            ctx.reporter.warn(format!("{e:#}"));
+        }
+        Self::point_tags_at(ctx, service, &previous);
+        match self.start_live(ctx, service) {
+            Ok(()) => anyhow::bail!(
+                "the new container of {name} failed after the old one stopped, so the previous \
+                 version serves again: {why}"
+            ),
+            Err(again) => anyhow::bail!(
+                "the new container of {name} failed after the old one stopped ({why}), and the \
+                 previous version did not start again either: {again}\n`cargo xtask restart \
+                 {name}` starts it once the cause is fixed"
+            ),
+        }
     }
 
     fn log_tail(&self, ctx: &Ctx, service: &Service, lines: usize) -> String {
