@@ -346,8 +346,9 @@ fn check_postgres(ctx: &Ctx, pg: &Postgres, runtime: RuntimeKind, report: &mut R
                 ),
                 format!(
                     "make PostgreSQL listen there too (listen_addresses = 'localhost,{gateway}') \
-                     and admit the containers' networks in pg_hba.conf (host all all \
-                     172.16.0.0/12 scram-sha-256)"
+                     and admit the networks Docker gives containers in pg_hba.conf, both of its \
+                     default pools (host all all 172.16.0.0/12 scram-sha-256, and the same for \
+                     192.168.0.0/16)"
                 ),
             ),
             None => report.warn(

@@ -20,12 +20,14 @@ impl PostgresCluster {
 
     /// As [`Self::start`], also listening on `addresses` (the docker bridge's gateway, where
     /// containers reach this machine) and admitting, with the password, connections from the
-    /// networks Docker gives containers (172.16.0.0/12).
+    /// networks Docker gives containers: its default address pools, 172.16.0.0/12 and
+    /// 192.168.0.0/16. Docker hands them out in turn, freed or not, so after a dozen networks
+    /// (a CI run makes more) a stack's network is in 192.168.0.0/16.
     pub fn start_listening(addresses: &[&str]) -> Result<Self, String> {
         let docker_networks: &[&str] = if addresses.is_empty() {
             &[]
         } else {
-            &["172.16.0.0/12"]
+            &["172.16.0.0/12", "192.168.0.0/16"]
         };
         Self::start_admitting(addresses, docker_networks)
     }
