@@ -842,8 +842,9 @@ fn run_step(ctx: &Ctx, step: &PipelineStep) -> Result<(Outcome, Vec<String>, Vec
 }
 
 /// The first lines of the panics a test run prints (`thread 'name' panicked at file:line:`
-/// and the message under it), at most [`PanicExcerpts::MOST`] of them. Not those in the
-/// output of tests that passed, which `--show-output` lists under `successes:`.
+/// and the message under it, less the toolkit's timestamped progress lines it may quote), at
+/// most [`PanicExcerpts::MOST`] of them. Not those in the output of tests that passed, which
+/// `--show-output` lists under `successes:`.
 #[derive(Default)]
 struct PanicExcerpts {
     excerpts: Vec<String>,
@@ -852,9 +853,16 @@ struct PanicExcerpts {
     in_successes: bool,
 }
 
+/// A line of the toolkit's progress, `[20:51:38] ▶ …`: the step, not why it failed.
+fn is_progress(line: &str) -> bool {
+    let bytes = line.as_bytes();
+    bytes.len() > 10 && bytes[0] == b'[' && bytes[3] == b':' && bytes[9] == b']'
+}
+
 impl PanicExcerpts {
     const MOST: usize = 3;
-    const LINES: usize = 8;
+    /// Enough for an error and the lines of a log it quotes that say why.
+    const LINES: usize = 40;
 
     fn read(&mut self, line: &str) {
         match line {
@@ -862,16 +870,25 @@ impl PanicExcerpts {
             "failures:" => self.in_successes = false,
             _ => {}
         }
-        let ends = line.trim().is_empty()
-            || line.starts_with("stack backtrace:")
-            || line.starts_with("note: ");
-        if self.taking > 0 && ends {
-            self.taking = 0;
-        } else if self.taking > 0 {
-            let excerpt = self.excerpts.last_mut().expect("an excerpt is open");
-            excerpt.push('\n');
-            excerpt.push_str(line);
-            self.taking -= 1;
+        // What libtest prints after a panic's message, or between tests' outputs.
+        let ends = [
+            "stack backtrace:",
+            "note: ",
+            "---- ",
+            "failures:",
+            "successes:",
+        ]
+        .iter()
+        .any(|mark| line.starts_with(mark));
+        if self.taking > 0 {
+            if ends {
+                self.taking = 0;
+            } else if !line.trim().is_empty() && !is_progress(line) {
+                let excerpt = self.excerpts.last_mut().expect("an excerpt is open");
+                excerpt.push('\n');
+                excerpt.push_str(line);
+                self.taking -= 1;
+            }
         } else if !self.in_successes
             && line.starts_with("thread '")
             && line.contains(" panicked at ")
@@ -890,7 +907,7 @@ mod tests {
     use super::{group_of, selects, skipped_tests, Outcome, PanicExcerpts, GROUPS};
 
     #[test]
-    fn the_panics_of_failed_tests_are_kept_up_to_their_backtrace() {
+    fn the_panics_of_failed_tests_are_kept_without_progress_up_to_their_backtrace() {
         let output = "\
 running 2 tests
 test a ... ok
@@ -908,7 +925,10 @@ failures:
 $ xtask up
 thread 'b' (6178) panicked at xtask/tests/e2e_docker.rs:433:5:
 up on PostgreSQL failed:
+[20:51:39] ▶ mlflow healthy at http://127.0.0.1:17169/health
 error: MLflow did not become healthy
+
+FATAL:  no pg_hba.conf entry for host
 stack backtrace:
    0: __rustc::rust_begin_unwind
 
@@ -923,17 +943,18 @@ test result: FAILED. 1 passed; 1 failed
             [
                 "thread 'b' (6178) panicked at xtask/tests/e2e_docker.rs:433:5:\n\
               up on PostgreSQL failed:\n\
-              error: MLflow did not become healthy"
+              error: MLflow did not become healthy\n\
+              FATAL:  no pg_hba.conf entry for host"
             ]
         );
         // Long messages are cut, and so is the count of panics.
         let mut panics = PanicExcerpts::default();
         for _ in 0..5 {
             panics.read("thread 't' panicked at a.rs:1:1:");
-            for i in 0..20 {
+            for i in 0..60 {
                 panics.read(&format!("line {i}"));
             }
-            panics.read("");
+            panics.read("note: run with `RUST_BACKTRACE=1`");
         }
         assert_eq!(panics.excerpts.len(), PanicExcerpts::MOST);
         assert_eq!(panics.excerpts[0].lines().count(), 1 + PanicExcerpts::LINES);
