@@ -30,6 +30,11 @@ pub struct Swarm {
     redeployed: bool,
 }
 
+/// Where `deploy swarm` writes the stack file it deploys.
+pub fn stack_file_path(ctx: &Ctx) -> PathBuf {
+    ctx.state_dir().join("swarm").join("stack.yml")
+}
+
 /// One task of a service, as `docker service ps` shows it.
 #[derive(Debug, Clone)]
 pub struct Task {
@@ -189,7 +194,7 @@ impl Swarm {
     /// The stack file `deploy swarm` wrote last, when there is one: what brings back the
     /// services `down` or `restore` removed, exactly as they were deployed.
     fn deployed_file(&self, ctx: &Ctx) -> Option<PathBuf> {
-        let file = crate::commands::deploy::swarm::stack_file_path(ctx);
+        let file = stack_file_path(ctx);
         file.is_file().then_some(file)
     }
 

@@ -163,7 +163,14 @@ impl PostgresCluster {
 
     /// PostgreSQL's client `program` as this test's user, over TCP with the password.
     pub fn client(&self, program: &str, args: &[&str]) {
-        let status = std::process::Command::new(self.bin.join(program))
+        let status = self.over_tcp(program).args(args).status().unwrap();
+        assert!(status.success(), "{program} {args:?} failed");
+    }
+
+    /// `program` connecting as `postgres` to this cluster over TCP, with the password.
+    fn over_tcp(&self, program: &str) -> std::process::Command {
+        let mut command = std::process::Command::new(self.bin.join(program));
+        command
             .args([
                 "-h",
                 "127.0.0.1",
@@ -172,19 +179,15 @@ impl PostgresCluster {
                 "-U",
                 "postgres",
             ])
-            .args(args)
-            .env("PGPASSWORD", self.password)
-            .status()
-            .unwrap();
-        assert!(status.success(), "{program} {args:?} failed");
+            .env("PGPASSWORD", self.password);
+        command
     }
 
     /// `psql`'s unaligned, tuples-only output of `sql` on the `mlflow` database, over TCP.
     pub fn query(&self, sql: &str) -> String {
-        let out = std::process::Command::new(self.bin.join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(["-U", "postgres", "-d", "mlflow", "-At", "-c", sql])
-            .env("PGPASSWORD", self.password)
+        let out = self
+            .over_tcp("psql")
+            .args(["-d", "mlflow", "-At", "-c", sql])
             .output()
             .unwrap();
         assert!(

@@ -14,7 +14,7 @@ use crate::ctx::Ctx;
 use crate::runtime::docker::writable_by_containers;
 use crate::runtime::lifecycle;
 use crate::runtime::observe;
-use crate::runtime::swarm::{Rollout, Swarm};
+use crate::runtime::swarm::{stack_file_path, Rollout, Swarm};
 use crate::stack::stack_file::{self, Publishing, Settings, MLFLOW_STORE_LABEL};
 use crate::stack::Service;
 use crate::util::{http, poll};
@@ -54,11 +54,6 @@ pub struct DeploySwarm {
 
 fn parse_registry(text: &str) -> Result<Registry, String> {
     Registry::parse(text).map_err(|e| format!("{e:#}"))
-}
-
-/// Where the stack file is written.
-pub fn stack_file_path(ctx: &Ctx) -> PathBuf {
-    ctx.state_dir().join("swarm").join("stack.yml")
 }
 
 /// Every service's image reference from the record, on `registry` when given.
