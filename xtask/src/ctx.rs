@@ -172,6 +172,27 @@ impl Ctx {
         self.runner.dry_run
     }
 
+    /// Runs `first` here and `second` on a thread of its own, at once; under `--dry-run` one
+    /// after the other, so the plan reads in order. A panic in either goes on here.
+    pub fn both<A, B: Send>(
+        &self,
+        first: impl FnOnce() -> A,
+        second: impl FnOnce() -> B + Send,
+    ) -> (A, B) {
+        if self.dry_run() {
+            let a = first();
+            return (a, second());
+        }
+        std::thread::scope(|scope| {
+            let second = scope.spawn(second);
+            let a = first();
+            let b = second
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (a, b)
+        })
+    }
+
     pub fn is_interrupted(&self) -> bool {
         self.interrupted.load(Ordering::SeqCst)
     }

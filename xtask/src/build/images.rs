@@ -233,18 +233,12 @@ fn build_one(ctx: &Ctx, builder: Builder, service: &Service, revision: &Revision
     };
     let (base, wheels) = match service.kind {
         // Downloading the wheels waits on the network and bootstrapping the base mostly on
-        // the disk and dpkg: together they take the longer one's time, not the sum. A plan
-        // keeps its order.
-        Kind::Mlflow if ctx.dry_run() => (
-            Some(mlflow_base::ensure(ctx)?),
-            Some(mlflow_base::wheelhouse(ctx, service)?),
-        ),
+        // the disk and dpkg: together they take the longer one's time, not the sum.
         Kind::Mlflow => {
-            let (base, wheels) = std::thread::scope(|scope| {
-                let wheels = scope.spawn(|| mlflow_base::wheelhouse(ctx, service));
-                let base = mlflow_base::ensure(ctx);
-                (base, wheels.join().expect("the wheelhouse thread panicked"))
-            });
+            let (base, wheels) = ctx.both(
+                || mlflow_base::ensure(ctx),
+                || mlflow_base::wheelhouse(ctx, service),
+            );
             (Some(base?), Some(wheels?))
         }
         Kind::Api => (None, None),

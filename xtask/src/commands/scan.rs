@@ -433,26 +433,15 @@ impl Scan {
             ctx.runner.create_dir(&reports.join(dir))?;
         }
 
-        let (trivy_results, lint_results, deny_result) = if ctx.dry_run() {
-            // Sequentially, so the plan reads in order.
-            (
-                trivy_lane(ctx, &trivy, &images, &reports, self.history.as_deref()),
-                lint_lane(ctx, &reports),
-                deny_lane(ctx, &reports, self.require_advisories),
-            )
-        } else {
-            std::thread::scope(|s| {
-                let deny = s.spawn(|| deny_lane(ctx, &reports, self.require_advisories));
-                let lint = s.spawn(|| lint_lane(ctx, &reports));
-                let trivy_results =
-                    trivy_lane(ctx, &trivy, &images, &reports, self.history.as_deref());
-                (
-                    trivy_results,
-                    lint.join().expect("the lint lane does not panic"),
-                    deny.join().expect("the cargo-deny lane does not panic"),
+        let (trivy_results, (lint_results, deny_result)) = ctx.both(
+            || trivy_lane(ctx, &trivy, &images, &reports, self.history.as_deref()),
+            || {
+                ctx.both(
+                    || lint_lane(ctx, &reports),
+                    || deny_lane(ctx, &reports, self.require_advisories),
                 )
-            })
-        };
+            },
+        );
         if ctx.dry_run() {
             return Ok(());
         }
