@@ -137,8 +137,8 @@ fn tools_install_plans_every_pinned_version_into_the_cache_and_writes_nothing() 
     );
     for pinned in [
         "--require-hashes --no-deps -r $CACHE/python-tools/tools.lock",
-        "cargo install --locked --version 0.20.2 --root $CACHE/cargo-tools cargo-deny",
-        "cargo install --locked --version 0.13.13 --root $CACHE/cargo-tools cargo-edit",
+        "cargo install --locked --version 0.20.2 --config profile.release.opt-level=1 --config profile.release.lto=false --config profile.release.codegen-units=16 --root $CACHE/cargo-tools cargo-deny",
+        "cargo install --locked --version 0.13.13 --config profile.release.opt-level=1 --config profile.release.lto=false --config profile.release.codegen-units=16 --root $CACHE/cargo-tools cargo-edit",
     ] {
         assert!(plan.contains(pinned), "{pinned} not planned:\n{plan}");
     }

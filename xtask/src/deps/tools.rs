@@ -356,13 +356,26 @@ fn install_crate(ctx: &Ctx, tool: &Tool) -> Result<()> {
     ctx.reporter.run_task(title, |_| {
         ctx.runner.run(
             &Step::new("cargo")
-                .args(["install", "--locked", "--version", &tool.version, "--root"])
+                .args(["install", "--locked", "--version", &tool.version])
+                .args(BUILT_FOR_COMPILE_TIME.iter().flat_map(|c| ["--config", c]))
+                .arg("--root")
                 .arg(&root)
                 .arg(krate),
         )?;
         Ok(())
     })
 }
+
+/// How the pinned crates are compiled: for build time, not by the crate's own release profile
+/// (cargo-deny's and cargo-edit's ask for LTO in one codegen unit), since their runs are short
+/// and bound by reading files and the registry. cargo-deny 0.20.2 checks this workspace in
+/// 0.64 s built either way, and installs in 115 s instead of 162 (medians of two paired runs
+/// on 2 cores); cargo-edit in 116 s instead of 132 (one run each).
+const BUILT_FOR_COMPILE_TIME: [&str; 3] = [
+    "profile.release.opt-level=1",
+    "profile.release.lto=false",
+    "profile.release.codegen-units=16",
+];
 
 #[cfg(test)]
 mod tests {
