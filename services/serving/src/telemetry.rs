@@ -1,20 +1,54 @@
 //! Structured logs: human-readable by default, JSON lines with `LOG_FORMAT=json`, level from
-//! `LOG_LEVEL` (any `tracing` filter, e.g. `debug` or `info,serving=debug`).
+//! `LOG_LEVEL`: a level (`debug`), or a default and levels per target (`info,serving=debug`).
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::prelude::*;
+
+/// `LOG_LEVEL`'s filter; `info` when it is unset or not a filter. tracing-subscriber's
+/// `Targets` reads the same `target=level` lists as its `EnvFilter` without the span and field
+/// directives, which would link a regex engine into every service binary.
+fn filter(log_level: Option<&str>) -> Targets {
+    log_level
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO))
+}
 
 pub fn init() {
-    let filter = EnvFilter::try_from_env("LOG_LEVEL").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let log_level = std::env::var("LOG_LEVEL").ok();
+    let registry = tracing_subscriber::registry().with(filter(log_level.as_deref()));
     // A second init (as in tests) is harmless, hence `try_init`.
     let _ = if json {
-        builder.json().flatten_event(true).try_init()
+        registry.with(lines.json().flatten_event(true)).try_init()
     } else {
-        builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init()
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        registry.with(lines.with_ansi(ansi)).try_init()
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    #[test]
+    fn log_level_takes_a_level_or_levels_per_target_and_falls_back_to_info() {
+        let default = filter(None);
+        assert!(default.would_enable("serving::http", &Level::INFO));
+        assert!(!default.would_enable("serving::http", &Level::DEBUG));
+
+        let debug = filter(Some("debug"));
+        assert!(debug.would_enable("hyper::proto", &Level::DEBUG));
+        assert!(!debug.would_enable("hyper::proto", &Level::TRACE));
+
+        let per_target = filter(Some("warn,serving=debug"));
+        assert!(per_target.would_enable("serving::server", &Level::DEBUG));
+        assert!(!per_target.would_enable("hyper::proto", &Level::INFO));
+        assert!(per_target.would_enable("hyper::proto", &Level::WARN));
+
+        let not_a_filter = filter(Some("serving=loud"));
+        assert!(not_a_filter.would_enable("serving", &Level::INFO));
+        assert!(!not_a_filter.would_enable("serving", &Level::DEBUG));
+    }
 }
