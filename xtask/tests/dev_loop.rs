@@ -1,7 +1,9 @@
 //! `cargo xtask dev` on the local runtime, in a copy of the workspace: an edit to a handler's
 //! answer goes live, an edit to the training code retrains and reloads the service, a compile
 //! error and an edit that makes health answer 503 each leave the previous version serving, and
-//! a load generator running throughout never sees a failed request. On the docker runtime:
+//! a load generator running throughout never sees a failed request (on Linux; on macOS, where
+//! the old version may still be handed a connection as it closes, they are counted and
+//! printed). On the docker runtime:
 //! edits go live in a new container (the failed requests of each swap's gap counted and
 //! printed), a compile error and a 503 health keep the same container serving with none failed.
 #![allow(clippy::disallowed_methods)]
@@ -39,13 +41,13 @@ fn target_seeded_from_ours(dir: &Path) {
         }
         let to = dir.join(profile);
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        let copied = Command::new("cp")
-            .arg("-a")
-            .arg("--reflink=auto")
-            .arg(&from)
-            .arg(&to)
-            .status()
-            .unwrap();
+        let mut cp = Command::new("cp");
+        cp.arg("-a");
+        // GNU cp's; BSD cp (macOS) has no such flag.
+        if cfg!(target_os = "linux") {
+            cp.arg("--reflink=auto");
+        }
+        let copied = cp.arg(&from).arg(&to).status().unwrap();
         assert!(copied.success(), "cannot copy {}", from.display());
     }
 }
@@ -225,10 +227,10 @@ fn root_answer(port: u16) -> serde_json::Value {
 #[test]
 #[ignore = "builds a copy of the workspace and runs `dev` on the local runtime; run by the pipeline's e2e-dev step"]
 fn edits_go_live_and_broken_ones_keep_the_old_version_with_no_failed_request() {
-    if !cfg!(target_os = "linux") {
-        common::skip("the hand-over with no gap relies on Linux's SO_REUSEPORT");
-        return;
-    }
+    // Linux hands the port over with no gap (SO_REUSEPORT, steered to the newest version);
+    // elsewhere (macOS) the kernel may still give the old version a connection as it closes,
+    // so there the failed requests are counted and printed, as on docker.
+    let no_gap = cfg!(target_os = "linux");
     let workspace = common::workspace_copy();
     let target = tempfile::tempdir().unwrap();
     target_seeded_from_ours(target.path());
@@ -353,7 +355,7 @@ fn edits_go_live_and_broken_ones_keep_the_old_version_with_no_failed_request() {
         failures.len()
     );
     assert!(
-        failures.is_empty(),
+        failures.is_empty() || !no_gap,
         "{} of {sent} requests failed, first: {:?}",
         failures.len(),
         &failures[..failures.len().min(5)]
