@@ -4,13 +4,23 @@
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::prelude::*;
 
-/// `LOG_LEVEL`'s filter; `info` when it is unset or not a filter. tracing-subscriber's
+/// `LOG_LEVEL`'s filter; `info` when it is unset, empty or not a filter. tracing-subscriber's
 /// `Targets` reads the same `target=level` lists as its `EnvFilter` without the span and field
-/// directives, which would link a regex engine into every service binary.
+/// directives (`[span]=debug`, refused here rather than read as a target), which would link a
+/// regex engine into every service binary. Empty items are left out, as `EnvFilter` does
+/// (`Targets` would read one as "errors only").
 fn filter(log_level: Option<&str>) -> Targets {
-    log_level
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO))
+    let items: Vec<&str> = log_level
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .collect();
+    let info = || Targets::new().with_default(LevelFilter::INFO);
+    if items.is_empty() || items.iter().any(|item| item.contains(['[', '{'])) {
+        return info();
+    }
+    items.join(",").parse().unwrap_or_else(|_| info())
 }
 
 pub fn init() {
@@ -47,8 +57,19 @@ mod tests {
         assert!(!per_target.would_enable("hyper::proto", &Level::INFO));
         assert!(per_target.would_enable("hyper::proto", &Level::WARN));
 
-        let not_a_filter = filter(Some("serving=loud"));
-        assert!(not_a_filter.would_enable("serving", &Level::INFO));
-        assert!(!not_a_filter.would_enable("serving", &Level::DEBUG));
+        let trailing_comma = filter(Some("debug,"));
+        assert!(trailing_comma.would_enable("serving", &Level::DEBUG));
+
+        for not_a_filter in ["serving=loud", "", " , ", "[request]=debug"] {
+            let info = filter(Some(not_a_filter));
+            assert!(
+                info.would_enable("serving", &Level::INFO),
+                "{not_a_filter:?}"
+            );
+            assert!(
+                !info.would_enable("serving", &Level::DEBUG),
+                "{not_a_filter:?}"
+            );
+        }
     }
 }
