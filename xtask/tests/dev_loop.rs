@@ -22,9 +22,9 @@ use common::{wait_for, Stack};
 
 /// A target directory for the copy that starts from this workspace's builds of the services
 /// (the release and `dev` profiles): the registry crates are built already, only the copy's
-/// own crates (at other paths) are built. Copied (reflinked where the file system can), never
-/// hard linked: a build in the copy may write into a file in place, and a linked file would be
-/// this workspace's binary, which other tests run.
+/// own crates (at other paths) are built. Copied (reflinked where GNU cp and the file system
+/// can), never hard linked: a build in the copy may write into a file in place, and a linked
+/// file would be this workspace's binary, which other tests run.
 fn target_seeded_from_ours(dir: &Path) {
     let ours = common::repo().join("target");
     for profile in [
@@ -226,10 +226,11 @@ fn root_answer(port: u16) -> serde_json::Value {
 
 #[test]
 #[ignore = "builds a copy of the workspace and runs `dev` on the local runtime; run by the pipeline's e2e-dev step"]
-fn edits_go_live_and_broken_ones_keep_the_old_version_with_no_failed_request() {
+fn edits_go_live_and_broken_ones_keep_the_old_version_under_load() {
     // Linux hands the port over with no gap (SO_REUSEPORT, steered to the newest version);
-    // elsewhere (macOS) the kernel may still give the old version a connection as it closes,
-    // so there the failed requests are counted and printed, as on docker.
+    // elsewhere (macOS) the kernel may still give the old version a connection as it closes:
+    // there the failed requests are counted and printed, a few per hand-over at most. The
+    // test's own requests while it waits for a swap read a failed one as "not yet".
     let no_gap = cfg!(target_os = "linux");
     let workspace = common::workspace_copy();
     let target = tempfile::tempdir().unwrap();
@@ -249,7 +250,11 @@ fn edits_go_live_and_broken_ones_keep_the_old_version_with_no_failed_request() {
         "the edited description to be served",
         Duration::from_secs(600),
         Duration::from_millis(20),
-        || (root_answer(port)["description"] == "Edited live by cargo xtask dev.").then_some(()),
+        || {
+            try_root_answer(port)
+                .is_some_and(|a| a["description"] == "Edited live by cargo xtask dev.")
+                .then_some(())
+        },
     );
     eprintln!(
         "MEASURED: save to live, a one-line change in the service: {:.1?}",
@@ -277,9 +282,12 @@ fn edits_go_live_and_broken_ones_keep_the_old_version_with_no_failed_request() {
         Duration::from_secs(900),
         Duration::from_millis(20),
         || {
-            root_answer(port)["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("(edited)"))
+            try_root_answer(port)
+                .is_some_and(|a| {
+                    a["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("(edited)"))
+                })
                 .then_some(())
         },
     );
@@ -354,9 +362,12 @@ fn edits_go_live_and_broken_ones_keep_the_old_version_with_no_failed_request() {
         "MEASURED: {sent} requests during four swaps, a retraining and two refusals, {} failed",
         failures.len()
     );
+    // Two load threads, each with one connection at a time: at most two per hand-over.
+    let hand_overs = output.count("bankchurn live");
+    let allowed = if no_gap { 0 } else { 2 * hand_overs };
     assert!(
-        failures.is_empty() || !no_gap,
-        "{} of {sent} requests failed, first: {:?}",
+        failures.len() <= allowed,
+        "{} of {sent} requests failed ({allowed} allowed), first: {:?}",
         failures.len(),
         &failures[..failures.len().min(5)]
     );

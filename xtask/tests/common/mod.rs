@@ -248,7 +248,16 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Whether `pid` runs (a zombie does not, where /proc tells).
 pub fn pid_alive(pid: i32) -> bool {
+    if !Path::new("/proc/self").exists() {
+        // No /proc (macOS): whether it could be signalled.
+        return Command::new("kill")
+            .args(["-0", &pid.to_string()])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    }
     Path::new(&format!("/proc/{pid}")).exists()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .unwrap_or_default()
