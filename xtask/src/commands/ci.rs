@@ -290,8 +290,8 @@ fn pipeline(ctx: &Ctx, docker: bool) -> Vec<PipelineStep> {
         ),
         step(
             "e2e-dev",
-            "`dev` on the local runtime (no request fails on Linux) and on docker (the swaps' failed \
-             requests counted): edits go live, broken ones keep the old version",
+            "`dev` on the local runtime (no request fails on Linux) and on docker (the swaps' \
+             failed requests counted): edits go live, broken ones keep the old version",
             vec![e2e(ctx, "dev_loop")],
         ),
         step(
