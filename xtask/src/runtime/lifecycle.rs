@@ -95,7 +95,9 @@ pub fn ensure_models(ctx: &Ctx, apis: &[&Service], mlflow: Option<&str>) -> Resu
 }
 
 /// Builds, trains what is missing, starts what is not running and healthy, and waits.
-/// MLflow comes first, so the models trained meanwhile are tracked and registered in it.
+/// MLflow comes first, so the models trained meanwhile are tracked and registered in it: it
+/// starts as soon as its own image or environment is built, while the APIs' release build goes
+/// on beside it (minutes on a fresh clone), so it is healthy by the time they are built.
 /// On failure (or Ctrl-C) it stops what it started and names the service with its log tail.
 pub fn bring_up(ctx: &Ctx, runtime: &mut dyn Runtime, options: &UpOptions) -> Result<()> {
     let services = selected(ctx, options);
@@ -107,7 +109,7 @@ pub fn bring_up(ctx: &Ctx, runtime: &mut dyn Runtime, options: &UpOptions) -> Re
     if !trackers.is_empty() {
         mlflow_store::check_before_start(ctx)?;
     }
-    runtime.build(ctx, &services)?;
+    let builder = runtime.builder(ctx);
 
     // A store MLflow has not finished building yet: see `discard_store`.
     // A PostgreSQL database is the user's: never discarded.
@@ -115,9 +117,22 @@ pub fn bring_up(ctx: &Ctx, runtime: &mut dyn Runtime, options: &UpOptions) -> Re
         ctx.mlflow_backend.postgres().is_none() && !mlflow_server::store_path(ctx).exists();
     let mut started: Vec<&Service> = Vec::new();
     let result = (|| {
-        start_all(ctx, runtime, &trackers, &mut started)?;
-        wait_healthy(ctx, runtime, &trackers, options.timeout)?;
-        unfinished_store = false;
+        let (trackers_up, apis_built) = ctx.both(
+            || -> Result<()> {
+                builder.build(ctx, &trackers)?;
+                start_all(ctx, runtime, &trackers, &mut started)?;
+                wait_healthy(ctx, runtime, &trackers, options.timeout)?;
+                unfinished_store = false;
+                Ok(())
+            },
+            || builder.build(ctx, &apis),
+        );
+        if let (Err(tracker_error), Err(_)) = (&trackers_up, &apis_built) {
+            // Both are said: the build's as this command's error, MLflow's here.
+            ctx.reporter.warn(format!("{tracker_error:#}"));
+        }
+        apis_built?;
+        trackers_up?;
         let mlflow = trackers.first().map(|m| ctx.url(m, ""));
         ensure_models(ctx, &apis, mlflow.as_deref())?;
         start_all(ctx, runtime, &apis, &mut started)?;

@@ -150,6 +150,33 @@ impl Candidate {
     }
 }
 
+/// How a runtime makes what its services run from. A value of its own rather than a method
+/// taking the runtime, so that one part builds on a thread beside the runtime starting another
+/// part that is ready: MLflow starts while the APIs' release build goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builder {
+    /// The APIs' binaries and MLflow's virtual environment, on the host.
+    Host,
+    /// The container images (the APIs' from their binaries).
+    Images,
+    /// Nothing: a swarm runs released images by digest. `deployed`: whether a stack is there.
+    Released { deployed: bool },
+}
+
+impl Builder {
+    /// Makes what `services` run from.
+    pub fn build(self, ctx: &Ctx, services: &[&Service]) -> Result<()> {
+        if services.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Self::Host => local::build(ctx, services),
+            Self::Images => crate::build::images::build(ctx, services).map(|_| ()),
+            Self::Released { deployed } => swarm::check_deployed(ctx, deployed),
+        }
+    }
+}
+
 pub trait Runtime {
     fn kind(&self) -> Kind;
     fn name(&self) -> &'static str {
@@ -162,8 +189,8 @@ pub trait Runtime {
     /// Checks, in seconds, that everything building and starting `services` needs is here;
     /// says what is missing and how to get it.
     fn preflight(&self, ctx: &Ctx, services: &[&Service]) -> Result<()>;
-    /// Makes what `services` run from: binaries, virtual environments, images.
-    fn build(&mut self, ctx: &Ctx, services: &[&Service]) -> Result<()>;
+    /// What makes what the services run from: binaries, virtual environments, images.
+    fn builder(&self, ctx: &Ctx) -> Builder;
     /// Starts one service without waiting for it to be healthy.
     fn start(&mut self, ctx: &Ctx, service: &Service) -> Result<()>;
     /// Why the service has stopped already, if it has (checked while waiting for health).
