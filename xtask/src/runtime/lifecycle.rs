@@ -127,9 +127,14 @@ pub fn bring_up(ctx: &Ctx, runtime: &mut dyn Runtime, options: &UpOptions) -> Re
             },
             || builder.build(ctx, &apis),
         );
-        if let (Err(tracker_error), Err(_)) = (&trackers_up, &apis_built) {
-            // Both are said: the build's as this command's error, MLflow's here.
-            ctx.reporter.warn(format!("{tracker_error:#}"));
+        if let (Err(tracker_error), Err(build_error)) = (&trackers_up, &apis_built) {
+            // Both are said, once each: the build's as this command's error, MLflow's here
+            // (unless it is the same, as a swarm's refusal to build is for both).
+            let (tracker_error, build_error) =
+                (format!("{tracker_error:#}"), format!("{build_error:#}"));
+            if tracker_error != build_error {
+                ctx.reporter.warn(tracker_error);
+            }
         }
         apis_built?;
         trackers_up?;
