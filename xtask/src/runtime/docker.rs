@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use super::{Builder, Candidate, Instance, Kind, Runtime, ServiceState, SQLITE_BACKUP};
+use super::{Artifacts, Candidate, Instance, Kind, Runtime, ServiceState, SQLITE_BACKUP};
 use crate::build::engine;
 use crate::build::images;
 use crate::ctx::Ctx;
@@ -344,8 +344,8 @@ impl Runtime for Docker {
             .map_err(|e| anyhow::anyhow!("Docker Engine {} answers, but {e:#}", self.engine))
     }
 
-    fn builder(&self, _ctx: &Ctx) -> Builder {
-        Builder::Images
+    fn artifacts(&self, _ctx: &Ctx) -> Result<Artifacts> {
+        Ok(Artifacts::Images)
     }
 
     fn start(&mut self, ctx: &Ctx, service: &Service) -> Result<()> {

@@ -109,7 +109,7 @@ pub fn bring_up(ctx: &Ctx, runtime: &mut dyn Runtime, options: &UpOptions) -> Re
     if !trackers.is_empty() {
         mlflow_store::check_before_start(ctx)?;
     }
-    let builder = runtime.builder(ctx);
+    let artifacts = runtime.artifacts(ctx)?;
 
     // A store MLflow has not finished building yet: see `discard_store`.
     // A PostgreSQL database is the user's: never discarded.
@@ -119,22 +119,17 @@ pub fn bring_up(ctx: &Ctx, runtime: &mut dyn Runtime, options: &UpOptions) -> Re
     let result = (|| {
         let (trackers_up, apis_built) = ctx.both(
             || -> Result<()> {
-                builder.build(ctx, &trackers)?;
+                artifacts.build(ctx, &trackers)?;
                 start_all(ctx, runtime, &trackers, &mut started)?;
                 wait_healthy(ctx, runtime, &trackers, options.timeout)?;
                 unfinished_store = false;
                 Ok(())
             },
-            || builder.build(ctx, &apis),
+            || artifacts.build(ctx, &apis),
         );
-        if let (Err(tracker_error), Err(build_error)) = (&trackers_up, &apis_built) {
-            // Both are said, once each: the build's as this command's error, MLflow's here
-            // (unless it is the same, as a swarm's refusal to build is for both).
-            let (tracker_error, build_error) =
-                (format!("{tracker_error:#}"), format!("{build_error:#}"));
-            if tracker_error != build_error {
-                ctx.reporter.warn(tracker_error);
-            }
+        if let (Err(tracker_error), Err(_)) = (&trackers_up, &apis_built) {
+            // Both are said: the build's as this command's error, MLflow's here.
+            ctx.reporter.warn(format!("{tracker_error:#}"));
         }
         apis_built?;
         trackers_up?;

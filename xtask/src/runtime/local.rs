@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 
 use rustix::process::Signal;
 
-use super::{Builder, Candidate, Instance, Kind, Runtime, ServiceState, SQLITE_BACKUP};
+use super::{Artifacts, Candidate, Instance, Kind, Runtime, ServiceState, SQLITE_BACKUP};
 use crate::build::binaries::{self, Profile};
 use crate::ctx::Ctx;
 use crate::runner::{tail, Background, Step, Stopped};
@@ -60,21 +60,14 @@ fn read_pid_file(path: &Path) -> Option<PidFile> {
 }
 
 /// Builds what `services` run from on the host: the APIs' binaries, and MLflow's virtual
-/// environment, one beside the other.
+/// environment (`bring_up` builds the two beside each other).
 pub fn build(ctx: &Ctx, services: &[&Service]) -> Result<()> {
     let apis: Vec<&Service> = services.iter().copied().filter(|s| s.is_api()).collect();
-    let with_mlflow = services.iter().any(|s| s.kind == ServiceKind::Mlflow);
-    let (binaries, environment) = ctx.both(
-        || binaries::build(ctx, &apis),
-        || {
-            if with_mlflow {
-                mlflow_server::ensure_installed(ctx)
-            } else {
-                Ok(())
-            }
-        },
-    );
-    binaries.and(environment)
+    binaries::build(ctx, &apis)?;
+    if services.iter().any(|s| s.kind == ServiceKind::Mlflow) {
+        mlflow_server::ensure_installed(ctx)?;
+    }
+    Ok(())
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {
@@ -185,8 +178,8 @@ impl Runtime for Local {
         Ok(())
     }
 
-    fn builder(&self, _ctx: &Ctx) -> Builder {
-        Builder::Host
+    fn artifacts(&self, _ctx: &Ctx) -> Result<Artifacts> {
+        Ok(Artifacts::Host)
     }
 
     fn start(&mut self, ctx: &Ctx, service: &Service) -> Result<()> {

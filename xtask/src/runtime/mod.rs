@@ -150,20 +150,20 @@ impl Candidate {
     }
 }
 
-/// How a runtime makes what its services run from. A value of its own rather than a method
-/// taking the runtime, so that one part builds on a thread beside the runtime starting another
-/// part that is ready: MLflow starts while the APIs' release build goes on.
+/// What a runtime's services run from. A value of its own rather than a method taking the
+/// runtime, so that one part is built on a thread beside the runtime starting another part that
+/// is ready: MLflow starts while the APIs' release build goes on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Builder {
+pub enum Artifacts {
     /// The APIs' binaries and MLflow's virtual environment, on the host.
     Host,
     /// The container images (the APIs' from their binaries).
     Images,
-    /// Nothing: a swarm runs released images by digest. `deployed`: whether a stack is there.
-    Released { deployed: bool },
+    /// Released images by digest, which a swarm runs: nothing is built here.
+    Released,
 }
 
-impl Builder {
+impl Artifacts {
     /// Makes what `services` run from.
     pub fn build(self, ctx: &Ctx, services: &[&Service]) -> Result<()> {
         if services.is_empty() {
@@ -172,7 +172,7 @@ impl Builder {
         match self {
             Self::Host => local::build(ctx, services),
             Self::Images => crate::build::images::build(ctx, services).map(|_| ()),
-            Self::Released { deployed } => swarm::check_deployed(ctx, deployed),
+            Self::Released => Ok(()),
         }
     }
 }
@@ -189,8 +189,9 @@ pub trait Runtime {
     /// Checks, in seconds, that everything building and starting `services` needs is here;
     /// says what is missing and how to get it.
     fn preflight(&self, ctx: &Ctx, services: &[&Service]) -> Result<()>;
-    /// What makes what the services run from: binaries, virtual environments, images.
-    fn builder(&self, ctx: &Ctx) -> Builder;
+    /// What the services run from: binaries, virtual environments, images; an error when this
+    /// runtime cannot have them (a swarm with no stack deployed).
+    fn artifacts(&self, ctx: &Ctx) -> Result<Artifacts>;
     /// Starts one service without waiting for it to be healthy.
     fn start(&mut self, ctx: &Ctx, service: &Service) -> Result<()>;
     /// Why the service has stopped already, if it has (checked while waiting for health).

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::docker::{writable_by_containers, TrainingContainer};
 use super::training::Tracking;
-use super::{Builder, Kind, Runtime, ServiceState};
+use super::{Artifacts, Kind, Runtime, ServiceState};
 use crate::build::engine;
 use crate::ctx::Ctx;
 use crate::runner::Step;
@@ -68,17 +68,6 @@ pub enum Rollout {
     Pending { running: usize, wanted: u64 },
     /// The update failed and the swarm rolled (or is rolling) it back: its message.
     RolledBack(String),
-}
-
-/// A swarm builds nothing: it runs the released images a stack file names by digest, so
-/// bringing it up needs that stack deployed.
-pub fn check_deployed(ctx: &Ctx, deployed: bool) -> Result<()> {
-    if deployed || ctx.dry_run() {
-        return Ok(());
-    }
-    bail!(
-        "a swarm runs released images by digest, not images built here: `cargo xtask release --registry HOST[:PORT]`, then `cargo xtask deploy swarm --release RECORD`"
-    )
 }
 
 fn docker(args: &[&str]) -> Step {
@@ -460,10 +449,13 @@ impl Runtime for Swarm {
 
     /// Nothing to build: the services come back from the stack file `deploy swarm` wrote (as
     /// `restore` needs), and without one there is nothing to start from.
-    fn builder(&self, ctx: &Ctx) -> Builder {
-        Builder::Released {
-            deployed: self.deployed_file(ctx).is_some(),
+    fn artifacts(&self, ctx: &Ctx) -> Result<Artifacts> {
+        if self.deployed_file(ctx).is_some() || ctx.dry_run() {
+            return Ok(Artifacts::Released);
         }
+        bail!(
+            "a swarm runs released images by digest, not images built here: `cargo xtask release --registry HOST[:PORT]`, then `cargo xtask deploy swarm --release RECORD`"
+        )
     }
 
     /// A deployed service's tasks replaced; a removed one (after `restore` stopped it)
